@@ -1,0 +1,75 @@
+"""Flat storage for parameters, gradients and per-layer activations/deltas (allocated once)."""
+import numpy as np
+
+from .kernels import layer_view
+
+
+class Layout:
+    """Where each W[l] and b[l] lives in the flat parameter vector (P,): all W[l] raveled in
+    C order, then all b[l] -- scikit-learn's L-BFGS packing."""
+
+    def __init__(self, sizes):
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.n_layers = len(self.sizes) - 1
+        self.coef_shapes = [(int(a), int(b)) for a, b in zip(self.sizes[:-1], self.sizes[1:])]
+        self.n_coef = sum(a * b for a, b in self.coef_shapes)
+        self.n_params = self.n_coef + int(self.sizes[1:].sum())
+        self._coef_slices, self._int_slices = [], []
+        off = 0
+        for a, b in self.coef_shapes:
+            self._coef_slices.append(slice(off, off + a * b))
+            off += a * b
+        for _, b in self.coef_shapes:
+            self._int_slices.append(slice(off, off + b))
+            off += b
+
+    def views(self, flat):
+        """(coefs, intercepts): lists of views into flat (P,)."""
+        coefs = [flat[s].reshape(shape) for s, shape in zip(self._coef_slices, self.coef_shapes)]
+        intercepts = [flat[s] for s in self._int_slices]
+        return coefs, intercepts
+
+    def pack(self, coefs, intercepts, out):
+        """Copy coefs/intercepts into out (P,) (overwrites); returns out."""
+        for s, c in zip(self._coef_slices, coefs):
+            out[s] = np.ravel(c)
+        for s, b in zip(self._int_slices, intercepts):
+            out[s] = b
+        return out
+
+
+class Workspace:
+    """Every buffer one (model, batch capacity) needs, allocated once.
+
+    acts / deltas hold A[1..L] and delta[1..L] as (capacity, n_l) blocks; X, Y, sw are the
+    gathered batch when rows must be copied (shuffled or sparse input); ones feeds the bias
+    gradient's gemv; order is the epoch's sample order (shuffled in place)."""
+
+    def __init__(self, layout, capacity, dtype, n_outputs=None):
+        sizes = layout.sizes
+        total = capacity * int(sizes[1:].sum())
+        self.layout = layout
+        self.capacity = int(capacity)
+        self.dtype = np.dtype(dtype)
+        self.acts = np.zeros(total, dtype)
+        self.deltas = np.zeros(total, dtype)
+        self.ones = np.ones(capacity, dtype)
+        self.X = np.zeros((capacity, int(sizes[0])), dtype)
+        self.Y = np.zeros((capacity, int(sizes[-1])), dtype)
+        self.sw = np.zeros(capacity, dtype)
+        self.no_sw = np.zeros(0, dtype)
+        self.n_rows = 0  # rows in the last batch that ran
+
+    def A(self, l, n=None):
+        """A[l] for the last n rows computed (default: the last batch), l = 1..L."""
+        n = self.n_rows if n is None else n
+        return layer_view(self.acts, self.layout.sizes, self.capacity, l, n)
+
+    def delta(self, l, n=None):
+        """delta[l] = dLoss/dZ[l] of the last batch, l = 1..L."""
+        n = self.n_rows if n is None else n
+        return layer_view(self.deltas, self.layout.sizes, self.capacity, l, n)
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in (self.acts, self.deltas, self.ones, self.X, self.Y, self.sw))

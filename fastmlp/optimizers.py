@@ -1,0 +1,62 @@
+"""Optimizers as (init, update) over explicit state, updating the flat parameters in place.
+
+State is a NamedTuple of arrays (the step count is a 1-element array so that it too is updated
+in place); that is what makes partial_fit, warm_start, checkpoints and resume plain copies.
+The learning rate is an attribute that schedules may change between steps.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .kernels import adam_update, sgd_update
+
+
+class SGDState(NamedTuple):
+    velocity: np.ndarray  # (P,)
+
+
+class AdamState(NamedTuple):
+    count: np.ndarray  # (1,) int64: steps taken
+    mu: np.ndarray     # (P,) first moment
+    nu: np.ndarray     # (P,) second moment
+
+
+class SGD:
+    """Stochastic gradient descent with (Nesterov) momentum, as scikit-learn's SGDOptimizer."""
+    name = "sgd"
+
+    def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def init(self, params):
+        return SGDState(np.zeros_like(params))
+
+    def update(self, state, params, grads):
+        sgd_update(params, grads, state.velocity, self.learning_rate, self.momentum,
+                   self.nesterov)
+
+
+class Adam:
+    """Adam (Kingma & Ba), as scikit-learn's AdamOptimizer: eps added to sqrt(v)."""
+    name = "adam"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.learning_rate = float(learning_rate)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+
+    def init(self, params):
+        return AdamState(np.zeros(1, np.int64), np.zeros_like(params), np.zeros_like(params))
+
+    def update(self, state, params, grads):
+        state.count[0] += 1
+        t = int(state.count[0])
+        lr_t = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        adam_update(params, grads, state.mu, state.nu, float(lr_t), self.beta_1, self.beta_2,
+                    self.epsilon)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}

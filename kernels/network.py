@@ -1,0 +1,167 @@
+"""The whole network over flat buffers: forward pass, backprop, and the pieces between.
+
+Storage (allocated once by ``fastmlp.backend.Workspace``; see the legend in __init__):
+  params  (P,)  all W[l] raveled C-order, then all b[l]   (scikit-learn's L-BFGS packing)
+  grads   (P,)  dW[l] and db[l], same layout as params
+  acts    (B * sum(sizes[1:]),)  A[1..L], each a (B, n_l) block; A[0] is the input batch
+  deltas  (B * sum(sizes[1:]),)  delta[1..L] = dLoss/dZ[l], same blocks as acts
+  ones    (B,)  a column of ones: db[l] = ones[:N] @ delta[l] runs as a BLAS gemv
+For a batch of N <= B rows every (N, n_l) view is the leading, contiguous part of its block.
+
+Threads: the matrix products go to BLAS (``np.dot`` -> SciPy's OpenBLAS), the elementwise
+epilogues to Numba's pool; they run one after the other, never at once (see fastmlp._threads).
+"""
+import numpy as np
+from numba import njit, prange
+
+from ._config import JIT, PJIT, PARALLEL_MIN_ELEMENTS
+from .activations import IDENTITY, bias_activate, mul_dactivation
+from .losses import SQUARED_ERROR, output_delta_loss
+
+
+@njit(**JIT)
+def coef_view(params, sizes, l):
+    """W[l] (sizes[l], sizes[l+1]) as a view of params (P,)."""
+    off = 0
+    for k in range(l):
+        off += sizes[k] * sizes[k + 1]
+    return params[off:off + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+
+
+@njit(**JIT)
+def intercept_view(params, sizes, l):
+    """b[l] (sizes[l+1],) as a view of params (P,)."""
+    off = 0
+    for k in range(sizes.shape[0] - 1):
+        off += sizes[k] * sizes[k + 1]
+    for k in range(l):
+        off += sizes[k + 1]
+    return params[off:off + sizes[l + 1]]
+
+
+@njit(**JIT)
+def layer_view(buf, sizes, capacity, l, n):
+    """A[l] or delta[l], l >= 1, for the first n rows: (n, sizes[l]) view of buf."""
+    off = 0
+    for k in range(1, l):
+        off += capacity * sizes[k]
+    return buf[off:off + n * sizes[l]].reshape(n, sizes[l])
+
+
+@njit(**JIT)
+def forward_pass(params, acts, X, sizes, capacity, act, out_act):
+    """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
+    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,)."""
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    A = X
+    for l in range(L):
+        Z = layer_view(acts, sizes, capacity, l + 1, n)
+        np.dot(A, coef_view(params, sizes, l), Z)
+        bias_activate(Z, intercept_view(params, sizes, l), out_act if l == L - 1 else act)
+        A = Z
+    return A
+
+
+@njit(**PJIT)
+def scale_grads(grads, params, n_coef, scale, l2):
+    """grads <- scale * grads + l2 * params on the first n_coef entries (the W part: L2 does
+    not touch intercepts), grads <- scale * grads on the rest.  grads, params (P,)."""
+    for k in prange(grads.shape[0]):
+        if k < n_coef:
+            grads[k] = scale * grads[k] + l2 * params[k]
+        else:
+            grads[k] = scale * grads[k]
+
+
+@njit(**JIT)
+def sum_squares(x, n):
+    """sum(x[:n] ** 2) accumulated in float64.  x (P,)."""
+    s = 0.0
+    for k in range(n):
+        s += x[k] * x[k]
+    return s
+
+
+@njit(**JIT)
+def forward_backward(params, grads, acts, deltas, ones, X, Y, sw, sizes, capacity,
+                     act, out_act, loss, alpha):
+    """One batch: forward pass, loss, and backprop; returns the batch loss (scikit-learn's
+    definition, L2 term included).  Overwrites grads, acts and deltas.
+
+    params, grads (P,); acts, deltas (B * sum(sizes[1:]),); ones (B,); X (N, sizes[0]);
+    Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B.
+
+    Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
+    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input."""
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    out = forward_pass(params, acts, X, sizes, capacity, act, out_act)
+    D = layer_view(deltas, sizes, capacity, L, n)
+    total = output_delta_loss(D, out, Y, sw, loss)
+    if loss == SQUARED_ERROR and out_act != IDENTITY:
+        mul_dactivation(D, out, out_act)
+    weight_sum = np.float64(n)
+    if sw.shape[0] > 0:
+        weight_sum = 0.0
+        for i in range(n):
+            weight_sum += sw[i]
+    n_coef = 0
+    for l in range(L):
+        n_coef += sizes[l] * sizes[l + 1]
+    for l in range(L - 1, -1, -1):
+        A_prev = X if l == 0 else layer_view(acts, sizes, capacity, l, n)
+        W = coef_view(params, sizes, l)
+        np.dot(A_prev.T, D, coef_view(grads, sizes, l))
+        np.dot(ones[:n], D, intercept_view(grads, sizes, l))
+        if l > 0:
+            D_prev = layer_view(deltas, sizes, capacity, l, n)
+            np.dot(D, W.T, D_prev)
+            mul_dactivation(D_prev, A_prev, act)
+            D = D_prev
+    scale = 1.0 / weight_sum
+    scale_grads(grads, params, n_coef, scale, alpha * scale)
+    batch_loss = total * scale
+    if alpha > 0:
+        batch_loss += 0.5 * alpha * sum_squares(params, n_coef) * scale
+    return batch_loss
+
+
+@njit(**JIT)
+def _copy_row(out, X, i, r):
+    # element by element: a slice assignment may copy through a temporary when it cannot
+    # rule out overlap
+    for j in range(out.shape[1]):
+        out[i, j] = X[r, j]
+
+
+@njit(**PJIT)
+def gather_rows(out, X, idx):
+    """out[i] = X[idx[i]] (overwrites).  out (N, n), X (M, n), idx (N,) int64."""
+    n, m = out.shape
+    if n * m < PARALLEL_MIN_ELEMENTS:
+        for i in range(n):
+            _copy_row(out, X, i, idx[i])
+        return
+    for i in prange(n):
+        _copy_row(out, X, i, idx[i])
+
+
+@njit(**PJIT)
+def gather_csr_rows(out, data, indices, indptr, idx):
+    """out[i] = dense row idx[i] of a CSR matrix (overwrites); the batch is densified, never
+    the whole matrix.  out (N, n); data, indices (nnz,); indptr (M+1,); idx (N,) int64."""
+    n = out.shape[0]
+    for i in prange(n):
+        row = out[i]
+        row[:] = 0
+        r = idx[i]
+        for k in range(indptr[r], indptr[r + 1]):
+            row[indices[k]] = data[k]
+
+
+@njit(**PJIT)
+def gather_vector(out, x, idx):
+    """out[i] = x[idx[i]] (overwrites).  out (N,), x (M,), idx (N,) int64."""
+    for i in prange(out.shape[0]):
+        out[i] = x[idx[i]]
