@@ -230,23 +230,24 @@ class Trainer:
                                   self.ws.ones, xb, yb, swb, self.layout.sizes,
                                   self.ws.capacity, act, out_act, loss, self.alpha)
 
-    def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None):
-        """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation):
+    def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
+        """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
+        from row ``start`` of that order (to resume an interrupted epoch):
         forward, backprop and an optimizer step per batch.  X is a validated (N, n_in) array
         or CSR matrix of the trainer's dtype, Y (N, n_out).  Returns the sum over batches of
-        batch loss * batch rows, and the number of rows done (fewer than N only if
+        batch loss * batch rows, and the position reached in the order (N unless
         ``stop_requested`` was set during the epoch)."""
         n = X.shape[0]
         B = self.batch_size
         total = 0.0
-        done = 0
+        done = start
         self.stop_requested = False
         with thread_limits(self.n_threads):
-            for start in range(0, n, B):
-                stop = min(start + B, n)
-                batch_loss = self._step(*self._batch(X, Y, sample_weight, order, start, stop))
+            for first in range(start, n, B):
+                stop = min(first + B, n)
+                batch_loss = self._step(*self._batch(X, Y, sample_weight, order, first, stop))
                 optimizer.update(state, self.params, self.grads)
-                total += batch_loss * (stop - start)
+                total += batch_loss * (stop - first)
                 done = stop
                 if self.stop_requested:
                     break

@@ -101,6 +101,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="fastmlp", description="Fast MLPs on the CPU.")
     sub = parser.add_subparsers(dest="command")
     add_train_parser(sub)
+    from .bench import add_bench_parser
+    add_bench_parser(sub)
     return parser
 
 
