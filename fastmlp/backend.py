@@ -304,7 +304,9 @@ def forward(coefs, intercepts, X, activation="logistic", out_activation="identit
     Returns a new (N, n_out) array.  Nothing passed in is modified."""
     sizes, dtype = check_params(coefs, intercepts)
     X = check_X(X, dtype, sizes[0], accept_sparse=True)
-    t = _trainer_for(coefs, intercepts, X, activation, out_activation, "squared_error", 0.0,
+    # the loss plays no part in a forward pass; pick one the output activation accepts
+    loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
+    t = _trainer_for(coefs, intercepts, X, activation, out_activation, loss, 0.0,
                      n_threads, min(X.shape[0], 4096))
     return t.forward(X)
 

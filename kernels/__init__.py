@@ -18,4 +18,6 @@ from .losses import SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON, output_de
 from .network import (coef_view, intercept_view, layer_view, forward_pass, forward_backward,
                       scale_grads, sum_squares, gather_rows, gather_csr_rows, gather_vector)
 from .optim import sgd_update, adam_update
-from .expfn import exp32, exp64, sigmoid32, sigmoid64, tanh32, tanh64
+from . import expfn
+from .expfn import (exp32, exp64, sigmoid32, sigmoid64, tanh32, tanh64, vexp, vsigmoid,
+                    vtanh)

@@ -32,12 +32,15 @@ def _bits_to_f64(typingctx, bits):
 
 
 _LOG2E = 1.4426950408889634
+# The clamping ranges: 2**k stays a normal number (k in [-126, 127] / [-1022, 1023]).
+EXP32_RANGE = (-87.3, 88.3)
+EXP64_RANGE = (-708.0, 709.0)
 
 
 @njit(**JIT_STRICT)
 def exp32(x):
     """exp(x) for float32; max relative error ~2 ulp on [-87.3, 88.3], clamped outside."""
-    xc = min(max(x, np.float32(-87.3)), np.float32(88.3))
+    xc = min(max(x, np.float32(EXP32_RANGE[0])), np.float32(EXP32_RANGE[1]))
     k = np.floor(np.float32(_LOG2E) * xc + np.float32(0.5))
     r = xc - k * np.float32(0.693359375)
     r = r - k * np.float32(-2.12194440e-4)
@@ -57,7 +60,7 @@ def exp32(x):
 @njit(**JIT_STRICT)
 def exp64(x):
     """exp(x) for float64; max relative error ~2 ulp on [-708, 709], clamped outside."""
-    xc = min(max(x, -708.0), 709.0)
+    xc = min(max(x, EXP64_RANGE[0]), EXP64_RANGE[1])
     k = np.floor(_LOG2E * xc + 0.5)
     r = xc - k * 6.93145751953125e-1
     r = r - k * 1.42860682030941723212e-6

@@ -1,0 +1,174 @@
+"""Rungs 2-3: the functional backend against NumPy, finite differences, and a network worked
+by hand; plus its input validation."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.special import expit
+
+from fastmlp import backend
+
+ACT = {"identity": lambda z: z, "logistic": expit, "tanh": np.tanh,
+       "relu": lambda z: np.maximum(z, 0), "exp": np.exp,
+       "softmax": lambda z: np.exp(z - z.max(1, keepdims=True))
+       / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)}
+
+
+def _net(sizes, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    coefs = [rng.normal(size=(a, b)).astype(dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+    ints = [rng.normal(size=b).astype(dtype) for b in sizes[1:]]
+    return coefs, ints
+
+
+def _naive_forward(coefs, ints, X, act, out):
+    A = X
+    for l, (W, b) in enumerate(zip(coefs, ints)):
+        A = ACT[out if l == len(coefs) - 1 else act](A @ W + b)
+    return A
+
+
+@pytest.mark.parametrize("act", ["identity", "logistic", "tanh", "relu"])
+@pytest.mark.parametrize("out", ["identity", "logistic", "softmax", "exp"])
+def test_forward_matches_numpy(act, out):
+    coefs, ints = _net([6, 5, 4, 3])
+    X = np.random.default_rng(1).normal(size=(11, 6))
+    np.testing.assert_allclose(backend.forward(coefs, ints, X, act, out),
+                               _naive_forward(coefs, ints, X, act, out), rtol=1e-12)
+
+
+def test_forward_sparse_equals_dense_and_float32_tracks_float64():
+    coefs, ints = _net([6, 5, 2])
+    X = sp.random(30, 6, density=0.4, format="csr", random_state=0)
+    dense = backend.forward(coefs, ints, X.toarray())
+    np.testing.assert_allclose(backend.forward(coefs, ints, X), dense, rtol=1e-13)
+    np.testing.assert_allclose(backend.forward(coefs, ints, X.tocsc()), dense, rtol=1e-13)
+    c32 = [c.astype(np.float32) for c in coefs]
+    i32 = [b.astype(np.float32) for b in ints]
+    out32 = backend.forward(c32, i32, X.toarray())
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, dense, rtol=1e-5, atol=1e-6)
+
+
+PAIRS = [("identity", "squared_error"), ("logistic", "squared_error"),
+         ("tanh", "squared_error"), ("logistic", "log_loss"), ("softmax", "log_loss"),
+         ("logistic", "binary_log_loss"), ("exp", "poisson")]
+
+
+def _targets(rng, out, loss, n, k):
+    if out == "softmax":
+        return np.eye(k)[rng.integers(0, k, n)]
+    if "log_loss" in loss:
+        return rng.integers(0, 2, (n, k)).astype(float)
+    if loss == "poisson":
+        return rng.poisson(1.5, (n, k)).astype(float)
+    return rng.normal(size=(n, k))
+
+
+@pytest.mark.parametrize("act", ["identity", "logistic", "tanh", "relu"])
+@pytest.mark.parametrize("out,loss", PAIRS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradients_match_finite_differences(act, out, loss, weighted):
+    sizes = [4, 5, 3, 2]
+    coefs, ints = _net(sizes, seed=2)
+    coefs = [c * 0.7 for c in coefs]
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(8, 4))
+    Y = _targets(rng, out, loss, 8, 2)
+    sw = rng.uniform(0.2, 2, 8) if weighted else None
+    alpha = 0.3
+    kw = dict(activation=act, out_activation=out, loss=loss, alpha=alpha, sample_weight=sw)
+    # squared error's gradient is that of n_outputs * loss (scikit-learn #8349); the L2 term
+    # is not multiplied.  Differentiate the quantity the gradients belong to:
+    n_out = sizes[-1] if loss == "squared_error" else 1
+    n = 8 if sw is None else sw.sum()
+
+    def objective(cs, bs):
+        value = backend.loss_and_grads(cs, bs, X, Y, **kw)[0]
+        l2 = 0.5 * alpha * sum((c ** 2).sum() for c in cs) / n
+        return n_out * (value - l2) + l2
+
+    _, gc, gi = backend.loss_and_grads(coefs, ints, X, Y, **kw)
+    h = 1e-6
+    for params, grads in ((coefs, gc), (ints, gi)):
+        for l, p in enumerate(params):
+            for idx in np.ndindex(p.shape):
+                old = p[idx]
+                p[idx] = old + h
+                up = objective(coefs, ints)
+                p[idx] = old - h
+                down = objective(coefs, ints)
+                p[idx] = old
+                fd = (up - down) / (2 * h)
+                assert abs(fd - grads[l][idx]) <= 1e-6 * max(1, abs(fd)), (l, idx)
+
+
+def test_scalar_network_worked_by_hand():
+    """y = f3(w3 f2(w2 f1(w1 x + b1) + b2) + b3) with sigmoid everywhere and the L2 loss
+    0.5 (y - t)^2, every derivative written out by the chain rule."""
+    s = expit
+    x, t = 0.5, 0.8
+    w1, w2, w3, b1, b2, b3 = 0.3, -0.7, 1.1, 0.1, -0.2, 0.05
+    a1 = s(w1 * x + b1)
+    a2 = s(w2 * a1 + b2)
+    y = s(w3 * a2 + b3)
+    d3 = (y - t) * y * (1 - y)          # dL/dz3
+    d2 = d3 * w3 * a2 * (1 - a2)        # dL/dz2
+    d1 = d2 * w2 * a1 * (1 - a1)        # dL/dz1
+    expect = {"w3": d3 * a2, "b3": d3, "w2": d2 * a1, "b2": d2, "w1": d1 * x, "b1": d1}
+    coefs = [np.array([[w1]]), np.array([[w2]]), np.array([[w3]])]
+    ints = [np.array([b1]), np.array([b2]), np.array([b3])]
+    loss, gc, gi = backend.loss_and_grads(coefs, ints, [[x]], [[t]], activation="logistic",
+                                          out_activation="logistic", loss="squared_error")
+    assert loss == pytest.approx(0.5 * (y - t) ** 2, rel=1e-14)
+    got = {"w1": gc[0][0, 0], "w2": gc[1][0, 0], "w3": gc[2][0, 0],
+           "b1": gi[0][0], "b2": gi[1][0], "b3": gi[2][0]}
+    for name, value in expect.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+
+
+def test_inputs_are_never_modified():
+    coefs, ints = _net([3, 4, 2])
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    Y = np.random.default_rng(1).normal(size=(5, 2))
+    sw = np.ones(5)
+    before = [a.copy() for a in (*coefs, *ints, X, Y, sw)]
+    backend.forward(coefs, ints, X)
+    backend.loss_and_grads(coefs, ints, X, Y, alpha=0.1, sample_weight=sw)
+    for a, b in zip((*coefs, *ints, X, Y, sw), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(X=np.ones((5, 4))), "X has 4 features, but the network expects 3"),
+    (dict(X=np.full((5, 3), np.nan)), "NaN"),
+    (dict(X=np.full((5, 3), np.inf)), "infinity"),
+    (dict(X=np.array([["a", "b", "c"]] * 5)), "could not convert|numeric"),
+    (dict(X=np.ones((0, 3))), "0 sample"),
+    (dict(Y=np.ones((4, 2))), "X has 5 samples but Y has 4"),
+    (dict(Y=np.ones((5, 3))), "Y has 3 columns, but the network has 2 outputs"),
+    (dict(activation="swish"), "activation must be one of"),
+    (dict(loss="hinge"), "loss must be one of"),
+    (dict(out_activation="identity", loss="log_loss"), "needs out_activation"),
+    (dict(sample_weight=-np.ones(5)), "negative"),
+    (dict(sample_weight=np.ones(3)), "sample_weight must have shape"),
+])
+def test_bad_input_gets_a_clear_error(bad, match):
+    coefs, ints = _net([3, 4, 2])
+    kw = dict(X=np.ones((5, 3)), Y=np.ones((5, 2)), activation="logistic",
+              out_activation="identity", loss="squared_error")
+    kw.update(bad)
+    with pytest.raises(ValueError, match=match):
+        backend.loss_and_grads(coefs, ints, kw.pop("X"), kw.pop("Y"), **kw)
+
+
+@pytest.mark.parametrize("coefs,ints,match", [
+    ([np.ones((3, 4)), np.ones((5, 2))], [np.ones(4), np.ones(2)], "coefs\\[1\\] has 5 rows"),
+    ([np.ones((3, 4))], [np.ones(3)], "intercepts\\[0\\] must have shape"),
+    ([np.ones((3, 4), np.float32)], [np.ones(4)], "share one dtype"),
+    ([np.ones((3, 4), np.int64)], [np.ones(4, np.int64)], "float32 or float64"),
+    ([np.full((3, 4), np.nan)], [np.ones(4)], "NaN or infinity"),
+    ([], [], "non-empty"),
+])
+def test_bad_parameters_get_a_clear_error(coefs, ints, match):
+    with pytest.raises(ValueError, match=match):
+        backend.forward(coefs, ints, np.ones((2, 3)))

@@ -1,0 +1,182 @@
+"""Rung 1 of the ladder: every kernel against a naive NumPy version."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numba import njit, prange
+from scipy.special import expit, xlogy
+
+from fastmlp import kernels as K
+
+
+@njit(parallel=True)
+def _apply(out, x, which):
+    for i in prange(x.size):
+        if which == 0:
+            out[i] = K.vexp(x[i])
+        elif which == 1:
+            out[i] = K.vsigmoid(x[i])
+        else:
+            out[i] = K.vtanh(x[i])
+
+
+REFS = {0: np.exp, 1: expit, 2: np.tanh}
+SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 1e-8, 0.625, -0.625, 20.0, -20.0, 88.0, -87.0, 700.0,
+           -700.0, 1000.0, -1000.0, np.inf, -np.inf]
+
+
+def _grid(dtype):
+    return np.concatenate([np.linspace(-100, 100, 100001), np.linspace(-1, 1, 20001),
+                           np.geomspace(1e-12, 50, 5000), -np.geomspace(1e-12, 50, 5000),
+                           SPECIAL]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["exp", "sigmoid", "tanh"])
+def test_elementary_functions_within_a_few_ulp(dtype, which):
+    x = _grid(dtype)
+    out = np.empty_like(x)
+    _apply(out, x, which)
+    with np.errstate(over="ignore"):
+        ref = REFS[which](x.astype(np.float64))
+    finfo = np.finfo(dtype)
+    ok = np.abs(ref) >= finfo.tiny
+    if which == 0:  # exp is clamped to its documented range, where 2**k stays normal
+        lo, hi = K.expfn.EXP32_RANGE if dtype == np.float32 else K.expfn.EXP64_RANGE
+        ok &= (x >= lo) & (x <= hi)
+        assert (out[x > hi] == out[x >= hi].min()).all()
+    ulps = np.abs(out[ok] - ref[ok]) / np.spacing(np.abs(ref[ok]).astype(dtype)).astype(float)
+    assert ulps.max() <= 6, (x[ok][ulps.argmax()], ulps.max())
+    assert np.isfinite(out).all()  # saturation: no inf or NaN anywhere on the grid
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturation_and_nan(dtype):
+    x = np.array([1000, -1000, np.inf, -np.inf, np.nan], dtype)
+    for which, expect in [(1, [1, 0, 1, 0]), (2, [1, -1, 1, -1])]:
+        out = np.empty_like(x)
+        _apply(out, x, which)
+        np.testing.assert_allclose(out[:4], expect, atol=np.finfo(dtype).tiny * 4)
+        assert np.isnan(out[4])
+    out = np.empty_like(x)
+    _apply(out, x, 0)
+    assert out[1] < np.finfo(dtype).tiny * 2 and out[3] == out[1] and np.isnan(out[4])
+    assert np.isfinite(out[:4]).all()  # clamped, never overflowing to inf
+
+
+def _naive_act(z, act):
+    if act == K.LOGISTIC:
+        return expit(z)
+    if act == K.TANH:
+        return np.tanh(z)
+    if act == K.RELU:
+        return np.maximum(z, 0)
+    if act == K.EXP:
+        return np.exp(z)
+    if act == K.SOFTMAX:
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    return z
+
+
+def _naive_dact(a, act):
+    return {K.LOGISTIC: a * (1 - a), K.TANH: 1 - a * a, K.RELU: (a > 0).astype(a.dtype),
+            K.EXP: a, K.IDENTITY: np.ones_like(a)}[act]
+
+
+ALL_ACTS = [K.IDENTITY, K.LOGISTIC, K.TANH, K.RELU, K.SOFTMAX, K.EXP]
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("act", ALL_ACTS)
+@pytest.mark.parametrize("shape", [(3, 5), (300, 257)])  # serial and parallel paths
+def test_bias_activate_matches_numpy(dtype, rtol, act, shape):
+    rng = np.random.default_rng(act)
+    Z = rng.normal(size=shape).astype(dtype) * 3
+    b = rng.normal(size=shape[1]).astype(dtype)
+    expect = _naive_act(Z.astype(np.float64) + b, act)
+    K.bias_activate(Z, b, act)
+    np.testing.assert_allclose(Z, expect, rtol=rtol, atol=rtol * 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", [K.IDENTITY, K.LOGISTIC, K.TANH, K.RELU, K.EXP])
+@pytest.mark.parametrize("shape", [(4, 3), (300, 257)])
+def test_mul_dactivation_matches_numpy(dtype, act, shape):
+    rng = np.random.default_rng(1)
+    A = _naive_act(rng.normal(size=shape), act).astype(dtype)
+    D = rng.normal(size=shape).astype(dtype)
+    expect = D * _naive_dact(A, act)
+    K.mul_dactivation(D, A, act)
+    np.testing.assert_allclose(D, expect, rtol=1e-6)
+
+
+def _naive_loss(A, Y, sw, loss):
+    eps = np.finfo(A.dtype).eps
+    w = np.ones(len(A)) if sw.size == 0 else sw
+    if loss == K.SQUARED_ERROR:
+        per = 0.5 * ((A - Y) ** 2).mean(1)
+    elif loss == K.POISSON:
+        per = (xlogy(Y, Y / A) - Y + A).sum(1)
+    else:
+        p = np.clip(A, eps, 1 - eps)
+        per = -xlogy(Y, p).sum(1)
+        if loss == K.BINARY_LOG_LOSS:
+            per -= xlogy(1 - Y, 1 - p).sum(1)
+    return (w * per).sum(), (A - Y) * w[:, None]
+
+
+@pytest.mark.parametrize("loss", [K.SQUARED_ERROR, K.LOG_LOSS, K.BINARY_LOG_LOSS, K.POISSON])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_output_delta_loss_matches_numpy(loss, weighted):
+    rng = np.random.default_rng(2)
+    A = rng.uniform(0.01, 0.99, (9, 4))
+    Y = rng.integers(0, 2, (9, 4)).astype(float) if loss != K.SQUARED_ERROR else \
+        rng.normal(size=(9, 4))
+    sw = rng.uniform(0.1, 3, 9) if weighted else np.zeros(0)
+    D = np.empty_like(A)
+    total = K.output_delta_loss(D, A, Y, sw, loss)
+    expect_total, expect_D = _naive_loss(A, Y, sw, loss)
+    np.testing.assert_allclose(total, expect_total, rtol=1e-12)
+    np.testing.assert_allclose(D, expect_D, rtol=1e-12)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update_matches_numpy(nesterov):
+    rng = np.random.default_rng(3)
+    p, g, v = rng.normal(size=(3, 1000))
+    p0, v0 = p.copy(), v.copy()
+    K.sgd_update(p, g, v, 0.1, 0.9, nesterov)
+    v_new = 0.9 * v0 - 0.1 * g
+    np.testing.assert_allclose(v, v_new, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(p, p0 + (0.9 * v_new - 0.1 * g if nesterov else v_new),
+                               rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_update_matches_numpy(dtype):
+    rng = np.random.default_rng(4)
+    p, g, m = rng.normal(size=(3, 1000)).astype(dtype)
+    v = rng.uniform(0, 1, 1000).astype(dtype)
+    p0, m0, v0 = p.copy(), m.copy(), v.copy()
+    K.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-8)
+    m1 = 0.9 * m0.astype(float) + 0.1 * g
+    v1 = 0.999 * v0.astype(float) + 0.001 * g.astype(float) ** 2
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(m, m1, **tol)
+    np.testing.assert_allclose(v, v1, **tol)
+    np.testing.assert_allclose(p, p0 - 0.01 * m1 / (np.sqrt(v1) + 1e-8), **tol)
+
+
+def test_gathers_match_numpy_indexing():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(50, 7))
+    idx = rng.permutation(50)[:20].astype(np.int64)
+    out = np.empty((20, 7))
+    K.gather_rows(out, X, idx)
+    np.testing.assert_array_equal(out, X[idx])
+    S = sp.random(50, 7, density=0.3, format="csr", random_state=0)
+    K.gather_csr_rows(out, S.data, S.indices, S.indptr, idx)
+    np.testing.assert_array_equal(out, S[idx].toarray())
+    v = np.empty(20)
+    K.gather_vector(v, X[:, 0].copy(), idx)
+    np.testing.assert_array_equal(v, X[idx, 0])

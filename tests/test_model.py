@@ -1,0 +1,203 @@
+"""The MLP front-end: training behaviour, the workspace, threads, shapes and bad input."""
+import tracemalloc
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from numba.core.runtime import _nrt_python, rtsys
+from threadpoolctl import threadpool_info
+
+import fastmlp
+from fastmlp import kernels as K
+
+
+def _data(n=600, n_in=8, n_out=2, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_in))
+    W = rng.normal(size=(n_in, n_out))
+    Y = np.tanh(X @ W) * 0.5 + 0.5
+    return X.astype(dtype), Y.astype(dtype)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.2), ("adam", 0.01)])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_training_lowers_the_loss(optimizer, lr, activation):
+    X, Y = _data()
+    m = fastmlp.MLP([8, 16, 2], activation=activation, random_state=0)
+    m.fit(X, Y, epochs=15, batch_size=32, learning_rate=lr, optimizer=optimizer,
+          momentum=0.9 if optimizer == "sgd" else 0.0)
+    assert len(m.loss_curve_) == 15
+    assert m.loss_curve_[-1] < 0.5 * m.loss_curve_[0]
+    mse = np.mean((m.predict(X) - Y) ** 2)
+    assert mse < 0.5 * np.mean((Y - Y.mean(0)) ** 2)
+
+
+def test_float32_tracks_float64():
+    X, Y = _data()
+    runs = {}
+    for dtype in ("float32", "float64"):
+        m = fastmlp.MLP([8, 16, 16, 2], dtype=dtype, random_state=3)
+        m.fit(X, Y, epochs=5, batch_size=50, learning_rate=0.3, momentum=0.9)
+        assert m.coefs_[0].dtype == dtype and m.predict(X).dtype == dtype
+        runs[dtype] = m
+    np.testing.assert_allclose(runs["float32"].loss_curve_, runs["float64"].loss_curve_,
+                               rtol=1e-4)
+    for a, b in zip(runs["float32"].coefs_, runs["float64"].coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_one_step_equals_the_backend_gradient_step():
+    """A full-batch SGD step of MLP is exactly params - lr * loss_and_grads(...)."""
+    X, Y = _data(n=40)
+    m = fastmlp.MLP([8, 5, 2], dtype="float64", alpha=0.01, random_state=0)
+    m.fit(X, Y, epochs=0, batch_size=40)
+    coefs = [c.copy() for c in m.coefs_]
+    ints = [b.copy() for b in m.intercepts_]
+    loss, gc, gi = fastmlp.backend.loss_and_grads(coefs, ints, X, Y, activation="logistic",
+                                                  alpha=0.01)
+    m.partial_fit(X, Y, epochs=1, batch_size=40, learning_rate=0.1, shuffle=False)
+    assert m.loss_curve_[-1] == pytest.approx(loss, rel=1e-12)
+    for got, c, g in zip(m.coefs_ + m.intercepts_, coefs + ints, gc + gi):
+        np.testing.assert_allclose(got, c - 0.1 * g, rtol=1e-12)
+
+
+def test_deltas_are_the_last_batch_and_reused_for_the_gradients():
+    X, Y = _data(n=70)
+    m = fastmlp.MLP([8, 6, 4, 2], dtype="float64", random_state=0)
+    m.fit(X, Y, epochs=1, batch_size=32, shuffle=False)  # batches 32, 32, 6
+    deltas = m.deltas_
+    assert [d.shape for d in deltas] == [(6, 6), (6, 4), (6, 2)]
+    # recompute the last batch's deltas from the parameters it used: undo the last SGD step
+    ws = m.workspace_
+    A = [X[64:]] + [ws.A(l) for l in (1, 2, 3)]
+    np.testing.assert_allclose(deltas[2], A[3] - Y[64:], rtol=1e-12)
+    assert np.shares_memory(deltas[0], ws.deltas)
+
+
+def test_training_loop_allocates_nothing_per_batch():
+    _nrt_python.memsys_enable_stats()
+    X, Y = _data(n=3200, n_in=20, n_out=3)
+    m = fastmlp.MLP([20, 64, 64, 3], dtype="float64", random_state=0)
+    m.fit(X, Y, epochs=1, batch_size=32, shuffle=False)
+    ws_bytes = m.workspace_.nbytes
+    for shuffle in (False, True):
+        tracemalloc.start()
+        m.partial_fit(X, Y, epochs=2, batch_size=32, shuffle=shuffle)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        # 200 batches: one (32, 64) float64 array per batch would already be 16 KiB; the
+        # shuffle's per-epoch permutation temporary is N int64
+        assert peak < 8192 + (3200 * 8 if shuffle else 0), peak
+        assert m.workspace_.nbytes == ws_bytes
+    # inside the kernels: every NRT allocation of a whole training step is the MemInfo that
+    # wraps one of its array arguments -- no buffer is allocated
+    t = m._trainer
+    args = (t.params, t.grads, t.ws.acts, t.ws.deltas, t.ws.ones, X[:32], Y[:32], t.ws.no_sw,
+            t.layout.sizes)
+    before = rtsys.get_allocation_stats()
+    K.forward_backward(*args, 32, K.LOGISTIC, K.IDENTITY, K.SQUARED_ERROR, 0.0)
+    after = rtsys.get_allocation_stats()
+    assert after.alloc - before.alloc == len(args)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), batch=st.integers(1, 50),
+       sizes=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_shapes(n, batch, sizes, dtype):
+    """Batch of 1, a last partial batch, one output, one unit per layer."""
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, sizes[0]))
+    Y = rng.uniform(size=(n, sizes[-1]))
+    m = fastmlp.MLP(sizes, dtype=dtype, random_state=0)
+    m.fit(X, Y, epochs=2, batch_size=batch)
+    out = m.predict(X)
+    assert out.shape == (n, sizes[-1]) and np.isfinite(out).all()
+    last = n - (n - 1) // min(batch, n) * min(batch, n)
+    assert [d.shape for d in m.deltas_] == [(last, s) for s in sizes[1:]]
+    assert np.isfinite(m.loss_curve_).all()
+
+
+def test_single_output_from_1d_targets():
+    X, Y = _data(n=50, n_out=1)
+    m = fastmlp.MLP([8, 3, 1], random_state=0).fit(X, Y[:, 0], epochs=2, batch_size=7)
+    assert m.predict(X).shape == (50, 1)
+
+
+def test_thread_settings_are_restored():
+    before_numba = numba.get_num_threads()
+    before_blas = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    X, Y = _data(n=5000, n_in=64)  # big enough for the parallel paths
+    m = fastmlp.MLP([64, 256, 2], n_threads=1, random_state=0)
+    m.fit(X, Y, epochs=1, batch_size=1024)
+    assert numba.get_num_threads() == before_numba
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before_blas
+    assert numba.threading_layer() in ("workqueue", "omp", "tbb")
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    X, Y = _data(n=5000, n_in=64)
+    preds = []
+    for n_threads in (1, 2):
+        m = fastmlp.MLP([64, 256, 2], dtype="float64", n_threads=n_threads, random_state=0)
+        preds.append(m.fit(X, Y, epochs=1, batch_size=1024).predict(X))
+    np.testing.assert_allclose(preds[0], preds[1], rtol=1e-10)
+
+
+def test_callback_stops_training_and_partial_fit_continues():
+    X, Y = _data()
+    m = fastmlp.MLP([8, 4, 2], random_state=0)
+    m.fit(X, Y, epochs=10, callback=lambda epoch, loss: epoch == 3)
+    assert len(m.loss_curve_) == 3
+    w = m.coefs_[0].copy()
+    m.partial_fit(X, Y)
+    assert len(m.loss_curve_) == 4 and not np.array_equal(w, m.coefs_[0])
+
+
+def test_caller_arrays_are_not_modified():
+    X, Y = _data(n=64)
+    X2, Y2 = X.copy(), Y.copy()
+    m = fastmlp.MLP([8, 4, 2], dtype="float64", random_state=0)
+    m.fit(X, Y, epochs=2, batch_size=16, shuffle=False)  # views of X are used in place
+    m.predict(X)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(Y, Y2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(layer_sizes=[8]), "at least two positive integers"),
+    (dict(layer_sizes=[8, 0, 2]), "at least two positive integers"),
+    (dict(activation="swish"), "activation must be one of"),
+    (dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
+    (dict(n_threads=0), "n_threads must be a positive integer"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    args = {"layer_sizes": [8, 4, 2], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fastmlp.MLP(**args)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(epochs=-1), "epochs must be a non-negative integer"),
+    (dict(batch_size=0), "batch_size must be a positive integer"),
+    (dict(learning_rate=0), "learning_rate must be a positive number"),
+    (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
+    (dict(optimizer="rmsprop"), "optimizer must be one of"),
+    (dict(momentum=1.5), "momentum must be in"),
+])
+def test_bad_fit_arguments(kwargs, match):
+    X, Y = _data(n=20)
+    with pytest.raises(ValueError, match=match):
+        fastmlp.MLP([8, 4, 2]).fit(X, Y, **kwargs)
+
+
+def test_bad_data():
+    X, Y = _data(n=20)
+    m = fastmlp.MLP([8, 4, 2])
+    with pytest.raises(ValueError, match="NaN"):
+        m.fit(np.where(X > 1, np.nan, X), Y)
+    with pytest.raises(ValueError, match="features"):
+        m.fit(X[:, :5], Y)
+    with pytest.raises(AttributeError, match="call fit"):
+        m.predict(X)
