@@ -224,6 +224,7 @@ class Trainer:
         return xb, yb, swb
 
     def _step(self, xb, yb, swb):
+        """Forward + backprop of one batch: (batch loss, weight sum); grads holds raw sums."""
         act, out_act, loss = self.codes
         self.ws.n_rows = xb.shape[0]
         return K.forward_backward(self.params, self.grads, self.ws.acts, self.ws.deltas,
@@ -237,16 +238,18 @@ class Trainer:
         or CSR matrix of the trainer's dtype, Y (N, n_out).  Returns the sum over batches of
         batch loss * batch rows, and the position reached in the order (N unless
         ``stop_requested`` was set during the epoch)."""
-        n = X.shape[0]
         B = self.batch_size
+        n_coef = self.layout.n_coef
         total = 0.0
         done = start
         self.stop_requested = False
         with thread_limits(self.n_threads):
-            for first in range(start, n, B):
-                stop = min(first + B, n)
-                batch_loss = self._step(*self._batch(X, Y, sample_weight, order, first, stop))
-                optimizer.update(state, self.params, self.grads)
+            for first in range(start, X.shape[0], B):
+                stop = min(first + B, X.shape[0])
+                batch_loss, n = self._step(*self._batch(X, Y, sample_weight, order, first,
+                                                        stop))
+                optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n,
+                                 n_coef)
                 total += batch_loss * (stop - first)
                 done = stop
                 if self.stop_requested:
@@ -262,7 +265,9 @@ class Trainer:
             xb, yb, swb = self._batch(X, Y, sample_weight,
                                       np.arange(X.shape[0]) if sp.issparse(X) else None,
                                       0, X.shape[0])
-            return self._step(xb, yb, swb)
+            value, n = self._step(xb, yb, swb)
+            K.finish_grads(self.grads, self.params, self.layout.sizes, n, self.alpha)
+            return value
 
     def forward(self, X):
         """Network output for every row of X (validated, the trainer's dtype): a new (N, n_out)

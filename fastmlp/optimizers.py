@@ -33,9 +33,10 @@ class SGD:
     def init(self, params):
         return SGDState(np.zeros_like(params))
 
-    def update(self, state, params, grads):
+    def update(self, state, params, grads, scale=1.0, l2=0.0, n_coef=0):
+        """One step from the gradient ``scale * grads + l2 * params[:n_coef]``."""
         sgd_update(params, grads, state.velocity, self.learning_rate, self.momentum,
-                   self.nesterov)
+                   self.nesterov, scale, l2, n_coef)
 
 
 class Adam:
@@ -51,12 +52,13 @@ class Adam:
     def init(self, params):
         return AdamState(np.zeros(1, np.int64), np.zeros_like(params), np.zeros_like(params))
 
-    def update(self, state, params, grads):
+    def update(self, state, params, grads, scale=1.0, l2=0.0, n_coef=0):
+        """One step from the gradient ``scale * grads + l2 * params[:n_coef]``."""
         state.count[0] += 1
         t = int(state.count[0])
         lr_t = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         adam_update(params, grads, state.mu, state.nu, float(lr_t), self.beta_1, self.beta_2,
-                    self.epsilon)
+                    self.epsilon, scale, l2, n_coef)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

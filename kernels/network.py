@@ -86,11 +86,16 @@ def sum_squares(x, n):
 @njit(**JIT)
 def forward_backward(params, grads, acts, deltas, ones, X, Y, sw, sizes, capacity,
                      act, out_act, loss, alpha):
-    """One batch: forward pass, loss, and backprop; returns the batch loss (scikit-learn's
-    definition, L2 term included).  Overwrites grads, acts and deltas.
+    """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
 
     params, grads (P,); acts, deltas (B * sum(sizes[1:]),); ones (B,); X (N, sizes[0]);
     Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B.
+
+    Returns (batch loss, n): the loss with scikit-learn's definition (L2 term included) and n,
+    the batch's weight sum (its row count without weights).  grads holds the RAW sums
+    ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
+    ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
+    optimizer kernels form it on the fly (one pass over the parameters instead of two).
 
     Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
     delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input."""
@@ -106,25 +111,34 @@ def forward_backward(params, grads, acts, deltas, ones, X, Y, sw, sizes, capacit
         weight_sum = 0.0
         for i in range(n):
             weight_sum += sw[i]
-    n_coef = 0
-    for l in range(L):
-        n_coef += sizes[l] * sizes[l + 1]
     for l in range(L - 1, -1, -1):
         A_prev = X if l == 0 else layer_view(acts, sizes, capacity, l, n)
-        W = coef_view(params, sizes, l)
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         np.dot(ones[:n], D, intercept_view(grads, sizes, l))
         if l > 0:
             D_prev = layer_view(deltas, sizes, capacity, l, n)
-            np.dot(D, W.T, D_prev)
+            np.dot(D, coef_view(params, sizes, l).T, D_prev)
             mul_dactivation(D_prev, A_prev, act)
             D = D_prev
-    scale = 1.0 / weight_sum
-    scale_grads(grads, params, n_coef, scale, alpha * scale)
-    batch_loss = total * scale
+    batch_loss = total / weight_sum
     if alpha > 0:
-        batch_loss += 0.5 * alpha * sum_squares(params, n_coef) * scale
-    return batch_loss
+        batch_loss += 0.5 * alpha * sum_squares(params, n_coef(sizes)) / weight_sum
+    return batch_loss, weight_sum
+
+
+@njit(**JIT)
+def n_coef(sizes):
+    """Number of weight entries (the W part of the flat parameters)."""
+    total = 0
+    for l in range(sizes.shape[0] - 1):
+        total += sizes[l] * sizes[l + 1]
+    return total
+
+
+@njit(**JIT)
+def finish_grads(grads, params, sizes, weight_sum, alpha):
+    """Raw sums from forward_backward -> the gradient: grads / n + alpha / n * W (in place)."""
+    scale_grads(grads, params, n_coef(sizes), 1.0 / weight_sum, alpha / weight_sum)
 
 
 @njit(**JIT)

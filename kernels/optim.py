@@ -1,35 +1,51 @@
 """In-place optimizer updates over the flat parameter vector (one pass for all layers).
 
+The gradient arrives as raw batch sums (see ``network.forward_backward``): each kernel forms
+``g = scale * grads[k] + l2 * params[k]`` (the L2 term on the first n_coef entries, the
+weights, only) on the fly, so a training step makes one pass over the parameters, not two.
+
 Shapes: params, grads and every state vector are (P,).  Scalars arrive in float64, so for
-float32 parameters the update is computed in float64 and rounded once, as scikit-learn's
-NumPy 2 arithmetic does.
+float32 parameters the update is computed in float64 and rounded once.
 """
 import numpy as np
 from numba import njit, prange
 
-from ._config import PJIT
+from ._config import JIT, PJIT
+
+
+@njit(**JIT)
+def _grad(grads, params, k, n_coef, scale, l2):
+    g = scale * grads[k]
+    return g + l2 * params[k] if k < n_coef else g
 
 
 @njit(**PJIT)
-def sgd_update(params, grads, velocity, lr, momentum, nesterov):
-    """velocity <- momentum * velocity - lr * grads; params += velocity, or with Nesterov
-    params += momentum * velocity - lr * grads (the new velocity).  Overwrites both."""
+def sgd_update(params, grads, velocity, lr, momentum, nesterov, scale, l2, n_coef):
+    """velocity <- momentum * velocity - lr * g;  params += velocity, or with Nesterov
+    params += momentum * velocity - lr * g (the new velocity).  Overwrites both; with
+    momentum == 0 the velocity is neither read nor written (it stays -lr * g's zero-momentum
+    equivalent: the update is exactly -lr * g)."""
+    if momentum == 0:
+        for k in prange(params.shape[0]):
+            params[k] -= lr * _grad(grads, params, k, n_coef, scale, l2)
+        return
     for k in prange(params.shape[0]):
-        v = momentum * velocity[k] - lr * grads[k]
+        g = _grad(grads, params, k, n_coef, scale, l2)
+        v = momentum * velocity[k] - lr * g
         velocity[k] = v
         if nesterov:
-            params[k] += momentum * v - lr * grads[k]
+            params[k] += momentum * v - lr * g
         else:
             params[k] += v
 
 
 @njit(**PJIT)
-def adam_update(params, grads, m, v, lr_t, beta1, beta2, eps):
+def adam_update(params, grads, m, v, lr_t, beta1, beta2, eps, scale, l2, n_coef):
     """Adam with the bias correction folded into lr_t = lr * sqrt(1-beta2^t) / (1-beta1^t):
     m <- beta1 m + (1-beta1) g;  v <- beta2 v + (1-beta2) g^2;  params -= lr_t m / (sqrt(v)+eps).
     Overwrites params, m, v."""
     for k in prange(params.shape[0]):
-        g = grads[k]
+        g = _grad(grads, params, k, n_coef, scale, l2)
         mk = beta1 * m[k] + (1 - beta1) * g
         vk = beta2 * v[k] + (1 - beta2) * (g * g)
         m[k] = mk

@@ -140,16 +140,26 @@ def test_output_delta_loss_matches_numpy(loss, weighted):
     np.testing.assert_allclose(D, expect_D, rtol=1e-12)
 
 
+def _fused_grad(g, p, scale, l2, n_coef):
+    out = scale * g
+    out[:n_coef] += l2 * p[:n_coef]
+    return out
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_update_matches_numpy(nesterov):
+def test_sgd_update_matches_numpy(momentum, nesterov):
     rng = np.random.default_rng(3)
     p, g, v = rng.normal(size=(3, 1000))
     p0, v0 = p.copy(), v.copy()
-    K.sgd_update(p, g, v, 0.1, 0.9, nesterov)
-    v_new = 0.9 * v0 - 0.1 * g
-    np.testing.assert_allclose(v, v_new, rtol=1e-14, atol=1e-15)
-    np.testing.assert_allclose(p, p0 + (0.9 * v_new - 0.1 * g if nesterov else v_new),
-                               rtol=1e-14, atol=1e-15)
+    K.sgd_update(p, g, v, 0.1, momentum, nesterov, 0.25, 0.01, 600)
+    grad = _fused_grad(g, p0, 0.25, 0.01, 600)
+    v_new = momentum * v0 - 0.1 * grad
+    tol = dict(rtol=1e-14, atol=1e-15)
+    if momentum:
+        np.testing.assert_allclose(v, v_new, **tol)
+    np.testing.assert_allclose(p, p0 + (momentum * v_new - 0.1 * grad if nesterov else v_new),
+                               **tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -158,9 +168,10 @@ def test_adam_update_matches_numpy(dtype):
     p, g, m = rng.normal(size=(3, 1000)).astype(dtype)
     v = rng.uniform(0, 1, 1000).astype(dtype)
     p0, m0, v0 = p.copy(), m.copy(), v.copy()
-    K.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-8)
-    m1 = 0.9 * m0.astype(float) + 0.1 * g
-    v1 = 0.999 * v0.astype(float) + 0.001 * g.astype(float) ** 2
+    K.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 0.5, 0.02, 700)
+    grad = _fused_grad(g.astype(float), p0.astype(float), 0.5, 0.02, 700)
+    m1 = 0.9 * m0.astype(float) + 0.1 * grad
+    v1 = 0.999 * v0.astype(float) + 0.001 * grad ** 2
     tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(m, m1, **tol)
     np.testing.assert_allclose(v, v1, **tol)
