@@ -14,7 +14,7 @@ epilogues to Numba's pool; they run one after the other, never at once (see fast
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, PJIT, PARALLEL_MIN_ELEMENTS
+from ._config import JIT, PJIT, PARALLEL_MIN_STREAM
 from .activations import IDENTITY, bias_activate, mul_dactivation
 from .losses import SQUARED_ERROR, output_delta_loss
 
@@ -63,11 +63,12 @@ def forward_pass(params, acts, X, sizes, capacity, act, out_act):
     return A
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def scale_grads(grads, params, n_coef, scale, l2):
     """grads <- scale * grads + l2 * params on the first n_coef entries (the W part: L2 does
-    not touch intercepts), grads <- scale * grads on the rest.  grads, params (P,)."""
-    for k in prange(grads.shape[0]):
+    not touch intercepts), grads <- scale * grads on the rest.  grads, params (P,).
+    Serial: a memory-bound pass that one core nearly saturates."""
+    for k in range(grads.shape[0]):
         if k < n_coef:
             grads[k] = scale * grads[k] + l2 * params[k]
         else:
@@ -153,7 +154,7 @@ def _copy_row(out, X, i, r):
 def gather_rows(out, X, idx):
     """out[i] = X[idx[i]] (overwrites).  out (N, n), X (M, n), idx (N,) int64."""
     n, m = out.shape
-    if n * m < PARALLEL_MIN_ELEMENTS:
+    if n * m < PARALLEL_MIN_STREAM:
         for i in range(n):
             _copy_row(out, X, i, idx[i])
         return
@@ -161,21 +162,29 @@ def gather_rows(out, X, idx):
         _copy_row(out, X, i, idx[i])
 
 
+@njit(**JIT)
+def _csr_row(out, data, indices, indptr, i, r):
+    row = out[i]
+    row[:] = 0
+    for k in range(indptr[r], indptr[r + 1]):
+        row[indices[k]] = data[k]
+
+
 @njit(**PJIT)
 def gather_csr_rows(out, data, indices, indptr, idx):
     """out[i] = dense row idx[i] of a CSR matrix (overwrites); the batch is densified, never
     the whole matrix.  out (N, n); data, indices (nnz,); indptr (M+1,); idx (N,) int64."""
-    n = out.shape[0]
+    n, m = out.shape
+    if n * m < PARALLEL_MIN_STREAM:
+        for i in range(n):
+            _csr_row(out, data, indices, indptr, i, idx[i])
+        return
     for i in prange(n):
-        row = out[i]
-        row[:] = 0
-        r = idx[i]
-        for k in range(indptr[r], indptr[r + 1]):
-            row[indices[k]] = data[k]
+        _csr_row(out, data, indices, indptr, i, idx[i])
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def gather_vector(out, x, idx):
     """out[i] = x[idx[i]] (overwrites).  out (N,), x (M,), idx (N,) int64."""
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         out[i] = x[idx[i]]

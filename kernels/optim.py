@@ -10,7 +10,7 @@ float32 parameters the update is computed in float64 and rounded once.
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, PJIT
+from ._config import JIT, PJIT, PARALLEL_MIN_STREAM
 
 
 @njit(**JIT)
@@ -19,35 +19,54 @@ def _grad(grads, params, k, n_coef, scale, l2):
     return g + l2 * params[k] if k < n_coef else g
 
 
+@njit(**JIT)
+def _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_coef):
+    g = _grad(grads, params, k, n_coef, scale, l2)
+    if momentum == 0:  # loop-invariant: LLVM hoists the branch out of the loop
+        params[k] -= lr * g
+        return
+    v = momentum * velocity[k] - lr * g
+    velocity[k] = v
+    if nesterov:
+        params[k] += momentum * v - lr * g
+    else:
+        params[k] += v
+
+
 @njit(**PJIT)
 def sgd_update(params, grads, velocity, lr, momentum, nesterov, scale, l2, n_coef):
     """velocity <- momentum * velocity - lr * g;  params += velocity, or with Nesterov
-    params += momentum * velocity - lr * g (the new velocity).  Overwrites both; with
-    momentum == 0 the velocity is neither read nor written (it stays -lr * g's zero-momentum
-    equivalent: the update is exactly -lr * g)."""
-    if momentum == 0:
-        for k in prange(params.shape[0]):
-            params[k] -= lr * _grad(grads, params, k, n_coef, scale, l2)
-        return
-    for k in prange(params.shape[0]):
-        g = _grad(grads, params, k, n_coef, scale, l2)
-        v = momentum * velocity[k] - lr * g
-        velocity[k] = v
-        if nesterov:
-            params[k] += momentum * v - lr * g
-        else:
-            params[k] += v
+    params += momentum * velocity - lr * g (the new velocity).  Overwrites both.  With
+    momentum == 0 the velocity is neither read nor written: the update is exactly -lr * g.
+    Serial below PARALLEL_MIN_STREAM entries (one core nearly saturates memory)."""
+    P = params.shape[0]
+    if P < PARALLEL_MIN_STREAM:
+        for k in range(P):
+            _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_coef)
+    else:
+        for k in prange(P):
+            _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_coef)
+
+
+@njit(**JIT)
+def _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef):
+    g = _grad(grads, params, k, n_coef, scale, l2)
+    mk = beta1 * m[k] + (1 - beta1) * g
+    vk = beta2 * v[k] + (1 - beta2) * (g * g)
+    m[k] = mk
+    v[k] = vk
+    params[k] += -lr_t * mk / (np.sqrt(vk) + eps)
 
 
 @njit(**PJIT)
 def adam_update(params, grads, m, v, lr_t, beta1, beta2, eps, scale, l2, n_coef):
     """Adam with the bias correction folded into lr_t = lr * sqrt(1-beta2^t) / (1-beta1^t):
     m <- beta1 m + (1-beta1) g;  v <- beta2 v + (1-beta2) g^2;  params -= lr_t m / (sqrt(v)+eps).
-    Overwrites params, m, v."""
-    for k in prange(params.shape[0]):
-        g = _grad(grads, params, k, n_coef, scale, l2)
-        mk = beta1 * m[k] + (1 - beta1) * g
-        vk = beta2 * v[k] + (1 - beta2) * (g * g)
-        m[k] = mk
-        v[k] = vk
-        params[k] += -lr_t * mk / (np.sqrt(vk) + eps)
+    Overwrites params, m, v.  Serial below PARALLEL_MIN_STREAM entries."""
+    P = params.shape[0]
+    if P < PARALLEL_MIN_STREAM:
+        for k in range(P):
+            _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef)
+    else:
+        for k in prange(P):
+            _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef)
