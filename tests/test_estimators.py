@@ -1,0 +1,527 @@
+"""fastmlp.MLPClassifier / MLPRegressor against scikit-learn 1.9.1 itself.
+
+The rung of the test ladder that says "same numbers": every configuration below is fitted by
+both libraries with the same random_state, and parameters, loss curves, validation scores,
+iteration counts, warnings and predictions are compared (1e-6 relative in float64, 2e-3 in
+float32; relative to each array's largest entry so that near-zero entries do not dominate).
+Data is small and iterations few, so the whole file runs in seconds.
+"""
+import io
+import pickle
+import re
+import sys
+import types
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import sklearn
+import sklearn.neural_network as sknn
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastmlp
+import fastmlp.estimators as fe
+from fastmlp import MLPClassifier, MLPRegressor
+
+pytestmark = pytest.mark.skipif(sklearn.__version__ != "1.9.1",
+                                reason="parity is pinned to scikit-learn 1.9.1")
+
+N, D = 113, 6  # 113 rows: no batch size used below divides it
+
+
+def make_data(kind, n=N, d=D, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, d)
+    score = X[:, :3] + 0.5 * rng.randn(n, 3)
+    if kind == "binary":
+        return X, (score[:, 0] > 0).astype(int)
+    if kind == "multiclass":
+        return X, score.argmax(1)
+    if kind == "strings":
+        return X, np.array(["cat", "dog", "emu"])[score.argmax(1)]
+    if kind == "multilabel":
+        return X, (score > 0).astype(int)
+    w = rng.randn(d, 2)
+    if kind == "regression":
+        return X, X @ w[:, 0] + 0.1 * rng.randn(n)
+    if kind == "multioutput":
+        return X, X @ w + 0.1 * rng.randn(n, 2)
+    if kind == "poisson":
+        return X, rng.poisson(np.exp(0.3 * X @ w[:, 0])).astype(float)
+    raise ValueError(kind)
+
+
+def _close(a, b, rtol, what):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape, what
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def fit_both(cls_name, X, y, kw, method="fit", calls=1, **fit_kw):
+    """Fit fastmlp's and sklearn's estimator of that name; returns them and their warnings."""
+    ours, ref = getattr(fastmlp, cls_name)(**kw), getattr(sknn, cls_name)(**kw)
+    caught = []
+    for est in (ours, ref):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            for _ in range(calls):
+                getattr(est, method)(X, y, **fit_kw)
+        caught.append(sorted({(type(x.message).__name__, str(x.message)) for x in w}))
+    return ours, ref, caught
+
+
+def assert_same_model(ours, ref, X, rtol=1e-6):
+    for name in ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_",
+                 "n_features_in_"):
+        assert getattr(ours, name) == getattr(ref, name), name
+    assert len(ours.coefs_) == len(ref.coefs_)
+    for l, (a, b) in enumerate(zip(ours.coefs_ + ours.intercepts_,
+                                   ref.coefs_ + ref.intercepts_)):
+        assert a.dtype == b.dtype, f"param {l} dtype"
+        _close(a, b, rtol, f"param {l}")
+    _close(ours.loss_, ref.loss_, rtol, "loss_")
+    for name in ("loss_curve_", "validation_scores_", "best_loss_",
+                 "best_validation_score_"):
+        a, b = getattr(ours, name, None), getattr(ref, name, None)
+        assert (a is None) == (b is None), name
+        if b is not None:
+            _close(a, b, rtol, name)
+    if hasattr(ref, "_optimizer") and hasattr(ref._optimizer, "learning_rate") \
+            and ref.solver == "sgd":
+        _close(ours._optimizer.learning_rate, ref._optimizer.learning_rate, rtol, "lr")
+    if hasattr(ref, "classes_"):
+        np.testing.assert_array_equal(ours.classes_, ref.classes_)
+        np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+        p, q = ours.predict_proba(X), ref.predict_proba(X)
+        assert p.dtype == q.dtype
+        _close(p, q, rtol, "predict_proba")
+    else:
+        p, q = ours.predict(X), ref.predict(X)
+        assert p.dtype == q.dtype and p.shape == q.shape
+        _close(p, q, rtol, "predict")
+
+
+# (id, estimator, data kind, params, fit options)
+BASE = dict(hidden_layer_sizes=(7,), max_iter=12, random_state=0, batch_size=32)
+CONFIGS = [
+    ("adam-relu-multiclass", "MLPClassifier", "multiclass", {}, {}),
+    ("sgd-nesterov-tanh-binary", "MLPClassifier", "binary",
+     dict(solver="sgd", activation="tanh", learning_rate_init=0.05), {}),
+    ("sgd-momentum-logistic-invscaling", "MLPClassifier", "multiclass",
+     dict(solver="sgd", activation="logistic", nesterovs_momentum=False,
+          learning_rate="invscaling", learning_rate_init=0.5, power_t=0.3), {}),
+    ("sgd-plain-identity-strings-noshuffle", "MLPClassifier", "strings",
+     dict(solver="sgd", activation="identity", momentum=0.0, shuffle=False), {}),
+    # tol so large that every epoch counts as no improvement: the rate is divided by 5 again
+    # and again (checked through the optimizer's learning_rate)
+    ("sgd-adaptive-divides", "MLPClassifier", "multiclass",
+     dict(solver="sgd", learning_rate="adaptive", tol=10.0, n_iter_no_change=2,
+          learning_rate_init=0.1), {}),
+    ("adam-early-stopping-binary-stratified", "MLPClassifier", "binary",
+     dict(early_stopping=True, n_iter_no_change=2, tol=0.05, max_iter=30,
+          learning_rate_init=0.01), {}),
+    ("sgd-early-stopping-multiclass-unstratified-weighted", "MLPClassifier", "multiclass",
+     dict(solver="sgd", early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
+          max_iter=40), {"sample_weight": True}),
+    ("adam-multilabel-2layers-alpha", "MLPClassifier", "multilabel",
+     dict(hidden_layer_sizes=(6, 5), alpha=0.01, activation="tanh"), {}),
+    ("adam-training-loss-stops", "MLPClassifier", "multiclass",
+     dict(tol=0.5, n_iter_no_change=2, max_iter=30), {}),
+    ("adam-batch-clipped", "MLPClassifier", "binary", dict(batch_size=500), {}),
+    ("adam-batch1-inf-patience", "MLPClassifier", "binary",
+     dict(batch_size=1, max_iter=3, n_iter_no_change=np.inf), {}),
+    ("adam-weighted-strings", "MLPClassifier", "strings", {}, {"sample_weight": True}),
+    ("lbfgs-tanh-multiclass", "MLPClassifier", "multiclass",
+     dict(solver="lbfgs", activation="tanh", max_iter=25), {}),
+    ("lbfgs-logistic-binary-weighted", "MLPClassifier", "binary",
+     dict(solver="lbfgs", activation="logistic", max_iter=25, alpha=0.1),
+     {"sample_weight": True}),
+    ("lbfgs-maxfun", "MLPClassifier", "multilabel",
+     dict(solver="lbfgs", max_iter=50, max_fun=10), {}),
+    ("adam-csr", "MLPClassifier", "multiclass", {}, {"sparse": "csr"}),
+    ("sgd-csc-early-stopping", "MLPClassifier", "binary",
+     dict(solver="sgd", early_stopping=True), {"sparse": "csc"}),
+    ("lbfgs-csr", "MLPClassifier", "multiclass", dict(solver="lbfgs", max_iter=15),
+     {"sparse": "csr"}),
+    ("reg-adam-relu", "MLPRegressor", "regression", {}, {}),
+    ("reg-sgd-multioutput-issue8349", "MLPRegressor", "multioutput",
+     dict(solver="sgd", learning_rate_init=0.01, activation="tanh"), {}),
+    ("reg-adam-poisson", "MLPRegressor", "poisson", dict(loss="poisson"), {}),
+    ("reg-sgd-poisson-invscaling", "MLPRegressor", "poisson",
+     dict(loss="poisson", solver="sgd", learning_rate="invscaling",
+          learning_rate_init=0.01), {}),
+    ("reg-lbfgs-multioutput", "MLPRegressor", "multioutput",
+     dict(solver="lbfgs", max_iter=30, hidden_layer_sizes=(5, 4)), {}),
+    ("reg-lbfgs-poisson-weighted", "MLPRegressor", "poisson",
+     dict(loss="poisson", solver="lbfgs", max_iter=20), {"sample_weight": True}),
+    ("reg-sgd-early-stopping-weighted", "MLPRegressor", "regression",
+     dict(solver="sgd", early_stopping=True, n_iter_no_change=2, tol=0.01, max_iter=40,
+          learning_rate_init=0.01), {"sample_weight": True}),
+    ("reg-sgd-adaptive-logistic", "MLPRegressor", "regression",
+     dict(solver="sgd", learning_rate="adaptive", activation="logistic", tol=1.0,
+          n_iter_no_change=1, learning_rate_init=0.01), {}),
+    ("reg-adam-csr-multioutput", "MLPRegressor", "multioutput", {}, {"sparse": "csr"}),
+    ("reg-lbfgs-csc", "MLPRegressor", "regression", dict(solver="lbfgs", max_iter=15),
+     {"sparse": "csc"}),
+    ("reg-adam-identity-noshuffle", "MLPRegressor", "regression",
+     dict(activation="identity", shuffle=False, alpha=0.0), {}),
+]
+
+
+def _prepare(kind, fit, dtype=np.float64):
+    X, y = make_data(kind)
+    X = X.astype(dtype)
+    fit_kw = {}
+    if fit.get("sample_weight"):
+        fit_kw["sample_weight"] = np.random.RandomState(1).uniform(0.2, 2.0, len(y))
+    if fit.get("sparse"):
+        X = X * (np.abs(X) > 0.5)  # mostly zeros
+        X = sp.csr_matrix(X) if fit["sparse"] == "csr" else sp.csc_matrix(X)
+    return X, y, fit_kw
+
+
+@pytest.mark.parametrize("cid, cls, kind, params, fit", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_parity_float64(cid, cls, kind, params, fit):
+    X, y, fit_kw = _prepare(kind, fit)
+    ours, ref, (w_ours, w_ref) = fit_both(cls, X, y, {**BASE, **params}, **fit_kw)
+    assert w_ours == w_ref
+    assert_same_model(ours, ref, X)
+    if ("early-stopping" in cid and cid != "sgd-csc-early-stopping") or "stops" in cid:
+        assert ref.n_iter_ < ref.max_iter  # the early stop did trigger
+    if "adaptive" in cid:
+        assert ref._optimizer.learning_rate < ref.learning_rate_init / 5
+
+
+FLOAT32_CONFIGS = [c for c in CONFIGS if "lbfgs" not in c[0] and "batch1" not in c[0]]
+
+
+@pytest.mark.parametrize("cid, cls, kind, params, fit", FLOAT32_CONFIGS,
+                         ids=[c[0] for c in FLOAT32_CONFIGS])
+def test_parity_float32(cid, cls, kind, params, fit):
+    X, y, fit_kw = _prepare(kind, fit, np.float32)
+    ours, ref, (w_ours, w_ref) = fit_both(cls, X, y, {**BASE, **params}, **fit_kw)
+    assert ours.coefs_[0].dtype == np.float32
+    assert ours._trainer.dtype == np.float32  # float32 kernels, end to end
+    assert w_ours == w_ref
+    assert_same_model(ours, ref, X, rtol=2e-3)
+
+
+def test_lbfgs_float32_input_gives_float64_weights():
+    X, y = make_data("binary")
+    ours, ref, _ = fit_both("MLPClassifier", X.astype(np.float32), y,
+                            dict(BASE, solver="lbfgs", max_iter=10))
+    assert ours.coefs_[0].dtype == np.float64
+    assert ours._trainer.dtype == np.float32  # SciPy evaluates at float32 points
+    assert_same_model(ours, ref, X.astype(np.float32), rtol=2e-3)
+
+
+def test_lbfgs_sparse_in_chunks(monkeypatch):
+    """Sparse lbfgs goes through the network in chunks of rows (with the L2 term added once):
+    the same model as sklearn's full batch."""
+    monkeypatch.setattr(fe, "_CHUNK", 25)
+    X, y, fit_kw = _prepare("multiclass", {"sparse": "csr", "sample_weight": True})
+    ours, ref, _ = fit_both("MLPClassifier", X, y,
+                            dict(BASE, solver="lbfgs", max_iter=20, alpha=0.05), **fit_kw)
+    assert ours._trainer.batch_size == 25
+    assert_same_model(ours, ref, X)
+
+
+@pytest.mark.parametrize("cls, kind, params", [
+    ("MLPClassifier", "multiclass", dict(solver="sgd", learning_rate="invscaling")),
+    ("MLPClassifier", "multilabel", {}),
+    ("MLPRegressor", "multioutput", dict(solver="sgd", learning_rate="adaptive", tol=5.0,
+                                        n_iter_no_change=1)),
+])
+def test_partial_fit_sequence(cls, kind, params):
+    """partial_fit on chunks of different sizes (so batch sizes change): optimizer state,
+    t_, loss_curve_ and the schedules carry over as in sklearn."""
+    X, y = make_data(kind)
+    ests = getattr(fastmlp, cls)(**BASE, **params), getattr(sknn, cls)(**BASE, **params)
+    for est in ests:
+        for start, stop in [(0, 50), (50, 113), (0, 113), (20, 30)]:
+            kw = {}
+            if cls == "MLPClassifier":
+                kw["classes"] = np.unique(y) if kind == "multiclass" else [0, 1, 2]
+            est.partial_fit(X[start:stop], y[start:stop], **kw)
+    assert_same_model(*ests, X)
+    assert len(ests[0].loss_curve_) == 4 and ests[0].n_iter_ == 1
+
+
+def test_partial_fit_keeps_adam_state():
+    X, y = make_data("binary")
+    est = MLPClassifier(**BASE).partial_fit(X, y, classes=[0, 1])
+    state = est._optimizer_state
+    assert int(state.count[0]) == 4  # ceil(113 / 32) steps
+    est.partial_fit(X, y)
+    assert est._optimizer_state is state and int(state.count[0]) == 8
+    assert MLPClassifier(**dict(BASE, solver="lbfgs")).fit(X, y)._optimizer is None
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_warm_start(early_stopping):
+    """A second fit continues from the weights; the optimizer restarts; with early stopping
+    the best score (and sklearn's aliasing of the restored weights) persists."""
+    X, y = make_data("multiclass")
+    kw = dict(BASE, warm_start=True, early_stopping=early_stopping, n_iter_no_change=2,
+              solver="sgd", max_iter=8)
+    ests = MLPClassifier(**kw), sknn.MLPClassifier(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est in ests:
+            est.fit(X, y)
+            est.set_params(max_iter=5, learning_rate_init=0.3)
+            est.fit(X, y)
+            est.fit(X, y)
+    assert_same_model(*ests, X)
+
+
+def test_random_state_instance_keeps_advancing():
+    X, y = make_data("binary")
+    ests = (MLPClassifier(**dict(BASE, random_state=np.random.RandomState(5))),
+            sknn.MLPClassifier(**dict(BASE, random_state=np.random.RandomState(5))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est in ests:
+            est.fit(X, y)
+            est.fit(X, y)
+    assert_same_model(*ests, X)
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="sgd", learning_rate="adaptive", tol=10.0, n_iter_no_change=1),
+    dict(solver="sgd", early_stopping=True, n_iter_no_change=1, tol=0.5),
+    dict(solver="adam", max_iter=3),
+])
+def test_verbose_output_matches(params, capsys):
+    X, y = make_data("binary")
+    outputs = []
+    for cls in (MLPClassifier, sknn.MLPClassifier):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            cls(**dict(BASE, verbose=True, **params)).fit(X, y)
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and "Iteration 1, loss = " in outputs[0]
+
+
+def test_convergence_warning():
+    X, y = make_data("binary")
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(3\\) reached"):
+        MLPClassifier(**dict(BASE, max_iter=3)).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+        MLPRegressor(**dict(BASE, solver="lbfgs", max_iter=2)).fit(*make_data("regression"))
+
+
+def test_stop_requested_ends_fit_cleanly(monkeypatch):
+    """The CLI's Ctrl-C handler sets trainer.stop_requested: run_epoch returns after the
+    current batch, and fit stops there (the partial epoch is not recorded)."""
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**dict(BASE, max_iter=50))
+    calls = []
+
+    class StoppingAdam(fe.Adam):
+        def update(self, *args):
+            super().update(*args)
+            calls.append(1)
+            if len(calls) == 10:  # mid-way through the third epoch (4 batches per epoch)
+                est._trainer.stop_requested = True
+
+    monkeypatch.setattr(fe, "Adam", StoppingAdam)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        est.fit(X, y)
+    assert est.n_iter_ == 2 and len(est.loss_curve_) == 2 and len(calls) == 10
+    est.predict(X)
+
+
+def test_sparse_equals_dense_and_inputs_untouched():
+    X, y = make_data("multiclass")
+    Xs = sp.csr_matrix(X * (np.abs(X) > 0.5))
+    # unsorted indices: the estimator must sort a copy, never the caller's matrix
+    Xu = Xs.copy()
+    for i in range(Xu.shape[0]):
+        a, b = Xu.indptr[i], Xu.indptr[i + 1]
+        Xu.indices[a:b] = Xu.indices[a:b][::-1].copy()
+        Xu.data[a:b] = Xu.data[a:b][::-1].copy()
+    Xu.has_sorted_indices = False
+    before = (Xu.data.copy(), Xu.indices.copy(), y.copy())
+    sw = np.ones(len(y))
+    sparse_model = MLPClassifier(**BASE).fit(Xu, y, sample_weight=sw)
+    dense_model = MLPClassifier(**BASE).fit(Xs.toarray(), y, sample_weight=sw)
+    np.testing.assert_array_equal(before[0], Xu.data)
+    np.testing.assert_array_equal(before[1], Xu.indices)
+    np.testing.assert_array_equal(before[2], y)
+    np.testing.assert_array_equal(sw, 1.0)
+    for a, b in zip(sparse_model.coefs_, dense_model.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse_model.predict_proba(Xu), dense_model.predict_proba(
+        Xs.toarray()), rtol=1e-10)
+
+
+def test_predict_proba_and_log_proba():
+    X, y = make_data("binary")
+    est = MLPClassifier(**BASE).fit(X, y)
+    p = est.predict_proba(X)
+    assert p.shape == (N, 2)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_allclose(est.predict_log_proba(X), np.log(p))
+
+
+def test_pickle_joblib_and_resume(tmp_path):
+    """Pickling drops the trainer (a cache); coefs_ and the optimizer state survive, and
+    training resumes from them exactly."""
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**BASE).partial_fit(X, y, classes=np.unique(y))
+    trainer = est._trainer
+    blob = pickle.dumps(est)
+    assert b"Workspace" not in blob and est._trainer is trainer
+    copy = pickle.loads(blob)
+    joblib.dump(est, tmp_path / "m.joblib")
+    copy2 = joblib.load(tmp_path / "m.joblib")
+    for other in (copy, copy2):
+        np.testing.assert_array_equal(other.predict_proba(X), est.predict_proba(X))
+    est.partial_fit(X, y)
+    copy.partial_fit(X, y)
+    for a, b in zip(est.coefs_ + est.intercepts_, copy.coefs_ + copy.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert est.loss_curve_ == copy.loss_curve_
+
+
+def test_save_delegates_to_persistence(monkeypatch):
+    seen = []
+    fake = types.ModuleType("fastmlp.persistence")
+    fake.save = lambda est, path: seen.append((est, path))
+    monkeypatch.setitem(sys.modules, "fastmlp.persistence", fake)
+    for cls, kind in ((MLPClassifier, "binary"), (MLPRegressor, "regression")):
+        est = cls(**dict(BASE, max_iter=2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(*make_data(kind))
+        est.save("model.npz")
+        assert seen[-1] == (est, "model.npz")
+
+
+def test_clone_pipeline_gridsearch():
+    X, y = make_data("multiclass")
+    est = MLPClassifier(**dict(BASE, max_iter=5))
+    assert clone(est).get_params() == est.get_params()
+    assert list(MLPRegressor().get_params()) == list(sknn.MLPRegressor().get_params())
+    assert MLPRegressor.__init__.__code__.co_varnames[1] == "loss"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipe = make_pipeline(StandardScaler(), est).fit(X, y)
+        assert pipe.score(X, y) > 0.3
+        search = GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+    assert isinstance(search.best_estimator_, MLPClassifier)
+
+
+def test_same_parameter_constraints_and_defaults():
+    for ours, ref in ((MLPClassifier, sknn.MLPClassifier), (MLPRegressor, sknn.MLPRegressor)):
+        assert ours().get_params() == ref().get_params()
+        assert set(ours._parameter_constraints) == set(ref._parameter_constraints)
+        for key, value in ref._parameter_constraints.items():
+            assert [_constraint(c) for c in ours._parameter_constraints[key]] == \
+                [_constraint(c) for c in value], key
+
+
+def _constraint(c):
+    if isinstance(c, str):
+        return c
+    if hasattr(c, "closed"):  # Interval
+        return (type(c).__name__, c.type, c.left, c.right, c.closed)
+    return (type(c).__name__, c.type, frozenset(c.options))  # StrOptions / Options
+
+
+def _normalize_sets(message):
+    # '{'a', 'b'}' in a message follows set iteration order, which varies between processes
+    return re.sub(r"\{([^{}]*)\}",
+                  lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", message)
+
+
+# -- bad input: sklearn's own error types and messages -------------------------------------
+def _nan_X():
+    X, y = make_data("binary")
+    X = X.copy()
+    X[3, 2] = np.nan
+    return X, y
+
+
+def _inf_X():
+    X, y = make_data("binary")
+    X = X.copy()
+    X[3, 2] = np.inf
+    return X, y
+
+
+BAD_INPUT = {
+    "nan-X": lambda cls: cls(**BASE).fit(*_nan_X()),
+    "inf-X": lambda cls: cls(**BASE).fit(*_inf_X()),
+    "nan-y-regressor": lambda cls: MLPRegressor_like(cls)(**BASE).fit(
+        make_data("regression")[0], np.full(N, np.nan)),
+    "wrong-feature-count": lambda cls: cls(**dict(BASE, max_iter=2)).fit(
+        *make_data("binary")).predict(np.zeros((3, D + 1))),
+    "partial-fit-unseen-class": lambda cls: cls(**BASE).partial_fit(
+        make_data("binary")[0], make_data("binary")[1], classes=[0, 1]).partial_fit(
+        make_data("binary")[0][:3], np.array([0, 1, 2])),
+    "partial-fit-no-classes": lambda cls: cls(**BASE).partial_fit(*make_data("binary")),
+    "partial-fit-classes-changed": lambda cls: cls(**BASE).partial_fit(
+        *make_data("binary"), classes=[0, 1]).partial_fit(*make_data("binary"),
+                                                           classes=[0, 1, 2]),
+    "partial-fit-early-stopping": lambda cls: cls(**dict(BASE, early_stopping=True))
+    .partial_fit(*make_data("binary"), classes=[0, 1]),
+    "partial-fit-lbfgs": lambda cls: cls(**dict(BASE, solver="lbfgs")).partial_fit(
+        *make_data("binary"), classes=[0, 1]),
+    "bad-solver": lambda cls: cls(solver="rmsprop").fit(*make_data("binary")),
+    "bad-momentum": lambda cls: cls(momentum=1.5).fit(*make_data("binary")),
+    "zero-hidden": lambda cls: cls(hidden_layer_sizes=(4, 0)).fit(*make_data("binary")),
+    "validation-too-small": lambda cls: cls(**dict(BASE, early_stopping=True,
+                                                   validation_fraction=0.005)).fit(
+        *make_data("multiclass")),
+    "warm-start-new-classes": lambda cls: cls(**dict(BASE, warm_start=True, max_iter=2))
+    .fit(*make_data("binary")).fit(*make_data("multiclass")),
+    "not-fitted": lambda cls: cls().predict(np.zeros((2, D))),
+    "bad-sample-weight": lambda cls: cls(**BASE).fit(*make_data("binary"),
+                                                     sample_weight=np.ones(5)),
+    "empty-X": lambda cls: cls(**BASE).fit(np.zeros((0, D)), np.zeros(0)),
+    "overflow": lambda cls: cls(**dict(BASE, solver="sgd", learning_rate_init=1e6,
+                                       max_iter=4)).fit(make_data("binary")[0] * 1e30,
+                                                        make_data("binary")[1]),
+}
+
+
+def MLPRegressor_like(cls):
+    return MLPRegressor if cls is MLPClassifier else sknn.MLPRegressor
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_same_error_as_sklearn(case):
+    errors = []
+    for cls in (MLPClassifier, sknn.MLPClassifier):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(Exception) as info:
+                BAD_INPUT[case](cls)
+        errors.append(info.value)
+    ours, ref = errors
+    assert type(ours) is type(ref)
+    assert _normalize_sets(str(ours)) == _normalize_sets(str(ref))
+
+
+def test_not_fitted_and_no_partial_fit_for_lbfgs():
+    with pytest.raises(NotFittedError):
+        MLPRegressor().predict(np.zeros((2, 3)))
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+    # sklearn 1.9.1's regressor keeps partial_fit for lbfgs (see the comment in estimators)
+    assert hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
+
+
+# -- scikit-learn's own estimator checks, no expected failures -----------------------------
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
