@@ -42,8 +42,7 @@ class Workspace:
     """Every buffer one (model, batch capacity) needs, allocated once.
 
     acts / deltas hold A[1..L] and delta[1..L] as (capacity, n_l) blocks; X, Y, sw are the
-    gathered batch when rows must be copied (shuffled or sparse input); ones feeds the bias
-    gradient's gemv; order is the epoch's sample order (shuffled in place)."""
+    gathered batch when rows must be copied (shuffled or sparse input)."""
 
     def __init__(self, layout, capacity, dtype, n_outputs=None):
         sizes = layout.sizes
@@ -53,7 +52,6 @@ class Workspace:
         self.dtype = np.dtype(dtype)
         self.acts = np.zeros(total, dtype)
         self.deltas = np.zeros(total, dtype)
-        self.ones = np.ones(capacity, dtype)
         self.X = np.zeros((capacity, int(sizes[0])), dtype)
         self.Y = np.zeros((capacity, int(sizes[-1])), dtype)
         self.sw = np.zeros(capacity, dtype)
@@ -72,4 +70,4 @@ class Workspace:
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for a in (self.acts, self.deltas, self.ones, self.X, self.Y, self.sw))
+        return sum(a.nbytes for a in (self.acts, self.deltas, self.X, self.Y, self.sw))

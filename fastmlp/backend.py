@@ -228,7 +228,7 @@ class Trainer:
         act, out_act, loss = self.codes
         self.ws.n_rows = xb.shape[0]
         return K.forward_backward(self.params, self.grads, self.ws.acts, self.ws.deltas,
-                                  self.ws.ones, xb, yb, swb, self.layout.sizes,
+                                  xb, yb, swb, self.layout.sizes,
                                   self.ws.capacity, act, out_act, loss, self.alpha)
 
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):

@@ -13,7 +13,7 @@ docstring says whether it overwrites or accumulates.  Validation lives in ``fast
 kernels trust their inputs.  Compiler flags come from ``_config``.
 """
 from .activations import (IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, bias_activate,
-                          mul_dactivation)
+                          dactivation_colsum)
 from .losses import SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON, output_delta_loss
 from .network import (coef_view, intercept_view, layer_view, forward_pass, forward_backward,
                       finish_grads, n_coef,

@@ -68,36 +68,56 @@ def bias_activate(Z, b, act):
 
 
 @njit(**JIT)
-def _mul_dactivation_rows(D, A, act, r0, r1):
-    # D (N, n) in/out, A (N, n): rows r0..r1 of D <- D * f'(A), f' written from the output A
-    m = D.shape[1]
-    for i in range(r0, r1):
+def _dactivation_cols(D, A, act, db, c0, c1):
+    # D (N, n) in/out, A (N, n), db (n,) out: for columns c0..c1,
+    # D <- D * f'(A) (f' from the output A) and db <- the column sums of the new D
+    n = D.shape[0]
+    for j in range(c0, c1):
+        db[j] = 0
+    for i in range(n):
         d = D[i]
         a = A[i]
         if act == LOGISTIC:
-            for j in range(m):
-                d[j] *= a[j] * (1 - a[j])
+            for j in range(c0, c1):
+                v = d[j] * (a[j] * (1 - a[j]))
+                d[j] = v
+                db[j] += v
         elif act == TANH:
-            for j in range(m):
-                d[j] *= 1 - a[j] * a[j]
+            for j in range(c0, c1):
+                v = d[j] * (1 - a[j] * a[j])
+                d[j] = v
+                db[j] += v
         elif act == RELU:
-            for j in range(m):
-                d[j] = d[j] if a[j] > 0 else d[j] * 0
+            for j in range(c0, c1):
+                v = d[j] if a[j] > 0 else d[j] * 0
+                d[j] = v
+                db[j] += v
         elif act == EXP:
-            for j in range(m):
-                d[j] *= a[j]
+            for j in range(c0, c1):
+                v = d[j] * a[j]
+                d[j] = v
+                db[j] += v
+        else:  # IDENTITY: the column sums alone
+            for j in range(c0, c1):
+                db[j] += d[j]
+
+
+_COLUMN_BLOCK = 128  # columns per task: whole cache lines per row, several tasks per thread
 
 
 @njit(**PJIT)
-def mul_dactivation(D, A, act):
-    """D <- D * f'(A) in place, with f' taken from the activation output A.
-    D (N, n), A (N, n).  Identity leaves D as it is; softmax is not elementwise and is only
-    used through the fused output deltas of ``losses``."""
+def dactivation_colsum(D, A, act, db):
+    """The fused backward delta's epilogue: D <- D * f'(A) in place (f' from the activation
+    output A), and db <- sum over rows of the new D (overwrites db): the bias gradient comes
+    out of the same pass instead of a second read of D.
+    D (N, n), A (N, n), db (n,).  Softmax is not elementwise: it only appears in the fused
+    output deltas of ``losses``.
+
+    Parallel over column blocks (each thread owns its columns of db: no shared reductions,
+    no per-thread buffers); serial below PARALLEL_MIN_ELEMENTS."""
     n, m = D.shape
-    if act == IDENTITY:
+    if n * m < PARALLEL_MIN_ELEMENTS or m <= _COLUMN_BLOCK:
+        _dactivation_cols(D, A, act, db, 0, m)
         return
-    if n * m < PARALLEL_MIN_ELEMENTS:
-        _mul_dactivation_rows(D, A, act, 0, n)
-        return
-    for i in prange(n):
-        _mul_dactivation_rows(D, A, act, i, i + 1)
+    for t in prange((m + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK):
+        _dactivation_cols(D, A, act, db, t * _COLUMN_BLOCK, min(m, (t + 1) * _COLUMN_BLOCK))

@@ -3,7 +3,7 @@
 ``delta = dLoss/dZ`` for one sample, times its weight.  For the canonical pairs
 (identity + squared error, logistic + binary log loss, softmax + log loss, exp + Poisson) that
 is exactly ``A - Y``; squared error with another elementwise output activation multiplies by
-f'(A) afterwards (``mul_dactivation``).  As in scikit-learn, the squared-error delta is NOT
+f'(A) afterwards (``dactivation_colsum``).  As in scikit-learn, the squared-error delta is NOT
 divided by the number of outputs although the reported loss is a mean over them
 (scikit-learn issue #8349): gradients are those of ``n_outputs * loss``.
 

@@ -5,7 +5,6 @@ Storage (allocated once by ``fastmlp.backend.Workspace``; see the legend in __in
   grads   (P,)  dW[l] and db[l], same layout as params
   acts    (B * sum(sizes[1:]),)  A[1..L], each a (B, n_l) block; A[0] is the input batch
   deltas  (B * sum(sizes[1:]),)  delta[1..L] = dLoss/dZ[l], same blocks as acts
-  ones    (B,)  a column of ones: db[l] = ones[:N] @ delta[l] runs as a BLAS gemv
 For a batch of N <= B rows every (N, n_l) view is the leading, contiguous part of its block.
 
 Threads: the matrix products go to BLAS (``np.dot`` -> SciPy's OpenBLAS), the elementwise
@@ -15,8 +14,9 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import JIT, PJIT, PARALLEL_MIN_STREAM
-from .activations import IDENTITY, bias_activate, mul_dactivation
+from .activations import bias_activate, dactivation_colsum
 from .losses import SQUARED_ERROR, output_delta_loss
+from .activations import IDENTITY
 
 
 @njit(**JIT)
@@ -85,11 +85,11 @@ def sum_squares(x, n):
 
 
 @njit(**JIT)
-def forward_backward(params, grads, acts, deltas, ones, X, Y, sw, sizes, capacity,
+def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
                      act, out_act, loss, alpha):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
 
-    params, grads (P,); acts, deltas (B * sum(sizes[1:]),); ones (B,); X (N, sizes[0]);
+    params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
     Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B.
 
     Returns (batch loss, n): the loss with scikit-learn's definition (L2 term included) and n,
@@ -105,8 +105,9 @@ def forward_backward(params, grads, acts, deltas, ones, X, Y, sw, sizes, capacit
     out = forward_pass(params, acts, X, sizes, capacity, act, out_act)
     D = layer_view(deltas, sizes, capacity, L, n)
     total = output_delta_loss(D, out, Y, sw, loss)
-    if loss == SQUARED_ERROR and out_act != IDENTITY:
-        mul_dactivation(D, out, out_act)
+    # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
+    dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
+                       intercept_view(grads, sizes, L - 1))
     weight_sum = np.float64(n)
     if sw.shape[0] > 0:
         weight_sum = 0.0
@@ -115,11 +116,10 @@ def forward_backward(params, grads, acts, deltas, ones, X, Y, sw, sizes, capacit
     for l in range(L - 1, -1, -1):
         A_prev = X if l == 0 else layer_view(acts, sizes, capacity, l, n)
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
-        np.dot(ones[:n], D, intercept_view(grads, sizes, l))
         if l > 0:
             D_prev = layer_view(deltas, sizes, capacity, l, n)
             np.dot(D, coef_view(params, sizes, l).T, D_prev)
-            mul_dactivation(D_prev, A_prev, act)
+            dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
             D = D_prev
     batch_loss = total / weight_sum
     if alpha > 0:

@@ -88,7 +88,7 @@ ALL_ACTS = [K.IDENTITY, K.LOGISTIC, K.TANH, K.RELU, K.SOFTMAX, K.EXP]
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 @pytest.mark.parametrize("act", ALL_ACTS)
-@pytest.mark.parametrize("shape", [(3, 5), (300, 257)])  # serial and parallel paths
+@pytest.mark.parametrize("shape", [(3, 5), (1100, 257)])  # serial and parallel paths
 def test_bias_activate_matches_numpy(dtype, rtol, act, shape):
     rng = np.random.default_rng(act)
     Z = rng.normal(size=shape).astype(dtype) * 3
@@ -100,14 +100,17 @@ def test_bias_activate_matches_numpy(dtype, rtol, act, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("act", [K.IDENTITY, K.LOGISTIC, K.TANH, K.RELU, K.EXP])
-@pytest.mark.parametrize("shape", [(4, 3), (300, 257)])
-def test_mul_dactivation_matches_numpy(dtype, act, shape):
+@pytest.mark.parametrize("shape", [(4, 3), (1100, 257)])  # serial and parallel paths
+def test_dactivation_colsum_matches_numpy(dtype, act, shape):
     rng = np.random.default_rng(1)
     A = _naive_act(rng.normal(size=shape), act).astype(dtype)
     D = rng.normal(size=shape).astype(dtype)
-    expect = D * _naive_dact(A, act)
-    K.mul_dactivation(D, A, act)
+    expect = D.astype(np.float64) * _naive_dact(A, act)  # f' rounded as the kernel does
+    db = np.full(shape[1], np.nan, dtype)
+    K.dactivation_colsum(D, A, act, db)
     np.testing.assert_allclose(D, expect, rtol=1e-6)
+    np.testing.assert_allclose(db, expect.sum(0), rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=1e-4 if dtype == np.float32 else 1e-12)
 
 
 def _naive_loss(A, Y, sw, loss):

@@ -93,7 +93,7 @@ def test_training_loop_allocates_nothing_per_batch():
     # inside the kernels: every NRT allocation of a whole training step is the MemInfo that
     # wraps one of its array arguments -- no buffer is allocated
     t = m._trainer
-    args = (t.params, t.grads, t.ws.acts, t.ws.deltas, t.ws.ones, X[:32], Y[:32], t.ws.no_sw,
+    args = (t.params, t.grads, t.ws.acts, t.ws.deltas, X[:32], Y[:32], t.ws.no_sw,
             t.layout.sizes)
     before = rtsys.get_allocation_stats()
     K.forward_backward(*args, 32, K.LOGISTIC, K.IDENTITY, K.SQUARED_ERROR, 0.0)
