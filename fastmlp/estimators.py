@@ -206,24 +206,29 @@ class _BaseMLP(BaseEstimator):
         if first_pass:
             self._initialize(y, layer_units, X.dtype)
 
-        # float32 stays float32 end to end; anything meeting float64 weights (a warm start,
-        # or after lbfgs) computes in float64, as NumPy's promotion does in scikit-learn
-        dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
+        # The first fit's weights have X's dtype, so float32 stays float32 end to end.  On a
+        # warm start scikit-learn updates the weights in place, keeping their dtype: float64
+        # weights meeting float32 X compute in float64 (exact here); float32 weights meeting
+        # float64 X compute in float64 but store float32 (here: float32 throughout, within
+        # float32 tolerance).
+        param_dtype = self.coefs_[0].dtype
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, y, sample_weight, layer_units, dtype, incremental)
+            self._fit_stochastic(X, y, sample_weight, layer_units, param_dtype, incremental)
         else:
             self._optimizer = self._optimizer_state = None
-            self._fit_lbfgs(X, y, sample_weight, layer_units, dtype)
+            self._fit_lbfgs(X, y, sample_weight, layer_units, param_dtype)
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
         return self
 
-    def _fit_lbfgs(self, X, y, sample_weight, layer_units, dtype):
-        # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype and keeps its own
-        # iterate in float64: so float32 weights mean a float32 network at every evaluation,
-        # and the result (opt_res.x) is float64 -- as in scikit-learn.
+    def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype):
+        # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (x0 packs coefs_, so
+        # the weights' dtype) and keeps its own iterate in float64: float32 weights and data
+        # mean a float32 network at every evaluation, and the result (opt_res.x) is float64
+        # -- as in scikit-learn.
+        dtype = np.result_type(X.dtype, param_dtype)
         n = X.shape[0]
         sparse = sp.issparse(X)
         X = _as_trainer_input(X, dtype)
@@ -262,7 +267,7 @@ class _BaseMLP(BaseEstimator):
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         opt_res = scipy.optimize.minimize(
-            loss_grad, t.params.copy(), method="L-BFGS-B", jac=True,
+            loss_grad, t.params.astype(param_dtype), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                      **_get_additional_lbfgs_options_dict("iprint", iprint)},
             callback=stop_if_requested)

@@ -30,8 +30,12 @@ import fastmlp
 import fastmlp.estimators as fe
 from fastmlp import MLPClassifier, MLPRegressor
 
-pytestmark = pytest.mark.skipif(sklearn.__version__ != "1.9.1",
-                                reason="parity is pinned to scikit-learn 1.9.1")
+pytestmark = [
+    pytest.mark.skipif(sklearn.__version__ != "1.9.1",
+                       reason="parity is pinned to scikit-learn 1.9.1"),
+    # few iterations on purpose; tests that compare warnings record them explicitly
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
 
 N, D = 113, 6  # 113 rows: no batch size used below divides it
 
@@ -281,6 +285,22 @@ def test_warm_start(early_stopping):
             est.fit(X, y)
             est.fit(X, y)
     assert_same_model(*ests, X)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("first, second", [(np.float64, np.float32), (np.float32, np.float64)])
+def test_warm_start_across_dtypes(solver, first, second):
+    """A warm start keeps the weights' dtype, as sklearn's in-place updates do."""
+    X, y = make_data("regression")
+    kw = dict(BASE, warm_start=True, solver=solver, max_iter=6)
+    ests = MLPRegressor(**kw), sknn.MLPRegressor(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est in ests:
+            est.fit(X.astype(first), y).fit(X.astype(second), y)
+    float32_involved = solver == "adam" and np.float32 in (first, second) or \
+        solver == "lbfgs" and first == np.float32
+    assert_same_model(*ests, X, rtol=2e-3 if float32_involved else 1e-6)
 
 
 def test_random_state_instance_keeps_advancing():
