@@ -48,6 +48,7 @@ class MLP:
         self._trainer = None
         self._optimizer = None
         self._opt_state = None
+        self._pending_epoch = None  # (order, position, loss sum) of an epoch stopped mid-way
         self.loss_curve_ = []
 
     # -- state --------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ class MLP:
         ``callback(epoch, loss)`` runs after each epoch; returning True stops training."""
         self._trainer = None
         self._optimizer = None
+        self._pending_epoch = None
         self.loss_curve_ = []
         return self.partial_fit(X, Y, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, optimizer=optimizer,
@@ -111,7 +113,12 @@ class MLP:
 
     def partial_fit(self, X, Y, epochs=1, batch_size=256, learning_rate=0.1, optimizer="sgd",
                     momentum=0.0, shuffle=True, callback=None):
-        """Continue training (weights and optimizer state kept) for ``epochs`` passes."""
+        """Continue training (weights and optimizer state kept) for ``epochs`` passes.
+
+        An epoch stopped mid-way by ``_trainer.stop_requested`` is not added to
+        ``loss_curve_``; its order and position are kept, and the next call on the same number
+        of rows finishes it first (it counts as one of that call's epochs), so that an
+        interrupted and resumed run takes exactly the steps of an uninterrupted one."""
         X, Y = self._check_xy(X, Y)
         epochs = _positive_int("epochs", epochs, allow_zero=True)
         batch_size = min(_positive_int("batch_size", batch_size), X.shape[0])
@@ -133,16 +140,36 @@ class MLP:
         if optimizer == "sgd":
             self._optimizer.momentum = float(momentum)
         order = np.arange(X.shape[0], dtype=np.int64) if shuffle else None
+        pending, self._pending_epoch = self._pending_epoch, None
+        if pending is not None and (len(pending[0]) != X.shape[0] or pending[1] >= X.shape[0]):
+            pending = None  # different data: the stopped epoch cannot be finished
         for epoch in range(epochs):
-            if shuffle:
+            start, before = 0, 0.0
+            epoch_order = order
+            if pending is not None:  # finish the epoch that was stopped mid-way (issue 5)
+                epoch_order, start, before = pending
+                pending = None
+            elif shuffle:
                 self._rs.shuffle(order)
-            total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state, order=order)
-            self.loss_curve_.append(total / max(done, 1))
+            total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
+                                      order=epoch_order, start=start)
+            if done < X.shape[0]:
+                self._pending_epoch = (np.arange(X.shape[0], dtype=np.int64)
+                                       if epoch_order is None else epoch_order.copy(),
+                                       int(done), before + total)
+                break
+            self.loss_curve_.append((before + total) / X.shape[0])
             if callback is not None and callback(len(self.loss_curve_), self.loss_curve_[-1]):
                 break
             if t.stop_requested:
                 break
         return self
+
+    def save(self, path):
+        """Write the model (weights, optimizer and RNG state, loss curve) to one file; read
+        it back with ``fastmlp.load(path)``."""
+        from .persistence import save
+        save(self, path)
 
     def predict(self, X):
         """Network output for X: a new (N, n_out) array of the model's dtype."""

@@ -1,0 +1,333 @@
+"""save/load (issue 5): round trips for every model kind, resumable state, damaged, fuzzed and
+tampered files, atomic writes."""
+import io
+import json
+import os
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import persistence
+from fastmlp.persistence import ModelFileError
+
+RS = np.random.RandomState(0)
+X = RS.randn(120, 5)
+Y2 = RS.randn(120, 2)
+
+
+def _params(m):
+    return m._trainer.params
+
+
+def _same_predictions(a, b, X):
+    pa, pb = a.predict(X), b.predict(X)
+    assert np.array_equal(np.asarray(pa), np.asarray(pb))
+
+
+# -- MLP ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mlp_round_trip_then_training_continues_identically(tmp_path, dtype, optimizer):
+    kw = dict(epochs=2, batch_size=32, optimizer=optimizer,
+              momentum=0.9 if optimizer == "sgd" else 0.0, learning_rate=0.01)
+    m = fastmlp.MLP([5, 7, 2], activation="tanh", dtype=dtype, alpha=1e-3, random_state=3)
+    m.partial_fit(X, Y2, **kw)
+    m.classes_ = np.array(["a", "b"])
+    m.feature_names_in_ = np.array(list("vwxyz"))
+    path = tmp_path / "m.npz"
+    m.save(path)
+    m2 = fastmlp.load(path)
+    assert type(m2) is fastmlp.MLP and m2.dtype == m.dtype and m2.layer_sizes == m.layer_sizes
+    assert m2.loss_curve_ == m.loss_curve_
+    assert list(m2.classes_) == ["a", "b"] and list(m2.feature_names_in_) == list("vwxyz")
+    _same_predictions(m, m2, X)
+    m.partial_fit(X, Y2, **kw)
+    m2.partial_fit(X, Y2, **kw)  # optimizer state and RNG state came back too
+    assert np.array_equal(_params(m), _params(m2))
+    assert m.loss_curve_ == m2.loss_curve_
+
+
+def test_unfitted_mlp_round_trip(tmp_path):
+    m = fastmlp.MLP([3, 2], random_state=1)
+    fastmlp.persistence.save(m, tmp_path / "u.npz")
+    m2 = fastmlp.load(tmp_path / "u.npz")
+    assert m2._trainer is None and m2.layer_sizes == (3, 2)
+    m.fit(X[:, :3], Y2, epochs=1)
+    m2.fit(X[:, :3], Y2, epochs=1)
+    assert np.array_equal(_params(m), _params(m2))
+
+
+def _stop_after(model, n_batches):
+    """Make the model's trainer stop after n_batches optimizer steps (what Ctrl-C does)."""
+    opt = model._optimizer
+    update, calls = opt.update, [0]
+
+    def counted(*args):
+        update(*args)
+        calls[0] += 1
+        if calls[0] == n_batches:
+            model._trainer.stop_requested = True
+    opt.update = counted
+
+
+def test_interrupted_epoch_is_saved_and_resumed_to_the_same_weights(tmp_path):
+    kw = dict(batch_size=16, optimizer="adam", learning_rate=0.01)
+    ref = fastmlp.MLP([5, 6, 2], dtype="float64", random_state=0)
+    for _ in range(4):
+        ref.partial_fit(X, Y2, epochs=1, **kw)
+
+    m = fastmlp.MLP([5, 6, 2], dtype="float64", random_state=0)
+    m.partial_fit(X, Y2, epochs=1, **kw)
+    _stop_after(m, 3)  # 8 batches an epoch: stops inside epoch 2
+    m.partial_fit(X, Y2, epochs=1, **kw)
+    assert m._pending_epoch is not None and m._pending_epoch[1] == 48
+    assert len(m.loss_curve_) == 1
+    m.save(tmp_path / "ckpt.npz")
+    r = fastmlp.load(tmp_path / "ckpt.npz")
+    assert r._pending_epoch[1] == 48
+    while len(r.loss_curve_) < 4:
+        r.partial_fit(X, Y2, epochs=1, **kw)
+    assert np.array_equal(_params(r), _params(ref))
+    # the stopped epoch's loss is summed in two parts: equal up to rounding
+    np.testing.assert_allclose(r.loss_curve_, ref.loss_curve_, rtol=1e-12)
+
+
+# -- estimators -----------------------------------------------------------------------------
+def _estimator_cases():
+    from fastmlp.estimators import MLPClassifier, MLPRegressor
+    rs = np.random.RandomState(1)
+    labels = np.array(["cat", "dog", "eel"])[rs.randint(0, 3, 120)]
+    binary = rs.randint(0, 2, 120)
+    multilabel = rs.randint(0, 2, (120, 3))
+    y = X @ rs.randn(5)
+    return [
+        (MLPClassifier(hidden_layer_sizes=(6,), max_iter=4, random_state=0), labels),
+        (MLPClassifier(hidden_layer_sizes=(6, 4), solver="sgd", max_iter=4, random_state=0,
+                       early_stopping=True), binary),
+        (MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=5, random_state=0),
+         multilabel),
+        (MLPRegressor(hidden_layer_sizes=(6,), max_iter=4, random_state=0), y),
+        (MLPRegressor(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0), y),
+        (MLPRegressor(hidden_layer_sizes=(6,), solver="sgd", max_iter=3, random_state=0),
+         np.c_[y, -y]),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_estimator_round_trip(tmp_path, case):
+    est, y = _estimator_cases()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X.astype(np.float32) if case == 3 else X, y)
+    est.save(tmp_path / "e.npz")
+    e2 = fastmlp.load(tmp_path / "e.npz")
+    assert type(e2) is type(est)
+    assert e2.get_params() == est.get_params()
+    _same_predictions(est, e2, X)
+    if hasattr(est, "predict_proba"):
+        assert np.array_equal(est.predict_proba(X), e2.predict_proba(X))
+        assert np.array_equal(est.classes_, e2.classes_)
+    for name in ("n_iter_", "n_layers_", "n_outputs_", "out_activation_", "t_",
+                 "n_features_in_", "loss_curve_", "best_loss_"):
+        if hasattr(est, name):
+            assert getattr(e2, name) == getattr(est, name), name
+    if est.solver != "lbfgs" and not est.early_stopping:  # optimizer state came back
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.partial_fit(X, y)
+            e2.partial_fit(X, y)
+        for a, b in zip(est.coefs_ + est.intercepts_, e2.coefs_ + e2.intercepts_):
+            assert np.array_equal(a, b)
+
+
+def test_estimator_feature_names_and_unfitted(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from fastmlp.estimators import MLPRegressor
+    df = pd.DataFrame(X, columns=list("abcde"))
+    est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(df, X[:, 0])
+    est.save(tmp_path / "e.npz")
+    e2 = fastmlp.load(tmp_path / "e.npz")
+    assert list(e2.feature_names_in_) == list("abcde")
+    assert np.array_equal(est.predict(df), e2.predict(df))
+    MLPRegressor(hidden_layer_sizes=(3,)).save(tmp_path / "u.npz")
+    assert not hasattr(fastmlp.load(tmp_path / "u.npz"), "coefs_")
+
+
+def test_save_rejects_other_objects(tmp_path):
+    with pytest.raises(TypeError):
+        persistence.save(object(), tmp_path / "x.npz")
+    assert not os.path.exists(tmp_path / "x.npz")
+
+
+# -- damaged files --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory):
+    m = fastmlp.MLP([5, 4, 2], dtype="float64", random_state=0)
+    m.partial_fit(X, Y2, epochs=1, batch_size=32, optimizer="adam", learning_rate=0.01)
+    path = tmp_path_factory.mktemp("good") / "m.npz"
+    m.save(path)
+    return path, m
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_truncated_files_are_refused(tmp_path, good_file):
+    data = good_file[0].read_bytes()
+    for n in sorted(set(np.linspace(0, len(data) - 1, 40).astype(int))):
+        with pytest.raises(ModelFileError):
+            fastmlp.load(_write(tmp_path / "t.npz", data[:n]))
+
+
+def test_fuzzed_files_are_refused_or_load_the_same_model(tmp_path, good_file):
+    path, m = good_file
+    data = good_file[0].read_bytes()
+    rs = np.random.RandomState(42)
+    refused = 0
+    for _ in range(300):
+        b = bytearray(data)
+        for pos in rs.randint(0, len(b), rs.randint(1, 4)):
+            b[pos] ^= 1 << rs.randint(8)
+        try:
+            m2 = fastmlp.load(_write(tmp_path / "f.npz", bytes(b)))
+        except ModelFileError:
+            refused += 1
+            continue
+        # a flip in bytes nobody reads (a zip timestamp): the very same model
+        assert np.array_equal(m2._trainer.params, m._trainer.params)
+        assert m2.loss_curve_ == m.loss_curve_
+    assert refused > 250
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _rezip(path, members):
+    with zipfile.ZipFile(path, "w") as z:
+        for n, raw in members.items():
+            z.writestr(n, raw)
+    return path
+
+
+def _npy(a):
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _meta(members):
+    return json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes())
+
+
+def _with_meta(members, meta, redigest=True):
+    if redigest:
+        arrays = {n[:-4]: np.load(io.BytesIO(raw)) for n, raw in members.items()
+                  if n != "__meta__.npy"}
+        meta.pop("sha256", None)
+        meta["sha256"] = persistence._digest(arrays, meta)
+    out = dict(members)
+    out["__meta__.npy"] = _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    return out
+
+
+def test_tampered_weights_fail_the_checksum(tmp_path, good_file):
+    members = _members(good_file[0])
+    p = np.load(io.BytesIO(members["params.npy"]))
+    p[0] += 1.0
+    members["params.npy"] = _npy(p)  # a valid zip and .npy: only the digest can tell
+    with pytest.raises(ModelFileError, match="checksum"):
+        fastmlp.load(_rezip(tmp_path / "x.npz", members))
+
+
+def test_newer_format_is_refused_with_a_clear_message(tmp_path, good_file):
+    members = _members(good_file[0])
+    meta = _meta(members)
+    meta["format_version"] = persistence.FORMAT_VERSION + 1
+    with pytest.raises(ModelFileError, match="newer fastmlp"):
+        fastmlp.load(_rezip(tmp_path / "x.npz", _with_meta(members, meta)))
+
+
+def test_pickled_objects_are_never_loaded(tmp_path, good_file):
+    members = _members(good_file[0])
+    members["params.npy"] = _npy(np.array([object()], dtype=object))
+    with pytest.raises(ModelFileError):
+        fastmlp.load(_rezip(tmp_path / "x.npz", members))
+    # and a manifest that declares an object array is refused before reading it
+    members = _members(good_file[0])
+    meta = _meta(members)
+    meta["arrays"]["params"] = ["|O", [1]]
+    with pytest.raises(ModelFileError):
+        fastmlp.load(_rezip(tmp_path / "y.npz", _with_meta(members, meta, redigest=False)))
+
+
+def test_huge_shape_claims_are_refused_before_allocating(tmp_path, good_file):
+    members = _members(good_file[0])
+    raw = members["params.npy"]
+    header_end = raw.index(b"\n") + 1
+    header = raw[:header_end].decode("latin1")
+    start = header.index("'shape': (") + len("'shape': (")
+    stop = header.index(")", start)
+    fake = (header[:start] + "10000000000000," + header[stop:]).encode("latin1")
+    members["params.npy"] = fake + raw[header_end:]  # header length changed: still refused
+    with pytest.raises(ModelFileError):
+        fastmlp.load(_rezip(tmp_path / "x.npz", members))
+
+
+@pytest.mark.parametrize("change", ["extra member", "missing member", "not json", "kind",
+                                    "bad layer sizes"])
+def test_structural_damage_is_refused(tmp_path, good_file, change):
+    members = _members(good_file[0])
+    if change == "extra member":
+        members["evil.npy"] = _npy(np.zeros(3))
+    elif change == "missing member":
+        del members["params.npy"]
+    elif change == "not json":
+        members["__meta__.npy"] = _npy(np.frombuffer(b"{not json", np.uint8))
+    else:
+        meta = _meta(members)
+        if change == "kind":
+            meta["kind"] = "os.system"
+        else:
+            meta["model"]["layer_sizes"] = [5, 40, 2]
+        members = _with_meta(members, meta)
+    with pytest.raises(ModelFileError):
+        fastmlp.load(_rezip(tmp_path / "x.npz", members))
+
+
+def test_other_files_are_refused(tmp_path):
+    with pytest.raises(ModelFileError, match="no such file"):
+        fastmlp.load(tmp_path / "missing.npz")
+    with pytest.raises(ModelFileError, match="not a fastmlp model"):
+        fastmlp.load(_write(tmp_path / "a.csv", b"a,b\n1,2\n"))
+    np.savez(tmp_path / "plain.npz", X=np.zeros(3))
+    with pytest.raises(ModelFileError, match="not a fastmlp model"):
+        fastmlp.load(tmp_path / "plain.npz")
+    with pytest.raises(ModelFileError):
+        fastmlp.load(tmp_path)
+
+
+# -- atomic writes --------------------------------------------------------------------------
+def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, good_file):
+    path = tmp_path / "m.npz"
+    path.write_bytes(good_file[0].read_bytes())
+    before = path.read_bytes()
+
+    def half_then_ctrl_c(f):
+        f.write(b"PK\x03\x04 half a model")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        persistence.atomic_write(path, half_then_ctrl_c)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]
+    fastmlp.load(path)
