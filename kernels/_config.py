@@ -11,12 +11,10 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # merge the two-constant Cody-Waite range reduction and cost ~30 ulp in float64.
 FASTMATH_STRICT = {"nsz", "contract"}
 
-# Below these sizes a pass runs serially: waking the thread pool costs more than it saves.
-# Measured on 2 cores: a workqueue launch costs ~50-70 us; a serial sigmoid runs ~5e9 elem/s,
-# a serial streaming update (p -= lr * g) ~1e10 elem/s and is bound by memory bandwidth that
-# one core nearly saturates.
-PARALLEL_MIN_ELEMENTS = 1 << 18  # exp/tanh-heavy activation passes
-PARALLEL_MIN_STREAM = 1 << 22    # memory-bound passes: optimizer updates, gathers
+# Below this size an activation pass runs serially: waking the thread pool costs more than it
+# saves.  Measured on 2 cores: a workqueue launch costs ~50-70 us, a serial sigmoid runs
+# ~5e9 elements/s.  Memory-bound passes (optimizer updates, gathers) are always serial.
+PARALLEL_MIN_ELEMENTS = 1 << 18
 
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PJIT = dict(JIT, parallel=True)

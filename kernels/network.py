@@ -11,9 +11,9 @@ Threads: the matrix products go to BLAS (``np.dot`` -> SciPy's OpenBLAS), the el
 epilogues to Numba's pool; they run one after the other, never at once (see fastmlp._threads).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._config import JIT, PJIT, PARALLEL_MIN_STREAM
+from ._config import JIT
 from .activations import bias_activate, dactivation_colsum
 from .losses import SQUARED_ERROR, output_delta_loss
 from .activations import IDENTITY
@@ -150,15 +150,11 @@ def _copy_row(out, X, i, r):
         out[i, j] = X[r, j]
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def gather_rows(out, X, idx):
-    """out[i] = X[idx[i]] (overwrites).  out (N, n), X (M, n), idx (N,) int64."""
-    n, m = out.shape
-    if n * m < PARALLEL_MIN_STREAM:
-        for i in range(n):
-            _copy_row(out, X, i, idx[i])
-        return
-    for i in prange(n):
+    """out[i] = X[idx[i]] (overwrites).  out (N, n), X (M, n), idx (N,) int64.
+    Serial: a memory-bound copy (see optim.py's note)."""
+    for i in range(out.shape[0]):
         _copy_row(out, X, i, idx[i])
 
 
@@ -170,16 +166,11 @@ def _csr_row(out, data, indices, indptr, i, r):
         row[indices[k]] = data[k]
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def gather_csr_rows(out, data, indices, indptr, idx):
     """out[i] = dense row idx[i] of a CSR matrix (overwrites); the batch is densified, never
     the whole matrix.  out (N, n); data, indices (nnz,); indptr (M+1,); idx (N,) int64."""
-    n, m = out.shape
-    if n * m < PARALLEL_MIN_STREAM:
-        for i in range(n):
-            _csr_row(out, data, indices, indptr, i, idx[i])
-        return
-    for i in prange(n):
+    for i in range(out.shape[0]):
         _csr_row(out, data, indices, indptr, i, idx[i])
 
 

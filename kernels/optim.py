@@ -6,11 +6,15 @@ weights, only) on the fly, so a training step makes one pass over the parameters
 
 Shapes: params, grads and every state vector are (P,).  Scalars arrive in float64, so for
 float32 parameters the update is computed in float64 and rounded once.
+
+Serial on purpose: these passes are memory-bound, one core nearly saturates the bandwidth, and
+a thread-pool launch (~50-70 us with the workqueue layer) cost more than it saved at every
+size measured on 2 cores.  Serial kernels also compile in a fraction of a parallel one's time.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._config import JIT, PJIT, PARALLEL_MIN_STREAM
+from ._config import JIT
 
 
 @njit(**JIT)
@@ -33,19 +37,13 @@ def _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_co
         params[k] += v
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def sgd_update(params, grads, velocity, lr, momentum, nesterov, scale, l2, n_coef):
     """velocity <- momentum * velocity - lr * g;  params += velocity, or with Nesterov
     params += momentum * velocity - lr * g (the new velocity).  Overwrites both.  With
-    momentum == 0 the velocity is neither read nor written: the update is exactly -lr * g.
-    Serial below PARALLEL_MIN_STREAM entries (one core nearly saturates memory)."""
-    P = params.shape[0]
-    if P < PARALLEL_MIN_STREAM:
-        for k in range(P):
-            _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_coef)
-    else:
-        for k in prange(P):
-            _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_coef)
+    momentum == 0 the velocity is neither read nor written: the update is exactly -lr * g."""
+    for k in range(params.shape[0]):
+        _sgd_one(params, grads, velocity, k, lr, momentum, nesterov, scale, l2, n_coef)
 
 
 @njit(**JIT)
@@ -58,15 +56,10 @@ def _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef
     params[k] += -lr_t * mk / (np.sqrt(vk) + eps)
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def adam_update(params, grads, m, v, lr_t, beta1, beta2, eps, scale, l2, n_coef):
     """Adam with the bias correction folded into lr_t = lr * sqrt(1-beta2^t) / (1-beta1^t):
     m <- beta1 m + (1-beta1) g;  v <- beta2 v + (1-beta2) g^2;  params -= lr_t m / (sqrt(v)+eps).
-    Overwrites params, m, v.  Serial below PARALLEL_MIN_STREAM entries."""
-    P = params.shape[0]
-    if P < PARALLEL_MIN_STREAM:
-        for k in range(P):
-            _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef)
-    else:
-        for k in prange(P):
-            _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef)
+    Overwrites params, m, v."""
+    for k in range(params.shape[0]):
+        _adam_one(params, grads, m, v, k, lr_t, beta1, beta2, eps, scale, l2, n_coef)
