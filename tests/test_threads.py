@@ -1,0 +1,50 @@
+"""One thread pool busy at a time, whatever the environment holds (checked in subprocesses:
+the threading layer is chosen once per process)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r"""
+import json, numba, numpy as np
+import fastmlp
+from fastmlp import _threads
+X = np.random.default_rng(0).normal(size=(600, 8)); Y = X[:, :2] ** 2
+fastmlp.MLP([8, 300, 2], dtype="float64", random_state=0).fit(X, Y, epochs=1, batch_size=600)
+with _threads.thread_limits(None) as n:
+    inside = numba.get_num_threads()
+print(json.dumps({"layer": numba.threading_layer(), "inside": inside, "blas": n,
+                  "after": numba.get_num_threads(), "max": numba.config.NUMBA_NUM_THREADS}))
+"""
+
+
+def _probe(**env):
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    full.update(env, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", PROBE], env=full, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_default_picks_the_sleeping_workqueue_layer():
+    r = _probe()
+    assert r["layer"] == "workqueue"
+    assert r["inside"] == 2 and r["after"] == 2
+
+
+def test_a_spinning_openmp_layer_runs_kernels_on_one_numba_thread():
+    pytest.importorskip("numba.np.ufunc.omppool")
+    r = _probe(NUMBA_THREADING_LAYER="omp")
+    assert r["layer"] == "omp"
+    assert r["inside"] == 1  # never the OpenMP spin fighting OpenBLAS for the cores
+    assert r["after"] == 2   # and the user's setting is back afterwards
+
+
+def test_a_passive_openmp_layer_keeps_its_threads():
+    pytest.importorskip("numba.np.ufunc.omppool")
+    r = _probe(NUMBA_THREADING_LAYER="omp", OMP_WAIT_POLICY="passive")
+    assert r["layer"] == "omp" and r["inside"] == 2
