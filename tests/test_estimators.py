@@ -143,6 +143,8 @@ CONFIGS = [
     ("adam-batch1-inf-patience", "MLPClassifier", "binary",
      dict(batch_size=1, max_iter=3, n_iter_no_change=np.inf), {}),
     ("adam-weighted-strings", "MLPClassifier", "strings", {}, {"sample_weight": True}),
+    ("adam-multilabel-early-stopping", "MLPClassifier", "multilabel",
+     dict(early_stopping=True, n_iter_no_change=1, tol=0.2, max_iter=30), {}),
     ("lbfgs-tanh-multiclass", "MLPClassifier", "multiclass",
      dict(solver="lbfgs", activation="tanh", max_iter=25), {}),
     ("lbfgs-logistic-binary-weighted", "MLPClassifier", "binary",
@@ -173,6 +175,9 @@ CONFIGS = [
      dict(solver="sgd", learning_rate="adaptive", activation="logistic", tol=1.0,
           n_iter_no_change=1, learning_rate_init=0.01), {}),
     ("reg-adam-csr-multioutput", "MLPRegressor", "multioutput", {}, {"sparse": "csr"}),
+    ("reg-sgd-csr-noshuffle-weighted", "MLPRegressor", "regression",
+     dict(solver="sgd", shuffle=False, learning_rate_init=0.01),
+     {"sparse": "csr", "sample_weight": True}),
     ("reg-lbfgs-csc", "MLPRegressor", "regression", dict(solver="lbfgs", max_iter=15),
      {"sparse": "csc"}),
     ("reg-adam-identity-noshuffle", "MLPRegressor", "regression",
@@ -254,7 +259,8 @@ def test_partial_fit_sequence(cls, kind, params):
             kw = {}
             if cls == "MLPClassifier":
                 kw["classes"] = np.unique(y) if kind == "multiclass" else [0, 1, 2]
-            est.partial_fit(X[start:stop], y[start:stop], **kw)
+            sw = np.linspace(0.5, 1.5, stop - start)
+            est.partial_fit(X[start:stop], y[start:stop], sample_weight=sw, **kw)
     assert_same_model(*ests, X)
     assert len(ests[0].loss_curve_) == 4 and ests[0].n_iter_ == 1
 
