@@ -1,19 +1,33 @@
-"""The ``fastmlp`` command line.  Each subcommand lives in its own function/module and
-registers itself in ``build_parser``; user errors end as one ``fastmlp: error:`` line, exit 2."""
+"""The ``fastmlp`` command line: train, predict, evaluate, info (issue 5) and bench (issue 4).
+
+Each subcommand registers itself in ``build_parser``.  A user error (bad option, unreadable or
+malformed data, damaged model file) ends as one ``fastmlp: error: ...`` line on stderr with
+exit code 2, before any output file is created or changed; output files are written atomically.
+"""
 import argparse
+import json
+import math
+import os
+import signal
 import sys
-import time
 
 import numpy as np
 
+from ._cli_data import UserError, class_labels, data_format, read_data
 
-class UserError(Exception):
-    """A problem with the user's input: reported as one line, exit code 2."""
+__all__ = ["main", "build_parser", "UserError"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the error contract: one line, ``fastmlp: error:``, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"fastmlp: error: {message}\n")
 
 
 def _int_list(text):
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = [int(s) for s in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     if not sizes or min(sizes) < 1:
@@ -21,86 +35,333 @@ def _int_list(text):
     return sizes
 
 
-def _positive(cast):
+def _number(cast, low=None, high=None, low_open=False, high_open=False):
     def parse(text):
         try:
             v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if cast is int else 'a number'}"
+                                             f", got {text!r}")
+        ok = math.isfinite(v)
+        if ok and low is not None:
+            ok = v > low if low_open else v >= low
+        if ok and high is not None:
+            ok = v < high if high_open else v <= high
+        if not ok:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
+            hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+            rng = f"in {lo}{hi}" if high is not None else (
+                f"> {low}" if low_open else f">= {low}")
+            raise argparse.ArgumentTypeError(f"expected a value {rng}, got {text!r}")
         return v
     return parse
 
 
+# ---------------------------------------------------------------------------------------------
 def add_train_parser(sub):
-    p = sub.add_parser("train", help="train an MLP (default: the sigmoid network on digits)")
-    p.add_argument("--hidden", type=_int_list, default=[64], help="hidden sizes, e.g. 100,50")
-    p.add_argument("--activation", default="sigmoid",
-                   choices=["sigmoid", "logistic", "tanh", "relu", "identity"])
-    p.add_argument("--epochs", type=_positive(int), default=30)
-    p.add_argument("--batch-size", type=_positive(int), default=32)
-    p.add_argument("--lr", type=_positive(float), default=0.1)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--threads", type=_positive(int), default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser(
+        "train", help="train an MLP on DATA (default: the sigmoid network on digits)",
+        description="Train an MLP on a table (CSV/TSV/Parquet, target = last column or "
+                    "--target) or NumPy arrays (.npy: target = last column; .npz: X, y). "
+                    "Without DATA: the seed's sigmoid network on scikit-learn's digits.")
+    p.add_argument("data", nargs="?", metavar="DATA", help="training data file")
+    p.add_argument("--target", help="target column (default: the last one)")
+    p.add_argument("--task", choices=["auto", "classify", "regress"],
+                   help="default auto: labels or <= 20 distinct integers -> classify")
+    p.add_argument("--hidden", type=_int_list, help="hidden sizes, e.g. 100,50 "
+                   "(default 100; digits 64)")
+    p.add_argument("--activation", choices=["sigmoid", "logistic", "tanh", "relu", "identity"],
+                   help="hidden activation (default relu; digits sigmoid)")
+    p.add_argument("--solver", "--optimizer", dest="solver", choices=["sgd", "adam", "lbfgs"],
+                   help="default adam; digits sgd (momentum 0.9)")
+    p.add_argument("--epochs", type=_number(int, 1),
+                   help="epochs (lbfgs: iterations); default 200, digits 30; with --resume "
+                        "the total to reach")
+    p.add_argument("--batch-size", type=_number(int, 1), help="default 200; digits 32")
+    p.add_argument("--lr", type=_number(float, 0, low_open=True),
+                   help="learning rate (default adam 0.001, sgd 0.01; digits 0.1)")
+    p.add_argument("--momentum", type=_number(float, 0, 1, high_open=True),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--threads", type=_number(int, 1), help="threads (default: all cores)")
+    p.add_argument("--val-fraction", type=_number(float, 0, 1, high_open=True),
+                   help="rows held out for the final metric (default 0.2; digits 0.25)")
+    p.add_argument("--seed", type=_number(int, 0, 2 ** 32 - 1),
+                   help="seeds the split, the weights and the shuffling (default 0)")
+    p.add_argument("--out", metavar="MODEL", help="save the model here (.npz)")
+    p.add_argument("--checkpoint-every", type=_number(int, 1), metavar="N",
+                   help="save to --out every N epochs")
+    p.add_argument("--resume", metavar="MODEL",
+                   help="continue the run saved in MODEL up to --epochs (same DATA)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the loss curve and validation "
+                   "score (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON "
+                   "object")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_train)
     return p
 
 
-def load_digits_split(seed, dtype):
-    """scikit-learn's bundled digits, standardised on the training part, 25% held out."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-    X, y = load_digits(return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=seed, stratify=y)
-    scaler = StandardScaler().fit(Xtr)
-    return (scaler.transform(Xtr).astype(dtype), scaler.transform(Xte).astype(dtype), ytr, yte)
-
-
 def run_train(args):
-    from tqdm import tqdm
-    from .model import MLP
-    Xtr, Xte, ytr, yte = load_digits_split(args.seed, args.dtype)
-    classes = np.unique(ytr)
-    Ytr = (ytr[:, None] == classes[None, :]).astype(args.dtype)
-    sizes = [Xtr.shape[1], *args.hidden, len(classes)]
-    # the seed's network: sigmoid hidden layers, sigmoid output, squared error
-    model = MLP(sizes, activation=args.activation, out_activation="sigmoid",
-                loss="squared_error", dtype=args.dtype, random_state=args.seed,
-                n_threads=args.threads)
-    bar = tqdm(total=args.epochs, unit="epoch", disable=args.quiet, file=sys.stderr,
-               dynamic_ncols=True)
-    start = time.perf_counter()
-    state = {"t": start}
+    if args.checkpoint_every and not args.out and not args.resume:
+        raise UserError("--checkpoint-every needs --out MODEL")
+    from ._cli_train import run_train as train
+    return train(args)
 
-    def progress(epoch, loss):
-        now = time.perf_counter()
-        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{len(Xtr) / (now - state['t']):,.0f}")
-        state["t"] = now
-        bar.update(1)
 
-    model.fit(Xtr, Ytr, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-              optimizer=args.optimizer, momentum=args.momentum if args.optimizer == "sgd" else 0,
-              callback=progress)
-    bar.close()
-    elapsed = time.perf_counter() - start
-    accuracy = float(np.mean(classes[model.predict(Xte).argmax(1)] == yte))
-    print(f"digits {Xtr.shape[1]}-{'-'.join(map(str, args.hidden))}-{len(classes)} "
-          f"{args.activation}, {args.epochs} epochs in {elapsed:.2f} s "
-          f"(first-call JIT included); final loss {model.loss_curve_[-1]:.4f}")
-    print(f"held-out accuracy: {accuracy:.4f} ({len(yte)} samples)")
+# ---------------------------------------------------------------------------------------------
+def _load_model(path):
+    from .persistence import ModelFileError, load_with_metadata
+    try:
+        return load_with_metadata(path)
+    except ModelFileError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _model_view(model, meta):
+    """What predict/evaluate need: (n_features, feature names, classes, task, target)."""
+    cli = meta.get("extra", {}).get("cli") or {}
+    if meta["kind"] == "MLP":
+        n_features = model.layer_sizes[0]
+        classes = getattr(model, "classes_", None)
+    else:
+        n_features = model.n_features_in_
+        classes = getattr(model, "classes_", None)
+    names = getattr(model, "feature_names_in_", None)
+    names = None if names is None else [str(n) for n in names]
+    task = "classify" if classes is not None else "regress"
+    return n_features, names, classes, task, cli.get("target")
+
+
+def _features(path, model, meta, target=None, need_target=False):
+    n_features, names, classes, task, stored_target = _model_view(model, meta)
+    if data_format(path) in ("npy", "npz"):  # bare arrays: columns by position
+        ds = read_data(path, target=target, need_target=need_target)
+    else:
+        ds = read_data(path, target=target or (stored_target if names is not None else None),
+                       need_target=need_target, features=names,
+                       drop=(stored_target,) if stored_target else ())
+    if ds.X.shape[1] != n_features:
+        raise UserError(f"{path}: {ds.X.shape[1]} feature columns, but the model expects "
+                        f"{n_features}")
+    return ds, classes, task
+
+
+def _outputs(model, meta, X, proba):
+    """-> (column names, 2-D array of values) of the predictions."""
+    kind = meta["kind"]
+    classes = getattr(model, "classes_", None)
+    if kind == "MLP":
+        X = X.astype(model.dtype)
+        out = model.predict(X)
+        if classes is None:
+            if proba:
+                raise UserError("--proba needs a classifier; this model has no classes")
+            return [f"output_{j}" for j in range(out.shape[1])], out
+        if proba:
+            if model.out_activation != "softmax":  # the seed's sigmoid outputs: normalised
+                out = np.clip(out, 0, None)
+                s = out.sum(1, keepdims=True)
+                out = np.where(s > 0, out / np.where(s > 0, s, 1), 1.0 / out.shape[1])
+            return [f"proba_{c}" for c in classes], out
+        return ["prediction"], classes[out.argmax(1)].reshape(-1, 1)
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        import pandas as pd
+        X = pd.DataFrame(X, columns=[str(n) for n in names])
+    if proba:
+        if kind != "MLPClassifier":
+            raise UserError("--proba needs a classifier; this model is a regressor")
+        return [f"proba_{c}" for c in classes], model.predict_proba(X)
+    pred = np.asarray(model.predict(X))
+    if pred.ndim == 1:
+        return ["prediction"], pred.reshape(-1, 1)
+    return [f"prediction_{j}" for j in range(pred.shape[1])], pred
+
+
+def _format(v):
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, (np.integer,)):
+        return str(int(v))
+    return str(v)
+
+
+def _write_table(f, header, values, sep):
+    import csv
+    w = csv.writer(f, delimiter=sep, lineterminator="\n")
+    w.writerow(header)
+    for row in values:
+        w.writerow([_format(v) for v in row])
+
+
+def add_predict_parser(sub):
+    p = sub.add_parser("predict", help="predict with a saved model",
+                       description="Write one prediction per row of DATA (CSV to stdout, or "
+                                   "--out FILE: .csv, .tsv or .npy).")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--out", metavar="FILE", help=".csv, .tsv or .npy (default: CSV on stdout)")
+    p.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args):
+    out_fmt = None
+    if args.out is not None:
+        ext = os.path.splitext(args.out)[1].lower()
+        out_fmt = {".csv": ",", ".tsv": "\t", ".npy": "npy"}.get(ext)
+        if out_fmt is None:
+            raise UserError(f"--out {args.out}: unknown format {ext or '(no extension)'!r}; "
+                            f"expected .csv, .tsv or .npy")
+        from ._cli_train import _check_output_path
+        _check_output_path(args.out, "--out")
+        if os.path.abspath(args.out) in (os.path.abspath(args.model),
+                                         os.path.abspath(args.data)):
+            raise UserError(f"--out {args.out}: would overwrite an input file")
+    model, meta = _load_model(args.model)
+    ds, _, _ = _features(args.data, model, meta)
+    header, values = _outputs(model, meta, ds.X, args.proba)
+    if args.out is None:
+        _write_table(sys.stdout, header, values, ",")
+        return 0
+    from .persistence import atomic_write
+    if out_fmt == "npy":
+        arr = values[:, 0] if values.shape[1] == 1 and not args.proba else values
+        arr = arr.astype(str) if arr.dtype.kind == "O" else arr
+        atomic_write(args.out, lambda f: np.save(f, arr, allow_pickle=False))
+    else:
+        import io
+        buf = io.StringIO()
+        _write_table(buf, header, values, out_fmt)
+        atomic_write(args.out, lambda f: f.write(buf.getvalue().encode()))
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+def add_evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="score a saved model on labelled data",
+                       description="Accuracy (classifiers) or R^2 (regressors) on DATA.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--target", help="target column (default: the one the model was trained "
+                   "on, else the last)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args):
+    model, meta = _load_model(args.model)
+    ds, classes, task = _features(args.data, model, meta, target=args.target, need_target=True)
+    if ds.y is None:
+        raise UserError(f"{args.data}: no target to evaluate against")
+    _, values = _outputs(model, meta, ds.X, proba=False)
+    if task == "classify":
+        y = class_labels(ds.y)
+        pred = values[:, 0]
+        if y.dtype.kind != np.asarray(pred).dtype.kind:
+            y, pred = y.astype(str), np.asarray(pred).astype(str)
+        score, metric = float(np.mean(pred == y)), "accuracy"
+    else:
+        if ds.y.dtype.kind not in "biuf":
+            raise UserError(f"{args.data}: the target is not numeric; this model is a "
+                            f"regressor")
+        if len(ds.y) < 2:
+            raise UserError(f"{args.data}: R^2 needs at least two rows")
+        from sklearn.metrics import r2_score
+        score, metric = float(r2_score(ds.y.astype(float), values[:, 0])), "R^2"
+    if args.json:
+        print(json.dumps({"metric": metric, "score": score, "n_samples": int(len(ds.y))}))
+    else:
+        print(f"{metric}: {score:.4f} ({len(ds.y)} samples)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+def add_info_parser(sub):
+    p = sub.add_parser("info", help="describe a saved model")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--json", action="store_true", help="print the file's metadata as JSON")
+    p.set_defaults(func=run_info)
+
+
+def _short(values, limit=10):
+    values = [str(v) for v in values]
+    return ", ".join(values[:limit]) + (f", ... ({len(values)} in all)"
+                                        if len(values) > limit else "")
+
+
+def run_info(args):
+    model, meta = _load_model(args.model)
+    if args.json:
+        print(json.dumps({k: v for k, v in meta.items() if k != "arrays"}, default=str))
+        return 0
+    cli = meta.get("extra", {}).get("cli") or {}
+    kind = meta["kind"]
+    lines = [f"{args.model}: fastmlp {kind} (file format {meta['format_version']}, written by "
+             f"fastmlp {meta['fastmlp_version']} at {meta['created']})"]
+    if kind == "MLP":
+        sizes = model.layer_sizes
+        lines.append(f"architecture: {'-'.join(map(str, sizes))}; hidden {model.activation}, "
+                     f"output {model.out_activation}, loss {model.loss}; {model.dtype.name}")
+        curve = model.loss_curve_
+        opt = model._optimizer
+        if opt is not None:
+            extra = f", momentum {opt.momentum}" if opt.name == "sgd" else ""
+            lines.append(f"optimizer: {opt.name}, lr {opt.learning_rate}{extra}, batch "
+                         f"{model._trainer.batch_size}")
+        if model._pending_epoch is not None:
+            lines.append(f"interrupted during epoch {len(curve) + 1} at row "
+                         f"{model._pending_epoch[1]} of {len(model._pending_epoch[0])}")
+    else:
+        fitted = hasattr(model, "coefs_")
+        sizes = ([model.coefs_[0].shape[0]] + [c.shape[1] for c in model.coefs_]
+                 if fitted else None)
+        arch = "-".join(map(str, sizes)) if sizes else "not fitted"
+        dtype = model.coefs_[0].dtype.name if fitted else "-"
+        lines.append(f"architecture: {arch}; hidden {model.activation}, output "
+                     f"{getattr(model, 'out_activation_', '-')}, loss {model.loss}; {dtype}")
+        lines.append(f"solver: {model.solver}, lr {model.learning_rate_init}, batch "
+                     f"{model.batch_size}, alpha {model.alpha}")
+        curve = getattr(model, "loss_curve_", None) or (
+            [model.loss_] if getattr(model, "loss_", None) is not None else [])
+    classes = getattr(model, "classes_", None)
+    if classes is not None:
+        lines.append(f"classes ({len(classes)}): {_short(classes)}")
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        lines.append(f"features ({len(names)}): {_short(names)}")
+    if cli.get("target"):
+        lines.append(f"target: {cli['target']!r} ({cli.get('task')})")
+    if curve:
+        hist = (f"training: {len(curve)} epochs, loss {curve[0]:.4g} -> {curve[-1]:.4g} "
+                f"(best {min(curve):.4g})") if kind == "MLP" or model.solver != "lbfgs" else \
+            f"training: {model.n_iter_} L-BFGS iterations, final loss {curve[-1]:.4g}"
+        scores = [v for v in cli.get("history", {}).get("val_score", []) if v is not None]
+        if scores:
+            hist += f"; last validation {cli.get('metric')} {scores[-1]:.4f}"
+        if cli.get("data") or cli:
+            hist += (f"; data {cli.get('data') or 'digits'} ({cli.get('n_train')} train, "
+                     f"{cli.get('n_val')} held out)")
+        if cli.get("status"):
+            hist += f"; {cli['status']}"
+        lines.append(hist)
+    else:
+        lines.append("training: none yet")
+    print("\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(prog="fastmlp", description="Fast MLPs on the CPU.")
-    sub = parser.add_subparsers(dest="command")
+    parser = _Parser(prog="fastmlp", description="Fast MLPs on the CPU.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     add_train_parser(sub)
+    add_predict_parser(sub)
+    add_evaluate_parser(sub)
+    add_info_parser(sub)
     from .bench import add_bench_parser
     add_bench_parser(sub)
     return parser
@@ -109,16 +370,28 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv:
-        argv = ["train"]
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["train", *argv])
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["train", *argv]  # `fastmlp` alone is the main job
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already reported
+        return exc.code
+    from ._cli_train import EXIT_SIGNAL, Interrupted
     try:
         return args.func(args)
+    except Interrupted as exc:
+        print(f"fastmlp: interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return EXIT_SIGNAL[exc.signum]
     except UserError as exc:
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fastmlp: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `fastmlp predict ... | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

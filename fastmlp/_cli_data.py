@@ -1,0 +1,274 @@
+"""Reading the command line's data files (issue 5): CSV/TSV with a header, Parquet (pandas /
+pyarrow, optional: the ``data`` extra), ``.npy`` (a 2-D array) and ``.npz`` (arrays ``X`` and
+``y``).  Every problem becomes a :class:`UserError` naming the file, the column and the row."""
+import hashlib
+import os
+
+import numpy as np
+
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
+TABLE_FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+FORMATS = "CSV (.csv), TSV (.tsv), Parquet (.parquet), NumPy (.npy, .npz)"
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, exit code 2."""
+
+
+class Dataset:
+    """Features X (float64, (N, d)), target y ((N,) or None), and where they came from."""
+
+    def __init__(self, X, y, feature_names, target_name, source, header_lines):
+        self.X, self.y = X, y
+        self.feature_names = feature_names  # list of str, or None for bare arrays
+        self.target_name = target_name
+        self.source = source
+        self.header_lines = header_lines  # file line of data row 0, minus 1 (CSV header)
+
+    def fingerprint(self):
+        h = hashlib.sha256(np.ascontiguousarray(self.X).tobytes())
+        if self.y is not None:
+            h.update(np.asarray(self.y).astype(str).tobytes())
+        return h.hexdigest()
+
+
+def data_format(path):
+    name = os.path.basename(os.fspath(path)).lower()
+    for c in _COMPRESSED:
+        if name.endswith(c):
+            name = name[: -len(c)]
+            break
+    ext = os.path.splitext(name)[1]
+    if ext in (".parquet", ".pq"):
+        return "parquet"
+    if ext in TABLE_FORMATS or ext in (".npy", ".npz"):
+        return ext[1:] if ext != ".tab" else "tsv"
+    raise UserError(f"{path}: unknown data format {ext or '(no extension)'!r}; "
+                    f"expected {FORMATS}")
+
+
+def check_readable(path):
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a directory, not a data file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path}: permission denied")
+
+
+def _pandas(path):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise UserError(f"{path}: reading tables needs pandas: "
+                        "pip install 'fastmlp[data]'") from None
+    return pd
+
+
+def _one_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _read_frame(path, fmt):
+    pd = _pandas(path)
+    try:
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise UserError(f"{path}: reading Parquet needs pyarrow: "
+                                "pip install 'fastmlp[data]'") from None
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+    except UserError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the file is empty") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text {fmt.upper()} file (cannot decode it)") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # parser errors, pyarrow's ArrowInvalid, OSError, ...
+        raise UserError(f"{path}: cannot read {fmt.upper()}: {_one_line(exc)}") from None
+
+
+def _numeric_column(path, frame, name, header_lines, what="feature"):
+    """Column -> float64 array; the first non-numeric, missing or infinite value is an
+    error naming the column and the row."""
+    pd = _pandas(path)
+    col = frame[name]
+    if col.dtype == bool:
+        values = col.to_numpy(np.float64)
+    else:
+        try:
+            values = pd.to_numeric(col, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            values = np.full(len(col), np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raw = col.iloc[i]
+        where = f"{path}: {what} column {name!r}, row {i + 1}"
+        if header_lines:
+            where += f" (line {i + 1 + header_lines})"
+        if raw is None or (isinstance(raw, float) and np.isnan(raw)) or pd.isna(raw):
+            raise UserError(f"{where}: missing value")
+        if np.isinf(values[i]):
+            raise UserError(f"{where}: infinite value {str(raw)!r}")
+        raise UserError(f"{where}: non-numeric value {str(raw)!r}")
+    return values
+
+
+def read_data(path, *, target=None, need_target=True, features=None, drop=()):
+    """Read DATA.
+
+    target: column name (tables), column index (.npy) or array name (.npz); None = the last
+    column / ``y``.  need_target False: a missing target is fine (predict).  features: the
+    model's feature names, selected by name when given (other columns are ignored)."""
+    path = os.fspath(path)
+    fmt = data_format(path)
+    check_readable(path)
+    if fmt in ("npy", "npz"):
+        return _read_arrays(path, fmt, target, need_target)
+    frame = _read_frame(path, fmt)
+    header = 1 if fmt in ("csv", "tsv") else 0
+    frame.columns = [str(c) for c in frame.columns]
+    columns = list(frame.columns)
+    if len(frame) == 0:
+        raise UserError(f"{path}: the table has no rows")
+    if target is not None and target not in columns:
+        if need_target:
+            raise UserError(f"{path}: no column {target!r} (columns: {_names(columns)})")
+        target = None
+    if target is None and need_target:
+        target = columns[-1]
+    if features is not None:
+        missing = [f for f in features if f not in columns]
+        if missing:
+            raise UserError(f"{path}: missing feature column(s) {_names(missing)} that the "
+                            f"model was trained on")
+        feature_names = list(features)
+    else:
+        feature_names = [c for c in columns if c != target and c not in drop]
+    if not feature_names:
+        raise UserError(f"{path}: no feature columns (only the target {target!r})")
+    X = np.empty((len(frame), len(feature_names)), np.float64)
+    for j, name in enumerate(feature_names):
+        X[:, j] = _numeric_column(path, frame, name, header)
+    y = None
+    if target is not None:
+        col = frame[target]
+        if col.isna().any():
+            i = int(np.argmax(col.isna().to_numpy()))
+            raise UserError(f"{path}: target column {target!r}, row {i + 1}"
+                            + (f" (line {i + 1 + header})" if header else "")
+                            + ": missing value")
+        y = col.to_numpy()
+        if y.dtype.kind == "O" or str(col.dtype) in ("category", "string"):
+            y = col.astype(str).to_numpy()
+    return Dataset(X, y, feature_names, target, path, header)
+
+
+def _names(names, limit=8):
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _check_array(path, a, what):
+    if a.dtype.kind not in "biuf":
+        raise UserError(f"{path}: {what} must hold numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        kind = "missing value (NaN)" if np.isnan(a[tuple(idx)]) else "infinite value"
+        place = f"row {idx[0] + 1}" + (f", column {idx[1]}" if a.ndim == 2 else "")
+        raise UserError(f"{path}: {what} {place}: {kind}")
+    return a
+
+
+def _read_arrays(path, fmt, target, need_target):
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if fmt == "npz":
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
+        else:
+            arrays = {"": loaded}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise UserError(f"{path}: holds Python objects; only numeric arrays are read") \
+                from None
+        raise UserError(f"{path}: cannot read {fmt}: {_one_line(exc)}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # BadZipFile, OSError, EOFError, ...
+        raise UserError(f"{path}: cannot read {fmt}: {_one_line(exc)}") from None
+    if fmt == "npz":
+        if "X" not in arrays:
+            raise UserError(f"{path}: no array 'X' (arrays: {_names(sorted(arrays))})")
+        X = arrays["X"]
+        yname = target or "y"
+        y = arrays.get(yname)
+        if y is None and need_target:
+            raise UserError(f"{path}: no target array {yname!r} "
+                            f"(arrays: {_names(sorted(arrays))})")
+        if X.ndim == 1:
+            X = X.reshape(-1, 1)
+        if X.ndim != 2:
+            raise UserError(f"{path}: X must be 2-D, got shape {X.shape}")
+        if y is not None:
+            if y.ndim != 1 or len(y) != len(X):
+                raise UserError(f"{path}: y must be 1-D with one value per row of X "
+                                f"({len(X)}), got shape {y.shape}")
+            if y.dtype.kind in "biuf":
+                y = _check_array(path, y, "y")
+            elif y.dtype.kind != "U":
+                raise UserError(f"{path}: y must hold numbers or strings, got {y.dtype}")
+    else:
+        a = arrays[""]
+        if a.ndim != 2:
+            raise UserError(f"{path}: a .npy file must hold a 2-D array (target in a column), "
+                            f"got shape {a.shape}")
+        y = None
+        if need_target or target is not None:
+            try:
+                col = int(target) if target is not None else a.shape[1] - 1
+                col = range(a.shape[1])[col]
+            except (ValueError, IndexError):
+                raise UserError(f"{path}: --target must be a column index below {a.shape[1]} "
+                                f"for a .npy file, got {target!r}") from None
+            y = a[:, col]
+            X = np.delete(a, col, axis=1)
+            y = _check_array(path, y, "target column")
+        else:
+            X = a
+    if X.shape[0] == 0:
+        raise UserError(f"{path}: no rows")
+    if X.shape[1] == 0:
+        raise UserError(f"{path}: no feature columns")
+    X = _check_array(path, X, "X")
+    return Dataset(np.ascontiguousarray(X), y, None, None, path, 0)
+
+
+def detect_task(y, name):
+    """'classify' for labels (strings, booleans, or at most 20 distinct integers), else
+    'regress'."""
+    y = np.asarray(y)
+    if y.dtype.kind in "OUSb":
+        return "classify"
+    if y.dtype.kind in "iu" or np.all(np.mod(y, 1) == 0):
+        return "classify" if len(np.unique(y)) <= 20 else "regress"
+    return "regress"
+
+
+def class_labels(y):
+    """Labels as given; integer-valued floats become integers (so classes print as 3, not
+    3.0)."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0) and np.abs(y).max() < 2 ** 53:
+        return y.astype(np.int64)
+    if y.dtype.kind == "O":
+        return y.astype(str)
+    return y

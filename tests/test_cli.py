@@ -1,0 +1,282 @@
+"""The command line (issue 5).  End-to-end runs go through a subprocess (exit codes, stderr,
+files left behind, signals); the many bad-input cases call ``cli.main`` in-process, which
+checks the same contract (exit code, one ``fastmlp: error:`` line, no file written) without
+paying an interpreter start each."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import cli
+
+pd = pytest.importorskip("pandas")
+
+
+def run(*args, cwd, timeout=120):
+    return subprocess.run([sys.executable, "-m", "fastmlp.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def call(capsys, *args):
+    rc = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc, err, *needles):
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rs = np.random.RandomState(0)
+    X = rs.randn(300, 4)
+    labels = np.array(["north", "south", "west"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    frame["kind"] = labels
+    frame.to_csv(d / "cls.csv", index=False)
+    frame.to_parquet(d / "cls.parquet")
+    reg = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    reg["y"] = X @ [1.0, -2.0, 0.5, 0.0] + 0.1 * rs.randn(300)
+    reg.to_csv(d / "reg.tsv", sep="\t", index=False)
+    np.save(d / "reg.npy", reg.to_numpy())
+    np.savez(d / "cls.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    big = rs.randn(20000, 10)
+    np.savez(d / "big.npz", X=big, y=(big[:, :2].sum(1) > 0).astype(int))
+    (d / "text.csv").write_text("a,b,y\n1,2,0\n3,abc,1\n4,5,0\n")
+    (d / "missing.csv").write_text("a,b,y\n1,2,0\n3,,1\n")
+    (d / "inf.csv").write_text("a,b,y\n1,2,0\n3,inf,1\n")
+    (d / "header.csv").write_text("a,b,y\n")
+    (d / "empty.csv").write_text("")
+    (d / "one.csv").write_text("a,b,y\n1,2,0\n3,4,0\n5,6,0\n")
+    (d / "notes.txt").write_text("hello\n")
+    (d / "junk.parquet").write_bytes(b"not parquet at all")
+    return d
+
+
+# -- end to end, in subprocesses ------------------------------------------------------------
+def test_main_job_without_arguments(tmp_path):
+    r = run(cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "held-out accuracy: 0.9" in r.stdout  # the seed's network learns digits
+    assert os.listdir(tmp_path) == []
+
+
+def test_train_predict_evaluate_info(tmp_path, data):
+    model, plot = tmp_path / "m.npz", tmp_path / "loss.png"
+    r = run("train", data / "cls.csv", "--target", "kind", "--hidden", "16,8", "--epochs", 40,
+            "--lr", 0.01, "--out", model, "--plot", plot, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)  # one JSON object and nothing else on stdout
+    assert report["task"] == "classify" and report["metric"] == "accuracy"
+    assert report["architecture"] == [4, 16, 8, 3] and report["epochs"] == 40
+    assert report["held_out"] > 0.7 and report["n_held_out"] == 60
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "epoch 40/40" in r.stderr  # plain progress lines when stderr is not a terminal
+
+    preds = tmp_path / "pred.csv"
+    r = run("predict", model, data / "cls.parquet", "--out", preds, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = pd.read_csv(preds)["prediction"]
+    m = fastmlp.load(model)
+    X = pd.read_csv(data / "cls.csv")[["a", "b", "c", "d"]].to_numpy(np.float32)
+    assert list(got) == list(m.classes_[m.predict(X).argmax(1)])
+    assert set(got) <= {"north", "south", "west"}
+
+    r = run("info", model, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "4-16-8-3" in r.stdout and "north" in r.stdout and "40 epochs" in r.stdout
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, data):
+    opts = ["--dtype", "float64", "--solver", "adam", "--hidden", "16", "--batch-size", "8",
+            "--epochs", "6", "--quiet"]
+    ref = tmp_path / "ref.npz"
+    assert cli.main(["train", str(data / "big.npz"), *opts, "--out", str(ref)]) == 0
+
+    ckpt = tmp_path / "ckpt.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "fastmlp.cli", "train",
+                             str(data / "big.npz"), *opts, "--out", str(ckpt),
+                             "--checkpoint-every", "1"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # somewhere in epochs 2..6, usually mid-epoch
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    print(err)  # where it stopped: "during epoch k (row r of n)" or "after epoch k"
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "fastmlp: interrupted by SIGINT" in err
+    assert "--resume" in err and "Traceback" not in err
+    first = fastmlp.load(ckpt)
+    assert len(first.loss_curve_) < 6
+
+    # resume (SIGTERM this one as soon as it runs: exit 143, saved again), then finish
+    proc = subprocess.Popen([sys.executable, "-m", "fastmlp.cli", "train", "--resume",
+                             str(ckpt), "--checkpoint-every", "1", "--quiet"], cwd=tmp_path,
+                            text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    mtime = ckpt.stat().st_mtime_ns
+    while ckpt.stat().st_mtime_ns == mtime and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    print(err)
+    assert proc.returncode in (0, 143), err
+    if proc.returncode == 143:
+        assert "interrupted by SIGTERM" in err
+        assert cli.main(["train", "--resume", str(ckpt), "--quiet"]) == 0
+
+    a, b = fastmlp.load(ref), fastmlp.load(ckpt)
+    assert np.array_equal(a._trainer.params, b._trainer.params)  # to the bit, in float64
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-12)
+
+
+# -- in-process runs -----------------------------------------------------------------------
+def test_regression_formats_and_evaluate(tmp_path, data, capsys):
+    model = tmp_path / "r.npz"
+    rc, out, err = call(capsys, "train", data / "reg.tsv", "--epochs", 60, "--lr", 0.01,
+                        "--out", model, "--quiet")
+    assert rc == 0, err
+    assert "regress 4-100-1" in out and "held-out R^2" in out
+    rc, out, err = call(capsys, "evaluate", model, data / "reg.tsv", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["metric"] == "R^2" and json.loads(out)["score"] > 0.5
+    rc, out, err = call(capsys, "predict", model, data / "reg.tsv", "--out", tmp_path / "p.npy")
+    assert rc == 0 and np.load(tmp_path / "p.npy").shape == (300,)
+    # .npy data: target in the last column
+    rc, out, err = call(capsys, "train", data / "reg.npy", "--epochs", 5, "--quiet")
+    assert rc == 0 and "regress 4-100-1" in out
+
+
+def test_npz_lbfgs_and_proba(tmp_path, data, capsys):
+    model = tmp_path / "l.npz"
+    rc, out, err = call(capsys, "train", data / "cls.npz", "--solver", "lbfgs", "--epochs",
+                        30, "--out", model)
+    assert rc == 0, err
+    assert "iterations" in out
+    assert type(fastmlp.load(model)).__name__ == "MLPClassifier"
+    rc, out, err = call(capsys, "predict", model, data / "cls.npz", "--proba")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "proba_0,proba_1" and len(lines) == 301
+    assert abs(sum(map(float, lines[1].split(","))) - 1) < 1e-9
+    rc, out, err = call(capsys, "evaluate", model, data / "cls.npz")
+    assert rc == 0 and out.startswith("accuracy: ")
+    rc, out, err = call(capsys, "train", "--resume", model)
+    assert_user_error(rc, err, "cannot be resumed")
+
+
+BAD_TRAIN = [
+    (["nope.csv"], "no such file"),
+    (["notes.txt"], "unknown data format"),
+    (["junk.parquet"], "cannot read PARQUET"),
+    (["text.csv"], "column 'b', row 2 (line 3): non-numeric value 'abc'"),
+    (["missing.csv"], "column 'b', row 2 (line 3): missing value"),
+    (["inf.csv"], "column 'b', row 2 (line 3): infinite value"),
+    (["header.csv"], "no rows"),
+    (["empty.csv"], "empty"),
+    (["one.csv"], "single class"),
+    (["cls.csv", "--target", "colour"], "no column 'colour'"),
+    (["cls.csv", "--task", "regress"], "not numeric"),
+    (["cls.csv", "--epochs", "0"], "--epochs"),
+    (["cls.csv", "--lr", "nan"], "--lr"),
+    (["cls.csv", "--hidden", "8,-1"], "--hidden"),
+    (["cls.csv", "--val-fraction", "1.5"], "--val-fraction"),
+    (["cls.csv", "--batch-size", "x"], "--batch-size"),
+    (["cls.csv", "--solver", "newton"], "--solver"),
+    (["cls.csv", "--plot", "curve.jpg"], "PNG"),
+    (["cls.csv", "--solver", "lbfgs", "--checkpoint-every", "2"], "sgd or adam"),
+    (["cls.csv", "--checkpoint-every", "2"], "needs --out"),
+    (["cls.csv", "--out", "no/such/dir/m.npz"], "does not exist"),
+    (["--resume", "absent.npz"], "no such file"),
+    (["cls.csv", "--resume", "cls.csv"], "not a fastmlp model"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
+def test_bad_training_input_is_one_line_exit_2_and_writes_nothing(tmp_path, data, capsys,
+                                                                  monkeypatch, args, message):
+    monkeypatch.chdir(data)
+    out_file = tmp_path / "model.npz"
+    extra = [] if "--out" in args or message == "needs --out" else ["--out", str(out_file)]
+    rc, out, err = call(capsys, "train", *args, *extra, "--quiet")
+    assert_user_error(rc, err, message)
+    assert not out_file.exists()
+
+
+@pytest.fixture(scope="module")
+def cls_model(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    assert cli.main(["train", str(data / "cls.csv"), "--epochs", "3", "--out", str(path),
+                     "--quiet"]) == 0
+    return path
+
+
+def test_bad_predict_and_evaluate_input(tmp_path, data, cls_model, capsys):
+    (tmp_path / "fewer.csv").write_text("a,b,c\n1,2,3\n")
+    cases = [
+        (["predict", cls_model, data / "reg.npy"], "5 feature columns, but the model expects 4"),
+        (["predict", cls_model, tmp_path / "fewer.csv"], "missing feature column(s) 'd'"),
+        (["predict", data / "cls.csv", data / "cls.csv"], "not a fastmlp model"),
+        (["predict", tmp_path / "none.npz", data / "cls.csv"], "no such file"),
+        (["predict", cls_model, data / "cls.csv", "--out", tmp_path / "p.xlsx"],
+         "unknown format"),
+        (["evaluate", cls_model, data / "cls.csv", "--target", "nope"], "no column 'nope'"),
+        (["info", data / "notes.txt"], "not a fastmlp model"),
+        (["frobnicate"], "invalid choice"),
+    ]
+    for args, message in cases:
+        rc, out, err = call(capsys, *args)
+        assert_user_error(rc, err, message)
+    assert sorted(os.listdir(tmp_path)) == ["fewer.csv"]
+
+
+def test_failed_runs_leave_an_existing_model_intact(tmp_path, data, cls_model, capsys):
+    model = tmp_path / "m.npz"
+    model.write_bytes(cls_model.read_bytes())
+    before = model.read_bytes()
+    rc, out, err = call(capsys, "train", data / "text.csv", "--out", model, "--quiet")
+    assert_user_error(rc, err, "non-numeric")
+    # diverging training: a clear message, exit 1, and the file is left as it was
+    rc, out, err = call(capsys, "train", data / "reg.tsv", "--solver", "sgd", "--lr", "1e4",
+                        "--epochs", 50, "--out", model, "--quiet")
+    assert rc == 1 and "training diverged at epoch" in err and "left as it was" in err
+    assert model.read_bytes() == before
+    # with checkpoints, the last good one stays
+    rc, out, err = call(capsys, "train", data / "reg.tsv", "--solver", "sgd", "--lr", "0.2",
+                        "--epochs", 50, "--out", model, "--checkpoint-every", 1, "--quiet")
+    if rc == 1:
+        assert "keeps the checkpoint of epoch" in err
+        m = fastmlp.load(model)
+        assert np.isfinite(m._trainer.params).all()
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]  # no temporary files left
+
+
+def test_resume_keeps_settings_and_checks_data(tmp_path, data, cls_model, capsys):
+    ckpt = tmp_path / "c.npz"
+    ckpt.write_bytes(cls_model.read_bytes())
+    rc, out, err = call(capsys, "train", "--resume", ckpt, "--hidden", "7", "--epochs", 5)
+    assert_user_error(rc, err, "--hidden", "differs from the checkpoint")
+    rc, out, err = call(capsys, "train", data / "cls.parquet", "--resume", ckpt, "--epochs", 5)
+    assert rc == 0, err  # the same rows from another format
+    rc, out, err = call(capsys, "train", data / "reg.tsv", "--resume", ckpt, "--epochs", 9)
+    assert_user_error(rc, err)
+    rc, out, err = call(capsys, "train", "--resume", ckpt, "--epochs", 5)
+    assert_user_error(rc, err, "already trained for 5 epochs")
+    assert len(fastmlp.load(ckpt).loss_curve_) == 5
