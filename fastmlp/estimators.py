@@ -284,104 +284,47 @@ class _BaseMLP(BaseEstimator):
         return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental):
+        """Epochs of sgd/adam: the batches run in Trainer.run_epoch; here, the random draws
+        and the per-epoch bookkeeping, in scikit-learn's order."""
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
             self._optimizer_state = None
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        early_stopping = self.early_stopping
-        rs = self._random_state
         X = _as_trainer_input(X, dtype)
-        if early_stopping:
-            # Stratified only when there is ONE output column: binary classification.  The
-            # multiclass (K columns) and multilabel splits are plain shuffles whatever the
-            # docstring says: scikit-learn stratifies on `n_outputs_ == 1` since PR #13164
-            # and fastmlp reproduces that split draw for draw.
-            stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
-            arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
-            split = train_test_split(*arrays, random_state=rs,
-                                     test_size=self.validation_fraction, stratify=stratify)
-            X_train, X_val, y_train, y_val = split[:4]
-            sw_train, sw_val = (None, None) if sample_weight is None else split[4:]
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase "
-                                 "'validation_fraction' or the size of your dataset.")
-            if is_classifier(self):
-                y_val = self._label_binarizer.inverse_transform(y_val)
-            X_train = _as_trainer_input(X_train, dtype)
-            X_val = _as_trainer_input(X_val, dtype)
-        else:
-            X_train, y_train, sw_train = X, y, sample_weight
-            X_val = y_val = sw_val = None
+        X, y, sample_weight, validation = self._validation_split(X, y, sample_weight, dtype)
+        n_samples = X.shape[0]
+        Y = np.ascontiguousarray(y, dtype=dtype)
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
 
-        n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
-                              "going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-
-        Y_train = np.ascontiguousarray(y_train, dtype=dtype)
-        if sw_train is not None:
-            sw_train = np.ascontiguousarray(sw_train, dtype=dtype)
         best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
-        t = self._make_trainer(layer_units, dtype, batch_size, self.alpha)
+        t = self._make_trainer(layer_units, dtype, self._batch_size(n_samples), self.alpha)
         if best_aliases_coefs:
             # scikit-learn restores `_best_coefs`, which after an early-stopped fit IS the
             # coefs_ list it goes on updating in place; keep that aliasing
             self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
-        opt = self._optimizer
-        state = self._optimizer_state
-        moments = [] if state is None else [a for a in state if a.dtype.kind == "f"]
-        if state is None or any(a.shape != t.params.shape for a in moments):
-            state = opt.init(t.params)
-        elif any(a.dtype != dtype for a in moments):  # float32 state meeting float64 weights
-            state = type(state)(*(a.astype(dtype) if a.dtype.kind == "f" else a
-                                  for a in state))
-        self._optimizer_state = state
+        opt, state = self._optimizer, self._state_for(t)
 
         # sklearn.utils.shuffle(sample_idx, random_state=rs) == rs.shuffle(sample_idx): the
         # same draws, so each epoch's order is composed with the previous one, in place
         order = (np.arange(n_samples, dtype=np.int64)
-                 if self.shuffle or sp.issparse(X_train) else None)
+                 if self.shuffle or sp.issparse(X) else None)
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
-                if t.stop_requested:
+                if t.stop_requested:  # set between two epochs
                     warnings.warn("Training interrupted by user.")
                     break
                 if self.shuffle:
-                    rs.shuffle(order)
-                total, done = t.run_epoch(X_train, Y_train, opt, state, order=order,
-                                          sample_weight=sw_train)
+                    self._random_state.shuffle(order)
+                total, done = t.run_epoch(X, Y, opt, state, order=order,
+                                          sample_weight=sample_weight)
                 if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
                     warnings.warn("Training interrupted by user.")
                     break
-                self.n_iter_ += 1
-                self.loss_ = total / n_samples
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    opt.learning_rate = (float(self.learning_rate_init)
-                                         / (self.t_ + 1) ** self.power_t)
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if early_stopping:
-                        msg = ("Validation score did not improve more than tol=%f for %d "
-                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
-                    else:
-                        msg = ("Training loss did not improve more than tol=%f for %d "
-                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
-                    if self._trigger_stopping(msg):
-                        break
-                    self._no_improvement_count = 0
-
+                if self._end_epoch(total / n_samples, n_samples, validation):
+                    break
                 if incremental:
                     break
                 if self.n_iter_ == self.max_iter:
@@ -391,9 +334,76 @@ class _BaseMLP(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
-        if early_stopping:
+        if self.early_stopping:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
+
+    def _validation_split(self, X, y, sample_weight, dtype):
+        """(X_train, y_train, sw_train, (X_val, y_val, sw_val) or None)."""
+        if not self.early_stopping:
+            return X, y, sample_weight, None
+        # Stratified only when there is ONE output column: binary classification.  The
+        # multiclass (K columns) and multilabel splits are plain shuffles whatever the
+        # docstring says: scikit-learn stratifies on `n_outputs_ == 1` (since PR #13164), and
+        # fastmlp reproduces that split draw for draw.
+        stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
+        arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+        split = train_test_split(*arrays, random_state=self._random_state,
+                                 test_size=self.validation_fraction, stratify=stratify)
+        X_train, X_val, y_train, y_val = split[:4]
+        sw_train, sw_val = (None, None) if sample_weight is None else split[4:]
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        if is_classifier(self):
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        return (_as_trainer_input(X_train, dtype), y_train, sw_train,
+                (_as_trainer_input(X_val, dtype), y_val, sw_val))
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          "going to be clipped")
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _state_for(self, t):
+        """The optimizer state for trainer t: kept across partial_fit calls, fresh when
+        missing or shaped for other parameters, cast when the weights' dtype changed."""
+        state = self._optimizer_state
+        moments = [] if state is None else [a for a in state if a.dtype.kind == "f"]
+        if state is None or any(a.shape != t.params.shape for a in moments):
+            state = self._optimizer.init(t.params)
+        elif any(a.dtype != t.dtype for a in moments):
+            state = type(state)(*(a.astype(t.dtype) if a.dtype.kind == "f" else a
+                                  for a in state))
+        self._optimizer_state = state
+        return state
+
+    def _end_epoch(self, loss, n_samples, validation):
+        """Per-epoch bookkeeping after an epoch of mean loss `loss`; True to stop."""
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.t_ += n_samples
+        self.loss_curve_.append(loss)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+        self._update_no_improvement_count(validation)
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            self._optimizer.learning_rate = (float(self.learning_rate_init)
+                                             / (self.t_ + 1) ** self.power_t)
+        if self._no_improvement_count > self.n_iter_no_change:
+            if validation is not None:
+                msg = ("Validation score did not improve more than tol=%f for %d "
+                       "consecutive epochs." % (self.tol, self.n_iter_no_change))
+            else:
+                msg = ("Training loss did not improve more than tol=%f for %d "
+                       "consecutive epochs." % (self.tol, self.n_iter_no_change))
+            if self._trigger_stopping(msg):
+                return True
+            self._no_improvement_count = 0
+        return False
 
     def _trigger_stopping(self, msg):
         """scikit-learn's optimizer.trigger_stopping: only SGD's adaptive schedule goes on
@@ -412,8 +422,9 @@ class _BaseMLP(BaseEstimator):
             print(msg + " Setting learning rate to %f" % opt.learning_rate)
         return False
 
-    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
-        if early_stopping:
+    def _update_no_improvement_count(self, validation):
+        if validation is not None:
+            X_val, y_val, sw_val = validation
             val_score = self._score_output(self._trainer.forward(X_val), y_val, sw_val)
             self.validation_scores_.append(val_score)
             if self.verbose:

@@ -6,7 +6,6 @@ iteration counts, warnings and predictions are compared (1e-6 relative in float6
 float32; relative to each array's largest entry so that near-zero entries do not dominate).
 Data is small and iterations few, so the whole file runs in seconds.
 """
-import io
 import pickle
 import re
 import sys
