@@ -24,11 +24,11 @@ from .persistence import ModelFileError, atomic_write, load_with_metadata, save
 DIGITS_DEFAULTS = dict(hidden=[64], activation="sigmoid", solver="sgd", epochs=30,
                        batch_size=32, lr=0.1, val_fraction=0.25, momentum=0.9)
 DATA_DEFAULTS = dict(hidden=[100], activation="relu", solver="adam", epochs=200,
-                     batch_size=200, lr=None, val_fraction=0.2, momentum=0.9)
+                     batch_size=200, lr=None, val_fraction=0.2, momentum=0.9, scale=True)
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "lbfgs": None}
 # options a resumed run takes from the checkpoint; giving a different value is an error
 RESUMED = ("target", "task", "hidden", "activation", "solver", "batch_size", "lr", "dtype",
-           "val_fraction", "seed", "momentum")
+           "val_fraction", "seed", "momentum", "scale")
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -75,12 +75,37 @@ def _split(ds, task, val_fraction, seed):
     return train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
 
 
+def _fit_scaling(Xtr, ytr, task):
+    """Standardisation of the training rows: {attribute: float64 array} (x_mean_, x_scale_,
+    and for regression y_mean_, y_scale_); a constant column gets scale 1."""
+    from sklearn.preprocessing import StandardScaler
+    sx = StandardScaler().fit(Xtr)
+    scaling = {"x_mean_": sx.mean_, "x_scale_": sx.scale_}
+    if task == "regress":
+        sy = StandardScaler().fit(np.asarray(ytr, np.float64).reshape(len(ytr), -1))
+        scaling.update(y_mean_=sy.mean_, y_scale_=sy.scale_)
+    return {k: np.ascontiguousarray(v, np.float64) for k, v in scaling.items()}
+
+
+def _stored_scaling(model, path, task):
+    scaling = {k: getattr(model, k, None) for k in ("x_mean_", "x_scale_", "y_mean_",
+                                                    "y_scale_")}
+    if scaling["x_mean_"] is None or (task == "regress") != (scaling["y_mean_"] is not None):
+        raise UserError(f"--resume {path}: the checkpoint says it was trained on standardised "
+                        f"data but holds no scaling")
+    return {k: v for k, v in scaling.items() if v is not None}
+
+
 def _settings(args, resumed=None):
     """Resolved training options (a dict), from the command line or the checkpoint."""
     given = {k: getattr(args, k) for k in RESUMED + ("epochs",) if getattr(args, k) is not None}
     if resumed is not None:
         s = dict(resumed)
+        s.setdefault("scale", False)  # checkpoints from before scaling trained unscaled
         for k, v in given.items():
+            if k == "scale" and v != s["scale"]:
+                raise UserError(f"--no-scale differs from the checkpoint, which was trained "
+                                f"on standardised data; a resumed run keeps its settings")
             if k != "epochs" and v != s.get(k):
                 raise UserError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's "
                                 f"{s.get(k)}; a resumed run keeps its settings")
@@ -179,7 +204,8 @@ class StopOnSignal:
 
 
 # ---------------------------------------------------------------------------------------------
-def _score(task, model, X, y, classes):
+def _score(task, model, X, y, classes, scaling=None):
+    """Accuracy, or R^2 in the target's units (X already in the model's units)."""
     if len(X) == 0:
         return None
     out = model.predict(X)
@@ -188,8 +214,10 @@ def _score(task, model, X, y, classes):
     from sklearn.metrics import r2_score
     if len(y) < 2:
         return None
-    return float(r2_score(y, np.asarray(out).reshape(len(y), -1)[:, 0]
-                          if np.ndim(out) == 2 else out))
+    out = np.asarray(out).reshape(len(y), -1)[:, 0]
+    if scaling and "y_mean_" in scaling:
+        out = out * scaling["y_scale_"][0] + scaling["y_mean_"][0]
+    return float(r2_score(y, out))
 
 
 def _arch(sizes):
@@ -208,6 +236,11 @@ def _interrupted_after_training(stop):
     print(f"fastmlp: interrupted by {signal.Signals(stop.signum).name} after training "
           f"finished; the results above stand", file=sys.stderr)
     return EXIT_SIGNAL[stop.signum]
+
+
+def _no_scale_needs_data(args, data):
+    if data is None and args.scale is False:
+        raise UserError("--no-scale needs DATA: the digits job is always standardised")
 
 
 def _run_train(args, holder, stop):
@@ -232,13 +265,17 @@ def _run_train(args, holder, stop):
         if not isinstance(info, dict) or meta["kind"] != "MLP":
             raise UserError(f"--resume {args.resume}: not a checkpoint of `fastmlp train` "
                             f"with --solver sgd or adam; it cannot be resumed")
-        s = _settings(args, info["settings"])
         data = args.data if args.data is not None else info["data"]
+        _no_scale_needs_data(args, data)
+        s = _settings(args, info["settings"])
         if args.out is None:
             args.out = args.resume
     else:
-        s = _settings(args)
         data = args.data
+        _no_scale_needs_data(args, data)
+        s = _settings(args)
+    if data is None:
+        s.pop("scale", None)  # the digits job is standardised as part of its definition
     for path in (args.out, args.plot):
         if path is not None and data is not None and os.path.abspath(path) == \
                 os.path.abspath(data):
@@ -267,6 +304,14 @@ def _run_train(args, holder, stop):
         Xtr, Xva, ytr, yva = _split(ds, task, s["val_fraction"], s["seed"])
     if info is not None and info.get("data_sha256") != fingerprint:
         raise UserError(f"{source}: not the data the checkpoint {args.resume} was trained on")
+    # -- scaling: the training rows' mean/std (after the split), or the checkpoint's ----------
+    scaling = {}
+    if s.get("scale"):
+        scaling = (_stored_scaling(model, args.resume, task) if model is not None else
+                   _fit_scaling(Xtr, ytr, task))
+        Xtr = (Xtr - scaling["x_mean_"]) / scaling["x_scale_"]
+        Xva = (Xva - scaling["x_mean_"]) / scaling["x_scale_"]
+    y_mean, y_scale = scaling.get("y_mean_"), scaling.get("y_scale_")
     dtype = np.dtype(s["dtype"])
     Xtr, Xva = np.ascontiguousarray(Xtr, dtype), np.ascontiguousarray(Xva, dtype)
     classes = np.unique(ytr if data is None else np.concatenate([ytr, yva])) \
@@ -275,13 +320,14 @@ def _run_train(args, holder, stop):
 
     if s["solver"] == "lbfgs":
         return _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, classes, feature_names, target,
-                            source, fingerprint, metric, holder, stop)
+                            source, fingerprint, metric, holder, stop, scaling)
 
     # -- model ---------------------------------------------------------------------------------
     if task == "classify":
         Ytr = (ytr[:, None] == classes[None, :]).astype(dtype)
     else:
-        Ytr = ytr.reshape(-1, 1).astype(dtype)
+        Ytr = ytr.reshape(-1, 1) if y_mean is None else (ytr.reshape(-1, 1) - y_mean) / y_scale
+        Ytr = Ytr.astype(dtype)
     if model is None:
         from .model import MLP
         sizes = [Xtr.shape[1], *s["hidden"], Ytr.shape[1]]
@@ -296,6 +342,8 @@ def _run_train(args, holder, stop):
             model.classes_ = classes
         if feature_names is not None:
             model.feature_names_in_ = np.asarray(feature_names, dtype=str)
+        for k, v in scaling.items():  # saved with the model; predict/evaluate apply them
+            setattr(model, k, v)
         history = {"val_score": [], "seconds": 0.0}
     else:
         if args.threads is not None:
@@ -335,7 +383,7 @@ def _run_train(args, holder, stop):
         if not (math.isfinite(loss) and np.isfinite(model._trainer.params).all()):
             diverged = (epoch, loss)
             break
-        score = _score(task, model, Xva, yva, classes)
+        score = _score(task, model, Xva, yva, classes, scaling)
         history["val_score"].append(score)
         history["seconds"] = seconds0 + time.perf_counter() - start
         progress.update(epoch, loss, score)
@@ -362,14 +410,15 @@ def _run_train(args, holder, stop):
         epoch, loss = diverged
         kept = (f"{args.out} keeps the checkpoint of epoch {last_saved}" if last_saved else
                 f"{args.out} was left as it was" if args.out else "nothing saved")
-        print(f"fastmlp: error: training diverged at epoch {epoch} (loss {loss}); lower --lr "
-              f"or scale the features; {kept}", file=sys.stderr)
+        hint = "lower --lr" if s.get("scale", True) else "lower --lr or drop --no-scale"
+        print(f"fastmlp: error: training diverged at epoch {epoch} (loss {loss}); {hint}; "
+              f"{kept}", file=sys.stderr)
         return 1
 
     # -- results -------------------------------------------------------------------------------
     seconds = history["seconds"]
-    final = {"train": _score(task, model, Xtr, ytr, classes),
-             "held_out": _score(task, model, Xva, yva, classes)}
+    final = {"train": _score(task, model, Xtr, ytr, classes, scaling),
+             "held_out": _score(task, model, Xva, yva, classes, scaling)}
     if args.out:
         save(model, args.out, extra=extra("complete"))
     if args.plot:
@@ -380,7 +429,7 @@ def _run_train(args, holder, stop):
 
 
 def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, classes, feature_names, target, source,
-                 fingerprint, metric, holder, stop):
+                 fingerprint, metric, holder, stop, scaling):
     from sklearn.exceptions import ConvergenceWarning
     from .estimators import MLPClassifier, MLPRegressor
     activation = "logistic" if s["activation"] == "sigmoid" else s["activation"]
@@ -393,12 +442,16 @@ def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, classes, feature_names, targ
         import pandas as pd
         return pd.DataFrame(X, columns=feature_names)
     Xfit = frame(Xtr)
+    yfit = ytr if "y_mean_" not in scaling else \
+        (ytr - scaling["y_mean_"][0]) / scaling["y_scale_"][0]
     start = time.perf_counter()
     holder.append(est)
     stop.deferring = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(Xfit, ytr)
+        est.fit(Xfit, yfit)
+    for k, v in scaling.items():  # saved with the model; predict/evaluate apply them
+        setattr(est, k, v)
     seconds = time.perf_counter() - start
     data = None if source == "digits" else source
     extra = {"cli": {"settings": s, "data": None if data is None else os.path.abspath(data),
@@ -418,7 +471,13 @@ def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, classes, feature_names, targ
     def score(X, y):
         if len(X) == 0 or (task == "regress" and len(X) < 2):
             return None
-        return float(est.score(frame(X), y))
+        if task == "classify":
+            return float(est.score(frame(X), y))
+        from sklearn.metrics import r2_score
+        pred = np.asarray(est.predict(frame(X)), np.float64)
+        if "y_mean_" in scaling:
+            pred = pred * scaling["y_scale_"][0] + scaling["y_mean_"][0]
+        return float(r2_score(y, pred))
     final = {"train": score(Xtr, ytr), "held_out": score(Xva, yva)}
     if args.out:
         save(est, args.out, extra=extra)
@@ -439,6 +498,7 @@ def _report(args, s, source, task, metric, sizes, final, seconds, n_train, n_val
         print(json.dumps({
             "data": source, "task": task, "architecture": [int(v) for v in sizes],
             "activation": s["activation"], "solver": s["solver"], "dtype": s["dtype"],
+            "scaled": bool(s.get("scale", digits)),
             "epochs": epochs, "final_loss": curve[-1], "metric": metric,
             "held_out": final["held_out"], "train": final["train"], "n_train": n_train,
             "n_held_out": n_val, "seconds": round(seconds, 3),

@@ -82,6 +82,11 @@ def add_train_parser(sub):
                    help="learning rate (default adam 0.001, sgd 0.01; digits 0.1)")
     p.add_argument("--momentum", type=_number(float, 0, 1, high_open=True),
                    help=argparse.SUPPRESS)
+    p.add_argument("--no-scale", dest="scale", action="store_false", default=None,
+                   help="train on the numbers as given; by default the features (and a "
+                        "regression target) are standardised with the mean and standard "
+                        "deviation of the training rows, stored in the model and applied by "
+                        "predict/evaluate")
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
     p.add_argument("--threads", type=_number(int, 1), help="threads (default: all cores)")
     p.add_argument("--val-fraction", type=_number(float, 0, 1, high_open=True),
@@ -147,16 +152,33 @@ def _features(path, model, meta, target=None, need_target=False):
     return ds, classes, task
 
 
+def scale_features(model, X):
+    """X (float64) in the units of the model's inputs: its stored standardisation, if any."""
+    mean, scale = getattr(model, "x_mean_", None), getattr(model, "x_scale_", None)
+    return X if mean is None else (X - mean) / scale
+
+
+def unscale_outputs(model, out):
+    """Regression outputs back in the target's units (a 1-D or 2-D array -> float64)."""
+    mean, scale = getattr(model, "y_mean_", None), getattr(model, "y_scale_", None)
+    if mean is None:
+        return out
+    out = np.asarray(out)
+    return (out.reshape(len(out), -1) * scale + mean).reshape(out.shape)
+
+
 def _outputs(model, meta, X, proba):
-    """-> (column names, 2-D array of values) of the predictions."""
+    """-> (column names, 2-D array of values) of the predictions, in the target's units."""
     kind = meta["kind"]
     classes = getattr(model, "classes_", None)
+    X = scale_features(model, X)
     if kind == "MLP":
         X = X.astype(model.dtype)
         out = model.predict(X)
         if classes is None:
             if proba:
                 raise UserError("--proba needs a classifier; this model has no classes")
+            out = unscale_outputs(model, out)
             return [f"output_{j}" for j in range(out.shape[1])], out
         if proba:
             if model.out_activation != "softmax":  # the seed's sigmoid outputs: normalised
@@ -174,6 +196,8 @@ def _outputs(model, meta, X, proba):
             raise UserError("--proba needs a classifier; this model is a regressor")
         return [f"proba_{c}" for c in classes], model.predict_proba(X)
     pred = np.asarray(model.predict(X))
+    if kind == "MLPRegressor":
+        pred = unscale_outputs(model, pred)
     if pred.ndim == 1:
         return ["prediction"], pred.reshape(-1, 1)
     return [f"prediction_{j}" for j in range(pred.shape[1])], pred
@@ -333,6 +357,12 @@ def run_info(args):
         lines.append(f"features ({len(names)}): {_short(names)}")
     if cli.get("target"):
         lines.append(f"target: {cli['target']!r} ({cli.get('task')})")
+    if getattr(model, "x_mean_", None) is not None:
+        lines.append("scaling: features standardised" + (
+            " and target standardised" if getattr(model, "y_mean_", None) is not None else "")
+            + " (mean/std of the training rows; predict and evaluate apply it)")
+    elif cli.get("data"):
+        lines.append("scaling: none (trained on the numbers as given)")
     if curve:
         hist = (f"training: {len(curve)} epochs, loss {curve[0]:.4g} -> {curve[-1]:.4g} "
                 f"(best {min(curve):.4g})") if kind == "MLP" or model.solver != "lbfgs" else \

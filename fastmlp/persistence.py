@@ -8,7 +8,20 @@ One file per model: an uncompressed ``.npz`` (a zip of ``.npy`` arrays, read wit
      "arrays": {name: [dtype, shape], ...},   # the manifest of every other member
      "sha256": digest of the manifest's arrays and of this JSON without the digest,
      "model": {...},                           # per kind: init arguments, fitted scalars
+     "scaling": {"x": bool, "y": bool},        # optional (format 2): see below
      "extra": {...}}                           # the caller's JSON (the command line's history)
+
+Scaling (format version 2, optional): a model trained on standardised data (``fastmlp train``
+by default) carries its standardisation as plain float64 arrays ``scaling/x_mean``,
+``scaling/x_scale`` (one per input feature) and, for a regressor trained on a standardised
+target, ``scaling/y_mean``, ``scaling/y_scale`` (one per output).  They are the model's
+attributes ``x_mean_``, ``x_scale_``, ``y_mean_``, ``y_scale_``: ``save`` writes whichever
+pairs the object has, ``load`` sets them back (a file without the entry -- every format-1
+file -- loads with none of them).  The model itself (``predict``) works in the scaled space;
+``fastmlp predict``/``evaluate`` apply ``(X - x_mean_) / x_scale_`` and
+``out * y_scale_ + y_mean_``.  A file is written as format 1 when it has no scaling, so older
+fastmlp versions still read it, and as format 2 otherwise, so they refuse it (rather than
+silently predicting in the wrong units).
 
 Loading never executes code: JSON and plain numeric/string arrays only.  Before any array is
 read the manifest is checked against the zip directory (names, sizes), so a truncated,
@@ -30,7 +43,10 @@ import numpy as np
 import numpy.lib.format as npformat
 
 FORMAT = "fastmlp-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this version reads and writes (2: optional scaling entry)
+_SCALING_VERSION = 2
+# the standardisation a model may carry (attribute -> array member): pairs (mean, scale)
+SCALING_ATTRS = {"x": ("x_mean_", "x_scale_"), "y": ("y_mean_", "y_scale_")}
 _META = "__meta__"
 _MAX_META_BYTES = 64 << 20
 # dtypes an array member may have: numbers, booleans and fixed-width unicode (class labels,
@@ -376,6 +392,80 @@ def _load_estimator(kind, meta, arrays):
     return est
 
 
+# ---------------------------------------------------------------------------------------------
+# the optional standardisation (format 2)
+def _model_io_sizes(obj, kind):
+    """(n_inputs, n_outputs) of a fitted model, or None for an unfitted one."""
+    if kind == "MLP":
+        return int(obj.layer_sizes[0]), int(obj.layer_sizes[-1])
+    if hasattr(obj, "coefs_"):
+        return int(obj.coefs_[0].shape[0]), int(obj.coefs_[-1].shape[1])
+    return None
+
+
+def _check_scaling(which, mean, scale, sizes):
+    """Each pair: 1-D float64, finite, the same length (the model's inputs / outputs when
+    known), every scale > 0.  -> None, or the reason the pair is unusable."""
+    if mean.ndim != 1 or mean.shape != scale.shape or len(mean) == 0:
+        return f"{which} mean and scale must be 1-D arrays of one length"
+    if not (np.isfinite(mean).all() and np.isfinite(scale).all()) or (scale <= 0).any():
+        return f"{which} scale must be finite and positive (and the mean finite)"
+    if sizes is not None:
+        n = sizes[0] if which == "x" else sizes[1]
+        if len(mean) != n:
+            return (f"{which} scaling has {len(mean)} values but the model has {n} "
+                    f"{'inputs' if which == 'x' else 'outputs'}")
+    return None
+
+
+def _dump_scaling(obj, kind):
+    """-> (meta or None, arrays) for the pairs of SCALING_ATTRS the object has."""
+    meta, arrays = {}, {}
+    sizes = _model_io_sizes(obj, kind)
+    for which, (mean_attr, scale_attr) in SCALING_ATTRS.items():
+        mean, scale = getattr(obj, mean_attr, None), getattr(obj, scale_attr, None)
+        if mean is None and scale is None:
+            continue
+        if mean is None or scale is None:
+            raise ValueError(f"cannot save the scaling: {mean_attr} and {scale_attr} go "
+                             f"together")
+        try:
+            mean = np.array(mean, dtype=np.float64).reshape(-1)
+            scale = np.array(scale, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"cannot save the scaling: {mean_attr}/{scale_attr} are not "
+                             f"numbers") from None
+        problem = _check_scaling(which, mean, scale, sizes)
+        if problem:
+            raise ValueError(f"cannot save the scaling: {problem}")
+        meta[which] = True
+        arrays[f"scaling/{which}_mean"], arrays[f"scaling/{which}_scale"] = mean, scale
+    return (meta or None), arrays
+
+
+def _load_scaling(meta, arrays, obj, kind):
+    """Pop the scaling arrays and set them on obj (files without the entry: nothing)."""
+    spec = meta.get("scaling")
+    if spec is None:
+        return
+    if not isinstance(spec, dict) or not spec or not set(spec) <= set(SCALING_ATTRS) or \
+            not all(v is True for v in spec.values()):
+        _bad("bad scaling description")
+    sizes = _model_io_sizes(obj, kind)
+    for which in spec:
+        mean = arrays.pop(f"scaling/{which}_mean", None)
+        scale = arrays.pop(f"scaling/{which}_scale", None)
+        if mean is None or scale is None or mean.dtype != np.float64 or \
+                scale.dtype != np.float64:
+            _bad(f"scaling arrays for {which!r} missing or not float64")
+        problem = _check_scaling(which, mean, scale, sizes)
+        if problem:
+            _bad(f"bad scaling ({problem})")
+        mean_attr, scale_attr = SCALING_ATTRS[which]
+        setattr(obj, mean_attr, mean)
+        setattr(obj, scale_attr, scale)
+
+
 def _kind_of(obj):
     from .model import MLP
     if isinstance(obj, MLP):
@@ -406,15 +496,19 @@ def save(obj, path, extra=None):
     :func:`read_metadata`); the command line keeps its training history there."""
     kind = _kind_of(obj)
     model_meta, arrays = _dump_mlp(obj) if kind == "MLP" else _dump_estimator(obj)
+    scaling, scaling_arrays = _dump_scaling(obj, kind)
+    arrays.update(scaling_arrays)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     for k, a in arrays.items():
         if a.dtype.kind not in _ARRAY_KINDS:
             raise ValueError(f"cannot save array {k} of dtype {a.dtype}")
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+    meta = {"format": FORMAT, "format_version": 1 if scaling is None else _SCALING_VERSION,
             "fastmlp_version": _fastmlp_version(), "kind": kind,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "arrays": {k: [a.dtype.str, list(a.shape)] for k, a in arrays.items()},
             "model": model_meta, "extra": _jsonable(extra or {}, "extra")}
+    if scaling is not None:
+        meta["scaling"] = scaling
     meta["sha256"] = _digest(arrays, meta)
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     atomic_write(path, lambda f: np.savez(f, **{_META: blob}, **arrays))
@@ -570,11 +664,18 @@ def load_with_metadata(path):
     model_meta = meta.get("model")
     if not isinstance(model_meta, dict):
         raise ModelFileError(f"{os.fspath(path)}: bad model description")
+    arrays = dict(arrays)
+    scaling = {k: arrays.pop(k) for k in list(arrays) if k.startswith("scaling/")}
     try:
         if kind == "MLP":
-            obj = _load_mlp(model_meta, dict(arrays))
+            obj = _load_mlp(model_meta, arrays)
         else:
-            obj = _load_estimator(kind, model_meta, dict(arrays))
+            obj = _load_estimator(kind, model_meta, arrays)
+        if meta.get("scaling") is not None and meta["format_version"] < _SCALING_VERSION:
+            _bad("a scaling entry in a format-1 file")
+        _load_scaling(meta, scaling, obj, kind)
+        if scaling:
+            _bad(f"unexpected arrays {sorted(scaling)}")
     except ModelFileError as exc:
         raise ModelFileError(f"{os.fspath(path)}: {exc}") from None
     return obj, meta

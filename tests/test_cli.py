@@ -2,6 +2,7 @@
 files left behind, signals); the many bad-input cases call ``cli.main`` in-process, which
 checks the same contract (exit code, one ``fastmlp: error:`` line, no file written) without
 paying an interpreter start each."""
+import io
 import json
 import os
 import signal
@@ -91,7 +92,9 @@ def test_train_predict_evaluate_info(tmp_path, data):
     assert r.returncode == 0, r.stderr
     got = pd.read_csv(preds)["prediction"]
     m = fastmlp.load(model)
-    X = pd.read_csv(data / "cls.csv")[["a", "b", "c", "d"]].to_numpy(np.float32)
+    X = pd.read_csv(data / "cls.csv")[["a", "b", "c", "d"]].to_numpy(np.float64)
+    X = ((X - m.x_mean_) / m.x_scale_).astype(np.float32)  # the stored standardisation
+    assert not hasattr(m, "y_mean_")  # a classifier: only the features are scaled
     assert list(got) == list(m.classes_[m.predict(X).argmax(1)])
     assert set(got) <= {"north", "south", "west"}
 
@@ -205,6 +208,7 @@ BAD_TRAIN = [
     (["cls.csv", "--checkpoint-every", "2"], "needs --out"),
     (["cls.csv", "--out", "no/such/dir/m.npz"], "does not exist"),
     (["--resume", "absent.npz"], "no such file"),
+    (["--no-scale"], "--no-scale needs DATA"),
     (["cls.csv", "--resume", "cls.csv"], "not a fastmlp model"),
 ]
 
@@ -280,3 +284,135 @@ def test_resume_keeps_settings_and_checks_data(tmp_path, data, cls_model, capsys
     rc, out, err = call(capsys, "train", "--resume", ckpt, "--epochs", 5)
     assert_user_error(rc, err, "already trained for 5 epochs")
     assert len(fastmlp.load(ckpt).loss_curve_) == 5
+
+
+# -- standardisation (features, and a regression target) -----------------------------------
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.fixture(scope="module")
+def diabetes(tmp_path_factory):
+    """scikit-learn's diabetes table in its original units (ages, mg/dL, a target ~150 +- 77):
+    what a person has, unscaled."""
+    from sklearn.datasets import load_diabetes
+    d = tmp_path_factory.mktemp("diabetes")
+    frame = load_diabetes(scaled=False, as_frame=True).frame
+    frame.to_csv(d / "all.csv", index=False)
+    frame.iloc[:350].to_csv(d / "train.csv", index=False)
+    frame.iloc[350:].to_csv(d / "test.csv", index=False)
+    return d
+
+
+def _train_json(capsys, *args):
+    rc, out, err = call(capsys, "train", *args, "--quiet", "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def test_unscaled_regression_trains_well_by_default(tmp_path, diabetes, capsys):
+    scaled = _train_json(capsys, diabetes / "all.csv", "--epochs", 30, "--seed", 2)
+    assert scaled["scaled"] is True and scaled["held_out"] > 0.3
+    raw = _train_json(capsys, diabetes / "all.csv", "--epochs", 30, "--seed", 2, "--no-scale")
+    assert raw["scaled"] is False and raw["held_out"] < scaled["held_out"] - 0.15
+    # on rows the training never saw, through `fastmlp evaluate` (which applies the scaling)
+    model = tmp_path / "m.npz"
+    _train_json(capsys, diabetes / "train.csv", "--epochs", 30, "--out", model)
+    rc, out, err = call(capsys, "evaluate", model, diabetes / "test.csv", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["score"] > 0.3
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_predict_and_evaluate_apply_the_stored_scaling(tmp_path, diabetes, capsys, solver):
+    from sklearn.metrics import r2_score
+    model = tmp_path / "m.npz"
+    _train_json(capsys, diabetes / "train.csv", "--epochs", 20, "--solver", solver,
+                "--out", model)
+    m = fastmlp.load(model)
+    frame = pd.read_csv(diabetes / "test.csv")
+    X, y = frame.iloc[:, :-1].to_numpy(np.float64), frame["target"].to_numpy(np.float64)
+    train = pd.read_csv(diabetes / "train.csv").iloc[:, :-1].to_numpy()
+    # the scaling is of the training part only (after the 20% held out), population std
+    assert m.x_mean_.shape == m.x_scale_.shape == (10,) and m.y_scale_.shape == (1,)
+    assert np.allclose(m.x_mean_, train.mean(0), rtol=0.05)
+    assert 60 < m.y_scale_[0] < 90 and 130 < m.y_mean_[0] < 170
+    # by hand: standardise, predict, back to the target's units
+    Xs = (X - m.x_mean_) / m.x_scale_
+    if solver == "lbfgs":
+        out = m.predict(pd.DataFrame(Xs, columns=m.feature_names_in_)).reshape(-1, 1)
+    else:
+        out = m.predict(Xs.astype(m.dtype))
+    expected = (out * m.y_scale_ + m.y_mean_)[:, 0]
+    assert 50 < expected.mean() < 250  # original units, not standardised ones
+
+    rc, _, err = call(capsys, "predict", model, diabetes / "test.csv", "--out", tmp_path / "p.npy")
+    assert rc == 0, err
+    assert np.array_equal(np.load(tmp_path / "p.npy"), expected)
+    rc, out, err = call(capsys, "predict", model, diabetes / "test.csv")
+    assert rc == 0, err
+    assert np.array_equal(pd.read_csv(io.StringIO(out)).iloc[:, 0].to_numpy(), expected)
+    rc, out, err = call(capsys, "evaluate", model, diabetes / "test.csv", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["score"] == pytest.approx(r2_score(y, expected), rel=1e-12)
+    rc, out, err = call(capsys, "info", model)
+    assert rc == 0 and "features standardised and target standardised" in out
+
+
+def test_resume_reuses_the_stored_scaling_to_the_bit(tmp_path, data, capsys, monkeypatch):
+    opts = ["--dtype", "float64", "--hidden", "8", "--batch-size", "16", "--quiet"]
+    ref, ckpt = tmp_path / "ref.npz", tmp_path / "ckpt.npz"
+    assert cli.main(["train", str(data / "reg.tsv"), *opts, "--epochs", "4",
+                     "--out", str(ref)]) == 0
+    assert cli.main(["train", str(data / "reg.tsv"), *opts, "--epochs", "2",
+                     "--out", str(ckpt)]) == 0
+    rc, out, err = call(capsys, "train", "--resume", ckpt, "--no-scale", "--epochs", 4)
+    assert_user_error(rc, err, "--no-scale differs from the checkpoint")
+
+    from fastmlp import _cli_train
+
+    def no_refit(*a):
+        raise AssertionError("a resumed run must reuse the checkpoint's scaling")
+    monkeypatch.setattr(_cli_train, "_fit_scaling", no_refit)
+    rc, out, err = call(capsys, "train", data / "reg.tsv", "--resume", ckpt, "--epochs", 4)
+    assert rc == 0, err
+    a, b = fastmlp.load(ref), fastmlp.load(ckpt)
+    assert np.array_equal(a._trainer.params, b._trainer.params)
+    for k in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_no_scale_reproduces_models_from_before_scaling(tmp_path, capsys):
+    """tests/data/old_v1_model.npz was written by fastmlp before scaling existed (format 1)
+    with `fastmlp train old_v1_data.npy --hidden 4 --epochs 3 --dtype float64 --batch-size 8
+    --out old_v1_model.npz`."""
+    from fastmlp.persistence import read_metadata
+    old_data = os.path.join(DATA_DIR, "old_v1_data.npy")
+    old = tmp_path / "old.npz"
+    old.write_bytes(open(os.path.join(DATA_DIR, "old_v1_model.npz"), "rb").read())
+    assert read_metadata(old)["format_version"] == 1
+    m = fastmlp.load(old)
+    assert getattr(m, "x_mean_", None) is None and getattr(m, "y_mean_", None) is None
+    opts = ["--hidden", 4, "--dtype", "float64", "--batch-size", 8]
+    new = tmp_path / "new.npz"
+    rc, out, err = call(capsys, "train", old_data, *opts, "--epochs", 3, "--no-scale",
+                        "--out", new, "--quiet")
+    assert rc == 0, err
+    n = fastmlp.load(new)
+    assert np.array_equal(n._trainer.params, m._trainer.params)  # the old training, exactly
+    assert n.loss_curve_ == m.loss_curve_
+    assert read_metadata(new)["format_version"] == 1 and "scaling" not in read_metadata(new)
+    # the old model predicts as before: raw inputs in, raw outputs out
+    X = np.load(old_data)[:, :-1]
+    np.save(tmp_path / "X.npy", X)  # at predict, every column of a .npy is a feature
+    rc, out, err = call(capsys, "predict", old, tmp_path / "X.npy")
+    assert rc == 0, err
+    assert np.array_equal(pd.read_csv(io.StringIO(out))["output_0"].to_numpy(), m.predict(X)[:, 0])
+    rc, out, err = call(capsys, "info", old)
+    assert rc == 0 and "scaling: none" in out
+    # and resumes unscaled (no flag needed), like a --no-scale run of the same length
+    rc, out, err = call(capsys, "train", old_data, "--resume", old, "--epochs", 5, "--quiet")
+    assert rc == 0, err
+    rc, out, err = call(capsys, "train", old_data, *opts, "--epochs", 5, "--no-scale",
+                        "--out", new, "--quiet")
+    assert rc == 0, err
+    assert np.array_equal(fastmlp.load(old)._trainer.params, fastmlp.load(new)._trainer.params)

@@ -331,3 +331,101 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, good_f
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.npz"]
     fastmlp.load(path)
+
+
+# -- the optional standardisation (format 2) -------------------------------------------------
+OLD_V1_MODEL = os.path.join(os.path.dirname(__file__), "data", "old_v1_model.npz")
+
+
+def _scaled_mlp():
+    m = fastmlp.MLP([5, 4, 2], dtype="float64", random_state=0)
+    m.partial_fit(X, Y2, epochs=1, batch_size=32, optimizer="adam", learning_rate=0.01)
+    m.x_mean_, m.x_scale_ = X.mean(0), X.std(0)
+    m.y_mean_, m.y_scale_ = np.array([1.5, -2.0]), np.array([3.0, 0.5])
+    return m
+
+
+def test_scaling_round_trips_and_marks_the_file_format_2(tmp_path, good_file):
+    m = _scaled_mlp()
+    m.save(tmp_path / "s.npz")
+    meta = persistence.read_metadata(tmp_path / "s.npz")
+    assert meta["format_version"] == 2 and meta["scaling"] == {"x": True, "y": True}
+    m2 = fastmlp.load(tmp_path / "s.npz")
+    for k in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
+        assert getattr(m2, k).dtype == np.float64
+        assert np.array_equal(getattr(m2, k), getattr(m, k)), k
+    _same_predictions(m, m2, X)
+    m2.save(tmp_path / "again.npz")  # load -> save keeps it
+    assert np.array_equal(fastmlp.load(tmp_path / "again.npz").y_scale_, m.y_scale_)
+    # without scaling: format 1, as before, and no attributes
+    assert persistence.read_metadata(good_file[0])["format_version"] == 1
+    assert "scaling" not in persistence.read_metadata(good_file[0])
+    assert getattr(fastmlp.load(good_file[0]), "x_mean_", None) is None
+
+
+def test_estimator_scaling_round_trip(tmp_path):
+    from fastmlp.estimators import MLPClassifier
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, (X[:, 0] > 0).astype(int))
+    est.x_mean_, est.x_scale_ = X.mean(0), X.std(0)  # features only: a classifier
+    est.save(tmp_path / "e.npz")
+    e2 = fastmlp.load(tmp_path / "e.npz")
+    assert np.array_equal(e2.x_scale_, est.x_scale_) and not hasattr(e2, "y_mean_")
+    assert persistence.read_metadata(tmp_path / "e.npz")["scaling"] == {"x": True}
+
+
+def test_a_file_from_before_scaling_still_loads():
+    """Written by fastmlp's first file format (a `fastmlp train` of a small regression)."""
+    meta = persistence.read_metadata(OLD_V1_MODEL)
+    assert meta["format_version"] == 1 and "scaling" not in meta
+    m = fastmlp.load(OLD_V1_MODEL)
+    assert m.layer_sizes == (3, 4, 1) and len(m.loss_curve_) == 3
+    assert all(getattr(m, k, None) is None for k in ("x_mean_", "x_scale_", "y_mean_",
+                                                     "y_scale_"))
+    assert np.isfinite(m.predict(np.zeros((2, 3)))).all()
+
+
+@pytest.mark.parametrize("attrs,message", [
+    ({"x_mean_": np.zeros(5)}, "go together"),
+    ({"x_mean_": np.zeros(4), "x_scale_": np.ones(4)}, "4 values but the model has 5 inputs"),
+    ({"x_mean_": np.zeros(5), "x_scale_": np.r_[np.ones(4), 0.0]}, "positive"),
+    ({"y_mean_": [np.nan, 0.0], "y_scale_": [1.0, 1.0]}, "finite"),
+    ({"y_mean_": ["a", "b"], "y_scale_": [1.0, 1.0]}, "not numbers"),
+])
+def test_bad_scaling_is_refused_at_save(tmp_path, attrs, message):
+    m = fastmlp.MLP([5, 4, 2], random_state=0)
+    for k, v in attrs.items():
+        setattr(m, k, v)
+    with pytest.raises(ValueError, match=message):
+        m.save(tmp_path / "x.npz")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("change", ["negative scale", "wrong length", "entry in format 1",
+                                    "arrays without the entry", "entry without arrays",
+                                    "float32", "bad entry"])
+def test_damaged_scaling_is_refused_at_load(tmp_path, change):
+    _scaled_mlp().save(tmp_path / "s.npz")
+    members = _members(tmp_path / "s.npz")
+    meta = _meta(members)
+    if change == "negative scale":
+        members["scaling/x_scale.npy"] = _npy(-np.ones(5))
+    elif change == "wrong length":
+        members["scaling/y_mean.npy"] = _npy(np.zeros(3))
+        meta["arrays"]["scaling/y_mean"] = ["<f8", [3]]
+    elif change == "entry in format 1":
+        meta["format_version"] = 1
+    elif change == "arrays without the entry":
+        del meta["scaling"]
+    elif change == "entry without arrays":
+        for k in ("scaling/y_mean", "scaling/y_scale"):
+            del members[k + ".npy"], meta["arrays"][k]
+    elif change == "float32":
+        members["scaling/x_mean.npy"] = _npy(np.zeros(5, np.float32))
+        meta["arrays"]["scaling/x_mean"] = ["<f4", [5]]
+    else:
+        meta["scaling"] = {"x": "yes"}
+    with pytest.raises(ModelFileError):
+        fastmlp.load(_rezip(tmp_path / "x.npz", _with_meta(members, meta)))
