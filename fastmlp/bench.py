@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 # -- the workloads ------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def _work_estimator(module, spec, X, Y, tiny):
         est.fit(X, Y)
         elapsed = time.perf_counter() - t0
     n_iter = int(getattr(est, "n_iter_", spec["epochs"])) or 1
-    return [elapsed / n_iter] * 1, None, float(est.loss_curve_[-1])
+    return [elapsed / n_iter], None, float(est.loss_curve_[-1])
 
 
 def _work_sklearn(spec, X, Y, tiny):
@@ -238,33 +239,32 @@ def _work_fastmlp_est(spec, X, Y, tiny):
     return _work_estimator(fastmlp, spec, X, Y, tiny)
 
 
-def _work_numpy(spec, X, Y, tiny):
-    """The reference: the same SGD step in NumPy, every buffer preallocated, every operation
-    in place (np.matmul/np.take with out=, sigmoid as negate-exp-add-reciprocal in place)."""
+def numpy_sgd_epoch(sizes, dtype, batch_size, learning_rate, X, Y, seed=0, shuffle=True):
+    """The NumPy reference of the sigmoid/identity/squared-error SGD network: every buffer
+    preallocated, every operation in place (np.matmul/np.take with out=, the sigmoid as
+    negate-exp-add-reciprocal).  Returns (epoch, W, B): epoch() trains one pass over (X, Y)
+    and updates the lists of arrays W[l] (n_in, n_out) and B[l] (n_out,) in place."""
     import numpy as np
-    from threadpoolctl import threadpool_limits
-    w = spec["workload"]
-    if tiny:
-        X, Y = tiny
-    sizes, b, lr = w["sizes"], min(w["batch_size"], X.shape[0]), w["learning_rate"]
-    dt = np.dtype(w["dtype"])
-    rng = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    b, lr = min(batch_size, X.shape[0]), dt.type(learning_rate)
+    rng = np.random.default_rng(seed)
     L = len(sizes) - 1
-    W = [rng.uniform(-1, 1, (m, n)).astype(dt) * np.sqrt(2.0 / (m + n)).astype(dt)
+    W = [(rng.uniform(-1, 1, (m, n)) * np.sqrt(6.0 / (m + n))).astype(dt)
          for m, n in zip(sizes[:-1], sizes[1:])]
     B = [np.zeros(n, dt) for n in sizes[1:]]
     dW = [np.empty_like(x) for x in W]
     dB = [np.empty_like(x) for x in B]
     A = [np.empty((b, n), dt) for n in sizes]  # A[0] is the gathered batch
-    D = [None] + [np.empty((b, n), dt) for n in sizes[1:]]
-    T = [None] + [np.empty((b, n), dt) for n in sizes[1:]]
+    D = [None] + [np.empty((b, n), dt) for n in sizes[1:]]  # delta = dLoss/dZ
+    T = [None] + [np.empty((b, n), dt) for n in sizes[1:]]  # sigmoid'
     Yb = np.empty((b, sizes[-1]), dt)
     ones = np.ones(b, dt)
     order = np.arange(X.shape[0])
     n_total = X.shape[0]
 
     def epoch():
-        rng.shuffle(order)
+        if shuffle:
+            rng.shuffle(order)
         for start in range(0, n_total, b):
             idx = order[start:start + b]
             m = len(idx)
@@ -292,9 +292,21 @@ def _work_numpy(spec, X, Y, tiny):
                     t[l - 1] *= a[l - 1]
                     d[l - 1] *= t[l - 1]
             for p, g in zip(W + B, dW + dB):
-                g *= dt.type(lr)
+                g *= lr
                 p -= g
 
+    return epoch, W, B
+
+
+def _work_numpy(spec, X, Y, tiny):
+    """The NumPy reference (numpy_sgd_epoch), on the workload's threads."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    w = spec["workload"]
+    if tiny:
+        X, Y = tiny
+    epoch, _, _ = numpy_sgd_epoch(w["sizes"], w["dtype"], w["batch_size"], w["learning_rate"],
+                                  X, Y)
     with threadpool_limits(spec["threads"]), np.errstate(over="ignore"):
         if tiny:
             epoch()
@@ -442,6 +454,14 @@ _BOOT = ("import importlib.util as u, sys; s = u.spec_from_file_location('_fastm
 # ================================================================================================
 # The parent: plan, run, aggregate, report
 # ================================================================================================
+def _n_cpus():
+    """The cores this process may use (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def worker_env(keep_openblas_env):
     env = dict(os.environ)
     if not keep_openblas_env:
@@ -490,7 +510,7 @@ def run_benchmark(workloads, peers, repeats=3, epochs=3, quick=False, n_samples=
                   skip=()):
     """Run the comparison; return the report as a JSON-ready dict."""
     from tqdm import tqdm
-    threads = threads or os.cpu_count() or 1
+    threads = threads or _n_cpus()
     env = worker_env(keep_openblas_env)
     sizes_n = {name: int(n_samples or WORKLOADS[name]["quick_samples" if quick else "n_samples"])
                for name in workloads}
@@ -709,7 +729,7 @@ def add_arguments(p):
     p.add_argument("--samples", type=_positive_int, default=None,
                    help="override N of every workload")
     p.add_argument("--threads", type=_positive_int, default=None,
-                   help="threads per worker (default: all cores)")
+                   help="threads per worker (default: the cores this process may use)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", default=None,
                    help="draw the comparison as a bar chart (needs matplotlib)")
@@ -721,9 +741,19 @@ def add_arguments(p):
     return p
 
 
+_DESCRIPTION = ("Train the same networks with fastmlp, PyTorch CPU, NumPy and scikit-learn, "
+                "each in its own process, alternated; report time per epoch, samples/s, "
+                "fastmlp's speed ratio to each peer, the fraction of the GEMM-bound limit "
+                "(OpenBLAS peak measured in the same run) and peak memory.")
+_DESCRIPTION = "\n".join(textwrap.wrap(_DESCRIPTION, 88))
+_EPILOG = "workloads:\n" + "\n".join(
+    "  " + describe(name, w, w["n_samples"]) for name, w in WORKLOADS.items())
+
+
 def add_bench_parser(sub):
     p = sub.add_parser("bench", help="compare fastmlp with PyTorch, NumPy and scikit-learn",
-                       description=__doc__.split("\n\n")[0])
+                       description=_DESCRIPTION, epilog=_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=run_bench)
     return p
@@ -767,7 +797,8 @@ def run_bench(args):
 
 def main(argv=None):
     """``python benchmarks/compare.py``: the same as ``fastmlp bench``."""
-    parser = add_arguments(argparse.ArgumentParser(prog="fastmlp bench",
-                                                   description=__doc__.split("\n\n")[0]))
+    parser = add_arguments(argparse.ArgumentParser(
+        prog="fastmlp bench", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     return run_bench(args)

@@ -164,3 +164,20 @@ def test_missing_peer_is_skipped_with_a_note(monkeypatch):
     assert "OPENBLAS_CORETYPE" not in bench.worker_env(False)
     if "OPENBLAS_CORETYPE" in os.environ:
         assert "OPENBLAS_CORETYPE" in bench.worker_env(True)
+
+
+def test_numpy_reference_is_one_sgd_step():
+    """The NumPy peer does the same work as fastmlp: one full batch = W - lr * grad, with the
+    gradient of fastmlp's functional core."""
+    import numpy as np
+    from fastmlp import backend
+    from fastmlp.bench import numpy_sgd_epoch
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((32, 6)), rng.random((32, 2))
+    epoch, W, B = numpy_sgd_epoch((6, 5, 4, 2), "float64", 32, 0.1, X, Y, shuffle=False)
+    W0, B0 = [w.copy() for w in W], [b.copy() for b in B]
+    epoch()
+    _, gW, gB = backend.loss_and_grads(W0, B0, X, Y, activation="logistic",
+                                       loss="squared_error", alpha=0.0)
+    for new, old, g in zip(W + B, W0 + B0, list(gW) + list(gB)):
+        np.testing.assert_allclose(new, old - 0.1 * g, rtol=1e-10, atol=1e-12)
