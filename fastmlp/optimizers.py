@@ -35,8 +35,9 @@ class SGD:
 
     def update(self, state, params, grads, scale=1.0, l2=0.0, n_coef=0):
         """One step from the gradient ``scale * grads + l2 * params[:n_coef]``."""
-        sgd_update(params, grads, state.velocity, self.learning_rate, self.momentum,
-                   self.nesterov, scale, l2, n_coef)
+        t = params.dtype.type  # float32 SGD runs float32 arithmetic (as NumPy would)
+        sgd_update(params, grads, state.velocity, t(self.learning_rate), t(self.momentum),
+                   self.nesterov, t(scale), t(l2), n_coef)
 
 
 class Adam:

@@ -70,36 +70,37 @@ def bias_activate(Z, b, act):
 @njit(**JIT)
 def _dactivation_cols(D, A, act, db, c0, c1):
     # D (N, n) in/out, A (N, n), db (n,) out: for columns c0..c1,
-    # D <- D * f'(A) (f' from the output A) and db <- the column sums of the new D
+    # D <- D * f'(A) (f' from the output A) and db <- the column sums of the new D.
+    # Inner loops run from 0 over row views: no negative-index wraparound, so they vectorise.
     n = D.shape[0]
-    for j in range(c0, c1):
-        db[j] = 0
+    s = db[c0:c1]
+    s[:] = 0
     for i in range(n):
-        d = D[i]
-        a = A[i]
+        d = D[i, c0:c1]
+        a = A[i, c0:c1]
         if act == LOGISTIC:
-            for j in range(c0, c1):
+            for j in range(d.shape[0]):
                 v = d[j] * (a[j] * (1 - a[j]))
                 d[j] = v
-                db[j] += v
+                s[j] += v
         elif act == TANH:
-            for j in range(c0, c1):
+            for j in range(d.shape[0]):
                 v = d[j] * (1 - a[j] * a[j])
                 d[j] = v
-                db[j] += v
+                s[j] += v
         elif act == RELU:
-            for j in range(c0, c1):
+            for j in range(d.shape[0]):
                 v = d[j] if a[j] > 0 else d[j] * 0
                 d[j] = v
-                db[j] += v
+                s[j] += v
         elif act == EXP:
-            for j in range(c0, c1):
+            for j in range(d.shape[0]):
                 v = d[j] * a[j]
                 d[j] = v
-                db[j] += v
+                s[j] += v
         else:  # IDENTITY: the column sums alone
-            for j in range(c0, c1):
-                db[j] += d[j]
+            for j in range(d.shape[0]):
+                s[j] += d[j]
 
 
 _COLUMN_BLOCK = 128  # columns per task: whole cache lines per row, several tasks per thread
