@@ -240,6 +240,8 @@ class Trainer:
         ``stop_requested`` was set during the epoch)."""
         B = self.batch_size
         n_coef = self.layout.n_coef
+        if order is None and sp.issparse(X):  # sparse rows are always gathered
+            order = np.arange(X.shape[0], dtype=np.int64)
         total = 0.0
         done = start
         self.stop_requested = False

@@ -120,6 +120,19 @@ def test_shapes(n, batch, sizes, dtype):
     assert np.isfinite(m.loss_curve_).all()
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sparse_input_trains_like_dense(shuffle):
+    import scipy.sparse as sp
+    X, Y = _data(n=90)
+    X[np.abs(X) < 0.8] = 0
+    runs = []
+    for data in (X, sp.csr_matrix(X), sp.csc_matrix(X)):
+        m = fastmlp.MLP([8, 5, 2], dtype="float64", random_state=0)
+        runs.append(m.fit(data, Y, epochs=3, batch_size=16, shuffle=shuffle).predict(data))
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12)
+    np.testing.assert_allclose(runs[2], runs[0], rtol=1e-12)
+
+
 def test_single_output_from_1d_targets():
     X, Y = _data(n=50, n_out=1)
     m = fastmlp.MLP([8, 3, 1], random_state=0).fit(X, Y[:, 0], epochs=2, batch_size=7)
