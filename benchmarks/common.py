@@ -57,7 +57,10 @@ def make_data(net, dtype, n, seed=0):
 
 
 def gemm_peak(seconds=None, shapes=None):
-    """Best OpenBLAS GEMM rate (FLOP/s) over the shapes, per dtype, all cores."""
+    """Best OpenBLAS GEMM rate (FLOP/s) over the shapes, per dtype, all cores.
+
+    Deliberately not ``fastmlp.bench``'s peak function: asv runs this suite against older
+    commits too, which have no ``fastmlp.bench``; the suite uses fastmlp's public API only."""
     seconds = GEMM_SECONDS if seconds is None else seconds
     shapes = GEMM_SHAPES if shapes is None else shapes
     peak = {}
