@@ -55,11 +55,10 @@ def _layer_spins():
 
 
 def resolve_n_threads(n_threads):
-    """Validate n_threads (None = all cores) and return an int >= 1."""
+    """Validate n_threads (None = decided per call, see thread_limits) -> None or an int >= 1."""
     if n_threads is None:
-        return max_threads()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not (
-            hasattr(n_threads, "__index__")):
+        return None
+    if isinstance(n_threads, bool) or not hasattr(n_threads, "__index__"):
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
     n = int(n_threads)
     if n < 1:
@@ -67,16 +66,29 @@ def resolve_n_threads(n_threads):
     return n
 
 
+def _blas_threads():
+    """The smallest thread count among the loaded BLAS libraries (their current limits)."""
+    counts = [lib.num_threads for lib in _controller.select(user_api="blas").lib_controllers]
+    return min(counts) if counts else max_threads()
+
+
 @contextmanager
 def thread_limits(n_threads=None):
     """Run fastmlp kernels with n_threads BLAS threads and at most n_threads Numba threads;
-    restore every pool's setting on exit."""
+    restore every pool's setting on exit.  Yields the thread count used.
+
+    n_threads=None respects the limits already in force -- the BLAS libraries' current
+    thread counts (a ``threadpoolctl.threadpool_limits`` block, joblib's workers, OMP/OPENBLAS
+    environment variables) and ``numba.set_num_threads`` -- and uses the smallest of them,
+    so that fastmlp inside a parallel grid search does not oversubscribe the cores."""
     global _controller
     n = resolve_n_threads(n_threads)
     with _LOCK:
         if _controller is None:
             _controller = ThreadpoolController()
         previous = numba.get_num_threads()  # starts Numba's pool (with the layer chosen above)
+        if n is None:
+            n = max(1, min(previous, _blas_threads()))
         numba_n = 1 if _layer_spins() else min(n, max_threads())
         with _controller.limit(limits=n, user_api="blas"):
             numba.set_num_threads(numba_n)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 
 from . import kernels as K
-from ._threads import resolve_n_threads, thread_limits  # noqa: F401
+from ._threads import resolve_n_threads, thread_limits
 from ._workspace import Layout, Workspace
 
 ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGISTIC,
@@ -178,7 +178,7 @@ class Trainer:
         self.alpha = float(alpha)
         if not np.isfinite(self.alpha) or self.alpha < 0:
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
-        self.n_threads = n_threads
+        self.n_threads = resolve_n_threads(n_threads)
         self.params = np.zeros(self.layout.n_params, self.dtype)
         self.grads = np.zeros_like(self.params)
         self.coefs, self.intercepts = self.layout.views(self.params)

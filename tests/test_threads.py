@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import numba
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from fastmlp import _threads
 
 PROBE = r"""
 import json, numba, numpy as np
@@ -48,3 +52,24 @@ def test_a_passive_openmp_layer_keeps_its_threads():
     pytest.importorskip("numba.np.ufunc.omppool")
     r = _probe(NUMBA_THREADING_LAYER="omp", OMP_WAIT_POLICY="passive")
     assert r["layer"] == "omp" and r["inside"] == 2
+
+
+def test_default_respects_limits_already_in_force():
+    """n_threads=None inside threadpoolctl's limits (as in a joblib worker) or after
+    numba.set_num_threads uses the smaller count, and changes nothing on exit."""
+    with threadpool_limits(1, user_api="blas"):
+        with _threads.thread_limits(None) as n:
+            assert n == 1
+            assert all(i["num_threads"] == 1 for i in threadpool_info()
+                       if i["user_api"] == "blas")
+            assert numba.get_num_threads() == 1
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with _threads.thread_limits(None) as n:
+            assert n == 1
+    finally:
+        numba.set_num_threads(before)
+    with _threads.thread_limits(2) as n:  # an explicit count is obeyed
+        assert n == 2
+    assert numba.get_num_threads() == before
