@@ -75,6 +75,18 @@ def test_main_job_without_arguments(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_digits_model_takes_raw_pixels(tmp_path, capsys):
+    """The main job's standardisation is stored with its model: evaluate takes raw digits."""
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    np.save(tmp_path / "raw.npy", np.column_stack([X, y]))
+    rc, out, err = call(capsys, "train", "--quiet", "--out", tmp_path / "d.npz")
+    assert rc == 0, err
+    rc, out, err = call(capsys, "evaluate", tmp_path / "d.npz", tmp_path / "raw.npy")
+    assert rc == 0, err
+    assert float(out.split("accuracy:")[1].split()[0]) > 0.95
+
+
 def test_train_predict_evaluate_info(tmp_path, data):
     model, plot = tmp_path / "m.npz", tmp_path / "loss.png"
     r = run("train", data / "cls.csv", "--target", "kind", "--hidden", "16,8", "--epochs", 40,
