@@ -2,7 +2,8 @@
 
 Storage (allocated once by ``fastmlp.backend.Workspace``; see the legend in __init__):
   params  (P,)  all W[l] raveled C-order, then all b[l]   (scikit-learn's L-BFGS packing)
-  grads   (P,)  dW[l] and db[l], same layout as params
+  grads   (P,)  dW[l] and db[l], same layout as params (raw batch sums after
+                forward_backward; ``finish_grads`` scales them to the gradient)
   acts    (B * sum(sizes[1:]),)  A[1..L], each a (B, n_l) block; A[0] is the input batch
   deltas  (B * sum(sizes[1:]),)  delta[1..L] = dLoss/dZ[l], same blocks as acts
 For a batch of N <= B rows every (N, n_l) view is the leading, contiguous part of its block.
@@ -14,9 +15,8 @@ import numpy as np
 from numba import njit
 
 from ._config import JIT
-from .activations import bias_activate, dactivation_colsum
+from .activations import IDENTITY, bias_activate, dactivation_colsum
 from .losses import SQUARED_ERROR, output_delta_loss
-from .activations import IDENTITY
 
 
 @njit(**JIT)
