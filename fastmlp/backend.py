@@ -273,23 +273,32 @@ class Trainer:
 
     def forward(self, X):
         """Network output for every row of X (validated, the trainer's dtype): a new (N, n_out)
-        array, computed in chunks of the workspace's capacity."""
+        array, computed in chunks of at least the workspace's capacity.  When the training
+        batch is small (say 1), the chunks use a temporary inference workspace of up to
+        ``PREDICT_CHUNK`` rows instead of one kernel call per training-batch of rows."""
         n = X.shape[0]
         out = np.empty((n, int(self.layout.sizes[-1])), self.dtype)
         act, out_act, _ = self.codes
-        B = self.ws.capacity
+        ws = self.ws
+        if ws.capacity < min(n, PREDICT_CHUNK):
+            ws = Workspace(self.layout, min(n, PREDICT_CHUNK), self.dtype)
+        B = ws.capacity
         with thread_limits(self.n_threads):
             for start in range(0, n, B):
                 stop = min(start + B, n)
                 if sp.issparse(X):
-                    xb = self.ws.X[:stop - start]
+                    xb = ws.X[:stop - start]
                     K.gather_csr_rows(xb, X.data, X.indices, X.indptr,
                                       np.arange(start, stop, dtype=np.int64))
                 else:
                     xb = X[start:stop]
-                out[start:stop] = K.forward_pass(self.params, self.ws.acts, xb,
-                                                 self.layout.sizes, B, act, out_act)
+                out[start:stop] = K.forward_pass(self.params, ws.acts, xb, self.layout.sizes,
+                                                 B, act, out_act)
         return out
+
+
+# Rows per chunk when a whole data set goes through the network at prediction time.
+PREDICT_CHUNK = 4096
 
 
 def _trainer_for(coefs, intercepts, X, activation, out_activation, loss, alpha, n_threads,
@@ -314,7 +323,7 @@ def forward(coefs, intercepts, X, activation="logistic", out_activation="identit
     # the loss plays no part in a forward pass; pick one the output activation accepts
     loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
     t = _trainer_for(coefs, intercepts, X, activation, out_activation, loss, 0.0,
-                     n_threads, min(X.shape[0], 4096))
+                     n_threads, min(X.shape[0], PREDICT_CHUNK))
     return t.forward(X)
 
 

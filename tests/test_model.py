@@ -133,6 +133,15 @@ def test_sparse_input_trains_like_dense(shuffle):
     np.testing.assert_allclose(runs[2], runs[0], rtol=1e-12)
 
 
+def test_predict_after_batch_size_one_uses_a_bigger_inference_workspace():
+    X, Y = _data(n=300)
+    m = fastmlp.MLP([8, 5, 2], dtype="float64", random_state=0).fit(X, Y, epochs=1,
+                                                                    batch_size=1)
+    expect = fastmlp.backend.forward(m.coefs_, m.intercepts_, X)
+    np.testing.assert_allclose(m.predict(X), expect, rtol=1e-13)
+    assert m.workspace_.capacity == 1  # the training workspace is left as it was
+
+
 def test_single_output_from_1d_targets():
     X, Y = _data(n=50, n_out=1)
     m = fastmlp.MLP([8, 3, 1], random_state=0).fit(X, Y[:, 0], epochs=2, batch_size=7)
