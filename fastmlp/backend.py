@@ -187,34 +187,36 @@ class Trainer:
         self.stop_requested = False
 
     # -- parameters -------------------------------------------------------------------------
-    def set_params(self, coefs, intercepts):
-        """Copy coefs/intercepts into the flat parameters (shapes must match the layout)."""
-        sizes, _ = check_params(list(coefs), list(intercepts))
-        if sizes != [int(s) for s in self.layout.sizes]:
-            raise ValueError(f"parameters have layer sizes {sizes}, expected "
-                             f"{list(self.layout.sizes)}")
-        self.layout.pack(coefs, intercepts, self.params)
-
     def init_params(self, rs):
         """Glorot-uniform initialisation from RandomState rs (scikit-learn's draws)."""
         self.layout.pack(*glorot_uniform(self.layout, rs, self.dtype, self.activation),
                          self.params)
 
     # -- batches ----------------------------------------------------------------------------
+    @staticmethod
+    def _rows(ws, X, order, start, stop):
+        """Rows order[start:stop] (or start:stop) of X, dense: a view of X when it is dense and
+        in order, else copied into ws.X (CSR is densified one batch at a time)."""
+        if order is None and not sp.issparse(X):
+            return X[start:stop]
+        xb = ws.X[:stop - start]
+        if order is None:
+            K.csr_slice_to_dense(xb, X.data, X.indices, X.indptr, start)
+        elif sp.issparse(X):
+            K.gather_csr_rows(xb, X.data, X.indices, X.indptr, order[start:stop])
+        else:
+            K.gather_rows(xb, X, order[start:stop])
+        return xb
+
     def _batch(self, X, Y, sw, order, start, stop):
         """The (X, Y, sw) of rows order[start:stop] (or start:stop): views when possible,
         else gathered into the workspace."""
         ws = self.ws
+        xb = self._rows(ws, X, order, start, stop)
+        if order is None:
+            return xb, Y[start:stop], ws.no_sw if sw is None else sw[start:stop]
         m = stop - start
-        if order is None and not sp.issparse(X):
-            return (X[start:stop], Y[start:stop],
-                    ws.no_sw if sw is None else sw[start:stop])
         idx = order[start:stop]
-        xb = ws.X[:m]
-        if sp.issparse(X):
-            K.gather_csr_rows(xb, X.data, X.indices, X.indptr, idx)
-        else:
-            K.gather_rows(xb, X, idx)
         yb = ws.Y[:m]
         K.gather_rows(yb, Y, idx)
         swb = ws.no_sw
@@ -240,8 +242,6 @@ class Trainer:
         ``stop_requested`` was set during the epoch)."""
         B = self.batch_size
         n_coef = self.layout.n_coef
-        if order is None and sp.issparse(X):  # sparse rows are always gathered
-            order = np.arange(X.shape[0], dtype=np.int64)
         total = 0.0
         done = start
         self.stop_requested = False
@@ -264,10 +264,7 @@ class Trainer:
         if X.shape[0] > self.ws.capacity:
             raise ValueError(f"{X.shape[0]} rows exceed the workspace ({self.ws.capacity})")
         with thread_limits(self.n_threads):
-            xb, yb, swb = self._batch(X, Y, sample_weight,
-                                      np.arange(X.shape[0]) if sp.issparse(X) else None,
-                                      0, X.shape[0])
-            value, n = self._step(xb, yb, swb)
+            value, n = self._step(*self._batch(X, Y, sample_weight, None, 0, X.shape[0]))
             K.finish_grads(self.grads, self.params, self.layout.sizes, n, self.alpha)
             return value
 
@@ -286,12 +283,7 @@ class Trainer:
         with thread_limits(self.n_threads):
             for start in range(0, n, B):
                 stop = min(start + B, n)
-                if sp.issparse(X):
-                    xb = ws.X[:stop - start]
-                    K.gather_csr_rows(xb, X.data, X.indices, X.indptr,
-                                      np.arange(start, stop, dtype=np.int64))
-                else:
-                    xb = X[start:stop]
+                xb = self._rows(ws, X, None, start, stop)
                 out[start:stop] = K.forward_pass(self.params, ws.acts, xb, self.layout.sizes,
                                                  B, act, out_act)
         return out
@@ -301,9 +293,9 @@ class Trainer:
 PREDICT_CHUNK = 4096
 
 
-def _trainer_for(coefs, intercepts, X, activation, out_activation, loss, alpha, n_threads,
-                 capacity):
-    sizes, dtype = check_params(coefs, intercepts)
+def _trainer_for(coefs, intercepts, sizes, dtype, activation, out_activation, loss, alpha,
+                 n_threads, capacity):
+    """A Trainer holding (validated) coefs/intercepts, for one functional call."""
     t = Trainer(sizes, activation=activation, out_activation=out_activation, loss=loss,
                 dtype=dtype, batch_size=capacity, alpha=alpha, n_threads=n_threads)
     t.layout.pack(coefs, intercepts, t.params)
@@ -322,7 +314,7 @@ def forward(coefs, intercepts, X, activation="logistic", out_activation="identit
     X = check_X(X, dtype, sizes[0], accept_sparse=True)
     # the loss plays no part in a forward pass; pick one the output activation accepts
     loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
-    t = _trainer_for(coefs, intercepts, X, activation, out_activation, loss, 0.0,
+    t = _trainer_for(coefs, intercepts, sizes, dtype, activation, out_activation, loss, 0.0,
                      n_threads, min(X.shape[0], PREDICT_CHUNK))
     return t.forward(X)
 
@@ -344,8 +336,8 @@ def loss_and_grads(coefs, intercepts, X, Y, activation="logistic", out_activatio
     X = check_X(X, dtype, sizes[0], accept_sparse=True)
     Y = check_Y(Y, dtype, X.shape[0], sizes[-1])
     sw = check_sample_weight(sample_weight, X.shape[0], dtype)
-    t = _trainer_for(coefs, intercepts, X, activation, out_activation, loss, alpha, n_threads,
-                     X.shape[0])
+    t = _trainer_for(coefs, intercepts, sizes, dtype, activation, out_activation, loss, alpha,
+                     n_threads, X.shape[0])
     value = t.loss_and_grads(X, Y, sw)
     return (float(value), [g.copy() for g in t.coef_grads],
             [g.copy() for g in t.intercept_grads])

@@ -17,7 +17,8 @@ from .activations import (IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, bias_act
 from .losses import SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON, output_delta_loss
 from .network import (coef_view, intercept_view, layer_view, forward_pass, forward_backward,
                       finish_grads, n_coef,
-                      scale_grads, sum_squares, gather_rows, gather_csr_rows, gather_vector)
+                      scale_grads, sum_squares, gather_rows, gather_csr_rows, gather_vector,
+                      csr_slice_to_dense)
 from .optim import sgd_update, adam_update
 from . import expfn
 from .expfn import (exp32, exp64, sigmoid32, sigmoid64, tanh32, tanh64, vexp, vsigmoid,

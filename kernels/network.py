@@ -175,6 +175,14 @@ def gather_csr_rows(out, data, indices, indptr, idx):
 
 
 @njit(**JIT)
+def csr_slice_to_dense(out, data, indices, indptr, start):
+    """out[i] = dense row start + i of a CSR matrix (overwrites).  out (N, n); data, indices
+    (nnz,); indptr (M+1,); start + N <= M."""
+    for i in range(out.shape[0]):
+        _csr_row(out, data, indices, indptr, i, start + i)
+
+
+@njit(**JIT)
 def gather_vector(out, x, idx):
     """out[i] = x[idx[i]] (overwrites).  out (N,), x (M,), idx (N,) int64."""
     for i in range(out.shape[0]):

@@ -194,3 +194,6 @@ def test_gathers_match_numpy_indexing():
     v = np.empty(20)
     K.gather_vector(v, X[:, 0].copy(), idx)
     np.testing.assert_array_equal(v, X[idx, 0])
+    out2 = np.empty((20, 7))
+    K.csr_slice_to_dense(out2, S.data, S.indices, S.indptr, 13)
+    np.testing.assert_array_equal(out2, S[13:33].toarray())
