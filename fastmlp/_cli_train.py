@@ -2,7 +2,7 @@
 checkpointable, resumable to the bit) or ``MLPClassifier``/``MLPRegressor`` (lbfgs) -> held-out
 metrics, model file, plot.
 
-The epoch loop here only schedules: every batch runs in ``backend.Trainer.run_epoch`` (through
+The epoch loop here only schedules: every batch runs in ``fastmlp._core.Trainer.run_epoch`` (through
 MLP.partial_fit).  One epoch per partial_fit call, so an interrupted run, its checkpoint and
 its resumption shuffle exactly as an uninterrupted one: each epoch's order is drawn from the
 model's RandomState, which the model file stores with the order and position of an epoch that

@@ -3,7 +3,7 @@
 Same constructor, validation, fitted attributes, warnings and numbers as scikit-learn 1.9.1's
 ``sklearn.neural_network`` estimators (the algorithm, draw for draw, is written down in
 shared/notes/sklearn-mlp.md).  These classes are front-ends only: every forward pass, backprop
-and optimizer step runs in :class:`fastmlp.backend.Trainer` and :mod:`fastmlp.optimizers`;
+and optimizer step runs in :class:`fastmlp._core.Trainer` and :mod:`fastmlp.optimizers`;
 what lives here is validation, the random draws, and per-epoch bookkeeping (loss curve,
 no-improvement counter, learning-rate schedules, early stopping).
 
@@ -34,7 +34,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .backend import Trainer, glorot_uniform
+from ._core import Trainer, glorot_uniform
 from ._workspace import Layout
 from .optimizers import SGD, Adam
 

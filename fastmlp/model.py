@@ -1,10 +1,12 @@
 """``fastmlp.MLP``: the thin model class.  It resolves options once, owns a
-:class:`~fastmlp.backend.Trainer` (parameters, workspace) and the optimizer state, and loops
-over epochs; all arithmetic happens in the backend's kernels."""
+:class:`~fastmlp._core.Trainer` (parameters, workspace) and the optimizer state, and loops
+over epochs; all arithmetic happens in the kernels."""
 import numpy as np
 from sklearn.utils import check_random_state
 
-from . import backend
+from ._core import Trainer
+from ._threads import resolve_n_threads
+from ._validation import check_dtype, check_X, check_Y, resolve
 from .optimizers import OPTIMIZERS
 
 
@@ -35,15 +37,15 @@ class MLP:
         if len(sizes) < 2 or min(sizes) < 1 or any(s != ls for s, ls in zip(sizes, layer_sizes)):
             raise ValueError("layer_sizes must hold at least two positive integers (inputs and "
                              f"outputs), got {layer_sizes!r}")
-        backend.resolve(activation, out_activation, loss)
+        resolve(activation, out_activation, loss)
         self.layer_sizes = tuple(sizes)
         self.activation = activation
         self.out_activation = out_activation
         self.loss = loss
-        self.dtype = backend.check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.alpha = alpha
         self.random_state = random_state
-        self.n_threads = backend.resolve_n_threads(n_threads) if n_threads is not None else None
+        self.n_threads = resolve_n_threads(n_threads) if n_threads is not None else None
         self._rs = check_random_state(random_state)
         self._trainer = None
         self._optimizer = None
@@ -53,7 +55,7 @@ class MLP:
 
     # -- state --------------------------------------------------------------------------------
     def _make_trainer(self, batch_size):
-        t = backend.Trainer(self.layer_sizes, activation=self.activation,
+        t = Trainer(self.layer_sizes, activation=self.activation,
                             out_activation=self.out_activation, loss=self.loss,
                             dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
                             n_threads=self.n_threads)
@@ -94,8 +96,8 @@ class MLP:
 
     # -- training -----------------------------------------------------------------------------
     def _check_xy(self, X, Y):
-        X = backend.check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
-        Y = backend.check_Y(Y, self.dtype, X.shape[0], self.layer_sizes[-1])
+        X = check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
+        Y = check_Y(Y, self.dtype, X.shape[0], self.layer_sizes[-1])
         return X, Y
 
     def fit(self, X, Y, epochs=10, batch_size=256, learning_rate=0.1, optimizer="sgd",
@@ -174,7 +176,7 @@ class MLP:
     def predict(self, X):
         """Network output for X: a new (N, n_out) array of the model's dtype."""
         t = self._fitted()
-        X = backend.check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
+        X = check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
         return t.forward(X)
 
 

@@ -330,7 +330,7 @@ def _load_estimator(kind, meta, arrays):
             intercepts = [arrays.pop(f"intercepts/{i}") for i in range(n)]
         except KeyError as exc:
             _bad(f"missing array {exc}")
-        from .backend import check_params
+        from ._validation import check_params
         try:
             check_params(coefs, intercepts)
         except ValueError as exc:
