@@ -285,3 +285,20 @@ def test_forward_beyond_one_prediction_chunk(dtype, sparse):
     assert got.shape == (n, 3) and got.dtype == dtype
     np.testing.assert_allclose(got, expect, rtol=1e-12 if dtype == np.float64 else 2e-5,
                                atol=0 if dtype == np.float64 else 1e-6)
+
+
+def test_engine_refuses_sparse_input_with_duplicates():
+    """The Engine does not copy its inputs: a non-canonical CSR matrix is refused, with the
+    fix in the message (the functional API canonicalises a copy instead)."""
+    X, dense = _csr_with_duplicates()
+    X = X.sorted_indices()  # sorted, but still with duplicates
+    assert X.has_sorted_indices and not X.has_canonical_format
+    eng = backend.Engine([3, 4, 2], dtype="float64")
+    coefs, ints = _net([3, 4, 2])
+    params = eng.pack(coefs, ints)
+    with pytest.raises(ValueError, match="no duplicate entries"):
+        eng.forward(params, X)
+    X.sum_duplicates()
+    np.testing.assert_allclose(eng.forward(params, X),
+                               _naive_forward(coefs, ints, dense, "logistic", "identity"),
+                               rtol=1e-12)
