@@ -8,7 +8,6 @@ Data is small and iterations few, so the whole file runs in seconds.
 """
 import pickle
 import re
-import sys
 import types
 import warnings
 
@@ -552,10 +551,9 @@ def test_pickle_joblib_and_resume(tmp_path):
 
 
 def test_save_delegates_to_persistence(monkeypatch):
+    from fastmlp import persistence
     seen = []
-    fake = types.ModuleType("fastmlp.persistence")
-    fake.save = lambda est, path: seen.append((est, path))
-    monkeypatch.setitem(sys.modules, "fastmlp.persistence", fake)
+    monkeypatch.setattr(persistence, "save", lambda est, path: seen.append((est, path)))
     for cls, kind in ((MLPClassifier, "binary"), (MLPRegressor, "regression")):
         est = cls(**dict(BASE, max_iter=2))
         with warnings.catch_warnings():
