@@ -116,8 +116,7 @@ class Trainer:
         B = self.batch_size
         n_coef = self.layout.n_coef
         total = 0.0
-        done = start
-        self.stop_requested = False
+        done = start  # a stop request is cleared by the front-end that honours it, never here
         with thread_limits(self.n_threads):
             for first in range(start, X.shape[0], B):
                 stop = min(first + B, X.shape[0])
