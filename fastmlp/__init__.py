@@ -51,7 +51,7 @@ def __getattr__(name):
         from . import patch
         return getattr(patch, name)
     if name == "to_onnx":
-        from .onnx import to_onnx
+        from ._onnx import to_onnx
         return to_onnx
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
 
