@@ -42,4 +42,19 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "backend", "__version__"]
+
+
+def __getattr__(name):
+    # imported on first use: ``python -m fastmlp.patch`` must find fastmlp.patch not yet
+    # imported, and the ONNX extra is optional
+    if name in ("patch_sklearn", "unpatch_sklearn"):
+        from . import patch
+        return getattr(patch, name)
+    if name == "to_onnx":
+        from ._onnx import to_onnx
+        return to_onnx
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
+
+
+__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "backend", "patch_sklearn",
+           "unpatch_sklearn", "__version__"]

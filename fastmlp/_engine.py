@@ -194,9 +194,9 @@ default="identity"
 
     def _check_array(self, a, name, shape, finite=True):
         if sp.issparse(a) and name == "X":
-            if a.format != "csr" or not a.has_sorted_indices:
-                raise ValueError("a sparse X must be CSR with sorted indices "
-                                 "(X.tocsr(); X.sort_indices())")
+            if a.format != "csr" or not a.has_canonical_format:
+                raise ValueError("a sparse X must be CSR with sorted indices and no duplicate "
+                                 "entries (X = X.tocsr(); X.sum_duplicates())")
             if a.dtype != self.dtype:
                 raise ValueError(f"X has dtype {a.dtype}, but the engine computes in "
                                  f"{self.dtype}; convert with X.astype(np.{self.dtype})")

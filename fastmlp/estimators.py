@@ -36,17 +36,16 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _core
 from . import _state as S
 from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
+from ._validation import as_kernel_input
 from ._workspace import Layout
-from .optimizers import SGD, Adam
+from .optimizers import make_optimizer
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-# Rows per chunk when a whole data set goes through the network (predict, and lbfgs on sparse
-# input): bounds the workspace, and a sparse matrix is densified one chunk at a time.
-_CHUNK = 4096
 
 
 class _BaseMLP(CallbackSupportMixin, BaseEstimator):
@@ -341,12 +340,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        X = _as_trainer_input(X, dtype)
-        t = Trainer([X.shape[1]] + [c.shape[1] for c in self.coefs_],
-                    activation=self.activation, out_activation=self.out_activation_,
-                    loss=self._train_loss, dtype=dtype,
-                    batch_size=max(1, min(X.shape[0], _CHUNK)))
-        t.layout.pack(self.coefs_, self.intercepts_, t.params)
+        X = as_kernel_input(X, dtype)
+        t = Trainer.for_inference(self.coefs_, self.intercepts_, activation=self.activation,
+                                  out_activation=self.out_activation_, dtype=dtype,
+                                  n_rows=X.shape[0])
         return t.forward(X)
 
     # -- fitting ----------------------------------------------------------------------------
@@ -519,12 +516,13 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         dtype = np.result_type(X.dtype, param_dtype)
         n = X.shape[0]
         sparse = sp.issparse(X)
-        X = _as_trainer_input(X, dtype)
+        X = as_kernel_input(X, dtype)
         Y = np.ascontiguousarray(y, dtype=dtype)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype)
         # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
         # the whole matrix), with the L2 term added once below instead of per chunk.
-        t = self._make_trainer(layer_units, dtype, min(n, _CHUNK) if sparse else n,
+        chunk = _core.PREDICT_CHUNK
+        t = self._make_trainer(layer_units, dtype, min(n, chunk) if sparse else n,
                                0.0 if sparse else self.alpha)
         n_coef = t.layout.n_coef
         chunk_grads = np.empty(t.grads.shape, np.float64)
@@ -535,8 +533,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                 return t.loss_and_grads(X, Y, sw), t.grads.copy()
             total, weight_sum = 0.0, 0.0
             chunk_grads[:] = 0
-            for start in range(0, n, _CHUNK):
-                stop = min(start + _CHUNK, n)
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
                 w = stop - start if sw is None else float(sw[start:stop].sum(dtype=np.float64))
                 if w == 0:  # a chunk of zero weights adds nothing (and would divide by 0)
                     continue
@@ -599,11 +597,14 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             np.copyto(t.params, x)
         else:  # float32 evaluations, float64 result: the trainer no longer holds coefs_
             self.coefs_, self.intercepts_ = t.layout.views(x)
+        # the full-batch workspace (activations and deltas of every row) and the gradients
+        # serve only this fit: free them (coefs_ keep only the parameter vector alive)
+        self._trainer = None
 
     def _make_optimizer(self):
-        if self.solver == "sgd":
-            return SGD(self.learning_rate_init, self.momentum, self.nesterovs_momentum)
-        return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
+        return make_optimizer(self.solver, learning_rate=self.learning_rate_init,
+                              momentum=self.momentum, nesterov=self.nesterovs_momentum,
+                              beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
                         user_validation, tasks):
@@ -614,7 +615,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             self._optimizer_state = None
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        X = _as_trainer_input(X, dtype)
+        X = as_kernel_input(X, dtype)
         if user_validation is None:
             X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
                                                                      dtype)
@@ -689,8 +690,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         Y_val = y_val
         if is_classifier(self):
             y_val = self._label_binarizer.inverse_transform(y_val)
-        X_val = _as_trainer_input(X_val, dtype)
-        return (_as_trainer_input(X_train, dtype), y_train, sw_train,
+        X_val = as_kernel_input(X_val, dtype)
+        return (as_kernel_input(X_train, dtype), y_train, sw_train,
                 _Validation(X_val, y_val, Y_val, sw_val, X_score=X_val, y_score=y_val))
 
     def _batch_size(self, n_samples):
@@ -844,7 +845,7 @@ class _Validation:
 
     def prepared(self, dtype):
         """The same set with X in the trainer's input form for ``dtype``."""
-        X = _as_trainer_input(self.X, dtype)
+        X = as_kernel_input(self.X, dtype)
         if X is self.X:
             return self
         v = _Validation(X, self.y, self.Y, self.sw, self.X_score, self.y_score)
@@ -903,19 +904,6 @@ class _SubTasks:
         if self.current is not None:
             ctx, self.current = self.current, None
             ctx.call_on_fit_task_end(estimator=self.estimator)
-
-
-def _as_trainer_input(X, dtype):
-    """What Trainer takes: C-contiguous dense or CSR with sorted indices, of dtype (copies
-    only when needed; the caller's arrays are never modified)."""
-    if sp.issparse(X):
-        X = X.tocsr()
-        if X.dtype != dtype:
-            X = X.astype(dtype)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        return X
-    return np.ascontiguousarray(X, dtype=dtype)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
