@@ -102,9 +102,10 @@ def test_flops_per_sample_by_hand():
     assert limit_seconds((3, 2), 1000, 24e3) == 1.0
 
 
-def test_workloads_docstring_examples():
-    from fastmlp.bench import workloads
-    assert doctest.testmod(workloads).failed == 0
+@pytest.mark.parametrize("name", HARNESS)
+def test_harness_docstring_examples(name):
+    module = importlib.import_module("fastmlp.bench." + name)
+    assert doctest.testmod(module).failed == 0
 
 
 def test_asv_suite_and_harness_share_one_definition():
