@@ -38,11 +38,17 @@ ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
 # ---------------------------------------------------------------------------------------------
 # setup
 def _check_output_path(path, option):
+    """An output path that can be written: a regular file (or a new one) in a writable folder
+    -- for a symlink, its target's -- or a device or FIFO that can be written into."""
     if path is None:
         return
     if os.path.isdir(path):
         raise UserError(f"{option} {path}: is a directory")
-    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/null, /dev/stdout, a FIFO
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{option} {path}: permission denied")
+        return
+    directory = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(directory):
         raise UserError(f"{option} {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK) or (os.path.exists(path)

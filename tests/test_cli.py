@@ -695,3 +695,23 @@ def test_the_csv_reader_is_a_runtime_dependency_and_parquet_says_what_it_needs(t
                         "--epochs", "1", "--quiet"], capture_output=True, text=True,
                        cwd=tmp_path, timeout=300)
     assert_user_error(r.returncode, r.stderr, "needs pyarrow", "pip install pyarrow")
+
+
+def test_outputs_follow_symlinks_and_write_into_devices(tmp_path, data, cls_model):
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    (tmp_path / "link.csv").symlink_to(target)
+    r = run("predict", cls_model, data / "cls.csv", "--out", tmp_path / "link.csv",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "link.csv").is_symlink() and target.read_text().startswith("prediction")
+    assert os.stat(target).st_mode & 0o777 == 0o644
+    r = run("predict", cls_model, data / "cls.csv", "--out", "/dev/stdout", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "prediction" and len(r.stdout.splitlines()) == 301
+    r = run("train", data / "cls.csv", "--epochs", 2, "--quiet", "--out", "/dev/null",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "real.csv"]
