@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 import pytest
+from numba import njit
+from scipy.special import expit, ndtr
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
@@ -17,6 +19,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
 from sklearn.utils.class_weight import compute_sample_weight
 
 from fastmlp import MLPClassifier, MLPRegressor
+from fastmlp import kernels as K
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -242,3 +245,101 @@ def test_callbacks_for_lbfgs_iterations():
     rec = Recorder(stop_after=4)
     est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=50).set_callbacks(rec).fit(Xt, yt)
     assert est.n_iter_ == 4
+
+
+# -- the new activations: kernels ------------------------------------------------------------
+@njit
+def _apply_new(out, x, which):
+    for i in range(x.size):
+        if which == 0:
+            out[i] = K.vgelu(x[i])
+        elif which == 1:
+            out[i] = K.vdgelu(x[i])
+        elif which == 2:
+            out[i] = K.vsilu(x[i])
+        else:
+            out[i] = K.vdsilu(x[i])
+
+
+def _reference(x, which):
+    """(value, scale): float64 reference and the size of the terms it sums (for tolerances)."""
+    cdf, pdf, sig = ndtr(x), np.exp(-x * x / 2) / np.sqrt(2 * np.pi), expit(x)
+    if which == 0:
+        return x * cdf, np.abs(x * cdf)
+    if which == 1:
+        return cdf + x * pdf, cdf + np.abs(x * pdf)
+    if which == 2:
+        return x * sig, np.abs(x * sig)
+    return sig * (1 + x * (1 - sig)), sig * (1 + np.abs(x) * (1 - sig))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which", [0, 1, 2, 3], ids=["gelu", "dgelu", "silu", "dsilu"])
+def test_gelu_silu_and_derivatives_accuracy(dtype, which):
+    x = np.concatenate([np.linspace(-60, 60, 120001), np.linspace(-3, 3, 60001),
+                        np.geomspace(1e-12, 40, 4000), -np.geomspace(1e-12, 40, 4000),
+                        [0.0, -0.0]]).astype(dtype)
+    out = np.empty_like(x)
+    _apply_new(out, x, which)
+    xr = x.astype(np.float64)
+    ref, scale = _reference(xr, which)
+    # a few ulp of the terms summed, times the condition number of exp(-z^2/2) in z (1 + z^2
+    # ulp: the error of the exact function at an argument within an ulp), for the tails
+    eps = np.finfo(dtype).eps
+    tol = 8 * eps * scale * (1 + xr * xr) + np.finfo(dtype).tiny * 1e4  # ~0 beyond the cutoffs
+    err = np.abs(out - ref)
+    assert (err <= tol).all(), (x[np.argmax(err / tol)], (err / tol).max())
+    # within 10 ulp where the functions are well conditioned
+    core = (np.abs(xr) <= 2) & (scale > 1e-3) & (np.abs(ref) > 0.1 * scale)
+    assert (err[core] <= 10 * eps * scale[core]).all()
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_new_activations_limits_and_nan(dtype):
+    x = np.array([np.inf, -np.inf, 1e30, -1e30, np.nan], dtype)
+    expect = {0: [np.inf, 0, 1e30, 0], 1: [1, 0, 1, 0], 2: [np.inf, 0, 1e30, 0], 3: [1, 0, 1, 0]}
+    for which, e in expect.items():
+        out = np.empty_like(x)
+        _apply_new(out, x, which)
+        np.testing.assert_allclose(out[:4], np.array(e, dtype), rtol=1e-6, atol=1e-30)
+        assert np.isnan(out[4])
+
+
+def _naive(z, act, slope):
+    if act == K.LEAKY_RELU:
+        return np.where(z > 0, z, slope * z), np.where(z > 0, 1.0, slope)
+    if act == K.GELU:
+        return z * ndtr(z), ndtr(z) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+    return z * expit(z), expit(z) * (1 + z * (1 - expit(z)))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("act", ["LEAKY_RELU", "GELU", "SILU"])
+def test_new_activation_kernels_match_numpy(dtype, rtol, act):
+    code = getattr(K, act)
+    rng = np.random.RandomState(0)
+    Z0 = (rng.randn(37, 21) * 2).astype(dtype)
+    b = rng.randn(21).astype(dtype)
+    G = rng.randn(37, 21).astype(dtype)
+    f, df = _naive(Z0.astype(float) + b, code, 0.1)
+    # forward, keeping the pre-activation where backprop needs it
+    Z, P = Z0.copy(), np.full_like(Z0, np.nan)
+    K.bias_activate_keep(Z, P, b, code, dtype(0.1))
+    np.testing.assert_allclose(Z, f, rtol=rtol, atol=rtol)
+    assert K.keeps_preactivation(code) == (act != "LEAKY_RELU")
+    Z2 = Z0.copy()
+    K.bias_activate(Z2, b, code, dtype(0.1))
+    np.testing.assert_array_equal(Z2, Z)
+    # backward: delta = G * f'(.) and its column sums, from A or from P
+    db = np.empty(21, dtype)
+    if K.keeps_preactivation(code):
+        np.testing.assert_allclose(P, Z0.astype(float) + b, rtol=rtol)
+        K.dpreactivation_colsum(P, G, code, db)
+        D = P
+    else:
+        assert np.isnan(P).all()  # untouched
+        D = G.copy()
+        K.dactivation_colsum(D, Z, code, db, dtype(0.1))
+    np.testing.assert_allclose(D, G * df, rtol=rtol * 10, atol=rtol * 10)
+    np.testing.assert_allclose(db, (G * df).sum(0), rtol=rtol * 100, atol=rtol * 100)
