@@ -36,15 +36,16 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _core
+from . import _state as S
 from . import kernels as K
+from . import persistence
 from ._core import Trainer, glorot_uniform
+from ._validation import as_kernel_input
 from ._workspace import Layout
-from .optimizers import SGD, Adam
+from .optimizers import make_optimizer
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-# Rows per chunk when a whole data set goes through the network (predict, and lbfgs on sparse
-# input): bounds the workspace, and a sparse matrix is densified one chunk at a time.
-_CHUNK = 4096
 
 
 class _BaseMLP(CallbackSupportMixin, BaseEstimator):
@@ -120,8 +121,193 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         return state
 
     def save(self, path):
-        from .persistence import save
-        save(self, path)
+        """Write the estimator (parameters, fitted attributes, optimizer and RNG state) to one
+        file atomically; read it back with ``fastmlp.load(path)``."""
+        persistence.save(self, path)
+
+    def request_stop(self):
+        """Ask the fit in progress (or the next one) to stop after the current batch or
+        L-BFGS iteration; safe to call from a signal handler.  Used up when that fit returns."""
+        self._stop_requested = True
+        t = getattr(self, "_trainer", None)
+        if t is not None:
+            t.stop_requested = True
+
+    # scikit-learn's fitted attributes that are plain values, lists of numbers, label arrays
+    _STATE_SCALARS = ("n_iter_", "n_layers_", "n_outputs_", "out_activation_", "loss_", "t_",
+                      "n_features_in_", "best_loss_", "best_validation_score_")
+    _STATE_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
+    _STATE_LABELS = ("classes_", "feature_names_in_")
+
+    def _get_state(self):
+        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`)."""
+        params, arrays, model = {}, {}, {}
+        for k, v in self.get_params(deep=False).items():
+            if k == "random_state" and isinstance(v, np.random.RandomState):
+                model["random_state_object"], arrays["param/random_state"] = S.rng_state(v)
+                v = None
+            params[k] = list(v) if isinstance(v, tuple) else v
+        model["params"] = params
+        fitted = hasattr(self, "coefs_")
+        model["fitted"] = fitted
+        sizes = None
+        if fitted:
+            sizes = (self.coefs_[0].shape[0], self.coefs_[-1].shape[1])
+            model["n_coefs"] = len(self.coefs_)
+            for i, (c, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+                arrays[f"coefs/{i}"], arrays[f"intercepts/{i}"] = c, b
+            model["attrs"] = {k: getattr(self, k) for k in self._STATE_SCALARS
+                              + self._STATE_LISTS if hasattr(self, k)}
+            for k in self._STATE_LABELS:
+                if getattr(self, k, None) is not None:
+                    arrays[f"attr/{k}"] = S.label_array(getattr(self, k), k)
+            lb = getattr(self, "_label_binarizer", None)
+            if lb is not None:
+                model["label_type"] = lb.y_type_
+            opt, state = getattr(self, "_optimizer", None), getattr(self, "_optimizer_state",
+                                                                    None)
+            if opt is not None and state is not None:
+                model["optimizer"], opt_arrays = S.optimizer_state(opt, state)
+                arrays.update(opt_arrays)
+            rs = getattr(self, "_random_state", None)
+            if isinstance(rs, np.random.RandomState):
+                model["rng"], arrays["rng/keys"] = S.rng_state(rs)
+            if getattr(self, "_best_coefs", None) is self.coefs_:
+                model["best_is_current"] = True  # early-stopped: best and live weights alias
+            for k in ("_best_coefs", "_best_intercepts"):
+                if getattr(self, k, None) is not None and not model.get("best_is_current"):
+                    model[k] = len(getattr(self, k))
+                    for i, a in enumerate(getattr(self, k)):
+                        arrays[f"{k}/{i}"] = a
+            if hasattr(self, "_no_improvement_count"):
+                model["_no_improvement_count"] = self._no_improvement_count
+        scaling = S.get_scaling(self, *(sizes or (None, None)))
+        return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
+
+    @classmethod
+    def _from_state(cls, state):
+        """A new estimator from an untrusted state (``ValueError`` naming what is wrong)."""
+        model = state.get("model") if isinstance(state, dict) else None
+        params = model.get("params") if isinstance(model, dict) else None
+        if not isinstance(params, dict):
+            S.bad("bad estimator parameters")
+        params = dict(params)
+        if isinstance(params.get("hidden_layer_sizes"), list):
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        arrays = dict(state.get("arrays") or {})
+        if "random_state_object" in model:
+            params["random_state"] = S.make_rng(model["random_state_object"],
+                                                arrays.pop("param/random_state", None))
+        try:
+            est = cls(**params)
+            est._validate_params()
+        except (TypeError, ValueError) as exc:
+            S.bad(f"bad estimator parameters ({exc})")
+        est._set_state(dict(state, arrays=arrays))
+        return est
+
+    def _set_state(self, state):
+        """Load a state from :meth:`_get_state` (or an untrusted file): the fitted
+        attributes; every field is checked before anything changes."""
+        model, arrays = state["model"], dict(state.get("arrays") or {})
+        arrays.pop("param/random_state", None)
+        fitted = model.get("fitted")
+        if not isinstance(fitted, bool):
+            S.bad("bad 'fitted' flag")
+        attrs = {}
+        sizes = (None, None)
+        if fitted:
+            n = S.get_int(model, "n_coefs", "layer count", low=1)
+            try:
+                coefs = [arrays.pop(f"coefs/{i}") for i in range(n)]
+                intercepts = [arrays.pop(f"intercepts/{i}") for i in range(n)]
+            except KeyError as exc:
+                S.bad(f"missing array {exc}")
+            from ._validation import check_params
+            try:
+                check_params(coefs, intercepts)
+            except ValueError as exc:
+                S.bad(f"bad parameters ({exc})")
+            hidden = self.hidden_layer_sizes
+            hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+            if [c.shape[1] for c in coefs[:-1]] != hidden:
+                S.bad(f"the weights' layers {[c.shape[1] for c in coefs[:-1]]} are not "
+                      f"hidden_layer_sizes {hidden}")
+            sizes = (coefs[0].shape[0], coefs[-1].shape[1])
+            attrs.update(coefs_=coefs, intercepts_=intercepts)
+            given = model.get("attrs")
+            if not isinstance(given, dict) or \
+                    not set(given) <= set(self._STATE_SCALARS + self._STATE_LISTS):
+                S.bad("bad fitted attributes")
+            for k, v in given.items():
+                if k in self._STATE_LISTS:
+                    v = S.float_list(v, k, optional=True)
+                elif k == "out_activation_":
+                    v = S.get_str(given, k, ("identity", "logistic", "softmax", "exp"))
+                elif k in ("n_iter_", "n_layers_", "n_outputs_", "t_", "n_features_in_"):
+                    v = S.get_int(given, k, low=0)
+                else:
+                    v = S.get_float(given, k, finite=False, optional=True)
+                attrs[k] = v
+            if attrs.get("n_features_in_", sizes[0]) != sizes[0] or \
+                    attrs.get("n_outputs_", sizes[1]) != sizes[1] or \
+                    attrs.get("n_layers_", n + 1) != n + 1:
+                S.bad("the fitted sizes do not match the weights")
+            for k in self._STATE_LABELS:
+                a = arrays.pop(f"attr/{k}", None)
+                if a is not None:
+                    attrs[k] = S.check_labels(a, k, sizes[0] if k == "feature_names_in_"
+                                              else None, unique=k == "classes_")
+            if "feature_names_in_" in attrs:
+                if attrs["feature_names_in_"].dtype.kind != "U":
+                    S.bad("bad feature names (not strings)")
+                attrs["feature_names_in_"] = attrs["feature_names_in_"].astype(object)
+            if "label_type" in model:
+                classes = attrs.get("classes_")
+                label_type = model["label_type"]
+                if classes is None or label_type not in ("binary", "multiclass",
+                                                         "multilabel-indicator"):
+                    S.bad("bad class labels")
+                n_out = 1 if label_type == "binary" else len(classes)
+                if sizes[1] != n_out:
+                    S.bad(f"bad class labels: {len(classes)} classes for {sizes[1]} outputs")
+                lb = LabelBinarizer()
+                if label_type == "multilabel-indicator":
+                    lb.fit(np.vstack([np.zeros(len(classes), int), np.ones(len(classes), int)]))
+                else:
+                    lb.fit(classes)
+                if lb.y_type_ != label_type or not np.array_equal(lb.classes_, classes):
+                    S.bad("bad class labels")
+                attrs["_label_binarizer"] = lb
+            elif "classes_" in attrs:
+                S.bad("class labels without a label type")
+            if "optimizer" in model:
+                flat = np.concatenate([c.ravel() for c in coefs] +
+                                      [b.ravel() for b in intercepts])
+                attrs["_optimizer"], attrs["_optimizer_state"] = S.make_optimizer(
+                    model["optimizer"], arrays, flat)
+            if "rng" in model:
+                attrs["_random_state"] = S.make_rng(model["rng"], arrays.pop("rng/keys", None))
+            for k, ref in (("_best_coefs", coefs), ("_best_intercepts", intercepts)):
+                if k in model:
+                    m = S.get_int(model, k, k, low=n, high=n)
+                    try:
+                        best = [arrays.pop(f"{k}/{i}") for i in range(m)]
+                    except KeyError as exc:
+                        S.bad(f"missing array {exc}")
+                    if any(a.shape != r.shape or a.dtype.kind != "f" for a, r in zip(best, ref)):
+                        S.bad(f"bad {k}")
+                    attrs[k] = best
+            if model.get("best_is_current"):
+                attrs["_best_coefs"], attrs["_best_intercepts"] = coefs, intercepts
+            if "_no_improvement_count" in model:
+                attrs["_no_improvement_count"] = S.get_int(model, "_no_improvement_count",
+                                                           low=0)
+        if arrays:
+            S.bad(f"unexpected arrays {sorted(arrays)}")
+        S.set_scaling(self, state.get("scaling"), *sizes)
+        for k, v in attrs.items():
+            setattr(self, k, v)
 
     # -- the network ------------------------------------------------------------------------
     @property
@@ -139,7 +325,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                         out_activation=self.out_activation_, loss=self._train_loss,
                         dtype=dtype, batch_size=batch_size, alpha=alpha)
         t.layout.pack(self.coefs_, self.intercepts_, t.params)
-        t.stop_requested = False
+        t.stop_requested = getattr(self, "_stop_requested", False)
         self._trainer = t
         # scikit-learn updates coefs_ in place during training: make them the live views
         self.coefs_, self.intercepts_ = list(t.coefs), list(t.intercepts)
@@ -154,12 +340,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        X = _as_trainer_input(X, dtype)
-        t = Trainer([X.shape[1]] + [c.shape[1] for c in self.coefs_],
-                    activation=self.activation, out_activation=self.out_activation_,
-                    loss=self._train_loss, dtype=dtype,
-                    batch_size=max(1, min(X.shape[0], _CHUNK)))
-        t.layout.pack(self.coefs_, self.intercepts_, t.params)
+        X = as_kernel_input(X, dtype)
+        t = Trainer.for_inference(self.coefs_, self.intercepts_, activation=self.activation,
+                                  out_activation=self.out_activation_, dtype=dtype,
+                                  n_rows=X.shape[0])
         return t.forward(X)
 
     # -- fitting ----------------------------------------------------------------------------
@@ -249,6 +433,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                                 user_validation, tasks)
         finally:
             tasks.close()
+            # a stop request is used up by the fit it stopped
+            self._stop_requested = False
+            if getattr(self, "_trainer", None) is not None:
+                self._trainer.stop_requested = False
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
@@ -328,12 +516,13 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         dtype = np.result_type(X.dtype, param_dtype)
         n = X.shape[0]
         sparse = sp.issparse(X)
-        X = _as_trainer_input(X, dtype)
+        X = as_kernel_input(X, dtype)
         Y = np.ascontiguousarray(y, dtype=dtype)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype)
         # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
         # the whole matrix), with the L2 term added once below instead of per chunk.
-        t = self._make_trainer(layer_units, dtype, min(n, _CHUNK) if sparse else n,
+        chunk = _core.PREDICT_CHUNK
+        t = self._make_trainer(layer_units, dtype, min(n, chunk) if sparse else n,
                                0.0 if sparse else self.alpha)
         n_coef = t.layout.n_coef
         chunk_grads = np.empty(t.grads.shape, np.float64)
@@ -344,8 +533,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                 return t.loss_and_grads(X, Y, sw), t.grads.copy()
             total, weight_sum = 0.0, 0.0
             chunk_grads[:] = 0
-            for start in range(0, n, _CHUNK):
-                stop = min(start + _CHUNK, n)
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
                 w = stop - start if sw is None else float(sw[start:stop].sum(dtype=np.float64))
                 if w == 0:  # a chunk of zero weights adds nothing (and would divide by 0)
                     continue
@@ -408,11 +597,14 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             np.copyto(t.params, x)
         else:  # float32 evaluations, float64 result: the trainer no longer holds coefs_
             self.coefs_, self.intercepts_ = t.layout.views(x)
+        # the full-batch workspace (activations and deltas of every row) and the gradients
+        # serve only this fit: free them (coefs_ keep only the parameter vector alive)
+        self._trainer = None
 
     def _make_optimizer(self):
-        if self.solver == "sgd":
-            return SGD(self.learning_rate_init, self.momentum, self.nesterovs_momentum)
-        return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
+        return make_optimizer(self.solver, learning_rate=self.learning_rate_init,
+                              momentum=self.momentum, nesterov=self.nesterovs_momentum,
+                              beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
                         user_validation, tasks):
@@ -423,7 +615,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             self._optimizer_state = None
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        X = _as_trainer_input(X, dtype)
+        X = as_kernel_input(X, dtype)
         if user_validation is None:
             X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
                                                                      dtype)
@@ -498,8 +690,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         Y_val = y_val
         if is_classifier(self):
             y_val = self._label_binarizer.inverse_transform(y_val)
-        X_val = _as_trainer_input(X_val, dtype)
-        return (_as_trainer_input(X_train, dtype), y_train, sw_train,
+        X_val = as_kernel_input(X_val, dtype)
+        return (as_kernel_input(X_train, dtype), y_train, sw_train,
                 _Validation(X_val, y_val, Y_val, sw_val, X_score=X_val, y_score=y_val))
 
     def _batch_size(self, n_samples):
@@ -653,7 +845,7 @@ class _Validation:
 
     def prepared(self, dtype):
         """The same set with X in the trainer's input form for ``dtype``."""
-        X = _as_trainer_input(self.X, dtype)
+        X = as_kernel_input(self.X, dtype)
         if X is self.X:
             return self
         v = _Validation(X, self.y, self.Y, self.sw, self.X_score, self.y_score)
@@ -712,19 +904,6 @@ class _SubTasks:
         if self.current is not None:
             ctx, self.current = self.current, None
             ctx.call_on_fit_task_end(estimator=self.estimator)
-
-
-def _as_trainer_input(X, dtype):
-    """What Trainer takes: C-contiguous dense or CSR with sorted indices, of dtype (copies
-    only when needed; the caller's arrays are never modified)."""
-    if sp.issparse(X):
-        X = X.tocsr()
-        if X.dtype != dtype:
-            X = X.astype(dtype)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        return X
-    return np.ascontiguousarray(X, dtype=dtype)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -937,3 +1116,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 # fastmlp's parameters beyond scikit-learn's, with their defaults: each default reproduces
 # scikit-learn's behaviour exactly (README, "Beyond scikit-learn").
 EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None}
+
+persistence.register("MLPClassifier", MLPClassifier)
+persistence.register("MLPRegressor", MLPRegressor)
