@@ -12,7 +12,8 @@ backprop reaches that layer) with :func:`bias_activate_keep`; backprop computes
 :func:`dpreactivation_colsum` turns P into delta in place.  Either way the derivative is one
 pass fused with the bias-gradient column sums, and nothing is allocated.
 
-Leaky ReLU's slope (>= 0, so that the sign of A is the sign of Z) is a kernel argument.
+Leaky ReLU's slope (>= 0, so that the sign of A is the sign of Z) is a kernel argument, 0.01
+(PyTorch's and scikit-learn-contrib's usual default) when not given.
 
 Shapes: Z, A, D, P, G are (N, n) row-major; b is (n,).
 """
@@ -93,7 +94,7 @@ def _bias_activate_rows(Z, P, b, act, slope, r0, r1):
 
 
 @njit(**JIT)
-def bias_activate(Z, b, act, slope=0.0):
+def bias_activate(Z, b, act, slope=0.01):
     """Z <- f(Z + b) in place (overwrites).  Z (N, n), b (n,), act an activation code, slope
     leaky ReLU's (ignored by the others).
 
@@ -103,7 +104,7 @@ def bias_activate(Z, b, act, slope=0.0):
 
 
 @njit(**JIT)
-def bias_activate_keep(Z, P, b, act, slope=0.0):
+def bias_activate_keep(Z, P, b, act, slope=0.01):
     """P <- Z + b, then Z <- f(P) (overwrites both): the training forward pass of an
     activation whose derivative needs the pre-activation (``keeps_preactivation(act)``).
     Z, P (N, n), b (n,).  Any other act is plain :func:`bias_activate` (P untouched)."""
@@ -166,7 +167,7 @@ def _dactivation_cols(D, A, act, slope, db, c0, c1):
 
 
 @njit(**JIT)
-def dactivation_colsum(D, A, act, db, slope=0.0):
+def dactivation_colsum(D, A, act, db, slope=0.01):
     """The fused backward delta's epilogue: D <- D * f'(A) in place (f' from the activation
     output A), and db <- sum over rows of the new D (overwrites db): the bias gradient comes
     out of the same pass instead of a second read of D.

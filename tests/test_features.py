@@ -18,7 +18,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
                              mean_squared_error, r2_score, recall_score)
 from sklearn.utils.class_weight import compute_sample_weight
 
-from fastmlp import MLPClassifier, MLPRegressor
+from fastmlp import MLPClassifier, MLPRegressor, backend
 from fastmlp import kernels as K
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -343,3 +343,69 @@ def test_new_activation_kernels_match_numpy(dtype, rtol, act):
         K.dactivation_colsum(D, Z, code, db, dtype(0.1))
     np.testing.assert_allclose(D, G * df, rtol=rtol * 10, atol=rtol * 10)
     np.testing.assert_allclose(db, (G * df).sum(0), rtol=rtol * 100, atol=rtol * 100)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "gelu", "silu"])
+@pytest.mark.parametrize("out_activation, loss, n_out", [("identity", "squared_error", 1),
+                                                         ("softmax", "log_loss", 3)])
+def test_new_activations_gradients_by_finite_differences(activation, out_activation, loss,
+                                                         n_out):
+    rng = np.random.RandomState(1)
+    sizes = [4, 6, 5, n_out]
+    coefs = [rng.randn(a, b) * 0.8 for a, b in zip(sizes[:-1], sizes[1:])]
+    intercepts = [rng.randn(b) * 0.5 for b in sizes[1:]]
+    X = rng.randn(9, 4)
+    Y = np.eye(3)[rng.randint(0, 3, 9)] if n_out == 3 else rng.randn(9, 1)
+    kw = dict(activation=activation, out_activation=out_activation, loss=loss, alpha=0.1)
+    _, gc, gi = backend.loss_and_grads(coefs, intercepts, X, Y, **kw)
+    h = 1e-6
+    for params, grads in ((coefs, gc), (intercepts, gi)):
+        for p, g in zip(params, grads):
+            num = np.empty_like(p)
+            for k in np.ndindex(p.shape):
+                p[k] += h
+                up = backend.loss_and_grads(coefs, intercepts, X, Y, **kw)[0]
+                p[k] -= 2 * h
+                down = backend.loss_and_grads(coefs, intercepts, X, Y, **kw)[0]
+                p[k] += h
+                num[k] = (up - down) / (2 * h)
+            np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+
+
+def test_leaky_relu_is_relu_at_slope_0_and_identity_at_slope_1():
+    Xt, yt, _, _ = classification()
+    fits = {}
+    for name, kw in [("relu", dict(activation="relu")),
+                     ("leaky0", dict(activation="leaky_relu", leaky_relu_slope=0.0)),
+                     ("identity", dict(activation="identity")),
+                     ("leaky1", dict(activation="leaky_relu", leaky_relu_slope=1.0)),
+                     ("leaky", dict(activation="leaky_relu", leaky_relu_slope=0.1))]:
+        fits[name] = MLPClassifier(**SMALL, max_iter=5, **kw).fit(Xt, yt).coefs_[0]
+    np.testing.assert_array_equal(fits["relu"], fits["leaky0"])
+    np.testing.assert_array_equal(fits["identity"], fits["leaky1"])
+    assert not np.array_equal(fits["relu"], fits["leaky"])
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "gelu", "silu"])
+def test_estimators_learn_with_new_activations(activation):
+    Xt, yt, Xv, yv = regression(n=600)
+    fits = [MLPRegressor(hidden_layer_sizes=(32,), activation=activation, random_state=0,
+                         learning_rate_init=0.01, max_iter=150).fit(Xt.astype(dt), yt)
+            for dt in (np.float64, np.float32)]
+    assert fits[0].score(Xv, yv) > 0.6  # the sine and the product are learned
+    # float32 end to end follows the float64 fit
+    np.testing.assert_allclose(fits[1].predict(Xv), fits[0].predict(Xv), atol=0.05)
+    # and lbfgs (one full batch) too
+    clf = MLPClassifier(hidden_layer_sizes=(16,), activation=activation, solver="lbfgs",
+                        random_state=0, max_iter=100).fit(*classification()[:2])
+    assert clf.score(*classification()[2:]) > 0.75
+
+
+def test_new_activation_options_are_checked():
+    with pytest.raises(ValueError, match="leaky_relu_slope"):
+        MLPClassifier(activation="leaky_relu", leaky_relu_slope=-0.1).fit([[0.0], [1.0]], [0, 1])
+    with pytest.raises(ValueError, match="out_activation"):
+        backend.forward([np.ones((2, 2))], [np.zeros(2)], np.ones((3, 2)),
+                        out_activation="gelu")
+    with pytest.raises(ValueError, match="activation"):
+        MLPClassifier(activation="swish").fit([[0.0], [1.0]], [0, 1])
