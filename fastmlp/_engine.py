@@ -18,23 +18,10 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from ._threads import resolve_n_threads, thread_limits
-from ._validation import check_dtype, resolve
+from ._validation import check_dtype, check_layer_sizes, resolve
 from ._workspace import Layout
 
 __all__ = ["Engine"]
-
-
-def _layer_sizes(layer_sizes) -> list:
-    try:
-        sizes = list(layer_sizes)
-    except TypeError:
-        sizes = None
-    if (sizes is None or len(sizes) < 2
-            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                       for s in sizes)):
-        raise ValueError("layer_sizes must be a sequence of at least two positive integers "
-                         f"(n_inputs, hidden..., n_outputs), got {layer_sizes!r}")
-    return [int(s) for s in sizes]
 
 
 class Engine:
@@ -107,7 +94,7 @@ default="identity"
                  out_activation: str = "identity", loss: str = "squared_error",
                  dtype="float64", max_rows: Optional[int] = None,
                  n_threads: Optional[int] = None):
-        sizes = _layer_sizes(layer_sizes)
+        sizes = list(check_layer_sizes(layer_sizes))
         self.codes = resolve(activation, out_activation, loss)
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)

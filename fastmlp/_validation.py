@@ -88,14 +88,28 @@ MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
 
 
 def check_layer_sizes(layer_sizes, name="layer_sizes"):
-    """At least two positive integers (inputs and outputs) -> tuple of int."""
-    try:
-        sizes = [operator_index(s) for s in layer_sizes]
-    except TypeError:
-        sizes = []
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"{name} must hold at least two positive integers (inputs and "
-                         f"outputs), got {layer_sizes!r}")
+    """At least two positive integers (inputs, hidden layers..., outputs) -> tuple of int.
+
+    Examples
+    --------
+    >>> check_layer_sizes([784, np.int64(128), 10])
+    (784, 128, 10)
+    >>> check_layer_sizes([4, 2.5])
+    Traceback (most recent call last):
+    ...
+    ValueError: layer_sizes must hold at least two positive integers (inputs, hidden \
+layers..., outputs), got [4, 2.5]
+    """
+    sizes = []
+    if not isinstance(layer_sizes, (str, bytes)):
+        try:
+            sizes = [operator_index(s) if not isinstance(s, bool) else None
+                     for s in layer_sizes]
+        except TypeError:
+            sizes = []
+    if len(sizes) < 2 or None in sizes or min(sizes) < 1:
+        raise ValueError(f"{name} must hold at least two positive integers (inputs, hidden "
+                         f"layers..., outputs), got {layer_sizes!r}")
     return tuple(sizes)
 
 

@@ -398,6 +398,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
+            # a scalar NaN or infinity passes scikit-learn's check and trains to NaN
+            check_array(sample_weight, ensure_2d=False, input_name="sample_weight")
         sample_weight = self._apply_class_weight(sample_weight, y, incremental)
         if self.scoring not in (None, "loss"):
             check_scoring(self, self.scoring)  # an unknown name fails before training

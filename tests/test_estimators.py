@@ -692,3 +692,32 @@ def test_not_fitted_and_no_partial_fit_for_lbfgs():
 @parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("weight, match", [(np.nan, "sample_weight contains NaN"),
+                                           (np.inf, "sample_weight contains infinity")])
+def test_non_finite_scalar_sample_weight_is_refused(solver, weight, match):
+    """scikit-learn expands a scalar weight without checking it (lbfgs then ends with a NaN
+    loss and no error); fastmlp refuses it, as it refuses a NaN in a weight array."""
+    X, y = make_data("regression")
+    est = MLPRegressor(**dict(BASE, solver=solver))
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y, sample_weight=weight)
+    assert not hasattr(est, "coefs_")
+
+
+@pytest.mark.parametrize("cls, kind", [("MLPClassifier", "multiclass"),
+                                       ("MLPRegressor", "regression")])
+def test_non_native_byte_order_trains_like_native(cls, kind):
+    X, y = make_data(kind)
+    sw = np.random.RandomState(1).uniform(0.2, 2.0, len(y))
+    big = getattr(fastmlp, cls)(**BASE).fit(
+        X.astype(">f8"), y.astype(">f8") if kind == "regression" else y,
+        sample_weight=sw.astype(">f8"))
+    native = getattr(fastmlp, cls)(**BASE).fit(X, y, sample_weight=sw)
+    for a, b in zip(big.coefs_ + big.intercepts_, native.coefs_ + native.intercepts_):
+        assert a.dtype.isnative
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(big.predict(X.astype(">f4")),
+                                  native.predict(X.astype(np.float32)))
