@@ -4,7 +4,17 @@ from .workloads import DEFAULT_PEERS, PEERS
 
 
 def format_report(report):
-    """The report as the text table that ``fastmlp bench`` prints."""
+    """The report of ``runner.run_benchmark`` as the text that ``fastmlp bench`` prints: a
+    table per workload, the memory goal of fastmlp, skipped peers and notes.
+
+    Parameters
+    ----------
+    report : dict
+
+    Returns
+    -------
+    str
+    """
     lines = []
     peak = report["gemm_peak_flops"]
     s = report["settings"]
@@ -56,7 +66,8 @@ def format_report(report):
 
 
 def plot_report(report, path):
-    """Grouped bars per workload: fraction of the GEMM limit, and peak memory above baseline."""
+    """Draw the report as grouped bars per workload (fraction of the GEMM limit; peak memory
+    above baseline) into the PNG file ``path``.  Needs matplotlib."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -53,7 +53,14 @@ def worker_env(keep_openblas_env):
 
 
 def run_worker(spec, env, timeout):
-    """Run one worker; return (status, payload) with status "ok", "unavailable" or "error"."""
+    """Run one worker process (a fresh interpreter in an empty folder).
+
+    Returns
+    -------
+    status : {"ok", "unavailable", "error"}
+    payload : dict or str
+        The worker's result, or why there is none.
+    """
     with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as cwd:  # no ./fastmlp shadowing
         try:
             proc = subprocess.run([sys.executable, "-c", _BOOT, _HERE,
@@ -74,8 +81,27 @@ def run_worker(spec, env, timeout):
 
 
 def plan_runs(workloads, peers, repeats, skip=()):
-    """(workload, peer, round) in the order they run: rounds alternate the peers, and each
-    round rotates their order."""
+    """The runs in the order they happen: the peers take turns, the order rotated each round.
+
+    Parameters
+    ----------
+    workloads : sequence of str
+        Keys of ``workloads.WORKLOADS``.
+    peers : sequence of str
+        Keys of ``workloads.PEERS``; a peer runs only the workload kinds it supports.
+    repeats : int
+        Rounds per workload.
+    skip : collection of (workload, peer)
+
+    Returns
+    -------
+    list of (workload, peer, round)
+
+    Examples
+    --------
+    >>> plan_runs(["W3"], ["fastmlp", "numpy"], repeats=2)
+    [('W3', 'fastmlp', 0), ('W3', 'numpy', 0), ('W3', 'numpy', 1), ('W3', 'fastmlp', 1)]
+    """
     plan = []
     for name in workloads:
         kind = WORKLOADS[name]["kind"]
@@ -90,7 +116,38 @@ def plan_runs(workloads, peers, repeats, skip=()):
 def run_benchmark(workloads, peers, repeats=3, epochs=3, quick=False, n_samples=None,
                   threads=None, keep_openblas_env=False, timeout=600.0, progress=True,
                   skip=()):
-    """Run the comparison; return the report as a JSON-ready dict."""
+    """Run the comparison: a GEMM worker, the planned runs, a GEMM worker again.
+
+    Parameters
+    ----------
+    workloads, peers : sequence of str
+        Keys of ``workloads.WORKLOADS`` and ``workloads.PEERS``.
+    repeats : int
+        Worker runs per peer and workload.
+    epochs : int
+        Timed epochs per run, after one warm-up epoch.
+    quick : bool
+        The workloads' ``quick_samples`` and a shorter GEMM probe.
+    n_samples : int, optional
+        N of every workload instead of its own.
+    threads : int, optional
+        Threads per worker; default the cores this process may use.
+    keep_openblas_env : bool
+        Keep ``workloads.OPENBLAS_PINS`` in the workers' environment.
+    timeout : float
+        Seconds one worker may run.
+    progress : bool
+        A progress bar on stderr.
+    skip : collection of (workload, peer)
+
+    Returns
+    -------
+    dict
+        The report, JSON-ready: machine, settings, GEMM peak, and per workload the medians of
+        every peer (``epoch_s``, ``samples_per_s``, ``fraction_of_limit``, memory, and
+        ``fastmlp_speedup``, the peer's time over the reference's; None for the reference),
+        the peers skipped and why, errors and notes.
+    """
     from tqdm import tqdm
     threads = threads or _n_cpus()
     env = worker_env(keep_openblas_env)

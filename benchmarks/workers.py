@@ -150,10 +150,31 @@ def _work_fastmlp_est(spec, X, Y, tiny):
 
 
 def numpy_sgd_epoch(sizes, dtype, batch_size, learning_rate, X, Y, seed=0, shuffle=True):
-    """The NumPy reference of the sigmoid/identity/squared-error SGD network: every buffer
-    preallocated, every operation in place (np.matmul/np.take with out=, the sigmoid as
-    negate-exp-add-reciprocal).  Returns (epoch, W, B): epoch() trains one pass over (X, Y)
-    and updates the lists of arrays W[l] (n_in, n_out) and B[l] (n_out,) in place."""
+    """The NumPy reference of the sigmoid/identity/squared-error SGD network.
+
+    Every buffer preallocated, every operation in place (``np.matmul``/``np.take`` with
+    ``out=``, the sigmoid as negate-exp-add-reciprocal): what a careful NumPy user writes.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first.
+    dtype : str
+    batch_size : int
+    learning_rate : float
+    X : ndarray of shape (n, sizes[0])
+    Y : ndarray of shape (n, sizes[-1])
+    seed : int
+        Initial weights (Glorot uniform) and shuffling.
+    shuffle : bool
+
+    Returns
+    -------
+    epoch : callable
+        ``epoch()`` trains one pass over (X, Y).
+    W, B : list of ndarray
+        The weights ``W[l]`` (n_in, n_out) and biases ``B[l]`` (n_out,), updated in place.
+    """
     import numpy as np
     dt = np.dtype(dtype)
     b, lr = min(batch_size, X.shape[0]), dt.type(learning_rate)
@@ -291,7 +312,8 @@ WORKERS = {"fastmlp": _work_fastmlp, "fastmlp-est": _work_fastmlp_est, "numpy": 
 
 
 def worker_main(argv):
-    """Entry point of a worker process: argv[0] is the JSON spec; prints one result line."""
+    """Entry point of a worker process: ``argv[0]`` is the JSON spec (peer, workload, N,
+    epochs, threads).  Prints one ``RESULT_MARK`` line; returns the exit status."""
     spec = json.loads(argv[0])
     try:
         if spec["peer"] == "gemm":

@@ -193,9 +193,8 @@ class MLP:
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, layer_sizes[0])
-            Inputs (dense, CSR or CSC), converted to the model's dtype.
         Y : array-like of shape (n_samples, layer_sizes[-1]) or (n_samples,)
-            Targets (non-negative with ``loss='poisson'``).
+            The training data, as for :meth:`partial_fit`.
         epochs : int, default=10
             Passes over the data (0 only initialises the weights).
         batch_size, learning_rate, optimizer, momentum, shuffle, callback
@@ -277,14 +276,17 @@ class MLP:
 
         Examples
         --------
+        Three calls of one epoch train exactly as one ``fit`` of three:
+
         >>> import numpy as np
-        >>> import fastmlp
-        >>> X = np.linspace(-1, 1, 64).reshape(-1, 1)
-        >>> model = fastmlp.MLP((1, 4, 1), random_state=0)
+        >>> from fastmlp import MLP
+        >>> X = np.linspace(-1, 1, 50).reshape(-1, 1)
+        >>> stepwise = MLP((1, 4, 1), random_state=0)
         >>> for _ in range(3):
-        ...     model = model.partial_fit(X, 2 * X, batch_size=8)
-        >>> len(model.loss_curve_)
-        3
+        ...     stepwise = stepwise.partial_fit(X, 2 * X, batch_size=8)
+        >>> at_once = MLP((1, 4, 1), random_state=0).fit(X, 2 * X, epochs=3, batch_size=8)
+        >>> np.array_equal(stepwise.predict(X), at_once.predict(X))
+        True
         """
         check_hyperparams(FIT_CONSTRAINTS, {
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,

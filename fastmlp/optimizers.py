@@ -26,6 +26,7 @@ class AdamState(NamedTuple):
 class SGD:
     """Stochastic gradient descent with (Nesterov) momentum, as scikit-learn's SGDOptimizer."""
     name = "sgd"
+    State = SGDState
 
     def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
         self.learning_rate = float(learning_rate)
@@ -45,6 +46,7 @@ class SGD:
 class Adam:
     """Adam (Kingma & Ba), as scikit-learn's AdamOptimizer: eps added to sqrt(v)."""
     name = "adam"
+    State = AdamState
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.learning_rate = float(learning_rate)

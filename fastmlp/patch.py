@@ -118,13 +118,12 @@ def _restore_state(state):
     state = dict(state)
     saved = state.pop("_fastmlp_optimizer", None)
     if saved is not None:
-        from .optimizers import OPTIMIZERS, AdamState, SGDState
-        opt = OPTIMIZERS[saved["name"]].__new__(OPTIMIZERS[saved["name"]])
+        from .optimizers import make_optimizer
+        opt = make_optimizer(saved["name"])
         vars(opt).update(saved["settings"])
         state["_optimizer"] = opt
         arrays = saved["state"]
-        state["_optimizer_state"] = (None if arrays is None else
-                                     (SGDState if saved["name"] == "sgd" else AdamState)(*arrays))
+        state["_optimizer_state"] = None if arrays is None else opt.State(*arrays)
     return state
 
 

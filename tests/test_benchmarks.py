@@ -102,9 +102,10 @@ def test_flops_per_sample_by_hand():
     assert limit_seconds((3, 2), 1000, 24e3) == 1.0
 
 
-def test_workloads_docstring_examples():
-    from fastmlp.bench import workloads
-    assert doctest.testmod(workloads).failed == 0
+@pytest.mark.parametrize("name", HARNESS)
+def test_harness_docstring_examples(name):
+    module = importlib.import_module("fastmlp.bench." + name)
+    assert doctest.testmod(module).failed == 0
 
 
 def test_asv_suite_and_harness_share_one_definition():
@@ -141,7 +142,7 @@ def test_asv_collects_benchmarks_only_from_the_suite():
                 assert not any(_BENCH_NAME.match(a) for a in vars(value)), (name, attr)
     asv_runner = pytest.importorskip("asv_runner.discovery")
     found = {b.name for b in asv_runner.disc_benchmarks(str(ROOT / "benchmarks"))}
-    assert found and {n.split(".")[0] for n in found} == {"bench_training"}
+    assert found and {n.split(".")[0] for n in found} == {"bench_training", "bench_engine"}
     assert "bench_training.TrackThroughput.track_fraction_of_gemm_limit" in found
 
 
