@@ -21,8 +21,11 @@ from . import kernels as K
 from .optimizers import OPTIMIZERS
 
 ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGISTIC,
-               "tanh": K.TANH, "relu": K.RELU}
-OUT_ACTIVATIONS = dict(ACTIVATIONS, softmax=K.SOFTMAX, exp=K.EXP)
+               "tanh": K.TANH, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU, "gelu": K.GELU,
+               "silu": K.SILU}
+# GELU/SiLU backprop needs the pre-activation, which only hidden layers keep
+OUT_ACTIVATIONS = dict({k: v for k, v in ACTIVATIONS.items() if k not in ("gelu", "silu")},
+                       softmax=K.SOFTMAX, exp=K.EXP)
 LOSSES = {"squared_error": K.SQUARED_ERROR, "log_loss": K.LOG_LOSS,
           "binary_log_loss": K.BINARY_LOG_LOSS, "poisson": K.POISSON}
 # The output activation each log-likelihood loss is exact for (its delta is A - Y).
@@ -148,6 +151,15 @@ def resolve(activation, out_activation, loss):
     if loss == "log_loss" and out_activation == "logistic":
         code = K.BINARY_LOG_LOSS
     return act, out, code
+
+
+def check_leaky_relu_slope(slope):
+    """Leaky ReLU's slope for negative inputs: a finite number >= 0 (the derivative is read
+    from the sign of the activation, which is the input's only for slope >= 0)."""
+    if (not isinstance(slope, numbers.Real) or isinstance(slope, bool)
+            or not np.isfinite(slope) or slope < 0):
+        raise ValueError(f"leaky_relu_slope must be a finite number >= 0, got {slope!r}")
+    return float(slope)
 
 
 def check_dtype(dtype):
