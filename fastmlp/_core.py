@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from ._threads import resolve_n_threads, thread_limits
-from ._validation import check_dtype, resolve
+from ._validation import check_dtype, check_leaky_relu_slope, resolve
 from ._workspace import Layout, Workspace
 
 # Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
@@ -39,8 +39,9 @@ class Trainer:
 
     def __init__(self, sizes, *, activation="logistic", out_activation="identity",
                  loss="squared_error", dtype="float32", batch_size=200, alpha=0.0,
-                 n_threads=None, training=True):
+                 n_threads=None, training=True, leaky_relu_slope=0.01):
         self.codes = resolve(activation, out_activation, loss)
+        self.slope = check_leaky_relu_slope(leaky_relu_slope)
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
         self.layout = Layout(sizes)
@@ -64,7 +65,7 @@ class Trainer:
 
     @classmethod
     def for_inference(cls, coefs, intercepts, *, activation, out_activation, dtype,
-                      n_rows, n_threads=None):
+                      n_rows, n_threads=None, leaky_relu_slope=0.01):
         """A trainer that only predicts: ``coefs``/``intercepts`` (validated) copied into its
         parameters, a workspace of ``min(n_rows, PREDICT_CHUNK)`` rows, no gradient or delta
         buffers."""
@@ -73,7 +74,7 @@ class Trainer:
         loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
         t = cls(sizes, activation=activation, out_activation=out_activation, loss=loss,
                 dtype=dtype, batch_size=max(1, min(n_rows, PREDICT_CHUNK)),
-                n_threads=n_threads, training=False)
+                n_threads=n_threads, training=False, leaky_relu_slope=leaky_relu_slope)
         t.layout.pack(coefs, intercepts, t.params)
         return t
 
@@ -122,7 +123,8 @@ class Trainer:
         self.ws.n_rows = xb.shape[0]
         return K.forward_backward(self.params, self.grads, self.ws.acts, self.ws.deltas,
                                   xb, yb, swb, self.layout.sizes,
-                                  self.ws.capacity, act, out_act, loss, self.alpha)
+                                  self.ws.capacity, act, out_act, loss, self.alpha,
+                                  self.dtype.type(self.slope))
 
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
         """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
@@ -175,5 +177,5 @@ class Trainer:
                 stop = min(start + B, n)
                 xb = self._rows(ws, X, None, start, stop)
                 out[start:stop] = K.forward_pass(self.params, ws.acts, xb, self.layout.sizes,
-                                                 B, act, out_act)
+                                                 B, act, out_act, self.dtype.type(self.slope))
         return out

@@ -21,8 +21,11 @@ from . import kernels as K
 from .optimizers import OPTIMIZERS
 
 ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGISTIC,
-               "tanh": K.TANH, "relu": K.RELU}
-OUT_ACTIVATIONS = dict(ACTIVATIONS, softmax=K.SOFTMAX, exp=K.EXP)
+               "tanh": K.TANH, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU, "gelu": K.GELU,
+               "silu": K.SILU}
+# GELU/SiLU backprop needs the pre-activation, which only hidden layers keep
+OUT_ACTIVATIONS = dict({k: v for k, v in ACTIVATIONS.items() if k not in ("gelu", "silu")},
+                       softmax=K.SOFTMAX, exp=K.EXP)
 LOSSES = {"squared_error": K.SQUARED_ERROR, "log_loss": K.LOG_LOSS,
           "binary_log_loss": K.BINARY_LOG_LOSS, "poisson": K.POISSON}
 # The output activation each log-likelihood loss is exact for (its delta is A - Y).
@@ -80,8 +83,21 @@ def check_hyperparams(constraints, params, caller):
     sklearn.utils._param_validation.InvalidParameterError: The 'learning_rate' parameter of \
 MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
     """
+    try:  # the functional API is called in loops: remember settings already found valid
+        key = (id(constraints), caller, tuple((k, type(v), v) for k, v in params.items()))
+        if key in _VALID:
+            return
+    except TypeError:  # an unhashable value: check it every time
+        key = None
     validate_parameter_constraints({k: constraints[k] for k in params}, params,
                                    caller_name=caller)
+    if key is not None:
+        if len(_VALID) >= 256:
+            _VALID.clear()
+        _VALID[key] = True
+
+
+_VALID = {}  # check_hyperparams' memory of valid settings
 
 
 def check_layer_sizes(layer_sizes, name="layer_sizes"):
@@ -135,6 +151,15 @@ def resolve(activation, out_activation, loss):
     if loss == "log_loss" and out_activation == "logistic":
         code = K.BINARY_LOG_LOSS
     return act, out, code
+
+
+def check_leaky_relu_slope(slope):
+    """Leaky ReLU's slope for negative inputs: a finite number >= 0 (the derivative is read
+    from the sign of the activation, which is the input's only for slope >= 0)."""
+    if (not isinstance(slope, numbers.Real) or isinstance(slope, bool)
+            or not np.isfinite(slope) or slope < 0):
+        raise ValueError(f"leaky_relu_slope must be a finite number >= 0, got {slope!r}")
+    return float(slope)
 
 
 def check_dtype(dtype):

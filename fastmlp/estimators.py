@@ -53,7 +53,9 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        # scikit-learn's four, and fastmlp's leaky_relu, gelu and silu
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu",
+                                   "gelu", "silu"})],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -79,13 +81,15 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         # fastmlp's extensions (every default reproduces scikit-learn)
         "scoring": [str, callable, None],
         "restore_best_weights": [StrOptions({"auto"}), "boolean"],
+        "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
                     learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
                     random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                     early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                    n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto"):
+                    n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto",
+                    leaky_relu_slope=0.01):
         # the subclasses' signatures are the public ones (get_params reads those)
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -113,6 +117,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         self.max_fun = max_fun
         self.scoring = scoring
         self.restore_best_weights = restore_best_weights
+        self.leaky_relu_slope = leaky_relu_slope
 
     # -- persistence ------------------------------------------------------------------------
     def __getstate__(self):
@@ -319,11 +324,13 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         t = getattr(self, "_trainer", None)
         if (t is None or list(t.layout.sizes) != list(layer_units) or t.dtype != dtype
                 or t.batch_size != batch_size or t.alpha != float(alpha)
-                or (t.activation, t.out_activation, t.loss)
-                != (self.activation, self.out_activation_, self._train_loss)):
+                or (t.activation, t.out_activation, t.loss, t.slope)
+                != (self.activation, self.out_activation_, self._train_loss,
+                    float(self.leaky_relu_slope))):
             t = Trainer(layer_units, activation=self.activation,
                         out_activation=self.out_activation_, loss=self._train_loss,
-                        dtype=dtype, batch_size=batch_size, alpha=alpha)
+                        dtype=dtype, batch_size=batch_size, alpha=alpha,
+                        leaky_relu_slope=self.leaky_relu_slope)
         t.layout.pack(self.coefs_, self.intercepts_, t.params)
         t.stop_requested = getattr(self, "_stop_requested", False)
         self._trainer = t
@@ -343,7 +350,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         X = as_kernel_input(X, dtype)
         t = Trainer.for_inference(self.coefs_, self.intercepts_, activation=self.activation,
                                   out_activation=self.out_activation_, dtype=dtype,
-                                  n_rows=X.shape[0])
+                                  n_rows=X.shape[0], leaky_relu_slope=self.leaky_relu_slope)
         return t.forward(X)
 
     # -- fitting ----------------------------------------------------------------------------
@@ -922,13 +929,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, scoring=None, restore_best_weights="auto"):
+                 class_weight=None, scoring=None, restore_best_weights="auto",
+                 leaky_relu_slope=0.01):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, "log_loss",
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
                          beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
-                         restore_best_weights=restore_best_weights)
+                         restore_best_weights=restore_best_weights,
+                         leaky_relu_slope=leaky_relu_slope)
         self.class_weight = class_weight
 
     _parameter_constraints: dict = {
@@ -1062,13 +1071,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 scoring=None, restore_best_weights="auto"):
+                 scoring=None, restore_best_weights="auto", leaky_relu_slope=0.01):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, loss,
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
                          beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
-                         restore_best_weights=restore_best_weights)
+                         restore_best_weights=restore_best_weights,
+                         leaky_relu_slope=leaky_relu_slope)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -1117,7 +1127,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 # fastmlp's parameters beyond scikit-learn's, with their defaults: each default reproduces
 # scikit-learn's behaviour exactly (README, "Beyond scikit-learn").
-EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None}
+EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None,
+                    "leaky_relu_slope": 0.01}
 
 persistence.register("MLPClassifier", MLPClassifier)
 persistence.register("MLPRegressor", MLPRegressor)
