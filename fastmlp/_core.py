@@ -7,10 +7,11 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from ._threads import resolve_n_threads, thread_limits
-from ._validation import check_dtype, resolve
+from ._validation import check_dtype, check_leaky_relu_slope, resolve
 from ._workspace import Layout, Workspace
 
-# Rows per chunk when a whole data set goes through the network at prediction time.
+# Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
+# sparse input): bounds the workspace, and sparse input is densified one chunk at a time.
 PREDICT_CHUNK = 4096
 
 
@@ -38,8 +39,9 @@ class Trainer:
 
     def __init__(self, sizes, *, activation="logistic", out_activation="identity",
                  loss="squared_error", dtype="float32", batch_size=200, alpha=0.0,
-                 n_threads=None):
+                 n_threads=None, training=True, leaky_relu_slope=0.01):
         self.codes = resolve(activation, out_activation, loss)
+        self.slope = check_leaky_relu_slope(leaky_relu_slope)
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
         self.layout = Layout(sizes)
@@ -53,11 +55,28 @@ class Trainer:
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
         self.n_threads = resolve_n_threads(n_threads)
         self.params = np.zeros(self.layout.n_params, self.dtype)
-        self.grads = np.zeros_like(self.params)
+        # an inference-only trainer (training=False) has no gradients and no deltas
+        self.grads = np.zeros(self.layout.n_params if training else 0, self.dtype)
         self.coefs, self.intercepts = self.layout.views(self.params)
-        self.coef_grads, self.intercept_grads = self.layout.views(self.grads)
-        self.ws = Workspace(self.layout, self.batch_size, self.dtype)
+        self.coef_grads, self.intercept_grads = (self.layout.views(self.grads) if training
+                                                 else ([], []))
+        self.ws = Workspace(self.layout, self.batch_size, self.dtype, training=training)
         self.stop_requested = False
+
+    @classmethod
+    def for_inference(cls, coefs, intercepts, *, activation, out_activation, dtype,
+                      n_rows, n_threads=None, leaky_relu_slope=0.01):
+        """A trainer that only predicts: ``coefs``/``intercepts`` (validated) copied into its
+        parameters, a workspace of ``min(n_rows, PREDICT_CHUNK)`` rows, no gradient or delta
+        buffers."""
+        sizes = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+        # the loss plays no part in a forward pass; pick one the output activation accepts
+        loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
+        t = cls(sizes, activation=activation, out_activation=out_activation, loss=loss,
+                dtype=dtype, batch_size=max(1, min(n_rows, PREDICT_CHUNK)),
+                n_threads=n_threads, training=False, leaky_relu_slope=leaky_relu_slope)
+        t.layout.pack(coefs, intercepts, t.params)
+        return t
 
     # -- parameters -------------------------------------------------------------------------
     def init_params(self, rs):
@@ -104,7 +123,8 @@ class Trainer:
         self.ws.n_rows = xb.shape[0]
         return K.forward_backward(self.params, self.grads, self.ws.acts, self.ws.deltas,
                                   xb, yb, swb, self.layout.sizes,
-                                  self.ws.capacity, act, out_act, loss, self.alpha)
+                                  self.ws.capacity, act, out_act, loss, self.alpha,
+                                  self.dtype.type(self.slope))
 
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
         """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
@@ -116,8 +136,7 @@ class Trainer:
         B = self.batch_size
         n_coef = self.layout.n_coef
         total = 0.0
-        done = start
-        self.stop_requested = False
+        done = start  # a stop request is cleared by the front-end that honours it, never here
         with thread_limits(self.n_threads):
             for first in range(start, X.shape[0], B):
                 stop = min(first + B, X.shape[0])
@@ -151,12 +170,12 @@ class Trainer:
         act, out_act, _ = self.codes
         ws = self.ws
         if ws.capacity < min(n, PREDICT_CHUNK):
-            ws = Workspace(self.layout, min(n, PREDICT_CHUNK), self.dtype)
+            ws = Workspace(self.layout, min(n, PREDICT_CHUNK), self.dtype, training=False)
         B = ws.capacity
         with thread_limits(self.n_threads):
             for start in range(0, n, B):
                 stop = min(start + B, n)
                 xb = self._rows(ws, X, None, start, stop)
                 out[start:stop] = K.forward_pass(self.params, ws.acts, xb, self.layout.sizes,
-                                                 B, act, out_act)
+                                                 B, act, out_act, self.dtype.type(self.slope))
         return out

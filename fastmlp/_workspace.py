@@ -42,19 +42,21 @@ class Workspace:
     """Every buffer one (model, batch capacity) needs, allocated once.
 
     acts / deltas hold A[1..L] and delta[1..L] as (capacity, n_l) blocks; X, Y, sw are the
-    gathered batch when rows must be copied (shuffled or sparse input)."""
+    gathered batch when rows must be copied (shuffled or sparse input).  An inference
+    workspace (``training=False``) has no deltas, Y or sw (empty arrays)."""
 
-    def __init__(self, layout, capacity, dtype, n_outputs=None):
+    def __init__(self, layout, capacity, dtype, n_outputs=None, training=True):
         sizes = layout.sizes
         total = capacity * int(sizes[1:].sum())
+        rows = capacity if training else 0
         self.layout = layout
         self.capacity = int(capacity)
         self.dtype = np.dtype(dtype)
         self.acts = np.zeros(total, dtype)
-        self.deltas = np.zeros(total, dtype)
+        self.deltas = np.zeros(total if training else 0, dtype)
         self.X = np.zeros((capacity, int(sizes[0])), dtype)
-        self.Y = np.zeros((capacity, int(sizes[-1])), dtype)
-        self.sw = np.zeros(capacity, dtype)
+        self.Y = np.zeros((rows, int(sizes[-1])), dtype)
+        self.sw = np.zeros(rows, dtype)
         self.no_sw = np.zeros(0, dtype)
         self.n_rows = 0  # rows in the last batch that ran
 

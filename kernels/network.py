@@ -15,7 +15,8 @@ import numpy as np
 from numba import njit
 
 from ._config import JIT
-from .activations import IDENTITY, bias_activate, dactivation_colsum
+from .activations import (IDENTITY, bias_activate, bias_activate_keep, dactivation_colsum,
+                          dpreactivation_colsum, keeps_preactivation)
 from .losses import SQUARED_ERROR, output_delta_loss
 
 
@@ -49,16 +50,28 @@ def layer_view(buf, sizes, capacity, l, n):
 
 
 @njit(**JIT)
-def forward_pass(params, acts, X, sizes, capacity, act, out_act):
+def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
-    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,)."""
+    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
+    slope leaky ReLU's."""
+    return _forward(params, acts, acts[:0], X, sizes, capacity, act, out_act, slope)
+
+
+@njit(**JIT)
+def _forward(params, acts, deltas, X, sizes, capacity, act, out_act, slope):
+    # forward_pass; with deltas of nonzero size (training, an activation that backprop needs
+    # the pre-activation of), each hidden layer's Z + b is kept in its delta block
     n = X.shape[0]
     L = sizes.shape[0] - 1
     A = X
     for l in range(L):
         Z = layer_view(acts, sizes, capacity, l + 1, n)
         np.dot(A, coef_view(params, sizes, l), Z)
-        bias_activate(Z, intercept_view(params, sizes, l), out_act if l == L - 1 else act)
+        b = intercept_view(params, sizes, l)
+        if l < L - 1 and deltas.shape[0] > 0:
+            bias_activate_keep(Z, layer_view(deltas, sizes, capacity, l + 1, n), b, act, slope)
+        else:
+            bias_activate(Z, b, out_act if l == L - 1 else act, slope)
         A = Z
     return A
 
@@ -86,7 +99,7 @@ def sum_squares(x, n):
 
 @njit(**JIT)
 def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
-                     act, out_act, loss, alpha):
+                     act, out_act, loss, alpha, slope=0.01):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
 
     params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
@@ -99,15 +112,22 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     optimizer kernels form it on the fly (one pass over the parameters instead of two).
 
     Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
-    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input."""
+    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input.
+
+    GELU/SiLU (``keeps_preactivation``): the forward pass keeps each hidden Z + b in its delta
+    block, and ``delta[l] @ W[l].T`` goes into A[l]'s block, spent once dW[l] is formed; the
+    fused epilogue then makes delta[l-1] from both in place.  So after such a step acts holds
+    those gradients, not the activations."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
-    out = forward_pass(params, acts, X, sizes, capacity, act, out_act)
+    keep = keeps_preactivation(act)
+    out = _forward(params, acts, deltas if keep else deltas[:0], X, sizes, capacity, act,
+                   out_act, slope)
     D = layer_view(deltas, sizes, capacity, L, n)
     total = output_delta_loss(D, out, Y, sw, loss)
     # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
     dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
-                       intercept_view(grads, sizes, L - 1))
+                       intercept_view(grads, sizes, L - 1), slope)
     weight_sum = np.float64(n)
     if sw.shape[0] > 0:
         weight_sum = 0.0
@@ -118,8 +138,13 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         if l > 0:
             D_prev = layer_view(deltas, sizes, capacity, l, n)
-            np.dot(D, coef_view(params, sizes, l).T, D_prev)
-            dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+            if keep:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
+                np.dot(D, coef_view(params, sizes, l).T, A_prev)
+                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+            else:
+                np.dot(D, coef_view(params, sizes, l).T, D_prev)
+                dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
+                                   slope)
             D = D_prev
     batch_loss = total / weight_sum
     if alpha > 0:
