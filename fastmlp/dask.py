@@ -39,6 +39,7 @@ the parameters of the last completed step.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 import warnings
@@ -53,7 +54,7 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import check_is_fitted
 
 from . import kernels as K
-from ._core import Trainer
+from ._engine import Engine
 from ._workspace import Layout
 from .estimators import _STOCHASTIC_SOLVERS
 from .estimators import MLPClassifier as _LocalClassifier
@@ -90,7 +91,8 @@ def _import_distributed():
 # Worker side
 # ---------------------------------------------------------------------------------------------
 class _RawSums:
-    """The one adapter between an engine and fastmlp's compute core: the raw sums of a batch.
+    """The one adapter between an engine and fastmlp's compute core
+    (:class:`fastmlp.backend.Engine`): the raw sums of a batch.
 
     ``__call__(params, X, Y, sw, out)`` writes the raw gradient sums of the rows of X into
     ``out`` (P,) and returns ``(loss_sum, weight_sum)`` -- no L2 term.  X (N, n_in), Y
@@ -99,31 +101,14 @@ class _RawSums:
     """
 
     def __init__(self, sizes, activation, out_activation, loss, dtype, max_rows, n_threads):
-        self._t = Trainer(sizes, activation=activation, out_activation=out_activation,
-                          loss=loss, dtype=dtype, batch_size=max_rows, alpha=0.0,
-                          n_threads=n_threads)
+        self._engine = Engine(sizes, activation=activation, out_activation=out_activation,
+                              loss=loss, dtype=dtype, max_rows=max_rows, n_threads=n_threads)
 
     def __call__(self, params, X, Y, sw, out):
-        t = self._t
-        np.copyto(t.params, params)
-        B = t.batch_size
-        n = X.shape[0]
-        loss_sum = weight_sum = 0.0
-        if n == 0:
+        if X.shape[0] == 0:  # a global batch with none of this shard's rows
             out[:] = 0
             return 0.0, 0.0
-        for start in range(0, n, B):
-            stop = min(start + B, n)
-            swb = t.ws.no_sw if sw is None else sw[start:stop]
-            value, w = t._step(X[start:stop], Y[start:stop], swb)
-            if start == 0:
-                np.copyto(out, t.grads)
-            else:
-                np.add(out, t.grads, out=out)
-            if w != 0:  # an all-zero-weight chunk adds nothing (its mean is 0/0)
-                loss_sum += value * w
-                weight_sum += w
-        return float(loss_sum), float(weight_sum)
+        return self._engine.raw_sums(params, X, Y, sw, out=out)
 
 
 def _worker_threads():
@@ -408,6 +393,32 @@ class _Fleet:
             "estimator keeps the parameters of the last completed step")
 
 
+def _dask_init(local_cls):
+    """An ``__init__`` with exactly ``local_cls``'s parameters plus ``client`` (keyword-only,
+    last), so that the dask estimators follow the local ones as they gain parameters;
+    scikit-learn's get_params reads the ``__signature__``."""
+    sig = inspect.signature(local_cls.__init__)
+    params = list(sig.parameters.values())
+    params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+
+    def __init__(self, *args, client=None, **kwargs):
+        local_cls.__init__(self, *args, **kwargs)
+        self.client = client
+    __init__.__signature__ = sig.replace(parameters=params)
+    __init__.__qualname__ = f"{local_cls.__name__}.__init__"
+    return __init__
+
+
+# Parameters of the local estimators that the cluster fit does not implement yet, with the
+# only value it accepts, and why.
+_UNSUPPORTED = {
+    "early_stopping": (False, "the validation split would have to be drawn across the "
+                              "cluster; hold out a validation set yourself"),
+    "class_weight": (None, "pass the class weights as sample_weight"),
+    "leaky_relu_slope": (0.01, "the cluster engines use the default slope"),
+}
+
+
 class _DaskMLP:
     """The distributed fit, predict and score shared by the two estimators (a mixin over
     fastmlp's scikit-learn estimators: same parameters, bookkeeping and fitted attributes)."""
@@ -531,10 +542,11 @@ class _DaskMLP:
         self : object
         """
         self._validate_params()
-        if self.early_stopping:
-            raise ValueError("fastmlp.dask does not support early_stopping=True (the "
-                             "validation split would have to be drawn across the cluster); "
-                             "hold out a validation set yourself")
+        params = self.get_params(deep=False)
+        for name, (allowed, why) in _UNSUPPORTED.items():
+            if name in params and params[name] != allowed:
+                raise ValueError(f"fastmlp.dask does not support {name}={params[name]!r} "
+                                 f"(only {allowed!r}): {why}")
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
@@ -783,24 +795,7 @@ n_iter_no_change, max_fun
     _parameter_constraints: dict = {**_LocalClassifier._parameter_constraints,
                                     "client": "no_validation"}
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 client=None):
-        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha,
-                         batch_size=batch_size, learning_rate=learning_rate,
-                         learning_rate_init=learning_rate_init, power_t=power_t,
-                         max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-                         tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
-                         nesterovs_momentum=nesterovs_momentum,
-                         early_stopping=early_stopping,
-                         validation_fraction=validation_fraction, beta_1=beta_1,
-                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-                         max_fun=max_fun)
-        self.client = client
+    __init__ = _dask_init(_LocalClassifier)
 
     def _label_binarizer_for(self, classes):
         """Fit the label binarizer on the (computed) unique labels of a dask y."""
@@ -842,7 +837,8 @@ class MLPRegressor(_DaskMLP, _LocalRegressor):
     >>> X = np.random.RandomState(0).normal(size=(200, 3)); y = X @ [1.0, -2.0, 0.5]
     >>> with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
     ...                   dashboard_address=None) as cluster, Client(cluster) as client:
-    ...     reg = MLPRegressor((8,), solver="lbfgs", random_state=0, client=client)
+    ...     reg = MLPRegressor(hidden_layer_sizes=(8,), solver="lbfgs", random_state=0,
+    ...                        client=client)
     ...     reg = reg.fit(X, y)
     >>> bool(reg.score(X, y) > 0.9)
     True
@@ -851,24 +847,7 @@ class MLPRegressor(_DaskMLP, _LocalRegressor):
     _parameter_constraints: dict = {**_LocalRegressor._parameter_constraints,
                                     "client": "no_validation"}
 
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 client=None):
-        super().__init__(loss, hidden_layer_sizes, activation, solver=solver, alpha=alpha,
-                         batch_size=batch_size, learning_rate=learning_rate,
-                         learning_rate_init=learning_rate_init, power_t=power_t,
-                         max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-                         tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
-                         nesterovs_momentum=nesterovs_momentum,
-                         early_stopping=early_stopping,
-                         validation_fraction=validation_fraction, beta_1=beta_1,
-                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-                         max_fun=max_fun)
-        self.client = client
+    __init__ = _dask_init(_LocalRegressor)
 
     @staticmethod
     def _dask_score(y, pred, w):
