@@ -95,7 +95,7 @@ default="identity"
                  dtype="float64", max_rows: Optional[int] = None,
                  n_threads: Optional[int] = None):
         sizes = list(check_layer_sizes(layer_sizes))
-        self.codes = resolve(activation, out_activation, loss)
+        self.codes = resolve(activation, out_activation, loss, caller="Engine")
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
         if max_rows is not None and (isinstance(max_rows, bool)
