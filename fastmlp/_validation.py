@@ -57,6 +57,8 @@ FIT_CONSTRAINTS = {
     "shuffle": ["boolean"],
     "callback": [callable, None],
 }
+ENGINE_CONSTRAINTS = {"max_rows": [Interval(Integral, 1, None, closed="left"), None],
+                      "n_threads": _N_THREADS}
 OPTIMIZER_CONSTRAINTS = {"name": FIT_CONSTRAINTS["optimizer"]}
 _OPTION_CONSTRAINTS = {k: MLP_CONSTRAINTS[k] for k in ("activation", "out_activation", "loss")}
 FORWARD_CONSTRAINTS = {
