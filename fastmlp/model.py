@@ -92,6 +92,9 @@ class MLP:
 
     # -- state --------------------------------------------------------------------------------
     def _make_trainer(self, batch_size, init=True):
+        S.check_memory(S.training_bytes(self.layer_sizes, batch_size, self.dtype.itemsize),
+                       f"training a network {'-'.join(map(str, self.layer_sizes))} "
+                       f"({self.dtype.name}) with batch size {batch_size}")
         t = Trainer(self.layer_sizes, activation=self.activation,
                     out_activation=self.out_activation, loss=self.loss,
                     dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
