@@ -18,7 +18,8 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from ._threads import resolve_n_threads, thread_limits
-from ._validation import check_dtype, check_layer_sizes, check_leaky_relu_slope, resolve
+from ._validation import (ENGINE_CONSTRAINTS, check_dtype, check_hyperparams,
+                          check_layer_sizes, check_leaky_relu_slope, resolve)
 from ._workspace import Layout
 
 __all__ = ["Engine"]
@@ -99,13 +100,11 @@ default="identity"
                  n_threads: Optional[int] = None, leaky_relu_slope: float = 0.01):
         sizes = list(check_layer_sizes(layer_sizes))
         self.slope = check_leaky_relu_slope(leaky_relu_slope)
-        self.codes = resolve(activation, out_activation, loss)
+        self.codes = resolve(activation, out_activation, loss, caller="Engine")
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
-        if max_rows is not None and (isinstance(max_rows, bool)
-                                     or not isinstance(max_rows, numbers.Integral)
-                                     or max_rows < 1):
-            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+        check_hyperparams(ENGINE_CONSTRAINTS, {"max_rows": max_rows, "n_threads": n_threads},
+                          "Engine")
         self.max_rows = None if max_rows is None else int(max_rows)
         self.n_threads = resolve_n_threads(n_threads)
         self.layout = Layout(sizes)

@@ -72,7 +72,7 @@ class MLP:
             "out_activation": out_activation, "loss": loss, "dtype": dtype, "alpha": alpha,
             "random_state": random_state, "n_threads": n_threads}, "MLP")
         self.layer_sizes = check_layer_sizes(layer_sizes)
-        resolve(activation, out_activation, loss)  # the combination of output and loss
+        resolve(activation, out_activation, loss, caller="MLP")  # output and loss agree
         self.activation = activation
         self.out_activation = out_activation
         self.loss = loss
