@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 
@@ -20,7 +19,9 @@ import numpy as np
 
 from ._cli_data import (UserError, check_memory, class_labels, detect_task, predictions,
                         read_data, score, to_dtype)
-from .persistence import ModelFileError, atomic_write, load_with_metadata, save
+from ._cli_record import check_resumable, load_model, record as _record
+from ._cli_run import EXIT_SIGNAL, Progress, StopOnSignal, check_output_path
+from .persistence import atomic_write, save
 
 # Defaults: the digits main job (a small sigmoid network) and a DATA run (scikit-learn's).
 DIGITS_DEFAULTS = dict(hidden=[64], activation="sigmoid", solver="sgd", epochs=30,
@@ -31,31 +32,10 @@ DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "lbfgs": None}
 # options a resumed run takes from the checkpoint; giving a different value is an error
 RESUMED = ("target", "task", "hidden", "activation", "solver", "batch_size", "lr", "dtype",
            "val_fraction", "seed", "momentum", "scale")
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
 
 
 # ---------------------------------------------------------------------------------------------
 # setup
-def _check_output_path(path, option):
-    """An output path that can be written: a regular file (or a new one) in a writable folder
-    -- for a symlink, its target's -- or a device or FIFO that can be written into."""
-    if path is None:
-        return
-    if os.path.isdir(path):
-        raise UserError(f"{option} {path}: is a directory")
-    if os.path.exists(path) and not os.path.isfile(path):  # /dev/null, /dev/stdout, a FIFO
-        if not os.access(path, os.W_OK):
-            raise UserError(f"{option} {path}: permission denied")
-        return
-    directory = os.path.dirname(os.path.realpath(path))
-    if not os.path.isdir(directory):
-        raise UserError(f"{option} {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK) or (os.path.exists(path)
-                                             and not os.access(path, os.W_OK)):
-        raise UserError(f"{option} {path}: permission denied")
-
-
 def _digits(seed, val_fraction):
     """scikit-learn's bundled digits, val_fraction held out (stratified); raw pixels: the
     job's standardisation is the generic, stored one (so `fastmlp predict` takes raw pixels)."""
@@ -149,221 +129,6 @@ def _settings(args, resumed=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# the record a model file keeps of its training run (extra.cli), untrusted when read back
-def _record(s, data, fingerprint, task, target, metric, history, status, n_train, n_val):
-    return {"cli": {"settings": s, "data": None if data is None else os.path.abspath(data),
-                    "data_sha256": fingerprint, "task": task, "target": target,
-                    "metric": metric, "history": history, "status": status,
-                    "n_train": int(n_train), "n_val": int(n_val)}}
-
-
-def _is_int(v, low=0, high=None):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low and \
-        (high is None or v <= high)
-
-
-def _is_num(v, low=None, high=None, low_open=False, high_open=False):
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        return False
-    if low is not None and (v <= low if low_open else v < low):
-        return False
-    return high is None or (v < high if high_open else v <= high)
-
-
-_SETTING_CHECKS = {
-    "target": lambda v: v is None or isinstance(v, str),
-    "task": lambda v: v in ("auto", "classify", "regress"),
-    "hidden": lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(h, 1) for h in v),
-    "activation": lambda v: v in ACTIVATIONS,
-    "solver": lambda v: v in ("sgd", "adam", "lbfgs"),
-    "epochs": lambda v: _is_int(v, 1),
-    "batch_size": lambda v: _is_int(v, 1),
-    "lr": lambda v: _is_num(v, 0, low_open=True),
-    "dtype": lambda v: v in ("float32", "float64"),
-    "val_fraction": lambda v: _is_num(v, 0, 1, high_open=True),
-    "seed": lambda v: _is_int(v, 0, 2 ** 32 - 1),
-    "momentum": lambda v: _is_num(v, 0, 1, high_open=True),
-    "scale": lambda v: isinstance(v, bool),
-}
-
-
-def check_record(meta, path):
-    """The command-line record of a model file (``extra.cli``), every field checked: {} when
-    the file has none (a model saved from Python); UserError when it was edited or damaged."""
-    rec = meta.get("extra", {}).get("cli")
-    if rec is None:
-        return {}
-
-    def bad(what):
-        raise UserError(f"{path}: bad training record ({what}); the file was edited or damaged")
-    if not isinstance(rec, dict):
-        bad("not a mapping")
-    s = rec.get("settings")
-    if not isinstance(s, dict):
-        bad("settings")
-    for k, check in _SETTING_CHECKS.items():
-        if (k in s or k not in ("scale",)) and not check(s.get(k)):
-            bad(f"setting {k!r} = {s.get(k)!r}")
-    if set(s) - set(_SETTING_CHECKS):
-        bad(f"unknown settings {sorted(set(s) - set(_SETTING_CHECKS))}")
-    h = rec.get("history")
-    if not isinstance(h, dict) or not isinstance(h.get("val_score"), list) or \
-            not all(v is None or _is_num(v) for v in h["val_score"]) or \
-            not _is_num(h.get("seconds"), 0):
-        bad("history")
-    checks = {"data": lambda v: v is None or isinstance(v, str),
-              "data_sha256": lambda v: isinstance(v, str),
-              "task": lambda v: v in ("classify", "regress"),
-              "target": lambda v: v is None or isinstance(v, str),
-              "metric": lambda v: v in ("accuracy", "R^2"),
-              "status": lambda v: v in ("checkpoint", "interrupted", "complete"),
-              "n_train": _is_int, "n_val": _is_int}
-    for k, check in checks.items():
-        if not check(rec.get(k)):
-            bad(f"{k!r} = {rec.get(k)!r}")
-    if (rec["task"] == "classify") != (rec["metric"] == "accuracy"):
-        bad("metric")
-    return rec
-
-
-def load_model(path, option=None):
-    """(model, file metadata, checked training record) of a model file, or a UserError."""
-    try:
-        model, meta = load_with_metadata(path)
-    except ModelFileError as exc:
-        raise UserError(f"{option} {exc}" if option else str(exc)) from None
-    return model, meta, check_record(meta, path)
-
-
-def _check_resumable(model, meta, rec, path):
-    """A checkpoint must be an MLP from `fastmlp train` whose record matches its network."""
-    from .model import MLP
-    if not rec or not isinstance(model, MLP):
-        raise UserError(f"--resume {path}: not a checkpoint of `fastmlp train` with --solver "
-                        f"sgd or adam; it cannot be resumed")
-    s = rec["settings"]
-    opt = model.optimizer_settings_
-    act = "logistic" if s["activation"] in ("sigmoid", "logistic") else s["activation"]
-    model_act = "logistic" if model.activation in ("sigmoid", "logistic") else model.activation
-    problems = []
-    if s["solver"] == "lbfgs":
-        problems.append("solver lbfgs")
-    if list(model.layer_sizes[1:-1]) != s["hidden"]:
-        problems.append(f"hidden {s['hidden']} but layers {list(model.layer_sizes)}")
-    if act != model_act:
-        problems.append(f"activation {s['activation']} but the network's {model.activation}")
-    if s["dtype"] != model.dtype.name:
-        problems.append(f"dtype {s['dtype']} but the network's {model.dtype.name}")
-    if opt is not None and (opt["optimizer"] != s["solver"] or
-                            opt["batch_size"] > s["batch_size"]):
-        problems.append(f"solver {s['solver']}, batch {s['batch_size']} but the model's "
-                        f"{opt['optimizer']}, batch {opt['batch_size']}")
-    if len(model.loss_curve_) != len(rec["history"]["val_score"]):
-        problems.append("a history of another length than the loss curve")
-    if problems:
-        raise UserError(f"--resume {path}: its settings do not match its model "
-                        f"({'; '.join(problems)}): the file was edited; it cannot be resumed")
-
-
-# ---------------------------------------------------------------------------------------------
-# progress
-class Progress:
-    """A tqdm bar on a terminal; plain lines (at most one a second) otherwise.  The ETA is
-    measured from the end of the first epoch, which includes the kernels' compilation."""
-
-    def __init__(self, total, initial, n_rows, quiet, metric):
-        self.total, self.n_rows, self.metric = total, n_rows, metric
-        self.quiet = quiet
-        self.bar = None
-        self.t_last = self.t_line = time.perf_counter()
-        self.e0 = initial
-        self.t_first = None  # (time, epoch) at the end of this run's first epoch
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-            # smoothing 0: the rate is epochs done over time taken, counted from the end of
-            # the first epoch (below)
-            self.bar = tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr,
-                            dynamic_ncols=True, leave=False, smoothing=0)
-
-    def update(self, epoch, loss, score):
-        now = time.perf_counter()
-        rate = self.n_rows / max(now - self.t_last, 1e-9)
-        self.t_last = now
-        first = self.t_first is None
-        if first:
-            self.t_first = (now, epoch)
-        if self.quiet:
-            return
-        if self.bar is not None:
-            post = {"loss": f"{loss:.4g}", "samples/s": f"{rate:,.0f}"}
-            if score is not None:
-                post[f"val_{self.metric}"] = f"{score:.4f}"
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(1)
-            if first:  # the first epoch includes the compilation: time the rest only
-                self.bar.initial, self.bar.start_t = self.bar.n, time.time()
-            return
-        if epoch in (self.e0 + 1, self.total) or now - self.t_line >= 1.0:
-            self.t_line = now
-            t1, e1 = self.t_first
-            if epoch > e1:
-                eta = (now - t1) / (epoch - e1) * (self.total - epoch)
-                eta = f"ETA {int(eta // 60)}:{int(eta % 60):02d}"
-            else:
-                eta = "ETA -:--"  # one epoch (with compilation) says little about the rest
-            val = "" if score is None else f"  val {self.metric} {score:.4f}"
-            print(f"epoch {epoch}/{self.total}  loss {loss:.6g}{val}  {rate:,.0f} samples/s  "
-                  f"{eta}", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-class Interrupted(BaseException):
-    """A signal outside training (while reading data, say): nothing to save.  A
-    BaseException, like KeyboardInterrupt, so that no ``except Exception`` of a reader turns
-    it into a "bad file" error."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class StopOnSignal:
-    """While ``deferring`` (training, saving), SIGINT/SIGTERM set a flag and call the model's
-    ``request_stop()``: training stops at the end of the current batch and saves.  Otherwise
-    (set-up), or on a second signal, they raise :class:`Interrupted` at once.  Outside the
-    main thread (a notebook job, a test runner) no handler can be installed: the process's
-    own handling (KeyboardInterrupt) applies."""
-
-    def __init__(self, model_ref):
-        self.model_ref = model_ref
-        self.signum = None
-        self.deferring = False
-        self.previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in EXIT_SIGNAL:
-                self.previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None or not self.deferring:
-            raise Interrupted(signum)
-        self.signum = signum
-        model = self.model_ref()
-        if model is not None:
-            model.request_stop()
-
-    def __exit__(self, *exc):
-        for s, h in self.previous.items():
-            signal.signal(s, h)
-        return False
-
-
-# ---------------------------------------------------------------------------------------------
 def _score(task, model, X, y):
     """Accuracy, or R^2 in the target's units (X already in the model's input units)."""
     if len(X) == 0:
@@ -401,7 +166,7 @@ def _print_notes(ds, args):
 
 def _run_train(args, holder, stop):
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
-        _check_output_path(path, option)
+        check_output_path(path, option)
     if args.plot is not None:
         if not args.plot.lower().endswith(".png"):
             raise UserError(f"--plot {args.plot}: the plot is a PNG; name it *.png")
@@ -414,7 +179,7 @@ def _run_train(args, holder, stop):
     info = None
     if args.resume is not None:
         model, meta, info = load_model(args.resume, "--resume")
-        _check_resumable(model, meta, info, args.resume)
+        check_resumable(model, info, args.resume)
         data = args.data if args.data is not None else info["data"]
         _no_scale_needs_data(args, data)
         s = _settings(args, info["settings"])

@@ -83,8 +83,21 @@ def check_hyperparams(constraints, params, caller):
     sklearn.utils._param_validation.InvalidParameterError: The 'learning_rate' parameter of \
 MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
     """
+    try:  # the functional API is called in loops: remember settings already found valid
+        key = (id(constraints), caller, tuple((k, type(v), v) for k, v in params.items()))
+        if key in _VALID:
+            return
+    except TypeError:  # an unhashable value: check it every time
+        key = None
     validate_parameter_constraints({k: constraints[k] for k in params}, params,
                                    caller_name=caller)
+    if key is not None:
+        if len(_VALID) >= 256:
+            _VALID.clear()
+        _VALID[key] = True
+
+
+_VALID = {}  # check_hyperparams' memory of valid settings
 
 
 def check_layer_sizes(layer_sizes, name="layer_sizes"):

@@ -119,7 +119,7 @@ def run_train(args):
 
 # ---------------------------------------------------------------------------------------------
 def _load_model(path):
-    from ._cli_train import load_model
+    from ._cli_record import load_model
     return load_model(path)
 
 
@@ -233,8 +233,8 @@ def run_predict(args):
         if out_fmt is None:
             raise UserError(f"--out {args.out}: unknown format {ext or '(no extension)'!r}; "
                             f"expected .csv, .tsv or .npy")
-        from ._cli_train import _check_output_path
-        _check_output_path(args.out, "--out")
+        from ._cli_run import check_output_path
+        check_output_path(args.out, "--out")
         if os.path.abspath(args.out) in (os.path.abspath(args.model),
                                          os.path.abspath(args.data)):
             raise UserError(f"--out {args.out}: would overwrite an input file")
@@ -394,7 +394,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code
-    from ._cli_train import EXIT_SIGNAL, Interrupted, StopOnSignal
+    from ._cli_run import EXIT_SIGNAL, Interrupted, StopOnSignal
     try:
         with StopOnSignal(lambda: None):  # a signal raises Interrupted: files are cleaned up
             return args.func(args)

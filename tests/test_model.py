@@ -153,6 +153,24 @@ def test_predict_after_batch_size_one_uses_a_bigger_inference_workspace():
     assert m.workspace_.capacity == 1  # the training workspace is left as it was
 
 
+@pytest.mark.parametrize("batch_size", [1, 5000])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_predict_beyond_one_chunk_matches_numpy(batch_size, sparse):
+    """More rows than one prediction chunk (4096), after training batches smaller and larger
+    than a chunk, dense and CSR: every row against NumPy."""
+    import scipy.sparse as sp
+    from scipy.special import expit
+    from fastmlp._core import PREDICT_CHUNK
+    n = 2 * PREDICT_CHUNK + 29
+    X, Y = _data(n=n)
+    X[np.abs(X) < 0.5] = 0
+    m = fastmlp.MLP([8, 6, 2], dtype="float64", random_state=0)
+    m.fit(X[:5000], Y[:5000], epochs=0, batch_size=batch_size)  # weights only, no training
+    A = expit(X @ m.coefs_[0] + m.intercepts_[0]) @ m.coefs_[1] + m.intercepts_[1]
+    np.testing.assert_allclose(m.predict(sp.csr_matrix(X) if sparse else X), A, rtol=1e-12,
+                               atol=1e-15)
+
+
 def test_single_output_from_1d_targets():
     X, Y = _data(n=50, n_out=1)
     m = fastmlp.MLP([8, 3, 1], random_state=0).fit(X, Y[:, 0], epochs=2, batch_size=7)
