@@ -57,6 +57,10 @@ FIT_CONSTRAINTS = {
     "shuffle": ["boolean"],
     "callback": [callable, None],
 }
+ENGINE_CONSTRAINTS = {"max_rows": [Interval(Integral, 1, None, closed="left"), None],
+                      "n_threads": _N_THREADS}
+OPTIMIZER_CONSTRAINTS = {"name": FIT_CONSTRAINTS["optimizer"]}
+_OPTION_CONSTRAINTS = {k: MLP_CONSTRAINTS[k] for k in ("activation", "out_activation", "loss")}
 FORWARD_CONSTRAINTS = {
     "activation": MLP_CONSTRAINTS["activation"],
     "out_activation": MLP_CONSTRAINTS["out_activation"],
@@ -126,19 +130,22 @@ layers..., outputs), got [4, 2.5]
     return tuple(sizes)
 
 
-def _choose(name, value, table):
-    if not isinstance(value, str) or value not in table:
-        raise ValueError(f"{name} must be one of {sorted(table)}, got {value!r}")
-    return table[value]
+def resolve(activation, out_activation, loss, caller="Trainer"):
+    """Strings -> kernel codes, once.  Returns (act, out_act, loss) codes; an unknown name or
+    a loss without its output activation is a ``ValueError`` (``caller`` names the public
+    callable in the message).
 
+    ``log_loss`` with a logistic output is the binary log loss (as in scikit-learn).
 
-def resolve(activation, out_activation, loss):
-    """Strings -> kernel codes, once.  Returns (act, out_act, loss) codes.
-
-    ``log_loss`` with a logistic output is the binary log loss (as in scikit-learn)."""
-    act = _choose("activation", activation, ACTIVATIONS)
-    out = _choose("out_activation", out_activation, OUT_ACTIVATIONS)
-    code = _choose("loss", loss, LOSSES)
+    Examples
+    --------
+    >>> resolve("relu", "softmax", "log_loss") == (K.RELU, K.SOFTMAX, K.LOG_LOSS)
+    True
+    """
+    check_hyperparams(_OPTION_CONSTRAINTS, {"activation": activation,
+                                            "out_activation": out_activation,
+                                            "loss": loss}, caller)
+    act, out, code = ACTIVATIONS[activation], OUT_ACTIVATIONS[out_activation], LOSSES[loss]
     allowed = _CANONICAL.get(loss)
     if out_activation == "sigmoid":
         out_activation = "logistic"

@@ -1,8 +1,8 @@
 """scikit-learn drop-in estimators: ``fastmlp.MLPClassifier`` and ``fastmlp.MLPRegressor``.
 
-Same constructor, validation, fitted attributes, warnings and numbers as scikit-learn 1.9.1's
-``sklearn.neural_network`` estimators (the algorithm, draw for draw, is written down in
-shared/notes/sklearn-mlp.md).  These classes are front-ends only: every forward pass, backprop
+Same constructor, validation, fitted attributes, warnings and numbers as scikit-learn 1.9's
+``sklearn.neural_network`` estimators (the same algorithm, random draw for random draw; the
+parity tests compare the two).  These classes are front-ends only: every forward pass, backprop
 and optimizer step runs in :class:`fastmlp._core.Trainer` and :mod:`fastmlp.optimizers`;
 what lives here is validation, the random draws, and per-epoch bookkeeping (loss curve,
 no-improvement counter, learning-rate schedules, early stopping).

@@ -98,10 +98,11 @@ def make_optimizer(name: str, **settings) -> "SGD | Adam":
     >>> make_optimizer("rmsprop")
     Traceback (most recent call last):
     ...
-    ValueError: optimizer must be one of ['adam', 'sgd'], got 'rmsprop'
+    sklearn.utils._param_validation.InvalidParameterError: The 'name' parameter of \
+make_optimizer must be a str among {...}. Got 'rmsprop' instead.
     """
-    cls = OPTIMIZERS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    from ._validation import OPTIMIZER_CONSTRAINTS, check_hyperparams  # (imports this module)
+    check_hyperparams(OPTIMIZER_CONSTRAINTS, {"name": name}, "make_optimizer")
+    cls = OPTIMIZERS[name]
     accepted = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in settings.items() if k in accepted})

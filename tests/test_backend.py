@@ -302,3 +302,21 @@ def test_engine_refuses_sparse_input_with_duplicates():
     np.testing.assert_allclose(eng.forward(params, X),
                                _naive_forward(coefs, ints, dense, "logistic", "identity"),
                                rtol=1e-12)
+
+
+def test_every_entry_point_names_bad_options_in_one_style():
+    """Unknown option names get scikit-learn's parameter-constraint message, naming the
+    public callable, wherever they enter."""
+    import fastmlp
+    from fastmlp.optimizers import make_optimizer
+    coefs, ints = _net([3, 2])
+    cases = [(lambda: backend.Engine([3, 2], activation="swish"), "activation", "Engine"),
+             (lambda: backend.Engine([3, 2], loss="hinge"), "loss", "Engine"),
+             (lambda: fastmlp.MLP([3, 2], out_activation="swish"), "out_activation", "MLP"),
+             (lambda: backend.forward(coefs, ints, np.ones((1, 3)), activation="swish"),
+              "activation", "forward"),
+             (lambda: make_optimizer("rmsprop"), "name", "make_optimizer")]
+    for call, name, caller in cases:
+        with pytest.raises(ValueError, match=f"The '{name}' parameter of {caller} must be a "
+                                             f"str among .*Got '(swish|hinge|rmsprop)'"):
+            call()
