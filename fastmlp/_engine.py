@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from . import kernels as K
 from ._threads import resolve_n_threads, thread_limits
 from ._validation import (ENGINE_CONSTRAINTS, check_dtype, check_hyperparams,
-                          check_layer_sizes, resolve)
+                          check_layer_sizes, check_leaky_relu_slope, resolve)
 from ._workspace import Layout
 
 __all__ = ["Engine"]
@@ -32,9 +32,10 @@ class Engine:
     ----------
     layer_sizes : sequence of int
         ``(n_inputs, hidden_1, ..., n_outputs)``.
-    activation : {"identity", "logistic", "tanh", "relu"}, default="logistic"
+    activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "gelu", "silu"}, \
+default="logistic"
         Activation of the hidden layers.
-    out_activation : {"identity", "logistic", "tanh", "relu", "softmax", "exp"}, \
+    out_activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "softmax", "exp"}, \
 default="identity"
         Activation of the output layer.
     loss : {"squared_error", "log_loss", "binary_log_loss", "poisson"}, default="squared_error"
@@ -53,6 +54,8 @@ default="identity"
     n_threads : int or None, default=None
         Threads for the matrix products and elementwise kernels during a call (``None``: the
         limits already in force, see ``fastmlp._threads.thread_limits``).
+    leaky_relu_slope : float, default=0.01
+        Slope of ``leaky_relu`` for negative inputs.
 
     Attributes
     ----------
@@ -94,8 +97,9 @@ default="identity"
     def __init__(self, layer_sizes: Sequence[int], *, activation: str = "logistic",
                  out_activation: str = "identity", loss: str = "squared_error",
                  dtype="float64", max_rows: Optional[int] = None,
-                 n_threads: Optional[int] = None):
+                 n_threads: Optional[int] = None, leaky_relu_slope: float = 0.01):
         sizes = list(check_layer_sizes(layer_sizes))
+        self.slope = check_leaky_relu_slope(leaky_relu_slope)
         self.codes = resolve(activation, out_activation, loss, caller="Engine")
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
@@ -309,7 +313,7 @@ default="identity"
             for start in range(0, n, B):
                 stop = min(start + B, n)
                 A = K.forward_pass(params, self._acts, self._rows(X, start, stop),
-                                   self._sizes, self._capacity, act, out_act)
+                                   self._sizes, self._capacity, act, out_act, self.slope)
                 if stop - start == n:
                     out[...] = A
                 else:
@@ -465,7 +469,7 @@ default="identity"
                     params, target, self._acts, self._deltas, self._rows(X, start, stop),
                     Y if whole else Y[start:stop],
                     self._no_sw if sw is None else (sw if whole else sw[start:stop]),
-                    self._sizes, self._capacity, act, out_act, loss, 0.0)
+                    self._sizes, self._capacity, act, out_act, loss, 0.0, self.slope)
                 if w != 0:  # an all-zero-weight chunk adds nothing (its mean is 0/0)
                     loss_sum += value * w
                     weight_sum += w

@@ -64,11 +64,32 @@ def _network_graph(operator, container):
     if dtype not in (np.float32, np.float64):
         dtype = np.float32
     opv = container.target_opset
+    slope = float(getattr(operator.raw_operator, "leaky_relu_slope", 0.01))
+
+    def gelu(z):  # the exact (erf) form fastmlp computes: z * Phi(z)
+        u = ops.OnnxMul(z, np.array([np.sqrt(0.5)], dtype), op_version=opv)
+        if dtype == np.float64:  # onnxruntime's Erf is float32 only: ~1e-7, not 1e-16
+            erf = ops.OnnxCast(ops.OnnxErf(ops.OnnxCast(u, to=np.float32, op_version=opv),
+                                           op_version=opv), to=np.float64, op_version=opv)
+        else:
+            erf = ops.OnnxErf(u, op_version=opv)
+        phi = ops.OnnxAdd(erf, np.array([1.0], dtype), op_version=opv)
+        return ops.OnnxMul(ops.OnnxMul(z, np.array([0.5], dtype), op_version=opv), phi,
+                           op_version=opv)
+
     layers = {"identity": lambda z: ops.OnnxIdentity(z, op_version=opv),
               "logistic": lambda z: ops.OnnxSigmoid(z, op_version=opv),
               "sigmoid": lambda z: ops.OnnxSigmoid(z, op_version=opv),
               "tanh": lambda z: ops.OnnxTanh(z, op_version=opv),
               "relu": lambda z: ops.OnnxRelu(z, op_version=opv),
+              # z if z > 0 else slope * z, as fastmlp computes it (onnxruntime's LeakyRelu
+              # has no float64 kernel)
+              "leaky_relu": lambda z: ops.OnnxWhere(
+                  ops.OnnxGreater(z, np.array([0.0], dtype), op_version=opv), z,
+                  ops.OnnxMul(z, np.array([slope], dtype), op_version=opv), op_version=opv),
+              "gelu": gelu,
+              "silu": lambda z: ops.OnnxMul(z, ops.OnnxSigmoid(z, op_version=opv),
+                                            op_version=opv),
               "exp": lambda z: ops.OnnxExp(z, op_version=opv),
               "softmax": lambda z: ops.OnnxSoftmax(z, axis=1, op_version=opv)}
     A = ops.OnnxCast(operator.inputs[0], to=dtype, op_version=opv)
@@ -104,21 +125,44 @@ def _shape_classifier(operator):
     operator.outputs[0].type = Int64TensorType(list(probabilities.shape))
 
 
+# the hidden activations skl2onnx's MLP classifier converter knows
+_SKL2ONNX_ACTIVATIONS = ("identity", "tanh", "logistic", "relu")
+
+
 def _convert_classifier(scope, operator, container):
-    """skl2onnx's MLP classifier converter; a multilabel one: probabilities = the logistic
-    outputs, label = (probabilities > 0.5) as int64 (scikit-learn's threshold)."""
+    """skl2onnx's MLP classifier converter where it applies; fastmlp's graph for a multilabel
+    classifier (probabilities = the logistic outputs, label = probabilities > 0.5 as int64,
+    scikit-learn's threshold) and for the activations skl2onnx does not know (leaky_relu,
+    gelu, silu: the probabilities, then argmax and the class of that column)."""
     model = operator.raw_operator
-    if not _multilabel(model):
+    multilabel = _multilabel(model)
+    if not multilabel and model.activation in _SKL2ONNX_ACTIVATIONS:
         from skl2onnx.operator_converters.multilayer_perceptron import (
             convert_sklearn_mlp_classifier)
         return convert_sklearn_mlp_classifier(scope, operator, container)
     from skl2onnx.algebra import onnx_ops as ops
     opv = container.target_opset
     A, dtype = _network_graph(operator, container)
-    ops.OnnxIdentity(A, op_version=opv,
+    if multilabel:
+        proba = A
+        label = ops.OnnxCast(ops.OnnxGreater(A, np.array([0.5], dtype), op_version=opv),
+                             to=np.int64, op_version=opv, output_names=operator.outputs[:1])
+    else:
+        classes = np.asarray(model.classes_)
+        if len(classes) == 2:  # one logistic output: P(classes_[1])
+            proba = ops.OnnxConcat(ops.OnnxSub(np.array([1.0], dtype), A, op_version=opv),
+                                   A, axis=1, op_version=opv)
+        else:
+            proba = A
+        if classes.dtype.kind in "biuf":  # skl2onnx's label type for numeric classes
+            classes = classes.astype(np.int64)
+        else:
+            classes = np.array([str(c) for c in classes], dtype=object)
+        index = ops.OnnxArgMax(proba, axis=1, keepdims=0, op_version=opv)
+        label = ops.OnnxGather(classes, index, axis=0, op_version=opv,
+                               output_names=operator.outputs[:1])
+    ops.OnnxIdentity(proba, op_version=opv,
                      output_names=operator.outputs[1:2]).add_to(scope, container)
-    label = ops.OnnxCast(ops.OnnxGreater(A, np.array([0.5], dtype), op_version=opv),
-                         to=np.int64, op_version=opv, output_names=operator.outputs[:1])
     label.add_to(scope, container)
 
 

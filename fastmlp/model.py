@@ -1,9 +1,11 @@
 """``fastmlp.MLP``: the thin model class.  It resolves options once, owns a
-:class:`~fastmlp._core.Trainer` (parameters, workspace), the optimizer state and the shuffle
-state, and loops over epochs; all arithmetic happens in the kernels.  Its whole state (what a
-model file holds) is ``_get_state()`` / ``_set_state()``."""
+:class:`~fastmlp._core.Trainer` (parameters, workspace), the optimizer state and the state of
+an interrupted epoch, and loops over epochs; all arithmetic happens in the kernels.  Its whole
+state (what a model file holds) is ``_get_state()`` / ``_set_state()``, which check a state
+read from a file field by field (about a fifth of this module, hence its length)."""
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -90,6 +92,9 @@ class MLP:
 
     # -- state --------------------------------------------------------------------------------
     def _make_trainer(self, batch_size, init=True):
+        S.check_memory(S.training_bytes(self.layer_sizes, batch_size, self.dtype.itemsize),
+                       f"training a network {'-'.join(map(str, self.layer_sizes))} "
+                       f"({self.dtype.name}) with batch size {batch_size}")
         t = Trainer(self.layer_sizes, activation=self.activation,
                     out_activation=self.out_activation, loss=self.loss,
                     dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
@@ -159,7 +164,7 @@ class MLP:
         return {"epoch": len(self.loss_curve_) + 1, "position": self._pending["position"],
                 "n_rows": self._pending["n_rows"]}
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Ask the training call in progress (or the next one) to stop after the current
         batch; safe to call from a signal handler.  An epoch stopped mid-way is kept (see
         :attr:`pending_epoch`); the request is used up when that call returns."""
@@ -341,9 +346,15 @@ class MLP:
                 self._stop = t.stop_requested = False
         return self
 
-    def save(self, path):
-        """Write the model (weights, optimizer, RNG and shuffle state, loss curve, scaling) to
-        one file atomically; read it back with ``fastmlp.load(path)``."""
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the model (weights, optimizer, RNG and interrupted-epoch state, loss curve,
+        scaling) to one file atomically; read it back with ``fastmlp.load(path)``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.npz`` file; a symlink is followed, a device or FIFO written into.
+        """
         persistence.save(self, path)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
