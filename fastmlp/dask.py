@@ -508,10 +508,11 @@ class _DaskMLP:
             if sw.shape != (n,):
                 raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
         sizes = _split_sizes(n, n_shards)
-        Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]))
-        ya = ya.rechunk((sizes,) + ya.shape[1:])
+        # plain task-based rechunking: one block per shard, moved between the workers once
+        Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]), method="tasks")
+        ya = ya.rechunk((sizes,) + ya.shape[1:], method="tasks")
         if sw is not None:
-            sw = sw.astype(dtype).rechunk((sizes,))
+            sw = sw.astype(dtype).rechunk((sizes,), method="tasks")
         workers = _live_workers(client)
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         parts = [Xa.to_delayed().ravel(), ya.to_delayed().ravel(),
@@ -683,6 +684,25 @@ class _DaskMLP:
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
                               "the optimization hasn't converged yet." % self.max_iter,
                               ConvergenceWarning)
+
+    def to_local(self):
+        """The fitted model as fastmlp's own estimator (:class:`fastmlp.MLPClassifier` or
+        :class:`fastmlp.MLPRegressor`): the same parameters without ``client`` and the same
+        fitted attributes, to save (``fastmlp.persistence.save``) or to use without a cluster.
+
+        Returns
+        -------
+        estimator : fastmlp.MLPClassifier or fastmlp.MLPRegressor
+        """
+        check_is_fitted(self)
+        local = _LocalClassifier if isinstance(self, _LocalClassifier) else _LocalRegressor
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "client"}
+        est = local(**params)
+        state = self.__getstate__()
+        for k in ("client", "cluster_stats_", "_after_step", *params):
+            state.pop(k, None)
+        est.__dict__.update(state)
+        return est
 
     def partial_fit(self, *args, **kwargs):
         raise NotImplementedError(
