@@ -7,9 +7,9 @@ OUTPUT A (as scikit-learn does), so the forward pass's A[l] is all backprop need
 Shapes: Z, A, D are (N, n) row-major; b is (n,).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._config import JIT, PJIT, PARALLEL_MIN_ELEMENTS
+from ._config import JIT
 from .expfn import vexp, vsigmoid, vtanh
 
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
@@ -54,17 +54,13 @@ def _bias_activate_rows(Z, b, act, r0, r1):
                 z[j] += b[j]
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def bias_activate(Z, b, act):
     """Z <- f(Z + b) in place (overwrites).  Z (N, n), b (n,), act an activation code.
 
-    Parallel over rows; serial below PARALLEL_MIN_ELEMENTS."""
-    n, m = Z.shape
-    if n * m < PARALLEL_MIN_ELEMENTS:
-        _bias_activate_rows(Z, b, act, 0, n)
-        return
-    for i in prange(n):  # Numba splits the rows into one contiguous block per thread
-        _bias_activate_rows(Z, b, act, i, i + 1)
+    Serial: the threads of a training step each run it on their own rows (see
+    ``network.split_step``); a pass of its own would cost a thread-pool launch."""
+    _bias_activate_rows(Z, b, act, 0, Z.shape[0])
 
 
 @njit(**JIT)
@@ -103,22 +99,11 @@ def _dactivation_cols(D, A, act, db, c0, c1):
                 s[j] += d[j]
 
 
-_COLUMN_BLOCK = 128  # columns per task: whole cache lines per row, several tasks per thread
-
-
-@njit(**PJIT)
+@njit(**JIT)
 def dactivation_colsum(D, A, act, db):
     """The fused backward delta's epilogue: D <- D * f'(A) in place (f' from the activation
     output A), and db <- sum over rows of the new D (overwrites db): the bias gradient comes
     out of the same pass instead of a second read of D.
     D (N, n), A (N, n), db (n,).  Softmax is not elementwise: it only appears in the fused
-    output deltas of ``losses``.
-
-    Parallel over column blocks (each thread owns its columns of db: no shared reductions,
-    no per-thread buffers); serial below PARALLEL_MIN_ELEMENTS."""
-    n, m = D.shape
-    if n * m < PARALLEL_MIN_ELEMENTS or m <= _COLUMN_BLOCK:
-        _dactivation_cols(D, A, act, db, 0, m)
-        return
-    for t in prange((m + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK):
-        _dactivation_cols(D, A, act, db, t * _COLUMN_BLOCK, min(m, (t + 1) * _COLUMN_BLOCK))
+    output deltas of ``losses``.  Serial, as bias_activate."""
+    _dactivation_cols(D, A, act, db, 0, D.shape[1])

@@ -8,13 +8,19 @@ Storage (allocated once by ``fastmlp.backend.Workspace``; see the legend in __in
   deltas  (B * sum(sizes[1:]),)  delta[1..L] = dLoss/dZ[l], same blocks as acts
 For a batch of N <= B rows every (N, n_l) view is the leading, contiguous part of its block.
 
-Threads: the matrix products go to BLAS (``np.dot`` -> SciPy's OpenBLAS), the elementwise
-epilogues to Numba's pool; they run one after the other, never at once (see fastmlp._threads).
+Threads, two ways (chosen per network by ``fastmlp._planner``; see ``fastmlp._threads``):
+  blas   forward_backward / forward_pass: the products on BLAS's threads (``np.dot`` -> SciPy's
+         OpenBLAS), every epilogue serial on the calling thread.
+  split  split_step / split_forward: one parallel region; thread t takes a contiguous block of
+         the batch's rows, gathers them, and runs the forward pass, the loss and backprop on
+         them with single-threaded BLAS.  Every thread writes its own rows of acts/deltas (so
+         they hold the same batch-wide A[l]/delta[l] as the blas way) and its own gradient sums;
+         the sums are added in thread order (bit-identical run to run for a thread count).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._config import JIT
+from ._config import JIT, PJIT
 from .activations import IDENTITY, bias_activate, dactivation_colsum
 from .losses import SQUARED_ERROR, output_delta_loss
 
@@ -49,18 +55,34 @@ def layer_view(buf, sizes, capacity, l, n):
 
 
 @njit(**JIT)
-def forward_pass(params, acts, X, sizes, capacity, act, out_act):
-    """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
-    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,)."""
+def row_block(buf, sizes, capacity, l, r0, r1):
+    """Rows r0..r1 of A[l] or delta[l], l >= 1: a contiguous (r1 - r0, sizes[l]) view of buf."""
+    off = 0
+    for k in range(1, l):
+        off += capacity * sizes[k]
+    return buf[off + r0 * sizes[l]:off + r1 * sizes[l]].reshape(r1 - r0, sizes[l])
+
+
+@njit(**JIT)
+def forward_rows(params, acts, X, sizes, capacity, r0, act, out_act):
+    """A[l+1] = f(A[l] @ W[l] + b[l]) for batch rows r0..r0+N of every layer (overwrites those
+    rows of acts); returns their A[L] (N, n_out).  X (N, sizes[0]) holds those rows of A[0]."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     A = X
     for l in range(L):
-        Z = layer_view(acts, sizes, capacity, l + 1, n)
+        Z = row_block(acts, sizes, capacity, l + 1, r0, r0 + n)
         np.dot(A, coef_view(params, sizes, l), Z)
         bias_activate(Z, intercept_view(params, sizes, l), out_act if l == L - 1 else act)
         A = Z
     return A
+
+
+@njit(**JIT)
+def forward_pass(params, acts, X, sizes, capacity, act, out_act):
+    """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
+    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,)."""
+    return forward_rows(params, acts, X, sizes, capacity, 0, act, out_act)
 
 
 @njit(**JIT)
@@ -85,6 +107,55 @@ def sum_squares(x, n):
 
 
 @njit(**JIT)
+def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
+                  act, out_act, loss):
+    """Forward pass, loss and backprop for batch rows r0..r0+N (X, Y, sw hold those rows).
+    Overwrites those rows of acts and deltas, and grads with the rows' RAW sums
+    ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``.  Returns the rows' loss sum (weighted,
+    no L2 term).  grads (P,); X (N, sizes[0]); Y (N, n_out); sw (N,) or (0,).
+
+    Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
+    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input."""
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    out = forward_rows(params, acts, X, sizes, capacity, r0, act, out_act)
+    D = row_block(deltas, sizes, capacity, L, r0, r0 + n)
+    total = output_delta_loss(D, out, Y, sw, loss)
+    # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
+    dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
+                       intercept_view(grads, sizes, L - 1))
+    for l in range(L - 1, -1, -1):
+        A_prev = X if l == 0 else row_block(acts, sizes, capacity, l, r0, r0 + n)
+        np.dot(A_prev.T, D, coef_view(grads, sizes, l))
+        if l > 0:
+            D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
+            np.dot(D, coef_view(params, sizes, l).T, D_prev)
+            dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+            D = D_prev
+    return total
+
+
+@njit(**JIT)
+def weight_sum(sw, n):
+    """The batch's weight sum: sum(sw) in float64, or n without weights (sw of shape (0,))."""
+    if sw.shape[0] == 0:
+        return np.float64(n)
+    s = 0.0
+    for i in range(sw.shape[0]):
+        s += sw[i]
+    return s
+
+
+@njit(**JIT)
+def batch_loss(total, wsum, params, sizes, alpha):
+    """scikit-learn's batch loss from a loss sum: total / n + alpha / (2 n) * sum(W ** 2)."""
+    value = total / wsum
+    if alpha > 0:
+        value += 0.5 * alpha * sum_squares(params, n_coef(sizes)) / wsum
+    return value
+
+
+@njit(**JIT)
 def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
                      act, out_act, loss, alpha):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
@@ -96,35 +167,77 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     the batch's weight sum (its row count without weights).  grads holds the RAW sums
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
     ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
-    optimizer kernels form it on the fly (one pass over the parameters instead of two).
+    optimizer kernels form it on the fly (one pass over the parameters instead of two)."""
+    total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
+                          act, out_act, loss)
+    wsum = weight_sum(sw, X.shape[0])
+    return batch_loss(total, wsum, params, sizes, alpha), wsum
 
-    Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
-    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input."""
-    n = X.shape[0]
-    L = sizes.shape[0] - 1
-    out = forward_pass(params, acts, X, sizes, capacity, act, out_act)
-    D = layer_view(deltas, sizes, capacity, L, n)
-    total = output_delta_loss(D, out, Y, sw, loss)
-    # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
-    dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
-                       intercept_view(grads, sizes, L - 1))
-    weight_sum = np.float64(n)
-    if sw.shape[0] > 0:
-        weight_sum = 0.0
-        for i in range(n):
-            weight_sum += sw[i]
-    for l in range(L - 1, -1, -1):
-        A_prev = X if l == 0 else layer_view(acts, sizes, capacity, l, n)
-        np.dot(A_prev.T, D, coef_view(grads, sizes, l))
-        if l > 0:
-            D_prev = layer_view(deltas, sizes, capacity, l, n)
-            np.dot(D, coef_view(params, sizes, l).T, D_prev)
-            dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
-            D = D_prev
-    batch_loss = total / weight_sum
-    if alpha > 0:
-        batch_loss += 0.5 * alpha * sum_squares(params, n_coef(sizes)) / weight_sum
-    return batch_loss, weight_sum
+
+_REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several tasks per thread
+
+
+@njit(**PJIT)
+def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx,
+               sizes, capacity, act, out_act, loss, alpha, n_blocks):
+    """forward_backward over the batch rows X[idx] in one parallel region (the ``split`` way).
+
+    Block t = rows (N t // T) .. (N (t+1) // T) of the batch, T = min(n_blocks, N): thread t
+    gathers its rows into Xb, Yb, swb, runs the forward pass, the loss and backprop on them
+    (single-threaded BLAS expected) into its own gradient sums -- grads for t = 0,
+    thread_grads[t - 1] otherwise -- and then grads += thread_grads[t - 1] for t = 1..T-1 in
+    that order, parallel over parameter chunks.  Same outputs and return value as
+    forward_backward; acts/deltas hold the whole batch's A[l]/delta[l].
+    grads (P,); thread_grads (>= T-1, P) and partial (>= T,) scratch (overwritten);
+    Xb (B, sizes[0]), Yb (B, n_out), swb (B,) gather buffers (overwritten); X (M, sizes[0]),
+    Y (M, n_out), sw (M,) or (0,) the data; idx (N,) int64 row numbers, N <= B."""
+    m = idx.shape[0]
+    T = min(n_blocks, m)
+    for t in prange(T):
+        r0 = m * t // T
+        r1 = m * (t + 1) // T
+        rows = idx[r0:r1]
+        xb = Xb[r0:r1]
+        yb = Yb[r0:r1]
+        gather_rows(xb, X, rows)
+        gather_rows(yb, Y, rows)
+        swt = sw[:0]
+        if sw.shape[0] > 0:
+            swt = swb[r0:r1]
+            gather_vector(swt, sw, rows)
+        g = grads if t == 0 else thread_grads[t - 1]
+        partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity, r0,
+                                   act, out_act, loss)
+    P = grads.shape[0]
+    if T > 1:
+        for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
+            g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+            for t in range(1, T):
+                gt = thread_grads[t - 1, c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+                for k in range(g0.shape[0]):
+                    g0[k] += gt[k]
+    total = 0.0
+    for t in range(T):
+        total += partial[t]
+    wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
+    return batch_loss(total, wsum, params, sizes, alpha), wsum
+
+
+@njit(**PJIT)
+def split_forward(out, params, acts, X, sizes, capacity, act, out_act, n_blocks):
+    """out <- the network's output for X (overwrites), in one parallel region of n_blocks row
+    blocks, each running forward_rows with single-threaded BLAS.  out (N, n_out),
+    X (N, sizes[0]), N <= capacity; acts as forward_pass's (overwritten)."""
+    m = X.shape[0]
+    T = min(n_blocks, m)
+    for t in prange(T):
+        r0 = m * t // T
+        r1 = m * (t + 1) // T
+        A = forward_rows(params, acts, X[r0:r1], sizes, capacity, r0, act, out_act)
+        o = out[r0:r1]
+        for i in range(r1 - r0):
+            for j in range(o.shape[1]):
+                o[i, j] = A[i, j]
 
 
 @njit(**JIT)
