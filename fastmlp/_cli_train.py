@@ -192,9 +192,9 @@ class StopOnSignal:
         if self.signum is not None or not self.deferring:
             raise Interrupted(signum)
         self.signum = signum
-        t = getattr(self.model_ref(), "_trainer", None)
-        if t is not None:
-            t.stop_requested = True
+        model = self.model_ref()
+        if model is not None:
+            model.request_stop()
 
     def __exit__(self, *exc):
         for s, h in self.previous.items():
@@ -347,8 +347,6 @@ def _run_train(args, holder, stop):
     else:
         if args.threads is not None:
             model.n_threads = args.threads
-            if model._trainer is not None:
-                model._trainer.n_threads = args.threads
         history = info["history"]
     done = len(model.loss_curve_)
     if done >= s["epochs"]:
@@ -375,11 +373,12 @@ def _run_train(args, holder, stop):
             break
         model.partial_fit(Xtr, Ytr, epochs=1, batch_size=min(s["batch_size"], len(Xtr)),
                           learning_rate=s["lr"], optimizer=s["solver"], momentum=momentum)
-        if model._pending_epoch is not None:
+        if model.pending_epoch is not None:
             stopped = stop.signum or signal.SIGINT
             break
         epoch, loss = len(model.loss_curve_), model.loss_curve_[-1]
-        if not (math.isfinite(loss) and np.isfinite(model._trainer.params).all()):
+        if not (math.isfinite(loss) and all(np.isfinite(w).all() for w in
+                                            model.coefs_ + model.intercepts_)):
             diverged = (epoch, loss)
             break
         score = _score(task, model, Xva, yva, classes, scaling)
@@ -394,9 +393,9 @@ def _run_train(args, holder, stop):
     history["seconds"] = seconds0 + time.perf_counter() - start
     if stopped is not None:
         name = signal.Signals(stopped).name
-        pending = model._pending_epoch
-        where = (f"during epoch {len(model.loss_curve_) + 1}/{s['epochs']} (row "
-                 f"{pending[1]} of {len(Xtr)})" if pending is not None else
+        pending = model.pending_epoch
+        where = (f"during epoch {pending['epoch']}/{s['epochs']} (row "
+                 f"{pending['position']} of {pending['n_rows']})" if pending is not None else
                  f"after epoch {len(model.loss_curve_)}/{s['epochs']}")
         if args.out:
             save(model, args.out, extra=extra("interrupted"))

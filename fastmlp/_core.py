@@ -207,8 +207,7 @@ class Trainer:
         B = self.batch_size
         n_coef = self.layout.n_coef
         total = 0.0
-        done = start
-        self.stop_requested = False
+        done = start  # a stop request is cleared by the front-end that honours it, never here
         N = X.shape[0]
         with thread_limits(self.n_threads) as nt:
             plan = self._set_plan(nt, X, Y, sample_weight, order, start)

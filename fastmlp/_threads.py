@@ -133,8 +133,8 @@ def blas_threads(k):
 @contextmanager
 def thread_limits(n_threads=None):
     """Run fastmlp kernels with at most n_threads threads: Numba's count for this Python
-    thread is set to it and restored on exit; BLAS's is set by ``blas_threads`` around each
-    way of running a step.  Yields the thread count to use.
+    thread is set to it and restored on exit, and n_threads BLAS threads are asked for (the
+    split way asks for 1 inside, see ``blas_threads``).  Yields the thread count used.
 
     n_threads=None respects the limits already in force -- the BLAS libraries' thread counts (a
     ``threadpoolctl.threadpool_limits`` block, joblib's workers, OMP/OPENBLAS environment
@@ -146,7 +146,8 @@ def thread_limits(n_threads=None):
         n = max(1, min(previous, _user_blas_threads()))
     numba.set_num_threads(min(n, max_threads()))
     try:
-        yield n
+        with blas_threads(n):
+            yield n
     finally:
         numba.set_num_threads(previous)
 

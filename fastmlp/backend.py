@@ -1,23 +1,46 @@
-"""fastmlp's functional backend: the network as plain functions on plain arrays.
+"""fastmlp's backend: the network as a reusable engine and as plain functions.
 
+:class:`Engine` is built once for a network shape and called many times on a flat parameter
+vector, writing into caller-owned outputs without allocating (see ``fastmlp._engine``).
 :func:`forward` and :func:`loss_and_grads` take ``coefs`` (a list of ``(n_in, n_out)`` arrays,
-as in scikit-learn) and ``intercepts`` and return new arrays; other projects call them as their
-compute engine.  They validate their inputs (``fastmlp._validation``) and run on the training
-core (``fastmlp._core``).
+as in scikit-learn) and ``intercepts`` and return new arrays; they validate and convert their
+inputs (``fastmlp._validation``) and run on an Engine kept per thread for each network
+configuration, so repeated calls do not rebuild buffers.
 """
-from ._core import PREDICT_CHUNK, Trainer
-from ._validation import check_params, check_sample_weight, check_X, check_Y
+import threading
+from collections import OrderedDict
 
-__all__ = ["forward", "loss_and_grads"]
+from ._core import PREDICT_CHUNK
+from ._engine import Engine
+from ._threads import resolve_n_threads
+from ._validation import resolve, check_params, check_sample_weight, check_X, check_Y
+
+__all__ = ["Engine", "forward", "loss_and_grads"]
+
+# Engines the functional API reuses: per thread (an Engine's buffers serve one call at a
+# time), a few configurations each, every one holding at most PREDICT_CHUNK rows of buffers
+# (larger inputs run in chunks).
+_CACHE_SIZE = 4
+_local = threading.local()
 
 
-def _trainer_for(coefs, intercepts, sizes, dtype, activation, out_activation, loss, alpha,
-                 n_threads, capacity):
-    """A Trainer holding (validated) coefs/intercepts, for one functional call."""
-    t = Trainer(sizes, activation=activation, out_activation=out_activation, loss=loss,
-                dtype=dtype, batch_size=capacity, alpha=alpha, n_threads=n_threads)
-    t.layout.pack(coefs, intercepts, t.params)
-    return t
+def _engine_for(sizes, dtype, activation, out_activation, loss, n_threads):
+    resolve(activation, out_activation, loss)  # a clear error before the strings become a key
+    n_threads = resolve_n_threads(n_threads)
+    cache = getattr(_local, "engines", None)
+    if cache is None:
+        cache = _local.engines = OrderedDict()
+    key = (tuple(sizes), dtype.str, activation, out_activation, loss, n_threads)
+    eng = cache.get(key)
+    if eng is None:
+        eng = Engine(sizes, activation=activation, out_activation=out_activation, loss=loss,
+                     dtype=dtype, max_rows=PREDICT_CHUNK, n_threads=n_threads)
+        cache[key] = eng
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return eng
 
 
 def forward(coefs, intercepts, X, activation="logistic", out_activation="identity",
@@ -32,9 +55,8 @@ def forward(coefs, intercepts, X, activation="logistic", out_activation="identit
     X = check_X(X, dtype, sizes[0], accept_sparse=True)
     # the loss plays no part in a forward pass; pick one the output activation accepts
     loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
-    t = _trainer_for(coefs, intercepts, sizes, dtype, activation, out_activation, loss, 0.0,
-                     n_threads, min(X.shape[0], PREDICT_CHUNK))
-    return t.forward(X)
+    eng = _engine_for(sizes, dtype, activation, out_activation, loss, n_threads)
+    return eng.forward(eng.pack(coefs, intercepts), X)
 
 
 def loss_and_grads(coefs, intercepts, X, Y, activation="logistic", out_activation="identity",
@@ -54,8 +76,7 @@ def loss_and_grads(coefs, intercepts, X, Y, activation="logistic", out_activatio
     X = check_X(X, dtype, sizes[0], accept_sparse=True)
     Y = check_Y(Y, dtype, X.shape[0], sizes[-1])
     sw = check_sample_weight(sample_weight, X.shape[0], dtype)
-    t = _trainer_for(coefs, intercepts, sizes, dtype, activation, out_activation, loss, alpha,
-                     n_threads, X.shape[0])
-    value = t.loss_and_grads(X, Y, sw)
-    return (float(value), [g.copy() for g in t.coef_grads],
-            [g.copy() for g in t.intercept_grads])
+    eng = _engine_for(sizes, dtype, activation, out_activation, loss, n_threads)
+    value, grads = eng.loss_and_grads(eng.pack(coefs, intercepts), X, Y, sw, alpha)
+    coef_grads, intercept_grads = eng.unpack(grads)
+    return value, coef_grads, intercept_grads

@@ -329,14 +329,15 @@ def run_info(args):
         lines.append(f"architecture: {'-'.join(map(str, sizes))}; hidden {model.activation}, "
                      f"output {model.out_activation}, loss {model.loss}; {model.dtype.name}")
         curve = model.loss_curve_
-        opt = model._optimizer
+        opt = model.optimizer_settings_
         if opt is not None:
-            extra = f", momentum {opt.momentum}" if opt.name == "sgd" else ""
-            lines.append(f"optimizer: {opt.name}, lr {opt.learning_rate}{extra}, batch "
-                         f"{model._trainer.batch_size}")
-        if model._pending_epoch is not None:
-            lines.append(f"interrupted during epoch {len(curve) + 1} at row "
-                         f"{model._pending_epoch[1]} of {len(model._pending_epoch[0])}")
+            extra = f", momentum {opt['momentum']}" if "momentum" in opt else ""
+            lines.append(f"optimizer: {opt['optimizer']}, lr {opt['learning_rate']}{extra}, "
+                         f"batch {opt['batch_size']}")
+        pending = model.pending_epoch
+        if pending is not None:
+            lines.append(f"interrupted during epoch {pending['epoch']} at row "
+                         f"{pending['position']} of {pending['n_rows']}")
     else:
         fitted = hasattr(model, "coefs_")
         sizes = ([model.coefs_[0].shape[0]] + [c.shape[1] for c in model.coefs_]

@@ -22,11 +22,13 @@ import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
                           is_classifier)
+from sklearn.callback import CallbackSupportMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.metrics import accuracy_score, check_scoring, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.metaestimators import available_if
@@ -34,6 +36,9 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _state as S
+from . import kernels as K
+from . import persistence
 from ._core import Trainer, glorot_uniform
 from ._workspace import Layout
 from .optimizers import SGD, Adam
@@ -44,7 +49,7 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _CHUNK = 4096
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(CallbackSupportMixin, BaseEstimator):
     """What MLPClassifier and MLPRegressor share (sklearn's BaseMultilayerPerceptron)."""
 
     _parameter_constraints: dict = {
@@ -72,13 +77,16 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"),
                              Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
+        # fastmlp's extensions (every default reproduces scikit-learn)
+        "scoring": [str, callable, None],
+        "restore_best_weights": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
                     learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
                     random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                     early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                    n_iter_no_change, max_fun):
+                    n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto"):
         # the subclasses' signatures are the public ones (get_params reads those)
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -104,6 +112,8 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.scoring = scoring
+        self.restore_best_weights = restore_best_weights
 
     # -- persistence ------------------------------------------------------------------------
     def __getstate__(self):
@@ -112,8 +122,193 @@ class _BaseMLP(BaseEstimator):
         return state
 
     def save(self, path):
-        from .persistence import save
-        save(self, path)
+        """Write the estimator (parameters, fitted attributes, optimizer and RNG state) to one
+        file atomically; read it back with ``fastmlp.load(path)``."""
+        persistence.save(self, path)
+
+    def request_stop(self):
+        """Ask the fit in progress (or the next one) to stop after the current batch or
+        L-BFGS iteration; safe to call from a signal handler.  Used up when that fit returns."""
+        self._stop_requested = True
+        t = getattr(self, "_trainer", None)
+        if t is not None:
+            t.stop_requested = True
+
+    # scikit-learn's fitted attributes that are plain values, lists of numbers, label arrays
+    _STATE_SCALARS = ("n_iter_", "n_layers_", "n_outputs_", "out_activation_", "loss_", "t_",
+                      "n_features_in_", "best_loss_", "best_validation_score_")
+    _STATE_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
+    _STATE_LABELS = ("classes_", "feature_names_in_")
+
+    def _get_state(self):
+        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`)."""
+        params, arrays, model = {}, {}, {}
+        for k, v in self.get_params(deep=False).items():
+            if k == "random_state" and isinstance(v, np.random.RandomState):
+                model["random_state_object"], arrays["param/random_state"] = S.rng_state(v)
+                v = None
+            params[k] = list(v) if isinstance(v, tuple) else v
+        model["params"] = params
+        fitted = hasattr(self, "coefs_")
+        model["fitted"] = fitted
+        sizes = None
+        if fitted:
+            sizes = (self.coefs_[0].shape[0], self.coefs_[-1].shape[1])
+            model["n_coefs"] = len(self.coefs_)
+            for i, (c, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+                arrays[f"coefs/{i}"], arrays[f"intercepts/{i}"] = c, b
+            model["attrs"] = {k: getattr(self, k) for k in self._STATE_SCALARS
+                              + self._STATE_LISTS if hasattr(self, k)}
+            for k in self._STATE_LABELS:
+                if getattr(self, k, None) is not None:
+                    arrays[f"attr/{k}"] = S.label_array(getattr(self, k), k)
+            lb = getattr(self, "_label_binarizer", None)
+            if lb is not None:
+                model["label_type"] = lb.y_type_
+            opt, state = getattr(self, "_optimizer", None), getattr(self, "_optimizer_state",
+                                                                    None)
+            if opt is not None and state is not None:
+                model["optimizer"], opt_arrays = S.optimizer_state(opt, state)
+                arrays.update(opt_arrays)
+            rs = getattr(self, "_random_state", None)
+            if isinstance(rs, np.random.RandomState):
+                model["rng"], arrays["rng/keys"] = S.rng_state(rs)
+            if getattr(self, "_best_coefs", None) is self.coefs_:
+                model["best_is_current"] = True  # early-stopped: best and live weights alias
+            for k in ("_best_coefs", "_best_intercepts"):
+                if getattr(self, k, None) is not None and not model.get("best_is_current"):
+                    model[k] = len(getattr(self, k))
+                    for i, a in enumerate(getattr(self, k)):
+                        arrays[f"{k}/{i}"] = a
+            if hasattr(self, "_no_improvement_count"):
+                model["_no_improvement_count"] = self._no_improvement_count
+        scaling = S.get_scaling(self, *(sizes or (None, None)))
+        return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
+
+    @classmethod
+    def _from_state(cls, state):
+        """A new estimator from an untrusted state (``ValueError`` naming what is wrong)."""
+        model = state.get("model") if isinstance(state, dict) else None
+        params = model.get("params") if isinstance(model, dict) else None
+        if not isinstance(params, dict):
+            S.bad("bad estimator parameters")
+        params = dict(params)
+        if isinstance(params.get("hidden_layer_sizes"), list):
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        arrays = dict(state.get("arrays") or {})
+        if "random_state_object" in model:
+            params["random_state"] = S.make_rng(model["random_state_object"],
+                                                arrays.pop("param/random_state", None))
+        try:
+            est = cls(**params)
+            est._validate_params()
+        except (TypeError, ValueError) as exc:
+            S.bad(f"bad estimator parameters ({exc})")
+        est._set_state(dict(state, arrays=arrays))
+        return est
+
+    def _set_state(self, state):
+        """Load a state from :meth:`_get_state` (or an untrusted file): the fitted
+        attributes; every field is checked before anything changes."""
+        model, arrays = state["model"], dict(state.get("arrays") or {})
+        arrays.pop("param/random_state", None)
+        fitted = model.get("fitted")
+        if not isinstance(fitted, bool):
+            S.bad("bad 'fitted' flag")
+        attrs = {}
+        sizes = (None, None)
+        if fitted:
+            n = S.get_int(model, "n_coefs", "layer count", low=1)
+            try:
+                coefs = [arrays.pop(f"coefs/{i}") for i in range(n)]
+                intercepts = [arrays.pop(f"intercepts/{i}") for i in range(n)]
+            except KeyError as exc:
+                S.bad(f"missing array {exc}")
+            from ._validation import check_params
+            try:
+                check_params(coefs, intercepts)
+            except ValueError as exc:
+                S.bad(f"bad parameters ({exc})")
+            hidden = self.hidden_layer_sizes
+            hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+            if [c.shape[1] for c in coefs[:-1]] != hidden:
+                S.bad(f"the weights' layers {[c.shape[1] for c in coefs[:-1]]} are not "
+                      f"hidden_layer_sizes {hidden}")
+            sizes = (coefs[0].shape[0], coefs[-1].shape[1])
+            attrs.update(coefs_=coefs, intercepts_=intercepts)
+            given = model.get("attrs")
+            if not isinstance(given, dict) or \
+                    not set(given) <= set(self._STATE_SCALARS + self._STATE_LISTS):
+                S.bad("bad fitted attributes")
+            for k, v in given.items():
+                if k in self._STATE_LISTS:
+                    v = S.float_list(v, k, optional=True)
+                elif k == "out_activation_":
+                    v = S.get_str(given, k, ("identity", "logistic", "softmax", "exp"))
+                elif k in ("n_iter_", "n_layers_", "n_outputs_", "t_", "n_features_in_"):
+                    v = S.get_int(given, k, low=0)
+                else:
+                    v = S.get_float(given, k, finite=False, optional=True)
+                attrs[k] = v
+            if attrs.get("n_features_in_", sizes[0]) != sizes[0] or \
+                    attrs.get("n_outputs_", sizes[1]) != sizes[1] or \
+                    attrs.get("n_layers_", n + 1) != n + 1:
+                S.bad("the fitted sizes do not match the weights")
+            for k in self._STATE_LABELS:
+                a = arrays.pop(f"attr/{k}", None)
+                if a is not None:
+                    attrs[k] = S.check_labels(a, k, sizes[0] if k == "feature_names_in_"
+                                              else None, unique=k == "classes_")
+            if "feature_names_in_" in attrs:
+                if attrs["feature_names_in_"].dtype.kind != "U":
+                    S.bad("bad feature names (not strings)")
+                attrs["feature_names_in_"] = attrs["feature_names_in_"].astype(object)
+            if "label_type" in model:
+                classes = attrs.get("classes_")
+                label_type = model["label_type"]
+                if classes is None or label_type not in ("binary", "multiclass",
+                                                         "multilabel-indicator"):
+                    S.bad("bad class labels")
+                n_out = 1 if label_type == "binary" else len(classes)
+                if sizes[1] != n_out:
+                    S.bad(f"bad class labels: {len(classes)} classes for {sizes[1]} outputs")
+                lb = LabelBinarizer()
+                if label_type == "multilabel-indicator":
+                    lb.fit(np.vstack([np.zeros(len(classes), int), np.ones(len(classes), int)]))
+                else:
+                    lb.fit(classes)
+                if lb.y_type_ != label_type or not np.array_equal(lb.classes_, classes):
+                    S.bad("bad class labels")
+                attrs["_label_binarizer"] = lb
+            elif "classes_" in attrs:
+                S.bad("class labels without a label type")
+            if "optimizer" in model:
+                flat = np.concatenate([c.ravel() for c in coefs] +
+                                      [b.ravel() for b in intercepts])
+                attrs["_optimizer"], attrs["_optimizer_state"] = S.make_optimizer(
+                    model["optimizer"], arrays, flat)
+            if "rng" in model:
+                attrs["_random_state"] = S.make_rng(model["rng"], arrays.pop("rng/keys", None))
+            for k, ref in (("_best_coefs", coefs), ("_best_intercepts", intercepts)):
+                if k in model:
+                    m = S.get_int(model, k, k, low=n, high=n)
+                    try:
+                        best = [arrays.pop(f"{k}/{i}") for i in range(m)]
+                    except KeyError as exc:
+                        S.bad(f"missing array {exc}")
+                    if any(a.shape != r.shape or a.dtype.kind != "f" for a, r in zip(best, ref)):
+                        S.bad(f"bad {k}")
+                    attrs[k] = best
+            if model.get("best_is_current"):
+                attrs["_best_coefs"], attrs["_best_intercepts"] = coefs, intercepts
+            if "_no_improvement_count" in model:
+                attrs["_no_improvement_count"] = S.get_int(model, "_no_improvement_count",
+                                                           low=0)
+        if arrays:
+            S.bad(f"unexpected arrays {sorted(arrays)}")
+        S.set_scaling(self, state.get("scaling"), *sizes)
+        for k, v in attrs.items():
+            setattr(self, k, v)
 
     # -- the network ------------------------------------------------------------------------
     @property
@@ -131,7 +326,7 @@ class _BaseMLP(BaseEstimator):
                         out_activation=self.out_activation_, loss=self._train_loss,
                         dtype=dtype, batch_size=batch_size, alpha=alpha)
         t.layout.pack(self.coefs_, self.intercepts_, t.params)
-        t.stop_requested = False
+        t.stop_requested = getattr(self, "_stop_requested", False)
         self._trainer = t
         # scikit-learn updates coefs_ in place during training: make them the live views
         self.coefs_, self.intercepts_ = list(t.coefs), list(t.intercepts)
@@ -184,8 +379,10 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
+        self.validation_loss_curve_ = None
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, X_val=None, y_val=None,
+             sample_weight_val=None):
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -197,6 +394,10 @@ class _BaseMLP(BaseEstimator):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
+        sample_weight = self._apply_class_weight(sample_weight, y, incremental)
+        if self.scoring not in (None, "loss"):
+            check_scoring(self, self.scoring)  # an unknown name fails before training
+        y_callbacks = self._callback_targets(y)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         self.n_outputs_ = y.shape[1]
@@ -205,6 +406,19 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(y, layer_units, X.dtype)
+        user_validation = self._check_validation_set(X_val, y_val, sample_weight_val)
+
+        # scikit-learn's callbacks (sklearn.callback): the fit is the root task, each epoch
+        # (sgd/adam) or L-BFGS iteration a subtask, as LogisticRegression does it
+        metadata = None if sample_weight is None else {"sample_weight": sample_weight}
+        if self.solver in _STOCHASTIC_SOLVERS:
+            max_subtasks = 1 if incremental else self.max_iter
+        else:  # one extra (empty) subtask: scipy reports an iteration after it has ended
+            max_subtasks = max(self.max_iter, 1) + 1
+        ctx = self._init_callback_context(max_subtasks=max_subtasks)
+        ctx.call_on_fit_task_begin(estimator=self, X=X, y=y_callbacks, metadata=metadata)
+        tasks = _SubTasks(self, ctx, X, y_callbacks, metadata,
+                          "epoch" if self.solver in _STOCHASTIC_SOLVERS else "lbfgs-iter")
 
         # The first fit's weights have X's dtype, so float32 stays float32 end to end.  On a
         # warm start scikit-learn updates the weights in place, keeping their dtype: float64
@@ -212,18 +426,92 @@ class _BaseMLP(BaseEstimator):
         # float64 X compute in float64 but store float32 (here: float32 throughout, within
         # float32 tolerance).
         param_dtype = self.coefs_[0].dtype
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, y, sample_weight, layer_units, param_dtype, incremental)
-        else:
-            self._optimizer = self._optimizer_state = None
-            self._fit_lbfgs(X, y, sample_weight, layer_units, param_dtype)
+        try:
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(X, y, sample_weight, layer_units, param_dtype, incremental,
+                                     user_validation, tasks)
+            else:
+                self._optimizer = self._optimizer_state = None
+                self._fit_lbfgs(X, y, sample_weight, layer_units, param_dtype,
+                                user_validation, tasks)
+        finally:
+            tasks.close()
+            # a stop request is used up by the fit it stopped
+            self._stop_requested = False
+            if getattr(self, "_trainer", None) is not None:
+                self._trainer.stop_requested = False
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
+        ctx.call_on_fit_task_end(estimator=self, X=X, y=y_callbacks, metadata=metadata,
+                                 reconstruction_attributes={})
         return self
 
-    def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype):
+    # -- extensions: class weights, a validation set of one's own -----------------------------
+    def _apply_class_weight(self, sample_weight, y, incremental):
+        return sample_weight  # regressors have no classes
+
+    def _callback_targets(self, y):
+        """The y that callbacks receive: the validated targets."""
+        return y
+
+    def _check_validation_set(self, X_val, y_val, sample_weight_val):
+        """The user's validation set (``fit(..., X_val=, y_val=)``) validated like X and y, as
+        a :class:`_Validation`; None when none is given."""
+        if X_val is None and y_val is None:
+            if sample_weight_val is not None:
+                raise ValueError("sample_weight_val is provided, but X_val and y_val were not "
+                                 "provided.")
+            return None
+        if y_val is None:
+            raise ValueError("X_val is provided, but y_val was not provided.")
+        if X_val is None:
+            raise ValueError("y_val is provided, but X_val was not provided.")
+        Xv = validate_data(self, X_val, accept_sparse=["csr", "csc"],
+                           dtype=(np.float64, np.float32), reset=False)
+        yv, Yv = self._encode_y_val(y_val)
+        check_consistent_length(Xv, yv)
+        swv = None
+        if sample_weight_val is not None:
+            swv = _check_sample_weight(sample_weight_val, Xv, ensure_non_negative=True)
+        return _Validation(Xv, yv, Yv, swv, X_score=X_val, y_score=y_val)
+
+    def _restores_best(self, validation):
+        """Whether the fit ends on the weights of the best validation score: scikit-learn's
+        rule (with early stopping) for 'auto', else as ``restore_best_weights`` says."""
+        if self.restore_best_weights == "auto":
+            return bool(self.early_stopping) and validation is not None
+        return bool(self.restore_best_weights) and validation is not None
+
+    def _start_validation(self, validation):
+        """Validation bookkeeping for a fit that has a validation set."""
+        if getattr(self, "validation_scores_", None) is None:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+        if getattr(self, "validation_loss_curve_", None) is None:
+            self.validation_loss_curve_ = []
+        if self.scoring not in (None, "loss"):
+            validation.scorer = check_scoring(self, self.scoring)
+
+    def _evaluate(self, validation, output):
+        """Validation loss of the network output (appended to ``validation_loss_curve_``) and
+        the validation score that early stopping follows: scikit-learn's (accuracy / R^2)
+        when ``scoring`` is None, minus the loss for 'loss', else the user's scorer."""
+        loss = validation.loss(output, self._trainer.codes[2])
+        self.validation_loss_curve_.append(loss)
+        if self.scoring is None:
+            return self._score_output(output, validation.y, validation.sw)
+        if self.scoring == "loss":
+            return -loss
+        kwargs = {} if validation.sw is None else {"sample_weight": validation.sw}
+        with warnings.catch_warnings():
+            # the split of early_stopping=True is a NumPy array even when X was a DataFrame
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return float(validation.scorer(self, validation.X_score, validation.y_score,
+                                           **kwargs))
+
+    def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype, validation, tasks):
         # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (x0 packs coefs_, so
         # the weights' dtype) and keeps its own iterate in float64: float32 weights and data
         # mean a float32 network at every evaluation, and the result (opt_res.x) is float64
@@ -261,29 +549,64 @@ class _BaseMLP(BaseEstimator):
             total += 0.5 * self.alpha * float(coefs @ coefs)
             return total / weight_sum, (chunk_grads / weight_sum).astype(dtype)
 
-        def stop_if_requested(intermediate_result):
-            if t.stop_requested:
+        if validation is not None:
+            # L-BFGS has no scikit-learn validation bookkeeping: these attributes, per
+            # iteration, exist only when a validation set is given
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.validation_loss_curve_ = []
+            self._start_validation(validation)
+            validation = validation.prepared(dtype)
+        keep_best = self._restores_best(validation)
+        best = {}
+        iteration = [0]
+
+        def on_iteration(intermediate_result):
+            """After each L-BFGS iteration: verbose output (scipy >= 1.15 prints nothing for
+            scikit-learn's iprint), the validation set, callbacks, a stop request."""
+            iteration[0] += 1
+            x = intermediate_result.x
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (iteration[0], intermediate_result.fun))
+            if validation is not None:
+                np.copyto(t.params, x)  # every evaluation copies its own point in again
+                score = self._evaluate(validation, t.forward(validation.X))
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print("Validation score: %f" % score)
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    if keep_best:
+                        best.update(x=x.copy(), fun=float(intermediate_result.fun))
+            stop = tasks.end(*t.layout.views(x))
+            tasks.begin(*t.layout.views(x))
+            if t.stop_requested or stop:
                 raise StopIteration
 
+        x0 = t.params.astype(param_dtype)
+        tasks.begin(*t.layout.views(x0))
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         opt_res = scipy.optimize.minimize(
-            loss_grad, t.params.astype(param_dtype), method="L-BFGS-B", jac=True,
+            loss_grad, x0, method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                      **_get_additional_lbfgs_options_dict("iprint", iprint)},
-            callback=stop_if_requested)
+            callback=on_iteration)
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
-        if t.dtype == opt_res.x.dtype:
-            np.copyto(t.params, opt_res.x)
+        x = opt_res.x
+        if best:
+            x, self.loss_ = best["x"], best["fun"]
+        if t.dtype == x.dtype:
+            np.copyto(t.params, x)
         else:  # float32 evaluations, float64 result: the trainer no longer holds coefs_
-            self.coefs_, self.intercepts_ = t.layout.views(opt_res.x)
+            self.coefs_, self.intercepts_ = t.layout.views(x)
 
     def _make_optimizer(self):
         if self.solver == "sgd":
             return SGD(self.learning_rate_init, self.momentum, self.nesterovs_momentum)
         return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
-    def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental):
+    def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
+                        user_validation, tasks):
         """Epochs of sgd/adam: the batches run in Trainer.run_epoch; here, the random draws
         and the per-epoch bookkeeping, in scikit-learn's order."""
         if not incremental or getattr(self, "_optimizer", None) is None:
@@ -292,7 +615,13 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         X = _as_trainer_input(X, dtype)
-        X, y, sample_weight, validation = self._validation_split(X, y, sample_weight, dtype)
+        if user_validation is None:
+            X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
+                                                                     dtype)
+        else:  # the user's own set replaces early_stopping's random split
+            validation = user_validation.prepared(dtype)
+        if validation is not None:
+            self._start_validation(validation)
         n_samples = X.shape[0]
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
@@ -316,6 +645,7 @@ class _BaseMLP(BaseEstimator):
                 if t.stop_requested:  # set between two epochs
                     warnings.warn("Training interrupted by user.")
                     break
+                tasks.begin(self.coefs_, self.intercepts_)
                 if self.shuffle:
                     self._random_state.shuffle(order)
                 total, done = t.run_epoch(X, Y, opt, state, order=order,
@@ -323,7 +653,8 @@ class _BaseMLP(BaseEstimator):
                 if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
                     warnings.warn("Training interrupted by user.")
                     break
-                if self._end_epoch(total / n_samples, n_samples, validation):
+                stop = self._end_epoch(total / n_samples, n_samples, validation)
+                if tasks.end(self.coefs_, self.intercepts_) or stop:
                     break
                 if incremental:
                     break
@@ -334,12 +665,12 @@ class _BaseMLP(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
-        if self.early_stopping:
+        if self._restores_best(validation):
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
 
     def _validation_split(self, X, y, sample_weight, dtype):
-        """(X_train, y_train, sw_train, (X_val, y_val, sw_val) or None)."""
+        """(X_train, y_train, sw_train, _Validation or None)."""
         if not self.early_stopping:
             return X, y, sample_weight, None
         # Stratified only when there is ONE output column: binary classification.  The
@@ -355,10 +686,12 @@ class _BaseMLP(BaseEstimator):
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
+        Y_val = y_val
         if is_classifier(self):
             y_val = self._label_binarizer.inverse_transform(y_val)
+        X_val = _as_trainer_input(X_val, dtype)
         return (_as_trainer_input(X_train, dtype), y_train, sw_train,
-                (_as_trainer_input(X_val, dtype), y_val, sw_val))
+                _Validation(X_val, y_val, Y_val, sw_val, X_score=X_val, y_score=y_val))
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -394,7 +727,7 @@ class _BaseMLP(BaseEstimator):
             self._optimizer.learning_rate = (float(self.learning_rate_init)
                                              / (self.t_ + 1) ** self.power_t)
         if self._no_improvement_count > self.n_iter_no_change:
-            if validation is not None:
+            if self.early_stopping:
                 msg = ("Validation score did not improve more than tol=%f for %d "
                        "consecutive epochs." % (self.tol, self.n_iter_no_change))
             else:
@@ -424,21 +757,22 @@ class _BaseMLP(BaseEstimator):
 
     def _update_no_improvement_count(self, validation):
         if validation is not None:
-            X_val, y_val, sw_val = validation
-            val_score = self._score_output(self._trainer.forward(X_val), y_val, sw_val)
+            val_score = self._evaluate(validation, self._trainer.forward(validation.X))
             self.validation_scores_.append(val_score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
             last_valid_score = self.validation_scores_[-1]
-            if last_valid_score < (self.best_validation_score_ + self.tol):
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
+            if self.early_stopping:
+                if last_valid_score < (self.best_validation_score_ + self.tol):
+                    self._no_improvement_count += 1
+                else:
+                    self._no_improvement_count = 0
             if last_valid_score > self.best_validation_score_:
                 self.best_validation_score_ = last_valid_score
-                self._best_coefs = [c.copy() for c in self.coefs_]
-                self._best_intercepts = [i.copy() for i in self.intercepts_]
-        else:
+                if self.early_stopping or self._restores_best(validation):
+                    self._best_coefs = [c.copy() for c in self.coefs_]
+                    self._best_intercepts = [i.copy() for i in self.intercepts_]
+        if validation is None or not self.early_stopping:  # stop on the training loss
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
             else:
@@ -455,7 +789,8 @@ class _BaseMLP(BaseEstimator):
         return self._score_function(y, y_pred, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -463,12 +798,23 @@ class _BaseMLP(BaseEstimator):
         X : {ndarray, sparse matrix} of shape (n_samples, n_features)
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), default=None
+        X_val : {ndarray, sparse matrix} of shape (n_val, n_features), default=None
+            A validation set of one's own (fastmlp extension; scikit-learn's
+            ``HistGradientBoosting*`` convention).  With it, ``validation_scores_`` and
+            ``validation_loss_curve_`` are recorded every epoch (every L-BFGS iteration),
+            and ``early_stopping=True`` follows this set instead of holding out
+            ``validation_fraction`` of X.
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Targets of X_val; required with it.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation rows (the score and the loss are weighted).
 
         Returns
         -------
         self : object
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, X_val=X_val,
+                         y_val=y_val, sample_weight_val=sample_weight_val)
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -480,6 +826,83 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+class _Validation:
+    """A validation set as the per-epoch evaluation uses it.
+
+    ``X`` the trainer's input; ``y`` what the default score compares predictions with (labels
+    for a classifier); ``Y`` the encoded targets the loss compares outputs with; ``sw`` the
+    weights or None; ``X_score``/``y_score`` what a user's scorer receives.
+    """
+
+    def __init__(self, X, y, Y, sw, X_score=None, y_score=None):
+        self.X, self.y, self.Y, self.sw = X, y, Y, sw
+        self.X_score, self.y_score = X_score, y_score
+        self.scorer = None
+        self._scratch = None
+
+    def prepared(self, dtype):
+        """The same set with X in the trainer's input form for ``dtype``."""
+        X = _as_trainer_input(self.X, dtype)
+        if X is self.X:
+            return self
+        v = _Validation(X, self.y, self.Y, self.sw, self.X_score, self.y_score)
+        return v
+
+    def loss(self, output, loss_code):
+        """Mean loss of the network output on this set, with scikit-learn's definition of the
+        training loss (sample-weighted, without the L2 penalty)."""
+        if self._scratch is None or self._scratch[0].dtype != output.dtype:
+            dt = output.dtype
+            Y = np.ascontiguousarray(self.Y, dtype=dt).reshape(output.shape)
+            sw = np.zeros(0, dt) if self.sw is None else np.ascontiguousarray(self.sw, dt)
+            self._scratch = (np.empty_like(output), Y, sw)
+        D, Y, sw = self._scratch
+        total = K.output_delta_loss(D, output, Y, sw, loss_code)
+        n = output.shape[0] if self.sw is None else float(np.sum(self.sw, dtype=np.float64))
+        return float(total) / n
+
+
+class _SubTasks:
+    """The subtasks of a fit that scikit-learn's callbacks see: one per epoch (sgd/adam) or
+    L-BFGS iteration, each ``begin`` with its matching ``end``; nothing at all when the
+    estimator has no callbacks."""
+
+    def __init__(self, estimator, ctx, X, y, metadata, name):
+        self.estimator, self.ctx, self.X, self.y = estimator, ctx, X, y
+        self.metadata, self.name = metadata, name
+        self.active = bool(getattr(estimator, "_skl_callbacks", None))
+        self.current = None
+
+    @staticmethod
+    def _weights(coefs, intercepts):
+        # evaluated (copied) only when a callback asks for a fitted estimator
+        return lambda: {"coefs_": [np.array(c) for c in coefs],
+                        "intercepts_": [np.array(b) for b in intercepts]}
+
+    def begin(self, coefs, intercepts):
+        if not self.active:
+            return
+        self.current = self.ctx.subcontext(task_name=self.name)
+        self.current.call_on_fit_task_begin(
+            estimator=self.estimator, X=self.X, y=self.y, metadata=self.metadata,
+            reconstruction_attributes=self._weights(coefs, intercepts))
+
+    def end(self, coefs, intercepts):
+        """End the current subtask; True when a callback asks to stop."""
+        if self.current is None:
+            return False
+        ctx, self.current = self.current, None
+        return ctx.call_on_fit_task_end(
+            estimator=self.estimator, X=self.X, y=self.y, metadata=self.metadata,
+            reconstruction_attributes=self._weights(coefs, intercepts))
+
+    def close(self):
+        """End a subtask that never ran (as scikit-learn's L-BFGS bridge does)."""
+        if self.current is not None:
+            ctx, self.current = self.current, None
+            ctx.call_on_fit_task_end(estimator=self.estimator)
 
 
 def _as_trainer_input(X, dtype):
@@ -508,12 +931,47 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 class_weight=None, scoring=None, restore_best_weights="auto"):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, "log_loss",
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
-                         beta_2, epsilon, n_iter_no_change, max_fun)
+                         beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
+                         restore_best_weights=restore_best_weights)
+        self.class_weight = class_weight
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+    }
+
+    def _apply_class_weight(self, sample_weight, y, incremental):
+        """class_weight as scikit-learn means it: multiplies sample_weight."""
+        if self.class_weight is None:
+            return sample_weight
+        if incremental and isinstance(self.class_weight, str):
+            raise ValueError("class_weight='balanced' is not supported by partial_fit: one "
+                             "batch's class frequencies are not the data set's. Pass a dict, "
+                             "e.g. from sklearn.utils.class_weight.compute_class_weight.")
+        expanded = compute_sample_weight(self.class_weight,
+                                         self._label_binarizer.inverse_transform(y))
+        return expanded if sample_weight is None else sample_weight * expanded
+
+    def _callback_targets(self, y):
+        # the labels, decoded only when a callback asks for them
+        return lambda: self._label_binarizer.inverse_transform(y)
+
+    def _encode_y_val(self, y_val):
+        y = check_array(y_val, ensure_2d=False, dtype=None, input_name="y_val")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self._label_binarizer.y_type_ != "multilabel-indicator":
+            unknown = np.setdiff1d(unique_labels(y), self.classes_)
+            if len(unknown):
+                raise ValueError(f"y_val has classes not in `self.classes_`: {unknown}; "
+                                 f"`self.classes_` has {self.classes_}.")
+        return y, self._label_binarizer.transform(y)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -558,17 +1016,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None, *, X_val=None, y_val=None,
+                    sample_weight_val=None):
         """Update the model with a single iteration over the given data.
 
-        ``classes`` (all the labels across calls) is required on the first call."""
+        ``classes`` (all the labels across calls) is required on the first call.  With
+        ``X_val``/``y_val`` (see :meth:`fit`) the epoch's validation score and loss are
+        appended to ``validation_scores_`` and ``validation_loss_curve_``."""
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
-        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True, X_val=X_val,
+                         y_val=y_val, sample_weight_val=sample_weight_val)
 
     def predict_log_proba(self, X):
         """Log of probability estimates, ``log(predict_proba(X))``."""
@@ -609,12 +1071,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 scoring=None, restore_best_weights="auto"):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, loss,
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
-                         beta_2, epsilon, n_iter_no_change, max_fun)
+                         beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
+                         restore_best_weights=restore_best_weights)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -624,6 +1088,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return X, y
 
     _score_function = staticmethod(r2_score)
+
+    def _encode_y_val(self, y_val):
+        y = check_array(y_val, ensure_2d=False, dtype="numeric", input_name="y_val")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if Y.ndim != 2 or Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y_val has {Y.shape[1] if Y.ndim == 2 else Y.shape} outputs, "
+                             f"but y has {self.n_outputs_}.")
+        return y, Y
 
     def _decode(self, output):
         return output.ravel() if output.shape[1] == 1 else output
@@ -643,6 +1117,17 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     # a warm-started lbfgs fit; reproduced for drop-in compatibility.
     @available_if(lambda est: est._check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None):
-        """Update the model with a single iteration over the given data."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+                    sample_weight_val=None):
+        """Update the model with a single iteration over the given data (``X_val``/``y_val``:
+        see :meth:`fit`)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True, X_val=X_val,
+                         y_val=y_val, sample_weight_val=sample_weight_val)
+
+
+# fastmlp's parameters beyond scikit-learn's, with their defaults: each default reproduces
+# scikit-learn's behaviour exactly (README, "Beyond scikit-learn").
+EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None}
+
+persistence.register("MLPClassifier", MLPClassifier)
+persistence.register("MLPRegressor", MLPRegressor)

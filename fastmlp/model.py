@@ -1,9 +1,12 @@
 """``fastmlp.MLP``: the thin model class.  It resolves options once, owns a
-:class:`~fastmlp._core.Trainer` (parameters, workspace) and the optimizer state, and loops
-over epochs; all arithmetic happens in the kernels."""
+:class:`~fastmlp._core.Trainer` (parameters, workspace), the optimizer state and the shuffle
+state, and loops over epochs; all arithmetic happens in the kernels.  Its whole state (what a
+model file holds) is ``_get_state()`` / ``_set_state()``."""
 import numpy as np
 from sklearn.utils import check_random_state
 
+from . import _state as S
+from . import persistence
 from ._core import Trainer
 from ._threads import resolve_n_threads
 from ._validation import check_dtype, check_X, check_Y, resolve
@@ -45,26 +48,39 @@ class MLP:
         self.dtype = check_dtype(dtype)
         self.alpha = alpha
         self.random_state = random_state
-        self.n_threads = resolve_n_threads(n_threads) if n_threads is not None else None
+        self._n_threads = resolve_n_threads(n_threads) if n_threads is not None else None
         self._rs = check_random_state(random_state)
         self._trainer = None
         self._optimizer = None
         self._opt_state = None
-        self._pending_epoch = None  # (order, position, loss sum) of an epoch stopped mid-way
+        self._pending = None   # an epoch stopped mid-way: {"order", "position", "loss_sum"}
+        self._stop = False
         self.loss_curve_ = []
 
     # -- state --------------------------------------------------------------------------------
-    def _make_trainer(self, batch_size):
+    def _make_trainer(self, batch_size, init=True):
         t = Trainer(self.layer_sizes, activation=self.activation,
-                            out_activation=self.out_activation, loss=self.loss,
-                            dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
-                            n_threads=self.n_threads)
-        if self._trainer is None:
-            t.init_params(self._rs)
-        else:  # a new batch size keeps the learned parameters
+                    out_activation=self.out_activation, loss=self.loss,
+                    dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
+                    n_threads=self._n_threads)
+        if self._trainer is not None:  # a new batch size keeps the learned parameters
             t.params[:] = self._trainer.params
+        elif init:
+            t.init_params(self._rs)
+        t.stop_requested = self._stop
         self._trainer = t
         return t
+
+    @property
+    def n_threads(self):
+        """Threads for this model's calls (None: decided per call); settable."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = resolve_n_threads(value) if value is not None else None
+        if self._trainer is not None:
+            self._trainer.n_threads = resolve_n_threads(self._n_threads)
 
     @property
     def coefs_(self):
@@ -89,6 +105,38 @@ class MLP:
         """The preallocated buffers (activations, deltas, gathered batch) of the training core."""
         return self._fitted().ws
 
+    @property
+    def optimizer_settings_(self):
+        """The settings of the last training call: a dict with ``optimizer``,
+        ``learning_rate``, ``batch_size`` (and ``momentum`` for sgd), or None before any."""
+        if self._optimizer is None or self._trainer is None:
+            return None
+        out = {"optimizer": self._optimizer.name,
+               "learning_rate": self._optimizer.learning_rate,
+               "batch_size": self._trainer.batch_size}
+        if self._optimizer.name == "sgd":
+            out["momentum"] = self._optimizer.momentum
+        return out
+
+    @property
+    def pending_epoch(self):
+        """Where an epoch stopped mid-way by :meth:`request_stop` stands, or None: a dict with
+        ``epoch`` (its number, from 1), ``position`` (rows done) and ``n_rows``.  The next
+        ``partial_fit`` on the same rows finishes it first."""
+        if self._pending is None:
+            return None
+        return {"epoch": len(self.loss_curve_) + 1, "position": self._pending["position"],
+                "n_rows": self._pending["n_rows"]}
+
+    def request_stop(self):
+        """Ask the training call in progress (or the next one) to stop after the current
+        batch; safe to call from a signal handler.  An epoch stopped mid-way is kept (see
+        :attr:`pending_epoch`); the request is used up when that call returns."""
+        self._stop = True
+        t = self._trainer
+        if t is not None:
+            t.stop_requested = True
+
     def _fitted(self):
         if self._trainer is None:
             raise AttributeError("this MLP has no parameters yet: call fit or partial_fit")
@@ -102,12 +150,28 @@ class MLP:
 
     def fit(self, X, Y, epochs=10, batch_size=256, learning_rate=0.1, optimizer="sgd",
             momentum=0.0, shuffle=True, callback=None):
-        """Train from freshly initialised weights for ``epochs`` passes over (X, Y).
+        """Train from fresh weights, drawn from ``random_state``, for ``epochs`` passes.
 
-        ``callback(epoch, loss)`` runs after each epoch; returning True stops training."""
+        Two calls of ``fit`` on one object give the same model (as in scikit-learn); only
+        :meth:`partial_fit` continues.  ``fit(epochs=k)`` equals ``k`` calls of
+        ``partial_fit(epochs=1)`` on a new model.
+
+        Parameters
+        ----------
+        X : array-like or CSR matrix, shape (n_samples, layer_sizes[0])
+        Y : array-like, shape (n_samples, layer_sizes[-1])
+        epochs, batch_size, learning_rate, optimizer, momentum, shuffle, callback
+            As for :meth:`partial_fit`.
+
+        Returns
+        -------
+        self : MLP
+        """
         self._trainer = None
         self._optimizer = None
-        self._pending_epoch = None
+        self._opt_state = None
+        self._pending = None
+        self._rs = check_random_state(self.random_state)
         self.loss_curve_ = []
         return self.partial_fit(X, Y, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, optimizer=optimizer,
@@ -115,22 +179,55 @@ class MLP:
 
     def partial_fit(self, X, Y, epochs=1, batch_size=256, learning_rate=0.1, optimizer="sgd",
                     momentum=0.0, shuffle=True, callback=None):
-        """Continue training (weights and optimizer state kept) for ``epochs`` passes.
+        """Continue training (weights, optimizer and shuffle state kept) for ``epochs`` passes.
 
-        An epoch stopped mid-way by ``_trainer.stop_requested`` is not added to
-        ``loss_curve_``; its order and position are kept, and the next call on the same number
-        of rows finishes it first (it counts as one of that call's epochs), so that an
-        interrupted and resumed run takes exactly the steps of an uninterrupted one."""
+        Each shuffled epoch's order is a permutation drawn from the model's RandomState
+        (saved with it), so how the epochs are split into calls does not change the result.  An epoch stopped mid-way by
+        :meth:`request_stop` is not added to ``loss_curve_``; the next call on the same rows
+        finishes it first (it counts as one of that call's epochs), so an interrupted and
+        resumed run takes exactly the steps of an uninterrupted one.
+
+        Parameters
+        ----------
+        X : array-like or CSR matrix, shape (n_samples, layer_sizes[0])
+        Y : array-like, shape (n_samples, layer_sizes[-1])
+        epochs : int >= 0
+        batch_size : int >= 1 (clipped to n_samples)
+        learning_rate : float > 0
+        optimizer : {'sgd', 'adam'}
+        momentum : float in [0, 1), sgd only
+        shuffle : bool
+        callback : callable(epoch, loss) -> bool, optional
+            Runs after each epoch; returning True stops training.
+
+        Returns
+        -------
+        self : MLP
+
+        Raises
+        ------
+        ValueError
+            For bad arguments, and when an interrupted epoch over another number of rows is
+            pending (it is never dropped silently: pass its rows, or call :meth:`fit`).
+        """
         X, Y = self._check_xy(X, Y)
         epochs = _positive_int("epochs", epochs, allow_zero=True)
         batch_size = min(_positive_int("batch_size", batch_size), X.shape[0])
-        if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate)
-                and learning_rate > 0):
+        if isinstance(learning_rate, bool) or \
+                not (isinstance(learning_rate, (int, float, np.integer, np.floating))
+                     and np.isfinite(learning_rate) and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         if not (0 <= momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        n = X.shape[0]
+        pending = self._pending
+        if pending is not None and pending["n_rows"] != n:
+            raise ValueError(
+                f"an interrupted epoch over {pending['n_rows']} rows is pending (stopped at "
+                f"row {pending['position']}); pass the same {pending['n_rows']} rows to "
+                f"finish it, or call fit to start over (got {n} rows)")
         t = self._trainer
         if t is None or t.batch_size != batch_size:
             t = self._make_trainer(batch_size)
@@ -141,43 +238,181 @@ class MLP:
         self._optimizer.learning_rate = float(learning_rate)
         if optimizer == "sgd":
             self._optimizer.momentum = float(momentum)
-        order = np.arange(X.shape[0], dtype=np.int64) if shuffle else None
-        pending, self._pending_epoch = self._pending_epoch, None
-        if pending is not None and (len(pending[0]) != X.shape[0] or pending[1] >= X.shape[0]):
-            pending = None  # different data: the stopped epoch cannot be finished
-        for epoch in range(epochs):
-            start, before = 0, 0.0
-            epoch_order = order
-            if pending is not None:  # finish the epoch that was stopped mid-way (issue 5)
-                epoch_order, start, before = pending
-                pending = None
-            elif shuffle:
-                self._rs.shuffle(order)
-            total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
-                                      order=epoch_order, start=start)
-            if done < X.shape[0]:
-                self._pending_epoch = (np.arange(X.shape[0], dtype=np.int64)
-                                       if epoch_order is None else epoch_order.copy(),
-                                       int(done), before + total)
-                break
-            self.loss_curve_.append((before + total) / X.shape[0])
-            if callback is not None and callback(len(self.loss_curve_), self.loss_curve_[-1]):
-                break
-            if t.stop_requested:
-                break
+        try:
+            for _ in range(epochs):
+                if self._stop:
+                    break
+                pending = self._pending
+                if pending is not None:  # finish the epoch that was stopped mid-way
+                    order, start, before = (pending["order"], pending["position"],
+                                            pending["loss_sum"])
+                else:
+                    start, before, order = 0, 0.0, None
+                    if shuffle:
+                        order = np.arange(n, dtype=np.int64)
+                        self._rs.shuffle(order)
+                total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
+                                          order=order, start=start)
+                if done < n:
+                    self._pending = {"order": order, "position": int(done),
+                                     "loss_sum": before + total, "n_rows": n}
+                    break
+                self._pending = None
+                self.loss_curve_.append((before + total) / n)
+                if callback is not None and callback(len(self.loss_curve_),
+                                                     self.loss_curve_[-1]):
+                    break
+        finally:  # a stop request is used up by the call it stopped
+            if self._stop or t.stop_requested:
+                self._stop = t.stop_requested = False
         return self
 
     def save(self, path):
-        """Write the model (weights, optimizer and RNG state, loss curve) to one file; read
-        it back with ``fastmlp.load(path)``."""
-        from .persistence import save
-        save(self, path)
+        """Write the model (weights, optimizer, RNG and shuffle state, loss curve, scaling) to
+        one file atomically; read it back with ``fastmlp.load(path)``."""
+        persistence.save(self, path)
 
     def predict(self, X):
         """Network output for X: a new (N, n_out) array of the model's dtype."""
         t = self._fitted()
         X = check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
         return t.forward(X)
+
+    # -- the state a model file holds -------------------------------------------------------
+    def _get_state(self):
+        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`)."""
+        rs = self.random_state
+        model = {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
+                 "out_activation": self.out_activation, "loss": self.loss,
+                 "dtype": self.dtype.name, "alpha": float(self.alpha),
+                 "random_state": int(rs) if isinstance(rs, (int, np.integer))
+                 and not isinstance(rs, bool) else None,
+                 "n_threads": self._n_threads, "loss_curve": list(self.loss_curve_)}
+        arrays = {}
+        model["rng"], arrays["rng/keys"] = S.rng_state(self._rs)
+        t = self._trainer
+        model["fitted"] = t is not None
+        if t is not None:
+            model["batch_size"] = int(t.batch_size)
+            arrays["params"] = t.params
+            if self._optimizer is not None:
+                model["optimizer"], opt_arrays = S.optimizer_state(self._optimizer,
+                                                                   self._opt_state)
+                arrays.update(opt_arrays)
+        p = self._pending
+        if p is not None:
+            model["epoch"] = {"position": p["position"], "loss_sum": float(p["loss_sum"])}
+            arrays["epoch/order"] = (np.arange(p["n_rows"], dtype=np.int64)
+                                     if p["order"] is None else p["order"])
+        for name in ("classes_", "feature_names_in_"):
+            if getattr(self, name, None) is not None:
+                arrays[f"attr/{name}"] = S.label_array(getattr(self, name), name)
+        scaling = S.get_scaling(self, self.layer_sizes[0], self.layer_sizes[-1])
+        return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
+
+    @classmethod
+    def _from_state(cls, state):
+        """A new MLP from an untrusted state (``ValueError`` naming what is wrong)."""
+        model = state.get("model") if isinstance(state, dict) else None
+        if not isinstance(model, dict):
+            S.bad("bad model description")
+        sizes = model.get("layer_sizes")
+        if not isinstance(sizes, list) or not all(S.is_int(v) and v >= 1 for v in sizes):
+            S.bad(f"bad layer sizes {sizes!r}")
+        for key in ("activation", "out_activation", "loss", "dtype"):
+            S.get_str(model, key)
+        if model["dtype"] not in ("float32", "float64"):
+            S.bad(f"bad dtype {model['dtype']!r}")
+        alpha = S.get_float(model, "alpha", low=0.0)
+        S.get_int(model, "random_state", low=0, high=2 ** 32 - 1, optional=True)
+        S.get_int(model, "n_threads", low=1, optional=True)
+        try:
+            m = cls(sizes, activation=model["activation"],
+                    out_activation=model["out_activation"], loss=model["loss"],
+                    dtype=model["dtype"], alpha=alpha, random_state=model["random_state"],
+                    n_threads=model["n_threads"])
+        except (TypeError, ValueError) as exc:
+            S.bad(f"bad model description ({exc})")
+        m._set_state(state)
+        return m
+
+    def _set_state(self, state):
+        """Load a state from :meth:`_get_state` (or an untrusted file) into this model, whose
+        architecture must be the state's; every field is checked before anything changes."""
+        model = state.get("model") if isinstance(state, dict) else None
+        arrays = dict(state.get("arrays") or {}) if isinstance(state, dict) else {}
+        if not isinstance(model, dict):
+            S.bad("bad model description")
+        if model.get("layer_sizes") != list(self.layer_sizes) or \
+                any(model.get(k) != getattr(self, k) for k in
+                    ("activation", "out_activation", "loss")) or \
+                model.get("dtype") != self.dtype.name:
+            S.bad("the state is for another architecture")
+        n_in, n_out = self.layer_sizes[0], self.layer_sizes[-1]
+        curve = S.float_list(model.get("loss_curve"), "loss curve")
+        rs = S.make_rng(model.get("rng"), arrays.pop("rng/keys", None))
+        fitted = model.get("fitted")
+        if not isinstance(fitted, bool):
+            S.bad("bad 'fitted' flag")
+        params = opt = opt_state = None
+        batch_size = None
+        if fitted:
+            batch_size = S.get_int(model, "batch_size", "batch size", low=1)
+            params = arrays.pop("params", None)
+            if params is None or params.shape != (S.n_params(self.layer_sizes),) or \
+                    params.dtype != self.dtype:
+                S.bad(f"parameters missing or of the wrong shape/dtype for layers "
+                      f"{list(self.layer_sizes)}")
+            if not np.isfinite(params).all():
+                S.bad("parameters contain NaN or infinity")
+            try:  # before the network is built
+                S.check_memory(S.training_bytes(self.layer_sizes, batch_size,
+                                                self.dtype.itemsize),
+                               f"a network {'-'.join(map(str, self.layer_sizes))} with batch "
+                               f"size {batch_size}")
+            except MemoryError as exc:
+                S.bad(str(exc))
+            if "optimizer" in model:
+                opt, opt_state = S.make_optimizer(model["optimizer"], arrays, params)
+        pending = None
+        order = arrays.pop("epoch/order", None)
+        if "epoch" in model or order is not None:
+            ep = model.get("epoch")
+            if not fitted or not isinstance(ep, dict) or order is None or order.ndim != 1 or \
+                    order.dtype != np.int64 or len(order) < 2 or \
+                    not np.array_equal(np.sort(order), np.arange(len(order))):
+                S.bad("bad interrupted-epoch record")
+            position = S.get_int(ep, "position", "interrupted-epoch position", 1,
+                                 len(order) - 1)
+            loss_sum = S.get_float(ep, "loss_sum", "interrupted-epoch loss", finite=False)
+            pending = {"order": order, "position": position, "loss_sum": loss_sum,
+                       "n_rows": len(order)}
+        labels = {}
+        for name, n, unique in (("classes_", n_out, True), ("feature_names_in_", n_in, False)):
+            a = arrays.pop(f"attr/{name}", None)
+            if a is not None:
+                labels[name] = S.check_labels(a, name.rstrip("_").replace("_", " "), n, unique)
+        if "feature_names_in_" in labels and labels["feature_names_in_"].dtype.kind != "U":
+            S.bad("bad feature names (not strings)")
+        if arrays:
+            S.bad(f"unexpected arrays {sorted(arrays)}")
+        S.set_scaling(self, state.get("scaling"), n_in, n_out)  # checks, then sets
+        # every field checked: now change the model
+        self._trainer = None
+        if fitted:
+            t = self._make_trainer(batch_size, init=False)
+            t.params[:] = params
+            if opt is not None:
+                self._optimizer, self._opt_state = opt, opt_state
+        self._rs = rs
+        self.loss_curve_ = curve
+        self._pending = pending
+        for name in ("classes_", "feature_names_in_"):
+            if name in labels:
+                setattr(self, name, labels[name])
+
+
+persistence.register("MLP", MLP)
 
 
 def _positive_int(name, value, allow_zero=False):

@@ -8,8 +8,6 @@ Data is small and iterations few, so the whole file runs in seconds.
 """
 import pickle
 import re
-import sys
-import types
 import warnings
 
 import joblib
@@ -419,10 +417,9 @@ def test_pickle_joblib_and_resume(tmp_path):
 
 
 def test_save_delegates_to_persistence(monkeypatch):
+    from fastmlp import persistence
     seen = []
-    fake = types.ModuleType("fastmlp.persistence")
-    fake.save = lambda est, path: seen.append((est, path))
-    monkeypatch.setitem(sys.modules, "fastmlp.persistence", fake)
+    monkeypatch.setattr(persistence, "save", lambda est, path: seen.append((est, path)))
     for cls, kind in ((MLPClassifier, "binary"), (MLPRegressor, "regression")):
         est = cls(**dict(BASE, max_iter=2))
         with warnings.catch_warnings():
@@ -436,7 +433,8 @@ def test_clone_pipeline_gridsearch():
     X, y = make_data("multiclass")
     est = MLPClassifier(**dict(BASE, max_iter=5))
     assert clone(est).get_params() == est.get_params()
-    assert list(MLPRegressor().get_params()) == list(sknn.MLPRegressor().get_params())
+    assert [k for k in MLPRegressor().get_params() if k not in fe.EXTENSION_PARAMS] \
+        == list(sknn.MLPRegressor().get_params())
     assert MLPRegressor.__init__.__code__.co_varnames[1] == "loss"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -448,11 +446,21 @@ def test_clone_pipeline_gridsearch():
 
 def test_same_parameter_constraints_and_defaults():
     for ours, ref in ((MLPClassifier, sknn.MLPClassifier), (MLPRegressor, sknn.MLPRegressor)):
-        assert ours().get_params() == ref().get_params()
-        assert set(ours._parameter_constraints) == set(ref._parameter_constraints)
+        # fastmlp's extensions are extra parameters whose defaults keep scikit-learn's
+        # behaviour; everything scikit-learn has is the same
+        params = ours().get_params()
+        extra = {k: params.pop(k) for k in set(params) & set(fe.EXTENSION_PARAMS)}
+        assert extra == {k: v for k, v in fe.EXTENSION_PARAMS.items() if k in extra}
+        assert params == ref().get_params()
+        assert set(ours._parameter_constraints) - set(fe.EXTENSION_PARAMS) \
+            == set(ref._parameter_constraints)
         for key, value in ref._parameter_constraints.items():
-            assert [_constraint(c) for c in ours._parameter_constraints[key]] == \
-                [_constraint(c) for c in value], key
+            ours_c = [_constraint(c) for c in ours._parameter_constraints[key]]
+            ref_c = [_constraint(c) for c in value]
+            if key == "activation":  # extended with more activations
+                assert ours_c[0][:2] == ref_c[0][:2] and ours_c[0][2] >= ref_c[0][2]
+            else:
+                assert ours_c == ref_c, key
 
 
 def _constraint(c):

@@ -1,5 +1,5 @@
-"""save/load (issue 5): round trips for every model kind, resumable state, damaged, fuzzed and
-tampered files, atomic writes."""
+"""save/load: round trips for every model kind, resumable state, damaged, fuzzed and tampered
+files (every field validated as untrusted input), atomic writes (modes, symlinks, devices)."""
 import io
 import json
 import os
@@ -19,7 +19,7 @@ Y2 = RS.randn(120, 2)
 
 
 def _params(m):
-    return m._trainer.params
+    return np.concatenate([a.ravel() for a in m.coefs_ + m.intercepts_])
 
 
 def _same_predictions(a, b, X):
@@ -54,7 +54,9 @@ def test_unfitted_mlp_round_trip(tmp_path):
     m = fastmlp.MLP([3, 2], random_state=1)
     fastmlp.persistence.save(m, tmp_path / "u.npz")
     m2 = fastmlp.load(tmp_path / "u.npz")
-    assert m2._trainer is None and m2.layer_sizes == (3, 2)
+    assert m2.optimizer_settings_ is None and m2.layer_sizes == (3, 2)
+    with pytest.raises(AttributeError):
+        m2.coefs_
     m.fit(X[:, :3], Y2, epochs=1)
     m2.fit(X[:, :3], Y2, epochs=1)
     assert np.array_equal(_params(m), _params(m2))
@@ -69,7 +71,7 @@ def _stop_after(model, n_batches):
         update(*args)
         calls[0] += 1
         if calls[0] == n_batches:
-            model._trainer.stop_requested = True
+            model.request_stop()
     opt.update = counted
 
 
@@ -83,11 +85,11 @@ def test_interrupted_epoch_is_saved_and_resumed_to_the_same_weights(tmp_path):
     m.partial_fit(X, Y2, epochs=1, **kw)
     _stop_after(m, 3)  # 8 batches an epoch: stops inside epoch 2
     m.partial_fit(X, Y2, epochs=1, **kw)
-    assert m._pending_epoch is not None and m._pending_epoch[1] == 48
+    assert m.pending_epoch == {"epoch": 2, "position": 48, "n_rows": 120}
     assert len(m.loss_curve_) == 1
     m.save(tmp_path / "ckpt.npz")
     r = fastmlp.load(tmp_path / "ckpt.npz")
-    assert r._pending_epoch[1] == 48
+    assert r.pending_epoch["position"] == 48
     while len(r.loss_curve_) < 4:
         r.partial_fit(X, Y2, epochs=1, **kw)
     assert np.array_equal(_params(r), _params(ref))
@@ -202,7 +204,7 @@ def test_fuzzed_files_are_refused_or_load_the_same_model(tmp_path, good_file):
             refused += 1
             continue
         # a flip in bytes nobody reads (a zip timestamp): the very same model
-        assert np.array_equal(m2._trainer.params, m._trainer.params)
+        assert np.array_equal(_params(m2), _params(m))
         assert m2.loss_curve_ == m.loss_curve_
     assert refused > 250
 
@@ -429,3 +431,141 @@ def test_damaged_scaling_is_refused_at_load(tmp_path, change):
         meta["scaling"] = {"x": "yes"}
     with pytest.raises(ModelFileError):
         fastmlp.load(_rezip(tmp_path / "x.npz", _with_meta(members, meta)))
+
+
+# -- every field is untrusted: a recomputed checksum proves nothing ------------------------------
+def _edit(tmp_path, path, change):
+    """The file at path with change(meta, members) applied and the checksum recomputed."""
+    members = _members(path)
+    meta = _meta(members)
+    change(meta, members)
+    return _rezip(tmp_path / "edited.npz", _with_meta(members, meta))
+
+
+def _set_array(members, meta, name, a):
+    members[name + ".npy"] = _npy(a)
+    meta["arrays"][name] = [a.dtype.str, list(a.shape)]
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    m = fastmlp.MLP([5, 4, 3], out_activation="softmax", loss="log_loss", dtype="float64",
+                    random_state=0)
+    m.partial_fit(X, np.eye(3)[RS.randint(0, 3, 120)], epochs=1, batch_size=32)
+    m.classes_ = np.array(["a", "b", "c"])
+    path = tmp_path_factory.mktemp("clf") / "m.npz"
+    m.save(path)
+    return path
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda meta, mem: _set_array(mem, meta, "attr/classes_", np.array(["a", "b"])), "classes"),
+    (lambda meta, mem: _set_array(mem, meta, "attr/classes_", np.array([["a", "b", "c"]] * 3)),
+     "classes"),
+    (lambda meta, mem: _set_array(mem, meta, "attr/classes_", np.array(["a", "a", "c"])),
+     "classes"),
+    (lambda meta, mem: meta.pop("created"), "created"),
+    (lambda meta, mem: meta.update(extra=["not", "a", "dict"]), "extra"),
+    (lambda meta, mem: meta["model"].update(loss_curve=["0.5"]), "loss curve"),
+    (lambda meta, mem: meta["model"].update(batch_size="32"), "batch size"),
+    (lambda meta, mem: meta["model"].update(batch_size=10 ** 12), "memory"),
+    (lambda meta, mem: meta["model"].update(alpha=-1), "alpha"),
+    (lambda meta, mem: meta["model"].update(activation="os.system"), "activation"),
+    (lambda meta, mem: meta["model"]["optimizer"]["hyper"].update(learning_rate="x"),
+     "learning_rate"),
+    (lambda meta, mem: meta["model"]["optimizer"]["hyper"].update(beta_1=7.0), "beta_1"),
+    (lambda meta, mem: meta["model"]["rng"].update(pos=10 ** 6), "random state"),
+    (lambda meta, mem: meta["model"].update(fitted="yes"), "fitted"),
+])
+def test_edited_fields_are_refused_even_with_a_valid_checksum(tmp_path, classifier_file,
+                                                                change, message):
+    with pytest.raises(ModelFileError, match=message):
+        fastmlp.load(_edit(tmp_path, classifier_file, change))
+
+
+def test_layer_sizes_are_checked_against_the_stored_weights_before_allocating(tmp_path,
+                                                                              good_file):
+    import tracemalloc
+
+    def claim_big_layers(meta, members):  # 5-4000-4000-2: 128 MB of float64 parameters
+        meta["model"]["layer_sizes"] = [5, 4000, 4000, 2]
+    path = _edit(tmp_path, good_file[0], claim_big_layers)
+    tracemalloc.start()
+    with pytest.raises(ModelFileError, match="wrong shape"):
+        fastmlp.load(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_estimator_fields_are_checked(tmp_path):
+    from fastmlp.estimators import MLPClassifier
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, np.array(["x", "y", "z"])[RS.randint(0, 3, 120)])
+    est.save(tmp_path / "e.npz")
+
+    def fewer_classes(meta, members):
+        _set_array(members, meta, "attr/classes_", np.array(["x", "y"]))
+
+    def other_hidden(meta, members):
+        meta["model"]["params"]["hidden_layer_sizes"] = [7]
+
+    def string_loss(meta, members):
+        meta["model"]["attrs"]["loss_"] = "0.3"
+    for change in (fewer_classes, other_hidden, string_loss):
+        with pytest.raises(ModelFileError):
+            fastmlp.load(_edit(tmp_path, tmp_path / "e.npz", change))
+
+
+# -- what the writes leave on disk ------------------------------------------------------------
+def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path, good_file):
+    m = good_file[1]
+    old = os.umask(0o022)
+    try:
+        m.save(tmp_path / "new.npz")
+        assert os.stat(tmp_path / "new.npz").st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        m.save(tmp_path / "private.npz")
+        assert os.stat(tmp_path / "private.npz").st_mode & 0o777 == 0o600
+        os.chmod(tmp_path / "new.npz", 0o640)
+        m.save(tmp_path / "new.npz")
+        assert os.stat(tmp_path / "new.npz").st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_a_symlink_is_followed_and_kept(tmp_path, good_file):
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    good_file[1].save(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert np.array_equal(_params(fastmlp.load(target)), _params(good_file[1]))
+    dangling = tmp_path / "dangling.npz"
+    dangling.symlink_to(tmp_path / "made.npz")
+    good_file[1].save(dangling)
+    assert dangling.is_symlink() and (tmp_path / "made.npz").is_file()
+
+
+def test_devices_and_fifos_are_written_into(tmp_path, good_file):
+    import threading
+    persistence.atomic_write("/dev/null", lambda f: f.write(b"into the void"))
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    persistence.atomic_write(fifo, lambda f: f.write(b"through the pipe"))
+    reader.join(timeout=60)
+    assert got == [b"through the pipe"]
+    assert not os.path.isfile(fifo) and os.listdir(tmp_path) == ["pipe"]
+
+
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path, good_file):
+    with pytest.raises(FileNotFoundError, match="does not exist") as err:
+        good_file[1].save(tmp_path / "missing" / "m.npz")
+    assert ".tmp" not in str(err.value)

@@ -1,0 +1,492 @@
+"""A reusable network engine: one network shape, built and validated once, called many times.
+
+:class:`Engine` is the piece other projects embed: an optimiser (``scipy.optimize.minimize``),
+a hand-written training loop, a data-parallel driver, or another framework's autograd.  It
+works on a flat parameter vector (scikit-learn's L-BFGS packing), writes into outputs the
+caller owns, and in the steady state allocates nothing: its buffers are sized once (or grow to
+the largest batch seen) and every call runs the kernels ``forward_pass`` / ``forward_backward``
+on them.  Each call checks what can go wrong cheaply -- dtype, shape, C order, finiteness --
+and raises ``ValueError`` naming the argument; a Numba typing error never reaches the caller.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import kernels as K
+from ._threads import resolve_n_threads, thread_limits
+from ._validation import check_dtype, resolve
+from ._workspace import Layout
+
+__all__ = ["Engine"]
+
+
+def _layer_sizes(layer_sizes) -> list:
+    try:
+        sizes = list(layer_sizes)
+    except TypeError:
+        sizes = None
+    if (sizes is None or len(sizes) < 2
+            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                       for s in sizes)):
+        raise ValueError("layer_sizes must be a sequence of at least two positive integers "
+                         f"(n_inputs, hidden..., n_outputs), got {layer_sizes!r}")
+    return [int(s) for s in sizes]
+
+
+class Engine:
+    """Forward pass, loss and gradients of one network shape on a flat parameter vector.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``(n_inputs, hidden_1, ..., n_outputs)``.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="logistic"
+        Activation of the hidden layers.
+    out_activation : {"identity", "logistic", "tanh", "relu", "softmax", "exp"}, \
+default="identity"
+        Activation of the output layer.
+    loss : {"squared_error", "log_loss", "binary_log_loss", "poisson"}, default="squared_error"
+        The loss, with scikit-learn's definitions (see :meth:`loss_and_grads`).  A
+        log-likelihood loss needs its canonical output (softmax or logistic for ``log_loss``,
+        exp for ``poisson``).
+    dtype : {"float64", "float32"}, default="float64"
+        Every array passed in or out has this dtype; the engine never converts.
+    max_rows : int or None, default=None
+        Rows the engine's buffers hold.  ``None``: the buffers grow to the largest batch seen
+        (the first call with more rows than before allocates, later ones do not).  An int:
+        the buffers hold ``max_rows`` rows, allocated at construction, and a larger input is
+        processed in chunks of ``max_rows`` rows whose raw sums are added -- the same loss and
+        gradients as one pass up to floating-point summation order, with memory bounded by
+        ``max_rows``.
+    n_threads : int or None, default=None
+        Threads for the matrix products and elementwise kernels during a call (``None``: the
+        limits already in force, see ``fastmlp._threads.thread_limits``).
+
+    Attributes
+    ----------
+    n_params : int
+        Length of the flat parameter (and gradient) vector: every ``W[l]`` raveled in C order,
+        then every ``b[l]``.
+    layer_sizes : tuple of int
+    dtype : numpy.dtype
+
+    Notes
+    -----
+    Buffers are reused across calls, so one Engine must not be called from two threads at
+    once; build one per thread (they are cheap).  Arrays returned as views (``unpack``, the
+    hidden activations of ``forward``) stay valid only until the next call that writes them.
+
+    Shapes: ``X`` (N, n_inputs), ``Y`` (N, n_outputs) (1-D allowed when n_outputs == 1),
+    ``sample_weight`` (N,), ``params`` / gradients (n_params,).  Inputs must be C-contiguous
+    NumPy arrays of the engine's dtype (``X`` may also be a CSR matrix); convert with
+    ``np.ascontiguousarray(a, dtype=engine.dtype)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmlp.backend import Engine
+    >>> eng = Engine([3, 4, 2], activation="tanh")
+    >>> params = np.random.default_rng(0).normal(size=eng.n_params) * 0.1
+    >>> X, Y = np.ones((5, 3)), np.zeros((5, 2))
+    >>> grads = np.empty(eng.n_params)
+    >>> loss, g = eng.loss_and_grads(params, X, Y, alpha=1e-4, out=grads)
+    >>> g is grads
+    True
+    >>> coefs, intercepts = eng.unpack(params)
+    >>> [c.shape for c in coefs], [b.shape for b in intercepts]
+    ([(3, 4), (4, 2)], [(4,), (2,)])
+    >>> eng.forward(params, X).shape
+    (5, 2)
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], *, activation: str = "logistic",
+                 out_activation: str = "identity", loss: str = "squared_error",
+                 dtype="float64", max_rows: Optional[int] = None,
+                 n_threads: Optional[int] = None):
+        sizes = _layer_sizes(layer_sizes)
+        self.codes = resolve(activation, out_activation, loss)
+        self.activation, self.out_activation, self.loss = activation, out_activation, loss
+        self.dtype = check_dtype(dtype)
+        if max_rows is not None and (isinstance(max_rows, bool)
+                                     or not isinstance(max_rows, numbers.Integral)
+                                     or max_rows < 1):
+            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+        self.max_rows = None if max_rows is None else int(max_rows)
+        self.n_threads = resolve_n_threads(n_threads)
+        self.layout = Layout(sizes)
+        self.layer_sizes = tuple(sizes)
+        self.n_params = self.layout.n_params
+        self._sizes = self.layout.sizes  # int64 (L+1,) for the kernels
+        self._n_w0 = sizes[0] * sizes[1]
+        self._no_sw = np.zeros(0, self.dtype)
+        self._capacity = 0
+        self._acts = self._deltas = self._xbuf = self._gsum = None
+        if self.max_rows is not None:
+            self._reserve(self.max_rows, backward=True, sparse=False)
+
+    def __repr__(self):
+        return (f"Engine({list(self.layer_sizes)}, activation={self.activation!r}, "
+                f"out_activation={self.out_activation!r}, loss={self.loss!r}, "
+                f"dtype={self.dtype.name!r}, max_rows={self.max_rows!r})")
+
+    # -- parameters ---------------------------------------------------------------------------
+    def pack(self, coefs, intercepts, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Copy per-layer arrays into one flat vector (scikit-learn's packing).
+
+        Parameters
+        ----------
+        coefs : list of array-like, ``coefs[l]`` of shape (layer_sizes[l], layer_sizes[l+1])
+        intercepts : list of array-like, ``intercepts[l]`` of shape (layer_sizes[l+1],)
+        out : ndarray of shape (n_params,), optional
+            Written in place (allocated when None).
+
+        Returns
+        -------
+        ndarray of shape (n_params,)
+        """
+        L = len(self.layer_sizes) - 1
+        if len(coefs) != L or len(intercepts) != L:
+            raise ValueError(f"expected {L} coefs and {L} intercepts, got {len(coefs)} and "
+                             f"{len(intercepts)}")
+        for l, (c, b, shape) in enumerate(zip(coefs, intercepts, self.layout.coef_shapes)):
+            if np.shape(c) != shape:
+                raise ValueError(f"coefs[{l}] must have shape {shape}, got {np.shape(c)}")
+            if np.shape(b) != (shape[1],):
+                raise ValueError(f"intercepts[{l}] must have shape ({shape[1]},), got "
+                                 f"{np.shape(b)}")
+        out = np.empty(self.n_params, self.dtype) if out is None else out
+        self._check_vector(out, "out")
+        return self.layout.pack(coefs, intercepts, out)
+
+    def unpack(self, params: np.ndarray):
+        """``(coefs, intercepts)``: lists of views into ``params`` (no copy; writing to them
+        writes ``params``).  Works for gradient vectors too."""
+        self._check_vector(params, "params")
+        return self.layout.views(params)
+
+    # -- checks (cheap: no copies, no allocation on the success path) -------------------------
+    def _check_vector(self, a, name):
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{name} must be a NumPy array of shape ({self.n_params},), got "
+                             f"{type(a).__name__}")
+        if a.dtype != self.dtype:
+            raise ValueError(f"{name} has dtype {a.dtype}, but the engine computes in "
+                             f"{self.dtype}")
+        if a.shape != (self.n_params,):
+            raise ValueError(f"{name} must have shape ({self.n_params},), got {a.shape}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be contiguous; convert with np.ascontiguousarray")
+
+    def _check_finite(self, a, name):
+        # one pass and no temporary: the sum of finite values is finite unless it overflows
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.sum(a)
+        if not np.isfinite(total) and not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+
+    def _check_params(self, params):
+        self._check_vector(params, "params")
+        self._check_finite(params, "params")
+
+    def _check_array(self, a, name, shape, finite=True):
+        if sp.issparse(a) and name == "X":
+            if a.format != "csr" or not a.has_sorted_indices:
+                raise ValueError("a sparse X must be CSR with sorted indices "
+                                 "(X.tocsr(); X.sort_indices())")
+            if a.dtype != self.dtype:
+                raise ValueError(f"X has dtype {a.dtype}, but the engine computes in "
+                                 f"{self.dtype}; convert with X.astype(np.{self.dtype})")
+            if a.shape[1] != shape[1]:
+                raise ValueError(f"X has {a.shape[1]} features, but the network expects "
+                                 f"{shape[1]}")
+            if finite:
+                self._check_finite(a.data, name)
+            return a
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{name} must be a NumPy array (or, for X, a CSR matrix), got "
+                             f"{type(a).__name__}; convert with "
+                             f"np.ascontiguousarray({name}, dtype=np.{self.dtype})")
+        if a.dtype != self.dtype:
+            raise ValueError(f"{name} has dtype {a.dtype}, but the engine computes in "
+                             f"{self.dtype}; convert with "
+                             f"np.ascontiguousarray({name}, dtype=np.{self.dtype})")
+        if a.ndim == 1 and len(shape) == 2 and shape[1] == 1 and name != "X":
+            a = a.reshape(-1, 1)  # a view: a single-output target
+        if a.ndim != len(shape):
+            raise ValueError(f"{name} must be {len(shape)}-D, got shape {a.shape}")
+        for axis, (got, want) in enumerate(zip(a.shape, shape)):
+            if want is not None and got != want:
+                what = ("rows" if axis == 0 else "columns")
+                raise ValueError(f"{name} has {got} {what}, expected {want} "
+                                 f"(shape {a.shape}, expected "
+                                 f"{tuple('N' if s is None else s for s in shape)})")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous; convert with "
+                             f"np.ascontiguousarray({name})")
+        if finite:
+            self._check_finite(a, name)
+        return a
+
+    def _check_X(self, X):
+        X = self._check_array(X, "X", (None, self.layer_sizes[0]))
+        if X.shape[0] == 0:
+            raise ValueError("X has no rows")
+        return X
+
+    def _check_targets(self, X, Y, sample_weight):
+        n = X.shape[0]
+        Y = self._check_array(Y, "Y", (n, self.layer_sizes[-1]))
+        if self.loss == "poisson" and Y.min() < 0:
+            raise ValueError("Y must be non-negative for the poisson loss")
+        if sample_weight is None:
+            return Y, None
+        sw = self._check_array(sample_weight, "sample_weight", (n,))
+        if sw.min() < 0:
+            raise ValueError("sample_weight must not contain negative values")
+        return Y, sw
+
+    def _check_out(self, out, name, shape):
+        if out is None:
+            return np.empty(shape, self.dtype)
+        out = self._check_array(out, name, shape, finite=False)
+        if not out.flags.writeable:
+            raise ValueError(f"{name} must be writeable")
+        return out
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _reserve(self, n, backward, sparse):
+        """Make sure the buffers exist for chunks of up to min(n, max_rows) rows; returns the
+        chunk size.  Allocates only when a buffer is missing or too small."""
+        rows = n if self.max_rows is None else self.max_rows
+        total = int(self._sizes[1:].sum())
+        if rows > self._capacity:
+            self._capacity = rows
+            self._acts = np.zeros(rows * total, self.dtype)
+            self._deltas = None if self._deltas is None else np.zeros_like(self._acts)
+            self._xbuf = None
+        if backward and self._deltas is None:
+            self._deltas = np.zeros_like(self._acts)
+        if backward and self._gsum is None and self.max_rows is not None:
+            self._gsum = np.zeros(self.n_params, self.dtype)
+        if sparse and self._xbuf is None:
+            self._xbuf = np.zeros((self._capacity, self.layer_sizes[0]), self.dtype)
+        return self._capacity if self.max_rows is not None else max(n, 1)
+
+    def _rows(self, X, start, stop):
+        if not sp.issparse(X):
+            return X if start == 0 and stop == X.shape[0] else X[start:stop]
+        xb = self._xbuf[:stop - start]
+        K.csr_slice_to_dense(xb, X.data, X.indices, X.indptr, start)
+        return xb
+
+    def _hidden_views(self, n):
+        views, off, B = [], 0, self._capacity
+        for width in self.layer_sizes[1:-1]:
+            views.append(self._acts[off:off + n * width].reshape(n, width))
+            off += B * width
+        return views
+
+    # -- calls ---------------------------------------------------------------------------------
+    def forward(self, params: np.ndarray, X, out: Optional[np.ndarray] = None,
+                hidden: bool = False):
+        """The network's output ``A[L]`` for X, with ``A[l+1] = f(A[l] @ W[l] + b[l])``.
+
+        Parameters
+        ----------
+        params : ndarray of shape (n_params,)
+        X : ndarray of shape (N, n_inputs) or CSR matrix
+        out : ndarray of shape (N, n_outputs), optional
+            Written in place (allocated when None).
+        hidden : bool, default=False
+            Also return the hidden activations ``[A[1], ..., A[L-1]]``: views of the engine's
+            buffers, valid until the next call.  Needs N <= max_rows when max_rows is set.
+
+        Returns
+        -------
+        out : ndarray of shape (N, n_outputs)
+            Or ``(out, hidden_activations)`` when ``hidden`` is true.
+        """
+        self._check_params(params)
+        X = self._check_X(X)
+        n = X.shape[0]
+        out = self._check_out(out, "out", (n, self.layer_sizes[-1]))
+        if hidden and self.max_rows is not None and n > self.max_rows:
+            raise ValueError(f"hidden activations need X to fit in one chunk: {n} rows > "
+                             f"max_rows={self.max_rows}")
+        B = self._reserve(n, backward=False, sparse=sp.issparse(X))
+        act, out_act, _ = self.codes
+        with thread_limits(self.n_threads):
+            for start in range(0, n, B):
+                stop = min(start + B, n)
+                A = K.forward_pass(params, self._acts, self._rows(X, start, stop),
+                                   self._sizes, self._capacity, act, out_act)
+                if stop - start == n:
+                    out[...] = A
+                else:
+                    out[start:stop] = A
+        if hidden:
+            return out, self._hidden_views(n)
+        return out
+
+    def raw_sums(self, params: np.ndarray, X, Y, sample_weight=None,
+                 out: Optional[np.ndarray] = None, X_grad: Optional[np.ndarray] = None):
+        """Unnormalised sums over the rows of one batch, for data-parallel callers.
+
+        For rows i with weights w_i (1 without ``sample_weight``) and per-row loss l_i
+        (squared error: ``0.5 * mean_j (a_ij - y_ij)^2``; log losses: the negative
+        log-likelihood; poisson: the deviance-like ``y log(y/a) - y + a``), this returns
+
+        * ``loss_sum = sum_i w_i l_i`` (no L2 term),
+        * ``weight_sum = sum_i w_i`` (N without weights),
+
+        and writes into ``out`` the raw gradient sums ``dW[l] = A[l].T @ delta[l+1]``,
+        ``db[l] = sum_i delta[l+1]_i`` with ``delta[L]_i = w_i (a_i - y_i) * f'`` (L2
+        excluded).  Every quantity is a plain sum over rows, so shards of one batch combine
+        exactly: add the shards' ``out`` vectors, loss sums and weight sums, then call
+        :meth:`finish` once on the totals -- the result equals :meth:`loss_and_grads` on the
+        whole batch up to floating-point summation order.  ``X_grad`` (N, n_inputs), if given,
+        receives each row's raw input gradient ``delta[1] @ W[0].T`` (divide by the total
+        weight sum).
+
+        Parameters
+        ----------
+        params : ndarray of shape (n_params,)
+        X : ndarray of shape (N, n_inputs) or CSR matrix
+        Y : ndarray of shape (N, n_outputs)
+        sample_weight : ndarray of shape (N,), optional
+        out : ndarray of shape (n_params,), optional
+            Overwritten with the raw gradient sums (allocated when None).
+        X_grad : ndarray of shape (N, n_inputs), optional
+            Overwritten with the raw input gradients.
+
+        Returns
+        -------
+        loss_sum : float
+        weight_sum : float
+            Both Python floats; ``out`` holds the gradient sums.
+        """
+        self._check_params(params)
+        X = self._check_X(X)
+        Y, sw = self._check_targets(X, Y, sample_weight)
+        out = self._check_grads_out(out, params)
+        X_grad = self._check_X_grad(X_grad, X)
+        return self._sums(params, X, Y, sw, out, X_grad)
+
+    def finish(self, params: np.ndarray, grads: np.ndarray, loss_sum: float,
+               weight_sum: float, alpha: float = 0.0) -> float:
+        """Raw sums (from :meth:`raw_sums`, possibly added over shards) -> the batch loss and
+        its gradient, in place: ``grads <- grads / n + alpha / n * W`` (intercepts get no L2
+        term), and returns ``loss_sum / n + 0.5 * alpha * sum ||W||^2 / n`` with
+        ``n = weight_sum``."""
+        self._check_params(params)
+        self._check_vector(grads, "grads")
+        alpha = self._check_alpha(alpha)
+        if not weight_sum > 0:
+            raise ValueError(f"the weight sum must be positive, got {weight_sum!r} "
+                             "(all sample weights zero?)")
+        K.finish_grads(grads, params, self._sizes, float(weight_sum), alpha)
+        loss = loss_sum / weight_sum
+        if alpha > 0:
+            loss += 0.5 * alpha * K.sum_squares(params, self.layout.n_coef) / weight_sum
+        return float(loss)
+
+    def loss_and_grads(self, params: np.ndarray, X, Y, sample_weight=None, alpha: float = 0.0,
+                       out: Optional[np.ndarray] = None, X_grad: Optional[np.ndarray] = None):
+        """Loss and gradient of one batch, with scikit-learn's definitions.
+
+        * squared_error: ``0.5 * mean over rows and outputs of (A - Y)^2``; its gradient is
+          that of ``n_outputs * loss`` (scikit-learn's convention, kept on purpose);
+        * log_loss (softmax or logistic output), binary_log_loss, poisson (exp output):
+          mean over rows of the per-row loss;
+        * plus ``0.5 * alpha * sum ||W||^2 / n`` (intercepts excluded).
+
+        With sample weights the means are weighted and n is the weight sum.
+
+        Parameters
+        ----------
+        params : ndarray of shape (n_params,)
+        X : ndarray of shape (N, n_inputs) or CSR matrix
+        Y : ndarray of shape (N, n_outputs)
+        sample_weight : ndarray of shape (N,), optional
+        alpha : float, default=0.0
+            L2 penalty.
+        out : ndarray of shape (n_params,), optional
+            Overwritten with the gradient (allocated when None).  Must not overlap params.
+        X_grad : ndarray of shape (N, n_inputs), optional
+            Overwritten with dLoss/dX (same convention as the parameter gradient; zero L2
+            part).  Lets the network serve as a layer of another framework.
+
+        Returns
+        -------
+        loss : float
+        grads : ndarray of shape (n_params,)
+            ``out``.
+        """
+        self._check_params(params)
+        X = self._check_X(X)
+        Y, sw = self._check_targets(X, Y, sample_weight)
+        alpha = self._check_alpha(alpha)
+        out = self._check_grads_out(out, params)
+        X_grad = self._check_X_grad(X_grad, X)
+        loss_sum, weight_sum = self._sums(params, X, Y, sw, out, X_grad)
+        loss = self.finish(params, out, loss_sum, weight_sum, alpha)
+        if X_grad is not None:
+            X_grad *= 1.0 / weight_sum
+        return loss, out
+
+    # -- internals -----------------------------------------------------------------------------
+    @staticmethod
+    def _check_alpha(alpha):
+        if (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+                or not np.isfinite(alpha) or alpha < 0):
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        return float(alpha)
+
+    def _check_grads_out(self, out, params):
+        if out is None:
+            return np.empty(self.n_params, self.dtype)
+        self._check_vector(out, "out")
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable")
+        if np.may_share_memory(out, params):
+            raise ValueError("out must not overlap params")
+        return out
+
+    def _check_X_grad(self, X_grad, X):
+        if X_grad is None:
+            return None
+        X_grad = self._check_out(X_grad, "X_grad", X.shape)
+        if np.may_share_memory(X_grad, X if not sp.issparse(X) else X.data):
+            raise ValueError("X_grad must not overlap X")
+        return X_grad
+
+    def _sums(self, params, X, Y, sw, grads, X_grad):
+        n = X.shape[0]
+        B = self._reserve(n, backward=True, sparse=sp.issparse(X))
+        act, out_act, loss = self.codes
+        loss_sum = weight_sum = 0.0
+        W0t = params[:self._n_w0].reshape(self.layer_sizes[0], self.layer_sizes[1]).T
+        with thread_limits(self.n_threads):
+            for start in range(0, n, B):
+                stop = min(start + B, n)
+                whole = stop - start == n
+                target = grads if start == 0 else self._gsum
+                value, w = K.forward_backward(
+                    params, target, self._acts, self._deltas, self._rows(X, start, stop),
+                    Y if whole else Y[start:stop],
+                    self._no_sw if sw is None else (sw if whole else sw[start:stop]),
+                    self._sizes, self._capacity, act, out_act, loss, 0.0)
+                if w != 0:  # an all-zero-weight chunk adds nothing (its mean is 0/0)
+                    loss_sum += value * w
+                    weight_sum += w
+                if start:
+                    np.add(grads, self._gsum, out=grads)
+                if X_grad is not None:
+                    m = stop - start
+                    D1 = self._deltas[:m * self.layer_sizes[1]].reshape(m, self.layer_sizes[1])
+                    np.dot(D1, W0t, out=X_grad if whole else X_grad[start:stop])
+        return float(loss_sum), float(weight_sum)

@@ -1,0 +1,244 @@
+"""fastmlp's extensions beyond scikit-learn's MLP: what each one means, not only that it runs.
+
+Every extension is off by default, and the defaults' numbers are scikit-learn's (that is
+tests/test_estimators.py's job); here each switched-on extension is checked against its
+definition: the validation curves against scikit-learn's metrics on the same predictions,
+class weights against the sample weights they stand for, callbacks against the epochs they
+report, and so on.
+"""
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
+                             mean_squared_error, r2_score, recall_score)
+from sklearn.utils.class_weight import compute_sample_weight
+
+from fastmlp import MLPClassifier, MLPRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def classification(n=240, seed=0, weights=None):
+    X, y = make_classification(n, 8, n_informative=4, random_state=seed, weights=weights,
+                               flip_y=0.05)
+    return X[: n * 2 // 3], y[: n * 2 // 3], X[n * 2 // 3:], y[n * 2 // 3:]
+
+
+def regression(n=240, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, 5)
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.3 * rng.randn(n)
+    return X[: n * 2 // 3], y[: n * 2 // 3], X[n * 2 // 3:], y[n * 2 // 3:]
+
+
+SMALL = dict(hidden_layer_sizes=(12,), random_state=0, learning_rate_init=0.01)
+
+
+# -- a validation set of one's own -----------------------------------------------------------
+def test_validation_curves_are_the_metrics_of_each_epoch():
+    Xt, yt, Xv, yv = classification()
+    sw = np.linspace(0.5, 2, len(yv))
+    est = MLPClassifier(**SMALL, max_iter=1)
+    scores, losses = [], []
+    for epoch in range(4):  # partial_fit: one epoch per call, the set checked after each
+        est.partial_fit(Xt, yt, classes=[0, 1], X_val=Xv, y_val=yv, sample_weight_val=sw)
+        scores.append(accuracy_score(yv, est.predict(Xv), sample_weight=sw))
+        losses.append(log_loss(yv, est.predict_proba(Xv), sample_weight=sw))
+    np.testing.assert_allclose(est.validation_scores_, scores, rtol=1e-12)
+    np.testing.assert_allclose(est.validation_loss_curve_, losses, rtol=1e-10)
+
+    Xt, yt, Xv, yv = regression()
+    reg = MLPRegressor(**SMALL, max_iter=7).fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert len(reg.validation_scores_) == len(reg.validation_loss_curve_) == 7
+    assert reg.validation_scores_[-1] == pytest.approx(r2_score(yv, reg.predict(Xv)), rel=1e-12)
+    # scikit-learn's squared-error loss is half the mean squared error
+    assert reg.validation_loss_curve_[-1] == pytest.approx(
+        0.5 * mean_squared_error(yv, reg.predict(Xv)), rel=1e-10)
+
+
+def test_validation_set_without_early_stopping_only_watches():
+    Xt, yt, Xv, yv = classification()
+    plain = MLPClassifier(**SMALL, max_iter=15).fit(Xt, yt)
+    watched = MLPClassifier(**SMALL, max_iter=15).fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert plain.validation_scores_ is None and plain.validation_loss_curve_ is None
+    assert watched.loss_curve_ == plain.loss_curve_
+    for a, b in zip(watched.coefs_ + watched.intercepts_, plain.coefs_ + plain.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert len(watched.validation_scores_) == watched.n_iter_ == 15
+    assert watched.best_validation_score_ == max(watched.validation_scores_)
+
+
+def test_early_stopping_follows_the_users_set_and_trains_on_all_rows():
+    Xt, yt, Xv, yv = classification()
+    est = MLPClassifier(**SMALL, max_iter=300, early_stopping=True, n_iter_no_change=5)
+    est.fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert est.n_iter_ < 300
+    assert est.t_ == est.n_iter_ * len(yt)  # nothing held out of the training rows
+    scores = est.validation_scores_
+    best = int(np.argmax(scores))
+    # stopped n_iter_no_change + 1 epochs after the last improvement by more than tol
+    assert len(scores) - 1 - best >= est.n_iter_no_change
+    # scikit-learn's rule: the weights of the best epoch are restored
+    assert accuracy_score(yv, est.predict(Xv)) == est.best_validation_score_ == scores[best]
+
+
+def test_restore_best_weights_true_and_false():
+    Xt, yt, Xv, yv = regression()
+    best = MLPRegressor(**SMALL, max_iter=60, restore_best_weights=True,
+                        alpha=0.0).fit(Xt, yt, X_val=Xv, y_val=yv)
+    last = MLPRegressor(**SMALL, max_iter=60, alpha=0.0).fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert best.validation_scores_ == last.validation_scores_  # same training
+    assert r2_score(yv, best.predict(Xv)) == pytest.approx(max(best.validation_scores_),
+                                                           rel=1e-12)
+    assert r2_score(yv, last.predict(Xv)) == pytest.approx(last.validation_scores_[-1],
+                                                           rel=1e-12)
+    # restore_best_weights=False with early stopping: the last epoch's weights (Keras default)
+    kept = MLPRegressor(**SMALL, max_iter=300, early_stopping=True, n_iter_no_change=3,
+                        restore_best_weights=False).fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert r2_score(yv, kept.predict(Xv)) == pytest.approx(kept.validation_scores_[-1],
+                                                           rel=1e-12)
+
+
+def test_scoring_loss_and_a_users_scorer():
+    Xt, yt, Xv, yv = classification(weights=[0.8])
+    est = MLPClassifier(**SMALL, max_iter=8, scoring="loss").fit(Xt, yt, X_val=Xv, y_val=yv)
+    np.testing.assert_array_equal(est.validation_scores_, -np.array(est.validation_loss_curve_))
+    est = MLPClassifier(**SMALL, max_iter=8, scoring="balanced_accuracy",
+                        early_stopping=True, restore_best_weights=False)
+    est.fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert est.validation_scores_[-1] == balanced_accuracy_score(yv, est.predict(Xv))
+    # with the internal split too
+    est = MLPClassifier(**SMALL, max_iter=8, scoring="balanced_accuracy",
+                        early_stopping=True).fit(Xt, yt)
+    assert len(est.validation_scores_) == est.n_iter_
+    with pytest.raises(ValueError, match="scoring"):
+        MLPClassifier(**SMALL, scoring="no_such_metric").fit(Xt, yt)
+
+
+def test_lbfgs_records_validation_per_iteration_and_prints_verbose(capsys):
+    Xt, yt, Xv, yv = classification()
+    est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=25, verbose=True,
+                        restore_best_weights=True).fit(Xt, yt, X_val=Xv, y_val=yv)
+    out = capsys.readouterr().out
+    assert out.count("Iteration ") == est.n_iter_ == len(est.validation_scores_)
+    assert "Iteration 1, loss = " in out
+    assert len(est.validation_loss_curve_) == est.n_iter_
+    assert accuracy_score(yv, est.predict(Xv)) == max(est.validation_scores_)
+    plain = MLPClassifier(**SMALL, solver="lbfgs", max_iter=25).fit(Xt, yt)
+    assert not hasattr(plain, "validation_scores_")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(X_val="Xv"), "y_val was not provided"),
+    (dict(y_val="yv"), "X_val was not provided"),
+    (dict(sample_weight_val="sw"), "X_val and y_val were not provided"),
+    (dict(X_val="Xv3", y_val="yv"), "features"),
+    (dict(X_val="Xv", y_val="yv_short"), "inconsistent numbers of samples"),
+    (dict(X_val="Xv", y_val="yv_unknown"), "y_val has classes not in"),
+    (dict(X_val="Xv", y_val="yv", sample_weight_val="zeros"), "at least one non-zero"),
+])
+def test_bad_validation_sets_are_refused(kwargs, message):
+    Xt, yt, Xv, yv = classification()
+    values = dict(Xv=Xv, yv=yv, Xv3=Xv[:, :3], yv_short=yv[:-1], yv_unknown=yv + 5,
+                  sw=np.ones(len(yv)), zeros=np.zeros(len(yv)))
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(**SMALL, max_iter=2).fit(Xt, yt, **{k: values[v]
+                                                           for k, v in kwargs.items()})
+
+
+# -- class_weight -----------------------------------------------------------------------------
+def test_class_weight_is_sample_weight():
+    Xt, yt, _, _ = classification(weights=[0.85])
+    sw = np.linspace(0.5, 1.5, len(yt))
+    by_class = MLPClassifier(**SMALL, max_iter=10, class_weight={0: 1.0, 1: 3.0})
+    by_class.fit(Xt, yt, sample_weight=sw)
+    by_sample = MLPClassifier(**SMALL, max_iter=10).fit(
+        Xt, yt, sample_weight=sw * np.where(yt == 1, 3.0, 1.0))
+    for a, b in zip(by_class.coefs_, by_sample.coefs_):
+        np.testing.assert_array_equal(a, b)
+    balanced = MLPClassifier(**SMALL, max_iter=10, class_weight="balanced").fit(Xt, yt)
+    by_sample = MLPClassifier(**SMALL, max_iter=10).fit(
+        Xt, yt, sample_weight=compute_sample_weight("balanced", yt))
+    for a, b in zip(balanced.coefs_, by_sample.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_balanced_class_weight_raises_minority_recall():
+    Xt, yt, Xv, yv = classification(n=600, weights=[0.9], seed=3)
+    plain = MLPClassifier(**SMALL, max_iter=30).fit(Xt, yt)
+    balanced = MLPClassifier(**SMALL, max_iter=30, class_weight="balanced").fit(Xt, yt)
+    assert recall_score(yv, balanced.predict(Xv)) > recall_score(yv, plain.predict(Xv))
+
+
+def test_class_weight_in_partial_fit():
+    Xt, yt, _, _ = classification()
+    with pytest.raises(ValueError, match="balanced"):
+        MLPClassifier(**SMALL, class_weight="balanced").partial_fit(Xt, yt, classes=[0, 1])
+    a = MLPClassifier(**SMALL, class_weight={1: 2.0}).partial_fit(Xt, yt, classes=[0, 1])
+    b = MLPClassifier(**SMALL).partial_fit(Xt, yt, classes=[0, 1],
+                                           sample_weight=np.where(yt == 1, 2.0, 1.0))
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+
+
+# -- scikit-learn's callbacks -----------------------------------------------------------------
+class Recorder:
+    """A FitCallback that records the tasks it sees and can stop after some epochs."""
+
+    def __init__(self, stop_after=None):
+        self.stop_after = stop_after
+        self.events = []
+
+    def setup(self, estimator, context):
+        self.events.append(("setup", context.task_name))
+
+    def teardown(self, estimator, context):
+        self.events.append(("teardown", context.task_name))
+
+    def on_fit_task_begin(self, estimator, context, *, fitted_estimator=None):
+        self.events.append(("begin", context.task_name, context.task_id))
+
+    def on_fit_task_end(self, estimator, context, *, X=None, y=None, fitted_estimator=None):
+        self.events.append(("end", context.task_name, context.task_id))
+        if context.task_name == "epoch" and fitted_estimator is not None:
+            self.last_score = fitted_estimator.score(X, y)
+        return self.stop_after is not None and context.task_id + 1 >= self.stop_after
+
+
+def test_callbacks_see_every_epoch_and_can_stop():
+    from sklearn.callback import ScoringMonitor
+    Xt, yt, _, _ = classification()
+    monitor = ScoringMonitor(scoring="accuracy")
+    est = MLPClassifier(**SMALL, max_iter=6).set_callbacks(monitor).fit(Xt, yt)
+    plain = MLPClassifier(**SMALL, max_iter=6).fit(Xt, yt)
+    np.testing.assert_array_equal(est.coefs_[0], plain.coefs_[0])  # callbacks change nothing
+    log = monitor.get_logs().data_as_pandas
+    epochs = log[log["task_id_path"].map(len) == 2]
+    assert len(epochs) == 6
+    # the score after the last epoch is the final model's
+    assert epochs["accuracy"].iloc[-1] == est.score(Xt, yt)
+
+    rec = Recorder(stop_after=3)
+    est = MLPClassifier(**SMALL, max_iter=50).set_callbacks(rec).fit(Xt, yt)
+    assert est.n_iter_ == 3
+    assert rec.events[0] == ("setup", "fit") and rec.events[-1] == ("teardown", "fit")
+    begins = [e for e in rec.events if e[0] == "begin"]
+    ends = [e for e in rec.events if e[0] == "end"]
+    assert begins == [("begin", "fit", 0)] + [("begin", "epoch", i) for i in range(3)]
+    assert sorted(ends) == sorted(("end",) + b[1:] for b in begins)
+    assert rec.last_score == est.score(Xt, yt)
+
+
+def test_callbacks_for_lbfgs_iterations():
+    Xt, yt, _, _ = classification()
+    rec = Recorder()
+    est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=10).set_callbacks(rec).fit(Xt, yt)
+    iters = [e for e in rec.events if e[0] == "end" and e[1] == "lbfgs-iter"]
+    # one per iteration, plus the empty one scikit-learn's L-BFGS bridge closes
+    assert len(iters) == est.n_iter_ + 1
+    rec = Recorder(stop_after=4)
+    est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=50).set_callbacks(rec).fit(Xt, yt)
+    assert est.n_iter_ == 4
