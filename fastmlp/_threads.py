@@ -46,11 +46,17 @@ def max_threads():
     return numba.config.NUMBA_NUM_THREADS
 
 
+_layer = None
+
+
 def threading_layer():
     """The threading layer Numba runs parallel regions on (starts Numba's pool if needed:
     the layer is Numba's choice or the user's, never fastmlp's)."""
-    numba.get_num_threads()  # launches the pool with the layer Numba resolves
-    return numba.threading_layer()
+    global _layer
+    if _layer is None:
+        numba.get_num_threads()  # launches the pool with the layer Numba resolves
+        _layer = numba.threading_layer()
+    return _layer
 
 
 def parallel_regions_allowed():
@@ -166,9 +172,15 @@ def _after_fork_in_child():
         except Exception:  # noqa: BLE001 -- best effort in a fresh child
             pass
     if _numba_parallel._is_initialized:
+        # Numba's get/set_num_threads take a multiprocessing RLock, one semaphore shared with
+        # the parent; a child forked while a parent's thread held it keeps a copy of the
+        # holder's recursion count, never posts the semaphore back, and the parent's next
+        # call hangs.  The pool is started here, so the lock guards nothing: use our own.
+        _numba_parallel._backend_init_process_lock = threading.RLock()
         try:
             if numba.threading_layer() == "omp":
-                _forked_after_openmp = True
+                from numba.np.ufunc import omppool
+                _forked_after_openmp = getattr(omppool, "openmp_vendor", "GNU") == "GNU"
         except ValueError:
             pass
 
