@@ -1,36 +1,138 @@
-"""Training speed, memory and start-up of fastmlp, for airspeed velocity.
+"""Training speed, memory and start-up of fastmlp, for airspeed velocity (asv).
 
 Reference network 784-512-512-10 (sigmoid hidden, identity output, squared error, plain SGD):
 W1 = float32 batch 4096, W3 = float32 batch 64, W4 = float64 batch 4096; plus scikit-learn's
-MLPClassifier defaults (relu, hidden (100,), adam, batch 200) on 50000 x 100, 10 classes.
-Every benchmark warms up (JIT, workspace) in ``setup``; a timed call is one epoch.
+MLPClassifier defaults (relu, hidden (100,), adam, batch 200) on 50000 x 100, 10 classes (the
+workloads, FLOP count, data and GEMM probe are ``workloads.py``'s).  Every benchmark warms up
+(JIT, workspace) in ``setup``; a timed call is one epoch.
+
+asv runs this module against older builds of fastmlp too: it uses fastmlp's public API only
+and skips (NotImplementedError) what a commit lacks.
 
 Run: ``asv run --python=same --quick`` (smoke), ``asv continuous main HEAD`` (regressions).
 """
+import json
 import os
+import statistics
 import subprocess
 import sys
-import json
-import statistics
 import time
 
-from . import common
-from .common import NET, SK_NET, LEARNING_RATE
+from . import workloads
+from .workloads import CLASSIFIER_NET, NET
+
+LEARNING_RATE = workloads.WORKLOADS["W1"]["learning_rate"]
+
+# Samples per asv epoch, by batch size: 4 batches of 4096 (W1's full N of 32768 is left to
+# ``fastmlp bench``), 128 batches of 64; the classifier at its full N.  Short enough for a
+# --quick suite of a few minutes on 2 cores; the tests shrink them.
+N_SAMPLES = {4096: 16384, 64: 8192}
+CLASSIFIER_N = workloads.WORKLOADS["sk64"]["n_samples"]
+# FASTMLP_ASV_SCALE=0.25 shrinks every N (at least one batch): .ci/bench-smoke uses it.
+SCALE = float(os.environ.get("FASTMLP_ASV_SCALE", "1"))
+GEMM_SHAPES = workloads.GEMM_SHAPES
+GEMM_SECONDS = 0.25  # per shape and dtype
+
+
+def _kind(net):
+    return "clf" if tuple(net) == CLASSIFIER_NET else "sgd"
+
+
+def n_samples(net, batch_size):
+    """N of an asv epoch (scaled by FASTMLP_ASV_SCALE, whole batches, at least one)."""
+    n = CLASSIFIER_N if _kind(net) == "clf" else N_SAMPLES[batch_size]
+    return max(min(batch_size, n), int(n * SCALE) // batch_size * batch_size)
+
+
+def prepare_cache():
+    """The ``setup_cache`` of the classes that train: the data of every workload as .npy files
+    in asv's cache directory (each benchmark process loads only its own), and the GEMM peak."""
+    import numpy as np
+    files = {}
+    shapes = {(w["sizes"], w["dtype"], w["batch_size"]) for w in workloads.WORKLOADS.values()}
+    for net, dtype, batch in sorted(shapes | {(NET, "float64", 64)}):
+        n = n_samples(net, batch)
+        key = f"{len(net)}-{dtype}-{n}"
+        if key in files:
+            continue
+        X, Y = workloads.make_data(_kind(net), net, dtype, n)
+        base = os.path.abspath(f"data-{key}")
+        np.save(base + "-X.npy", X)
+        np.save(base + "-Y.npy", Y)
+        files[key] = base
+    return {"files": files, "gemm_peak": workloads.gemm_peak(GEMM_SHAPES, GEMM_SECONDS)}
+
+
+prepare_cache.timeout = 300
+
+
+def load_data(cache, net, dtype, batch_size):
+    """(X, Y) of a workload, from the files of ``prepare_cache``."""
+    import numpy as np
+    n = n_samples(net, batch_size)
+    base = cache["files"][f"{len(net)}-{dtype}-{n}"]
+    return np.load(base + "-X.npy"), np.load(base + "-Y.npy")
+
+
+def sgd_model(dtype, random_state=0):
+    """fastmlp.MLP of the reference network."""
+    import fastmlp
+    return fastmlp.MLP(NET, activation="sigmoid", out_activation="identity",
+                       loss="squared_error", dtype=dtype, random_state=random_state)
+
+
+def classifier(dtype):
+    """fastmlp's MLPClassifier with scikit-learn's defaults; NotImplementedError (asv: skip)
+    on commits that do not have it."""
+    import fastmlp
+    if not hasattr(fastmlp, "MLPClassifier"):
+        raise NotImplementedError("fastmlp.MLPClassifier does not exist at this commit")
+    return fastmlp.MLPClassifier(random_state=0)
+
+
+# A fresh interpreter measuring the memory goal: peak RSS of a fit above the baseline (imports
+# and compiled kernels loaded), over what the fit must hold.  VmHWM is reset after the
+# baseline (clear_refs 5) -- ru_maxrss would carry the parent's peak across fork + exec.
+MEMORY_PROBE = r'''
+import gc, sys, json, numpy as np, fastmlp
+dtype, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+net = (784, 512, 512, 10)
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+def model():
+    return fastmlp.MLP(net, activation="sigmoid", dtype=dtype, random_state=0)
+rng = np.random.default_rng(0)
+model().fit(rng.standard_normal((128, 784)).astype(dtype), rng.random((128, 10)).astype(dtype),
+            epochs=1, batch_size=64)
+gc.collect()
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS")
+X = rng.standard_normal((n, 784), dtype=np.dtype(dtype).type)
+Y = rng.random((n, 10), dtype=np.dtype(dtype).type)
+m = model().fit(X, Y, epochs=1, batch_size=batch, learning_rate=0.01)
+used = status("VmHWM") - base
+params = sum(c.nbytes for c in m.coefs_) + sum(b.nbytes for b in m.intercepts_)
+# data + parameters + gradients + optimizer state (SGD velocity) + workspace + sample order
+accounted = X.nbytes + Y.nbytes + 3 * params + m.workspace_.nbytes + 8 * n
+print(json.dumps({"used": used, "accounted": accounted, "base": base}))
+'''
 
 
 class TimeEpoch:
-    """Seconds per epoch of the reference network (W1/W3/W4 shapes; N in common.N_SAMPLES)."""
+    """Seconds per epoch of the reference network (W1/W3/W4 shapes; N in N_SAMPLES)."""
     params = (["float32", "float64"], [64, 4096])
     param_names = ["dtype", "batch_size"]
-    setup_cache = staticmethod(common.setup_cache)
+    setup_cache = staticmethod(prepare_cache)
     number = 1
     repeat = (2, 5, 10.0)
     warmup_time = 0
     timeout = 180
 
     def setup(self, cache, dtype, batch_size):
-        self.X, self.Y = common.load_data(cache, NET, dtype, batch_size)
-        self.model = common.sgd_model(dtype)
+        self.X, self.Y = load_data(cache, NET, dtype, batch_size)
+        self.model = sgd_model(dtype)
         self.batch_size = batch_size
         self.time_epoch(cache, dtype, batch_size)  # JIT load, workspace
 
@@ -43,7 +145,7 @@ class TimeSklearnDefaults:
     """Seconds per epoch of fastmlp.MLPClassifier at scikit-learn's defaults (50000 x 100)."""
     params = (["float32", "float64"],)
     param_names = ["dtype"]
-    setup_cache = staticmethod(common.setup_cache)
+    setup_cache = staticmethod(prepare_cache)
     number = 1
     repeat = (3, 10, 10.0)
     warmup_time = 0
@@ -51,8 +153,8 @@ class TimeSklearnDefaults:
 
     def setup(self, cache, dtype):
         import numpy as np
-        self.X, self.y = common.load_data(cache, SK_NET, dtype, 200)
-        self.est = common.classifier(dtype)
+        self.X, self.y = load_data(cache, CLASSIFIER_NET, dtype, 200)
+        self.est = classifier(dtype)
         self.est.partial_fit(self.X, self.y, classes=np.unique(self.y))
 
     def time_epoch(self, cache, dtype):
@@ -63,35 +165,36 @@ class PeakMemFit:
     """Peak RSS of a benchmark process that fits one epoch (data included)."""
     params = (["float32", "float64"],)
     param_names = ["dtype"]
-    setup_cache = staticmethod(common.setup_cache)
+    setup_cache = staticmethod(prepare_cache)
     timeout = 180
 
     def setup(self, cache, dtype):
-        self.X, self.Y = common.load_data(cache, NET, dtype, 4096)
+        self.X, self.Y = load_data(cache, NET, dtype, 4096)
 
     def peakmem_fit(self, cache, dtype):
-        common.sgd_model(dtype).fit(self.X, self.Y, epochs=1, batch_size=4096,
+        sgd_model(dtype).fit(self.X, self.Y, epochs=1, batch_size=4096,
                                     learning_rate=LEARNING_RATE)
 
 
 class TrackThroughput:
     """Samples per second and fraction of the GEMM-bound limit (peak measured in setup_cache):
     median of three epochs after a warm-up epoch."""
-    params = (list(common.WORKLOADS),)
+    params = (list(workloads.WORKLOADS),)
     param_names = ["workload"]
-    setup_cache = staticmethod(common.setup_cache)
+    setup_cache = staticmethod(prepare_cache)
     timeout = 240
 
     def setup(self, cache, workload):
-        net, dtype, batch = common.WORKLOADS[workload]
-        X, Y = common.load_data(cache, net, dtype, batch)
-        if net == SK_NET:
+        w = workloads.WORKLOADS[workload]
+        net, dtype, batch = w["sizes"], w["dtype"], w["batch_size"]
+        X, Y = load_data(cache, net, dtype, batch)
+        if net == CLASSIFIER_NET:
             import numpy as np
-            est = common.classifier(dtype)
+            est = classifier(dtype)
             est.partial_fit(X, Y, classes=np.unique(Y))
             step = lambda: est.partial_fit(X, Y)  # noqa: E731
         else:
-            model = common.sgd_model(dtype)
+            model = sgd_model(dtype)
             step = lambda: model.partial_fit(X, Y, epochs=1, batch_size=batch,  # noqa: E731
                                              learning_rate=LEARNING_RATE)
             step()
@@ -102,7 +205,7 @@ class TrackThroughput:
             times.append(time.perf_counter() - t0)
         self.epoch_s = statistics.median(times)
         self.n = X.shape[0]
-        self.limit_s = common.flops_per_sample(net) * self.n / cache["gemm_peak"][dtype]
+        self.limit_s = workloads.flops_per_sample(net) * self.n / cache["gemm_peak"][dtype]
 
     def track_samples_per_s(self, cache, workload):
         return self.n / self.epoch_s
@@ -116,7 +219,7 @@ class TrackThroughput:
 
 
 class TrackFitMemory:
-    """The memory goal of issue 4, in a fresh interpreter: peak RSS of a fit above the baseline
+    """The memory goal, in a fresh interpreter: peak RSS of a fit above the baseline
     (imports, compiled kernels), in MB and as a multiple of what the fit must hold (data,
     parameters, gradients, optimizer state, workspace).  Goal: ratio <= 1.2."""
     params = (["float32", "float64"],)
@@ -126,8 +229,8 @@ class TrackFitMemory:
     def setup(self, dtype):
         if not sys.platform.startswith("linux"):
             raise NotImplementedError("reads /proc/self/status")
-        n = common.n_samples(NET, 4096)
-        out = subprocess.run([sys.executable, "-c", common.MEMORY_PROBE, dtype, str(n),
+        n = n_samples(NET, 4096)
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, dtype, str(n),
                               str(min(4096, n))], capture_output=True, text=True, check=True)
         self.probe = json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -4,30 +4,46 @@ import os as _os
 import sys as _sys
 
 
-def _load_kernels_from_checkout():
-    """``fastmlp.kernels`` lives in the top-level ``kernels/`` folder of the source tree
-    (installs map it into the package).  Running from a checkout -- installed in editable mode
-    or not installed at all -- loads the ``kernels/`` beside this package, so that a checkout
-    always runs its own kernels."""
-    if "fastmlp.kernels" in _sys.modules:
-        return
-    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    init = _os.path.join(root, "kernels", "__init__.py")
-    if not (_os.path.isfile(init) and _os.path.isfile(_os.path.join(root, "pyproject.toml"))
-            and not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "kernels"))):
-        return
-    spec = _ilu.spec_from_file_location(
-        "fastmlp.kernels", init, submodule_search_locations=[_os.path.dirname(init)])
-    module = _ilu.module_from_spec(spec)
-    _sys.modules["fastmlp.kernels"] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del _sys.modules["fastmlp.kernels"]
-        raise
+class _CheckoutFolders:
+    """Imports ``fastmlp.kernels`` and ``fastmlp.bench`` from a source checkout.
+
+    Both live in top-level folders of the source tree, ``kernels/`` and ``benchmarks/``
+    (``benchmarks/`` is also the asv suite, which asv imports as a package of its own); an
+    install maps them into the package (``[tool.setuptools.package-dir]``).  Running from a
+    checkout -- installed in editable mode or not installed at all -- this finder, first on
+    ``sys.meta_path``, loads the folders beside this package when they are first imported, so
+    that a checkout always runs its own kernels and harness, and ``import fastmlp`` never loads
+    the benchmark harness.  An installed wheel has both folders inside the package and does not
+    use it.
+    """
+
+    _FOLDERS = {"fastmlp.kernels": "kernels", "fastmlp.bench": "benchmarks"}
+
+    def __init__(self, root):
+        self.root = root
+
+    def find_spec(self, name, path=None, target=None):
+        folder = self._FOLDERS.get(name)
+        if folder is None:
+            return None
+        folder = _os.path.join(self.root, folder)
+        return _ilu.spec_from_file_location(name, _os.path.join(folder, "__init__.py"),
+                                            submodule_search_locations=[folder])
+
+    @classmethod
+    def install(cls):
+        here = _os.path.dirname(_os.path.abspath(__file__))
+        root = _os.path.dirname(here)
+        if not (_os.path.isfile(_os.path.join(root, "pyproject.toml"))
+                and _os.path.isfile(_os.path.join(root, "kernels", "__init__.py"))
+                and not _os.path.isdir(_os.path.join(here, "kernels"))):
+            return  # an installed package
+        if not any(type(f).__name__ == cls.__name__ and getattr(f, "root", None) == root
+                   for f in _sys.meta_path):
+            _sys.meta_path.insert(0, cls(root))
 
 
-_load_kernels_from_checkout()
+_CheckoutFolders.install()
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
@@ -42,4 +58,19 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "backend", "__version__"]
+
+
+def __getattr__(name):
+    # imported on first use: ``python -m fastmlp.patch`` must find fastmlp.patch not yet
+    # imported, and the ONNX extra is optional
+    if name in ("patch_sklearn", "unpatch_sklearn"):
+        from . import patch
+        return getattr(patch, name)
+    if name == "to_onnx":
+        from ._onnx import to_onnx
+        return to_onnx
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
+
+
+__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "backend", "patch_sklearn",
+           "unpatch_sklearn", "__version__"]

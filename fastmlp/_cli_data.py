@@ -1,8 +1,16 @@
-"""Reading the command line's data files (issue 5): CSV/TSV with a header, Parquet (pandas /
-pyarrow, optional: the ``data`` extra), ``.npy`` (a 2-D array) and ``.npz`` (arrays ``X`` and
-``y``).  Every problem becomes a :class:`UserError` naming the file, the column and the row."""
+"""The command line's data: reading files and turning model outputs into predictions.
+
+Formats: CSV/TSV with a header (pandas, a runtime dependency), Parquet (pandas with pyarrow,
+optional: ``pip install pyarrow``), ``.npy`` (a 2-D array) and ``.npz`` (arrays ``X`` and
+``y``).  Every problem becomes a :class:`UserError` naming the file, the column and the row;
+sizes claimed by a file's header are checked against the file and the available memory
+before anything is allocated.  :func:`predictions`, :func:`score` and :func:`to_dtype` are
+the one place where a model's outputs are brought back to the data's units and scored.
+"""
 import hashlib
 import os
+import re
+import zipfile
 
 import numpy as np
 
@@ -15,11 +23,26 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
+def _human(nbytes):
+    from ._state import _human
+    return _human(nbytes)
+
+
+def check_memory(nbytes, what):
+    """UserError when nbytes exceed the available memory."""
+    from ._state import check_memory as check
+    try:
+        check(nbytes, what)
+    except MemoryError as exc:
+        raise UserError(str(exc)) from None
+
+
 class Dataset:
     """Features X (float64, (N, d)), target y ((N,) or None), and where they came from."""
 
-    def __init__(self, X, y, feature_names, target_name, source, header_lines):
+    def __init__(self, X, y, feature_names, target_name, source, header_lines, notes=()):
         self.X, self.y = X, y
+        self.notes = list(notes)  # one-line remarks about what was done to the file
         self.feature_names = feature_names  # list of str, or None for bare arrays
         self.target_name = target_name
         self.source = source
@@ -59,9 +82,8 @@ def check_readable(path):
 def _pandas(path):
     try:
         import pandas as pd
-    except ImportError:
-        raise UserError(f"{path}: reading tables needs pandas: "
-                        "pip install 'fastmlp[data]'") from None
+    except ImportError:  # a runtime dependency: only a broken installation lacks it
+        raise UserError(f"{path}: reading tables needs pandas: pip install pandas") from None
     return pd
 
 
@@ -77,8 +99,8 @@ def _read_frame(path, fmt):
             try:
                 import pyarrow  # noqa: F401
             except ImportError:
-                raise UserError(f"{path}: reading Parquet needs pyarrow: "
-                                "pip install 'fastmlp[data]'") from None
+                raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow "
+                                "(or the extra: pip install 'fastmlp[parquet]')") from None
             return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
     except UserError:
@@ -134,6 +156,12 @@ def read_data(path, *, target=None, need_target=True, features=None, drop=()):
     frame = _read_frame(path, fmt)
     header = 1 if fmt in ("csv", "tsv") else 0
     frame.columns = [str(c) for c in frame.columns]
+    notes = _renamed_columns(path, fmt, list(frame.columns))
+    if len(frame.columns) > 1 and frame.columns[0] == "Unnamed: 0":
+        # pandas' to_csv writes the index as a first column with an empty name: a row
+        # number, not a feature (it can leak the label when the rows are sorted by it)
+        frame = frame.drop(columns=frame.columns[0])
+        notes.append(f"{path}: dropped the unnamed first column (a saved row index)")
     columns = list(frame.columns)
     if len(frame) == 0:
         raise UserError(f"{path}: the table has no rows")
@@ -167,7 +195,35 @@ def read_data(path, *, target=None, need_target=True, features=None, drop=()):
         y = col.to_numpy()
         if y.dtype.kind == "O" or str(col.dtype) in ("category", "string"):
             y = col.astype(str).to_numpy()
-    return Dataset(X, y, feature_names, target, path, header)
+        elif y.dtype.kind == "f" and not np.isfinite(y).all():
+            i = int(np.argmax(~np.isfinite(y)))
+            raise UserError(f"{path}: target column {target!r}, row {i + 1}"
+                            + (f" (line {i + 1 + header})" if header else "")
+                            + f": infinite value {str(col.iloc[i])!r}")
+    return Dataset(X, y, feature_names, target, path, header, notes)
+
+
+def _renamed_columns(path, fmt, columns):
+    """Notes for the columns pandas renamed because their names repeat ('a' -> 'a.1')."""
+    if fmt not in ("csv", "tsv"):
+        return []
+    pd = _pandas(path)
+    try:
+        raw = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", header=None, nrows=1,
+                          dtype=str, keep_default_na=False).iloc[0].tolist()
+    except Exception:  # the full read above succeeded; this is only for the note
+        return []
+    seen, repeated = set(), []
+    for name in raw:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if not repeated:
+        return []
+    pattern = "(?:" + "|".join(re.escape(r) for r in repeated) + r")\.\d+"
+    renamed = [c for c in columns if re.fullmatch(pattern, c)]
+    return [f"{path}: repeated column name(s) {_names(repeated)}; the repeats were renamed "
+            f"{_names(renamed)}"]
 
 
 def _names(names, limit=8):
@@ -188,7 +244,60 @@ def _check_array(path, a, what):
     return a
 
 
+def _npy_claim(f):
+    """(shape, dtype, data bytes claimed) from the .npy header at f's position."""
+    import numpy.lib.format as npformat
+    version = npformat.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = npformat.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = npformat.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return shape, dtype, count * dtype.itemsize
+
+
+def _check_array_sizes(path, fmt):
+    """Compare the sizes the .npy headers claim with the file's real size and the available
+    memory, before numpy allocates them."""
+    total = 0
+    try:
+        if fmt == "npy":
+            with open(path, "rb") as f:
+                shape, dtype, claimed = _npy_claim(f)
+                have = os.fstat(f.fileno()).st_size - f.tell()
+            if dtype.kind != "O" and claimed > have:
+                raise UserError(f"{path}: truncated or damaged: its header claims an array of "
+                                f"shape {shape} ({_human(claimed)}), the file holds "
+                                f"{_human(have)}")
+            total = claimed
+        else:
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    with z.open(info) as f:
+                        shape, dtype, claimed = _npy_claim(f)
+                    if dtype.kind != "O" and claimed > info.file_size:
+                        raise UserError(f"{path}: array {info.filename[:-4]!r} is truncated "
+                                        f"or damaged: its header claims shape {shape} "
+                                        f"({_human(claimed)}), the member holds "
+                                        f"{_human(info.file_size)}")
+                    total += max(claimed, info.file_size)
+    except UserError:
+        raise
+    except MemoryError:
+        raise
+    except Exception:  # not a zip, a bad header: np.load below says what is wrong
+        return
+    check_memory(total, f"{path}: reading its arrays")
+
+
 def _read_arrays(path, fmt, target, need_target):
+    _check_array_sizes(path, fmt)
     try:
         loaded = np.load(path, allow_pickle=False)
         if fmt == "npz":
@@ -272,3 +381,73 @@ def class_labels(y):
     if y.dtype.kind == "O":
         return y.astype(str)
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# model outputs in the data's units
+def _where(source, names, i, j):
+    name = f"column {names[j]!r}" if names is not None else f"column {j}"
+    return f"{source}: feature {name}, row {i + 1}"
+
+
+def to_dtype(X, dtype, source, names=None, raw=None, what="feature"):
+    """X (float64, already in the model's units) as a contiguous array of ``dtype``; a value
+    that does not fit (beyond float32's range) is an error naming its column and row.  raw:
+    the values as read, for the message (default X)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(X, dtype)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad.reshape(len(out), -1))[0])
+        value = float((X if raw is None else raw).reshape(len(out), -1)[i, j])
+        where = (_where(source, names, i, j) if what == "feature" else
+                 f"{source}: target, row {i + 1}")
+        raise UserError(f"{where}: value {value!r} is beyond {np.dtype(dtype).name}'s range "
+                        f"(use --dtype float64, or rescale the data)")
+    return out
+
+
+def unscale(model, out):
+    """Regression outputs (N, k) in the target's units: the model's stored standardisation
+    undone (a float64 array)."""
+    mean, scale = getattr(model, "y_mean_", None), getattr(model, "y_scale_", None)
+    out = np.asarray(out, np.float64).reshape(len(out), -1)
+    return out if mean is None else out * scale + mean
+
+
+def predictions(model, X):
+    """What the model predicts for X (float64, already in the model's input units): class
+    labels (N,) for a classifier, values (N, k) in the target's units for a regressor (of the
+    model's precision)."""
+    from .model import MLP
+    if isinstance(model, MLP):
+        out = model.predict(X.astype(model.dtype, copy=False))
+        classes = getattr(model, "classes_", None)
+        if classes is not None:
+            return classes[out.argmax(1)]
+        return unscale(model, out).astype(model.dtype)
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        import pandas as pd
+        X = pd.DataFrame(X, columns=[str(n) for n in names])
+    pred = np.asarray(model.predict(X))
+    if hasattr(model, "classes_"):
+        return pred
+    return unscale(model, pred).astype(model.coefs_[0].dtype)
+
+
+def score(task, y, pred):
+    """Accuracy (labels) or R^2 (values, first output) of predictions against y; None when
+    there is nothing to score (no rows, or one row for R^2)."""
+    if len(y) == 0:
+        return None
+    if task == "classify":
+        y, pred = class_labels(y), np.asarray(pred).reshape(len(y))
+        if y.dtype.kind != pred.dtype.kind:
+            y, pred = y.astype(str), pred.astype(str)
+        return float(np.mean(pred == y))
+    if len(y) < 2:
+        return None
+    from sklearn.metrics import r2_score
+    return float(r2_score(np.asarray(y, np.float64),
+                          np.asarray(pred, np.float64).reshape(len(y), -1)[:, 0]))

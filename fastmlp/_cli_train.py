@@ -1,12 +1,12 @@
-"""``fastmlp train`` (issue 5): data -> split -> epochs through ``MLP.partial_fit`` (sgd/adam,
-checkpointable, resumable to the bit) or ``MLPClassifier``/``MLPRegressor`` (lbfgs) -> held-out
-metrics, model file, plot.
+"""``fastmlp train``: data -> split -> standardisation -> epochs through ``MLP.partial_fit``
+(sgd/adam: checkpointable, resumable to the bit) or ``MLPClassifier``/``MLPRegressor`` (lbfgs)
+-> held-out metric, model file, plot.
 
-The epoch loop here only schedules: every batch runs in ``fastmlp._core.Trainer.run_epoch`` (through
-MLP.partial_fit).  One epoch per partial_fit call, so an interrupted run, its checkpoint and
-its resumption shuffle exactly as an uninterrupted one: each epoch's order is drawn from the
-model's RandomState, which the model file stores with the order and position of an epoch that
-was stopped mid-way.
+The epoch loop here only schedules: every batch runs in the training core, through
+``MLP.partial_fit``, one epoch per call.  Each epoch's order is drawn from the model's
+RandomState, which the model file stores with the position of an epoch stopped mid-way, so an
+interrupted run, its checkpoint and its resumption take exactly the steps of an uninterrupted
+one.  Signals reach the model only through its public ``request_stop()``.
 """
 import math
 import os
@@ -17,10 +17,13 @@ import warnings
 
 import numpy as np
 
-from ._cli_data import UserError, class_labels, detect_task, read_data
-from .persistence import ModelFileError, atomic_write, load_with_metadata, save
+from ._cli_data import (UserError, check_memory, class_labels, detect_task, predictions,
+                        read_data, score, to_dtype)
+from ._cli_record import check_resumable, load_model, record as _record
+from ._cli_run import EXIT_SIGNAL, Progress, StopOnSignal, check_output_path
+from .persistence import atomic_write, save
 
-# Defaults: the digits main job (the seed's sigmoid network) and a DATA run (scikit-learn's).
+# Defaults: the digits main job (a small sigmoid network) and a DATA run (scikit-learn's).
 DIGITS_DEFAULTS = dict(hidden=[64], activation="sigmoid", solver="sgd", epochs=30,
                        batch_size=32, lr=0.1, val_fraction=0.25, momentum=0.9)
 DATA_DEFAULTS = dict(hidden=[100], activation="relu", solver="adam", epochs=200,
@@ -29,31 +32,19 @@ DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "lbfgs": None}
 # options a resumed run takes from the checkpoint; giving a different value is an error
 RESUMED = ("target", "task", "hidden", "activation", "solver", "batch_size", "lr", "dtype",
            "val_fraction", "seed", "momentum", "scale")
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 # ---------------------------------------------------------------------------------------------
 # setup
-def _check_output_path(path, option):
-    if path is None:
-        return
-    if os.path.isdir(path):
-        raise UserError(f"{option} {path}: is a directory")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UserError(f"{option} {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK) or (os.path.exists(path)
-                                             and not os.access(path, os.W_OK)):
-        raise UserError(f"{option} {path}: permission denied")
-
-
-def _digits(seed):
-    """scikit-learn's bundled digits, 25% held out (stratified); raw pixels: the job's
-    standardisation is the generic, stored one (so `fastmlp predict` takes raw pixels)."""
+def _digits(seed, val_fraction):
+    """scikit-learn's bundled digits, val_fraction held out (stratified); raw pixels: the
+    job's standardisation is the generic, stored one (so `fastmlp predict` takes raw pixels)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     X, y = load_digits(return_X_y=True)
-    return train_test_split(X, y, test_size=0.25, random_state=seed, stratify=y)
+    if val_fraction == 0:
+        return X, X[:0], y, y[:0]
+    return train_test_split(X, y, test_size=val_fraction, random_state=seed, stratify=y)
 
 
 def _split(ds, task, val_fraction, seed):
@@ -74,14 +65,29 @@ def _split(ds, task, val_fraction, seed):
     return train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
 
 
-def _fit_scaling(Xtr, ytr, task):
+def _fit_scaling(Xtr, ytr, task, source, names):
     """Standardisation of the training rows: {attribute: float64 array} (x_mean_, x_scale_,
-    and for regression y_mean_, y_scale_); a constant column gets scale 1."""
+    and for regression y_mean_, y_scale_); a constant column gets scale 1.  Values too large
+    to standardise in float64 (beyond ~1e154) are an error naming the column and row."""
     from sklearn.preprocessing import StandardScaler
-    sx = StandardScaler().fit(Xtr)
+
+    def fit(values, what):
+        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sc = StandardScaler().fit(values)
+        bad = ~(np.isfinite(sc.mean_) & np.isfinite(sc.scale_))
+        if bad.any():
+            j = int(np.argmax(bad))
+            i = int(np.argmax(np.abs(values[:, j])))
+            col = (f"feature column {names[j]!r}" if what == "x" and names is not None else
+                   f"feature column {j}" if what == "x" else "the target")
+            raise UserError(f"{source}: {col}, row {i + 1} of the training rows: value "
+                            f"{float(values[i, j])!r} is too large to standardise (rescale it)")
+        return sc
+    sx = fit(Xtr, "x")
     scaling = {"x_mean_": sx.mean_, "x_scale_": sx.scale_}
     if task == "regress":
-        sy = StandardScaler().fit(np.asarray(ytr, np.float64).reshape(len(ytr), -1))
+        sy = fit(np.asarray(ytr, np.float64).reshape(len(ytr), -1), "y")
         scaling.update(y_mean_=sy.mean_, y_scale_=sy.scale_)
     return {k: np.ascontiguousarray(v, np.float64) for k, v in scaling.items()}
 
@@ -123,100 +129,11 @@ def _settings(args, resumed=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# progress
-class Progress:
-    """A tqdm bar on a terminal; plain lines (at most one a second) otherwise."""
-
-    def __init__(self, total, initial, n_rows, quiet, metric):
-        self.total, self.n_rows, self.metric = total, n_rows, metric
-        self.quiet = quiet
-        self.bar = None
-        self.t_last = self.t_line = time.perf_counter()
-        self.t0, self.e0 = self.t_last, initial
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, unit="epoch", file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
-
-    def update(self, epoch, loss, score):
-        now = time.perf_counter()
-        rate = self.n_rows / max(now - self.t_last, 1e-9)
-        self.t_last = now
-        if self.quiet:
-            return
-        if self.bar is not None:
-            post = {"loss": f"{loss:.4g}", "samples/s": f"{rate:,.0f}"}
-            if score is not None:
-                post[f"val_{self.metric}"] = f"{score:.4f}"
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(1)
-            return
-        if epoch in (self.e0 + 1, self.total) or now - self.t_line >= 1.0:
-            self.t_line = now
-            per_epoch = (now - self.t0) / max(epoch - self.e0, 1)
-            eta = per_epoch * (self.total - epoch)
-            val = "" if score is None else f"  val {self.metric} {score:.4f}"
-            print(f"epoch {epoch}/{self.total}  loss {loss:.6g}{val}  {rate:,.0f} samples/s  "
-                  f"ETA {int(eta // 60)}:{int(eta % 60):02d}", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-class Interrupted(Exception):
-    """A signal outside training (while reading data, say): nothing to save."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class StopOnSignal:
-    """While ``deferring`` (training, saving), SIGINT/SIGTERM set a flag and the trainer's
-    ``stop_requested``: training stops at the end of the current batch and saves.  Otherwise
-    (set-up), or on a second signal, they raise :class:`Interrupted` at once."""
-
-    def __init__(self, model_ref):
-        self.model_ref = model_ref
-        self.signum = None
-        self.deferring = False
-        self.previous = {}
-
-    def __enter__(self):
-        for s in EXIT_SIGNAL:
-            self.previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None or not self.deferring:
-            raise Interrupted(signum)
-        self.signum = signum
-        model = self.model_ref()
-        if model is not None:
-            model.request_stop()
-
-    def __exit__(self, *exc):
-        for s, h in self.previous.items():
-            signal.signal(s, h)
-        return False
-
-
-# ---------------------------------------------------------------------------------------------
-def _score(task, model, X, y, classes, scaling=None):
-    """Accuracy, or R^2 in the target's units (X already in the model's units)."""
+def _score(task, model, X, y):
+    """Accuracy, or R^2 in the target's units (X already in the model's input units)."""
     if len(X) == 0:
         return None
-    out = model.predict(X)
-    if task == "classify":
-        return float(np.mean(classes[out.argmax(1)] == y))
-    from sklearn.metrics import r2_score
-    if len(y) < 2:
-        return None
-    out = np.asarray(out).reshape(len(y), -1)[:, 0]
-    if scaling and "y_mean_" in scaling:
-        out = out * scaling["y_scale_"][0] + scaling["y_mean_"][0]
-    return float(r2_score(y, out))
+    return score(task, y, predictions(model, X))
 
 
 def _arch(sizes):
@@ -242,9 +159,14 @@ def _no_scale_needs_data(args, data):
         raise UserError("--no-scale needs DATA: the digits job is always standardised")
 
 
+def _print_notes(ds, args):
+    for note in ds.notes:
+        print(f"fastmlp: note: {note}", file=sys.stderr)
+
+
 def _run_train(args, holder, stop):
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
-        _check_output_path(path, option)
+        check_output_path(path, option)
     if args.plot is not None:
         if not args.plot.lower().endswith(".png"):
             raise UserError(f"--plot {args.plot}: the plot is a PNG; name it *.png")
@@ -256,14 +178,8 @@ def _run_train(args, holder, stop):
     model = None
     info = None
     if args.resume is not None:
-        try:
-            model, meta = load_with_metadata(args.resume)
-        except ModelFileError as exc:
-            raise UserError(str(exc)) from None
-        info = meta.get("extra", {}).get("cli")
-        if not isinstance(info, dict) or meta["kind"] != "MLP":
-            raise UserError(f"--resume {args.resume}: not a checkpoint of `fastmlp train` "
-                            f"with --solver sgd or adam; it cannot be resumed")
+        model, meta, info = load_model(args.resume, "--resume")
+        check_resumable(model, info, args.resume)
         data = args.data if args.data is not None else info["data"]
         _no_scale_needs_data(args, data)
         s = _settings(args, info["settings"])
@@ -282,11 +198,12 @@ def _run_train(args, holder, stop):
 
     # -- data --------------------------------------------------------------------------------
     if data is None:
-        Xtr, Xva, ytr, yva = _digits(s["seed"])
+        Xtr, Xva, ytr, yva = _digits(s["seed"], s["val_fraction"])
         task, target, feature_names, fingerprint = "classify", None, None, "digits"
         source = "digits"
     else:
         ds = read_data(data, target=s["target"])
+        _print_notes(ds, args)
         target, feature_names, fingerprint = ds.target_name, ds.feature_names, ds.fingerprint()
         source = data
         task = s["task"] if s["task"] != "auto" else detect_task(ds.y, target)
@@ -305,33 +222,41 @@ def _run_train(args, holder, stop):
         raise UserError(f"{source}: not the data the checkpoint {args.resume} was trained on")
     # -- scaling: the training rows' mean/std (after the split), or the checkpoint's ----------
     scaling = {}
+    raw_tr = Xtr
     if s.get("scale"):
         scaling = (_stored_scaling(model, args.resume, task) if model is not None else
-                   _fit_scaling(Xtr, ytr, task))
+                   _fit_scaling(Xtr, ytr, task, source, feature_names))
         Xtr = (Xtr - scaling["x_mean_"]) / scaling["x_scale_"]
         Xva = (Xva - scaling["x_mean_"]) / scaling["x_scale_"]
-    y_mean, y_scale = scaling.get("y_mean_"), scaling.get("y_scale_")
-    dtype = np.dtype(s["dtype"])
-    Xtr, Xva = np.ascontiguousarray(Xtr, dtype), np.ascontiguousarray(Xva, dtype)
+    dtype = np.dtype(s["dtype"]) if s["solver"] != "lbfgs" else np.dtype(np.float64)
+    Xtr = to_dtype(Xtr, dtype, source, feature_names, raw=raw_tr)
+    Xva = to_dtype(Xva, dtype, source, feature_names)
     classes = np.unique(ytr if data is None else np.concatenate([ytr, yva])) \
         if task == "classify" else None
     metric = "accuracy" if task == "classify" else "R^2"
+    sizes = [Xtr.shape[1], *s["hidden"], len(classes) if task == "classify" else 1]
+    batch = len(Xtr) if s["solver"] == "lbfgs" else min(s["batch_size"], len(Xtr))
+    from ._state import training_bytes
+    check_memory(training_bytes(sizes, batch, dtype.itemsize),
+                 f"a network {_arch(sizes)} with batch size {batch} ({dtype.name})")
 
+    record = dict(s=s, data=data, fingerprint=fingerprint, task=task, target=target,
+                  metric=metric, n_train=len(Xtr), n_val=len(Xva))
     if s["solver"] == "lbfgs":
-        return _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, classes, feature_names, target,
-                            source, fingerprint, metric, holder, stop, scaling)
+        return _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holder,
+                            stop, scaling, record)
 
     # -- model ---------------------------------------------------------------------------------
+    y_mean, y_scale = scaling.get("y_mean_"), scaling.get("y_scale_")
     if task == "classify":
         Ytr = (ytr[:, None] == classes[None, :]).astype(dtype)
     else:
         Ytr = ytr.reshape(-1, 1) if y_mean is None else (ytr.reshape(-1, 1) - y_mean) / y_scale
-        Ytr = Ytr.astype(dtype)
+        Ytr = to_dtype(Ytr, dtype, source, raw=ytr, what="target")
     if model is None:
         from .model import MLP
-        sizes = [Xtr.shape[1], *s["hidden"], Ytr.shape[1]]
-        # digits: the seed's network (sigmoid output, squared error); DATA: softmax + log
-        # loss for classes, identity + squared error for regression
+        # digits: a sigmoid output with squared error; DATA: softmax + log loss for classes,
+        # identity + squared error for regression
         out, loss = (("sigmoid", "squared_error") if data is None else
                      ("softmax", "log_loss") if task == "classify" else
                      ("identity", "squared_error"))
@@ -354,10 +279,7 @@ def _run_train(args, holder, stop):
                         f"pass --epochs above {done} to continue")
 
     def extra(status):
-        return {"cli": {"settings": s, "data": None if data is None else os.path.abspath(data),
-                        "data_sha256": fingerprint, "task": task, "target": target,
-                        "metric": metric, "history": history, "status": status,
-                        "n_train": int(len(Xtr)), "n_val": int(len(Xva))}}
+        return _record(history=history, status=status, **record)
 
     momentum = s["momentum"] if s["solver"] == "sgd" else 0.0
     progress = Progress(s["epochs"], done, len(Xtr), args.quiet, metric)
@@ -371,20 +293,20 @@ def _run_train(args, holder, stop):
         if stop.signum is not None:
             stopped = stop.signum
             break
+        before = len(model.loss_curve_)
         model.partial_fit(Xtr, Ytr, epochs=1, batch_size=min(s["batch_size"], len(Xtr)),
                           learning_rate=s["lr"], optimizer=s["solver"], momentum=momentum)
-        if model.pending_epoch is not None:
-            stopped = stop.signum or signal.SIGINT
+        if model.pending_epoch is not None or len(model.loss_curve_) == before:
+            stopped = stop.signum or signal.SIGINT  # stopped mid-epoch, or before it began
             break
         epoch, loss = len(model.loss_curve_), model.loss_curve_[-1]
         if not (math.isfinite(loss) and all(np.isfinite(w).all() for w in
                                             model.coefs_ + model.intercepts_)):
             diverged = (epoch, loss)
             break
-        score = _score(task, model, Xva, yva, classes, scaling)
-        history["val_score"].append(score)
+        history["val_score"].append(_score(task, model, Xva, yva))
         history["seconds"] = seconds0 + time.perf_counter() - start
-        progress.update(epoch, loss, score)
+        progress.update(epoch, loss, history["val_score"][-1])
         if args.out and args.checkpoint_every and epoch % args.checkpoint_every == 0 \
                 and epoch < s["epochs"]:
             save(model, args.out, extra=extra("checkpoint"))
@@ -414,93 +336,82 @@ def _run_train(args, holder, stop):
         return 1
 
     # -- results -------------------------------------------------------------------------------
-    seconds = history["seconds"]
-    final = {"train": _score(task, model, Xtr, ytr, classes, scaling),
-             "held_out": _score(task, model, Xva, yva, classes, scaling)}
+    final = {"train": _score(task, model, Xtr, ytr), "held_out": _score(task, model, Xva, yva)}
     if args.out:
         save(model, args.out, extra=extra("complete"))
     if args.plot:
         _plot(args.plot, model.loss_curve_, history["val_score"], metric, source)
-    rc = _report(args, s, source, task, metric, model.layer_sizes, final, seconds,
-                 len(Xtr), len(Xva), model.loss_curve_, data is None)
+    rc = _report(args, s, source, task, metric, model.layer_sizes, final, history["seconds"],
+                 len(Xtr), len(Xva), model.loss_curve_, data is None, dtype)
     return rc or _interrupted_after_training(stop)
 
 
-def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, classes, feature_names, target, source,
-                 fingerprint, metric, holder, stop, scaling):
+def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holder, stop,
+                 scaling, record):
     from sklearn.exceptions import ConvergenceWarning
+    from ._threads import thread_limits
     from .estimators import MLPClassifier, MLPRegressor
     activation = "logistic" if s["activation"] == "sigmoid" else s["activation"]
     cls = MLPClassifier if task == "classify" else MLPRegressor
     est = cls(hidden_layer_sizes=tuple(s["hidden"]), activation=activation, solver="lbfgs",
               alpha=0.0, max_iter=s["epochs"], random_state=s["seed"])
+
     def frame(X):  # names travel with the rows, so the model records feature_names_in_
         if feature_names is None:
             return X
         import pandas as pd
         return pd.DataFrame(X, columns=feature_names)
-    Xfit = frame(Xtr)
     yfit = ytr if "y_mean_" not in scaling else \
         (ytr - scaling["y_mean_"][0]) / scaling["y_scale_"][0]
     start = time.perf_counter()
     holder.append(est)
     stop.deferring = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(Xfit, yfit)
+    if stop.signum is None:  # a signal before the optimiser starts: do not start it
+        # the estimators take the thread limit in force (they have no n_threads)
+        with warnings.catch_warnings(), thread_limits(args.threads):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(frame(Xtr), yfit)
     for k, v in scaling.items():  # saved with the model; predict/evaluate apply them
         setattr(est, k, v)
     seconds = time.perf_counter() - start
-    data = None if source == "digits" else source
-    extra = {"cli": {"settings": s, "data": None if data is None else os.path.abspath(data),
-                     "data_sha256": fingerprint, "task": task, "target": target,
-                     "metric": metric, "history": {"val_score": [], "seconds": seconds},
-                     "status": "complete", "n_train": int(len(Xtr)), "n_val": int(len(Xva))}}
+    history = {"val_score": [], "seconds": seconds}
+    fitted = hasattr(est, "coefs_")
     if stop.signum is not None:
-        if args.out:
-            extra["cli"]["status"] = "interrupted"
-            save(est, args.out, extra=extra)
+        if args.out and fitted:
+            save(est, args.out, extra=_record(history=history, status="interrupted", **record))
+        what = (f"model saved to {args.out} (an L-BFGS run cannot be resumed)"
+                if args.out and fitted else "nothing saved" + ("" if args.out else " (no --out)"))
         print(f"fastmlp: interrupted by {signal.Signals(stop.signum).name} after "
-              f"{est.n_iter_} L-BFGS iterations; "
-              + (f"model saved to {args.out} (an L-BFGS run cannot be resumed)" if args.out
-                 else "nothing saved (no --out)"), file=sys.stderr)
+              f"{getattr(est, 'n_iter_', 0)} L-BFGS iterations; {what}", file=sys.stderr)
         return EXIT_SIGNAL[stop.signum]
-
-    def score(X, y):
-        if len(X) == 0 or (task == "regress" and len(X) < 2):
-            return None
-        if task == "classify":
-            return float(est.score(frame(X), y))
-        from sklearn.metrics import r2_score
-        pred = np.asarray(est.predict(frame(X)), np.float64)
-        if "y_mean_" in scaling:
-            pred = pred * scaling["y_scale_"][0] + scaling["y_mean_"][0]
-        return float(r2_score(y, pred))
-    final = {"train": score(Xtr, ytr), "held_out": score(Xva, yva)}
+    final = {"train": _score(task, est, Xtr, ytr), "held_out": _score(task, est, Xva, yva)}
     if args.out:
-        save(est, args.out, extra=extra)
+        save(est, args.out, extra=_record(history=history, status="complete", **record))
     curve = [float(est.loss_)]
     if args.plot:
-        _plot(args.plot, curve, [], metric, source)
+        _plot(args.plot, curve, [], record["metric"], source)
     sizes = [Xtr.shape[1], *s["hidden"], est.n_outputs_]
-    rc = _report(args, s, source, task, metric, sizes, final, seconds, len(Xtr), len(Xva),
-                 curve, False, iterations=int(est.n_iter_))
+    rc = _report(args, s, source, task, record["metric"], sizes, final, seconds, len(Xtr),
+                 len(Xva), curve, False, est.coefs_[0].dtype, iterations=int(est.n_iter_))
     return rc or _interrupted_after_training(stop)
 
 
 def _report(args, s, source, task, metric, sizes, final, seconds, n_train, n_val, curve,
-            digits, iterations=None):
+            digits, dtype, iterations=None):
     import json
     epochs = len(curve) if iterations is None else iterations
+    dtype = np.dtype(dtype).name  # what the model holds (L-BFGS runs in float64)
     if args.json:
         print(json.dumps({
             "data": source, "task": task, "architecture": [int(v) for v in sizes],
-            "activation": s["activation"], "solver": s["solver"], "dtype": s["dtype"],
+            "activation": s["activation"], "solver": s["solver"], "dtype": dtype,
             "scaled": bool(s.get("scale", digits)),
             "epochs": epochs, "final_loss": curve[-1], "metric": metric,
             "held_out": final["held_out"], "train": final["train"], "n_train": n_train,
             "n_held_out": n_val, "seconds": round(seconds, 3),
-            "samples_per_s": round(n_train * len(curve) / seconds, 1) if seconds > 0 else None,
+            # L-BFGS iterations are not passes over the rows at a known count: no rate
+            "samples_per_s": round(n_train * len(curve) / seconds, 1)
+            if seconds > 0 and iterations is None else None,
             "model": args.out}))
         return 0
     what = "iterations" if iterations is not None else "epochs"
@@ -509,7 +420,7 @@ def _report(args, s, source, task, metric, sizes, final, seconds, n_train, n_val
               f"(first-call JIT included); final loss {curve[-1]:.4f}")
     else:
         print(f"{source}: {task} {_arch(sizes)} {s['activation']} ({s['solver']}, "
-              f"{s['dtype']}), {epochs} {what} in {seconds:.2f} s; final loss {curve[-1]:.4g}")
+              f"{dtype}), {epochs} {what} in {seconds:.2f} s; final loss {curve[-1]:.4g}")
     if final["held_out"] is not None:
         print(f"held-out {metric}: {final['held_out']:.4f} ({n_val} samples)")
     elif final["train"] is not None:

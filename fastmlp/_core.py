@@ -12,14 +12,15 @@ from . import _planner
 from . import kernels as K
 from ._threads import (blas_threads, blas_versions, parallel_regions_allowed, region_guard,
                        resolve_n_threads, thread_limits, threading_layer)
-from ._validation import check_dtype, resolve
+from ._validation import check_dtype, check_leaky_relu_slope, resolve
 from ._workspace import Layout, Workspace
 
 # OpenBLAS releases whose gemm gives wrong results when several threads call it at once (the
 # split way does): fixed in 0.3.30.
 _RACY_OPENBLAS = ("0.3.28", "0.3.29")
 
-# Rows per chunk when a whole data set goes through the network at prediction time.
+# Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
+# sparse input): bounds the workspace, and sparse input is densified one chunk at a time.
 PREDICT_CHUNK = 4096
 
 
@@ -49,8 +50,9 @@ class Trainer:
 
     def __init__(self, sizes, *, activation="logistic", out_activation="identity",
                  loss="squared_error", dtype="float32", batch_size=200, alpha=0.0,
-                 n_threads=None, strategy=None):
+                 n_threads=None, training=True, leaky_relu_slope=0.01, strategy=None):
         self.codes = resolve(activation, out_activation, loss)
+        self.slope = check_leaky_relu_slope(leaky_relu_slope)
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
         self.layout = Layout(sizes)
@@ -64,14 +66,31 @@ class Trainer:
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
         self.n_threads = resolve_n_threads(n_threads)
         self.params = np.zeros(self.layout.n_params, self.dtype)
-        self.grads = np.zeros_like(self.params)
+        # an inference-only trainer (training=False) has no gradients and no deltas
+        self.grads = np.zeros(self.layout.n_params if training else 0, self.dtype)
         self.coefs, self.intercepts = self.layout.views(self.params)
-        self.coef_grads, self.intercept_grads = self.layout.views(self.grads)
-        self.ws = Workspace(self.layout, self.batch_size, self.dtype)
+        self.coef_grads, self.intercept_grads = (self.layout.views(self.grads) if training
+                                                 else ([], []))
+        self.ws = Workspace(self.layout, self.batch_size, self.dtype, training=training)
         self.strategy = _planner.check_strategy(strategy)
         self.plan = None
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
+
+    @classmethod
+    def for_inference(cls, coefs, intercepts, *, activation, out_activation, dtype,
+                      n_rows, n_threads=None, leaky_relu_slope=0.01):
+        """A trainer that only predicts: ``coefs``/``intercepts`` (validated) copied into its
+        parameters, a workspace of ``min(n_rows, PREDICT_CHUNK)`` rows, no gradient or delta
+        buffers."""
+        sizes = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+        # the loss plays no part in a forward pass; pick one the output activation accepts
+        loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
+        t = cls(sizes, activation=activation, out_activation=out_activation, loss=loss,
+                dtype=dtype, batch_size=max(1, min(n_rows, PREDICT_CHUNK)),
+                n_threads=n_threads, training=False, leaky_relu_slope=leaky_relu_slope)
+        t.layout.pack(coefs, intercepts, t.params)
+        return t
 
     # -- parameters -------------------------------------------------------------------------
     def init_params(self, rs):
@@ -119,7 +138,8 @@ class Trainer:
         self.ws.n_rows = xb.shape[0]
         return K.forward_backward(self.params, self.grads if grads is None else grads,
                                   self.ws.acts, self.ws.deltas, xb, yb, swb, self.layout.sizes,
-                                  self.ws.capacity, act, out_act, loss, self.alpha)
+                                  self.ws.capacity, act, out_act, loss, self.alpha,
+                                  self.dtype.type(self.slope))
 
     def _split(self, X, Y, sw, idx, n_threads, grads=None):
         """Forward + backprop of the rows idx of X (split way): as _step."""
@@ -138,7 +158,8 @@ class Trainer:
             return K.split_step(self.grads if grads is None else grads, ws.thread_grads,
                                 ws.partial, ws.X, ws.Y, ws.sw, self.params, ws.acts, ws.deltas,
                                 X, Y, ws.no_sw if sw is None else sw, idx, self.layout.sizes,
-                                ws.capacity, act, out_act, loss, self.alpha, n_threads)
+                                ws.capacity, act, out_act, loss, self.alpha,
+                                self.dtype.type(self.slope), n_threads)
 
     def _identity_rows(self, n):
         """0..n-1 (int64), kept between calls."""
@@ -259,11 +280,12 @@ class Trainer:
         act, out_act, _ = self.codes
         ws = self.ws
         if ws.capacity < min(n, PREDICT_CHUNK):
-            ws = Workspace(self.layout, min(n, PREDICT_CHUNK), self.dtype)
+            ws = Workspace(self.layout, min(n, PREDICT_CHUNK), self.dtype, training=False)
         B = ws.capacity
         with thread_limits(self.n_threads) as nt:
             split = (nt > 1 and self.plan is not None and self.plan.strategy == "split"
                      and parallel_regions_allowed())
+            slope = self.dtype.type(self.slope)
             with blas_threads(1 if split else nt):
                 for start in range(0, n, B):
                     stop = min(start + B, n)
@@ -271,8 +293,9 @@ class Trainer:
                     if split:
                         with region_guard():
                             K.split_forward(out[start:stop], self.params, ws.acts, xb,
-                                            self.layout.sizes, B, act, out_act, nt)
+                                            self.layout.sizes, B, act, out_act, slope, nt)
                     else:
                         out[start:stop] = K.forward_pass(self.params, ws.acts, xb,
-                                                         self.layout.sizes, B, act, out_act)
+                                                         self.layout.sizes, B, act, out_act,
+                                                         slope)
         return out

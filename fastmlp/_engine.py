@@ -18,23 +18,11 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from ._threads import resolve_n_threads, thread_limits
-from ._validation import check_dtype, resolve
+from ._validation import (ENGINE_CONSTRAINTS, check_dtype, check_hyperparams,
+                          check_layer_sizes, check_leaky_relu_slope, resolve)
 from ._workspace import Layout
 
 __all__ = ["Engine"]
-
-
-def _layer_sizes(layer_sizes) -> list:
-    try:
-        sizes = list(layer_sizes)
-    except TypeError:
-        sizes = None
-    if (sizes is None or len(sizes) < 2
-            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                       for s in sizes)):
-        raise ValueError("layer_sizes must be a sequence of at least two positive integers "
-                         f"(n_inputs, hidden..., n_outputs), got {layer_sizes!r}")
-    return [int(s) for s in sizes]
 
 
 class Engine:
@@ -44,9 +32,10 @@ class Engine:
     ----------
     layer_sizes : sequence of int
         ``(n_inputs, hidden_1, ..., n_outputs)``.
-    activation : {"identity", "logistic", "tanh", "relu"}, default="logistic"
+    activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "gelu", "silu"}, \
+default="logistic"
         Activation of the hidden layers.
-    out_activation : {"identity", "logistic", "tanh", "relu", "softmax", "exp"}, \
+    out_activation : {"identity", "logistic", "tanh", "relu", "leaky_relu", "softmax", "exp"}, \
 default="identity"
         Activation of the output layer.
     loss : {"squared_error", "log_loss", "binary_log_loss", "poisson"}, default="squared_error"
@@ -65,6 +54,8 @@ default="identity"
     n_threads : int or None, default=None
         Threads for the matrix products and elementwise kernels during a call (``None``: the
         limits already in force, see ``fastmlp._threads.thread_limits``).
+    leaky_relu_slope : float, default=0.01
+        Slope of ``leaky_relu`` for negative inputs.
 
     Attributes
     ----------
@@ -106,15 +97,14 @@ default="identity"
     def __init__(self, layer_sizes: Sequence[int], *, activation: str = "logistic",
                  out_activation: str = "identity", loss: str = "squared_error",
                  dtype="float64", max_rows: Optional[int] = None,
-                 n_threads: Optional[int] = None):
-        sizes = _layer_sizes(layer_sizes)
-        self.codes = resolve(activation, out_activation, loss)
+                 n_threads: Optional[int] = None, leaky_relu_slope: float = 0.01):
+        sizes = list(check_layer_sizes(layer_sizes))
+        self.slope = check_leaky_relu_slope(leaky_relu_slope)
+        self.codes = resolve(activation, out_activation, loss, caller="Engine")
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
         self.dtype = check_dtype(dtype)
-        if max_rows is not None and (isinstance(max_rows, bool)
-                                     or not isinstance(max_rows, numbers.Integral)
-                                     or max_rows < 1):
-            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+        check_hyperparams(ENGINE_CONSTRAINTS, {"max_rows": max_rows, "n_threads": n_threads},
+                          "Engine")
         self.max_rows = None if max_rows is None else int(max_rows)
         self.n_threads = resolve_n_threads(n_threads)
         self.layout = Layout(sizes)
@@ -194,9 +184,9 @@ default="identity"
 
     def _check_array(self, a, name, shape, finite=True):
         if sp.issparse(a) and name == "X":
-            if a.format != "csr" or not a.has_sorted_indices:
-                raise ValueError("a sparse X must be CSR with sorted indices "
-                                 "(X.tocsr(); X.sort_indices())")
+            if a.format != "csr" or not a.has_canonical_format:
+                raise ValueError("a sparse X must be CSR with sorted indices and no duplicate "
+                                 "entries (X = X.tocsr(); X.sum_duplicates())")
             if a.dtype != self.dtype:
                 raise ValueError(f"X has dtype {a.dtype}, but the engine computes in "
                                  f"{self.dtype}; convert with X.astype(np.{self.dtype})")
@@ -323,7 +313,7 @@ default="identity"
             for start in range(0, n, B):
                 stop = min(start + B, n)
                 A = K.forward_pass(params, self._acts, self._rows(X, start, stop),
-                                   self._sizes, self._capacity, act, out_act)
+                                   self._sizes, self._capacity, act, out_act, self.slope)
                 if stop - start == n:
                     out[...] = A
                 else:
@@ -479,7 +469,7 @@ default="identity"
                     params, target, self._acts, self._deltas, self._rows(X, start, stop),
                     Y if whole else Y[start:stop],
                     self._no_sw if sw is None else (sw if whole else sw[start:stop]),
-                    self._sizes, self._capacity, act, out_act, loss, 0.0)
+                    self._sizes, self._capacity, act, out_act, loss, 0.0, self.slope)
                 if w != 0:  # an all-zero-weight chunk adds nothing (its mean is 0/0)
                     loss_sum += value * w
                     weight_sum += w

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .optimizers import OPTIMIZERS
+from .optimizers import OPTIMIZERS, make_optimizer as _new_optimizer
 
 # the standardisation a model may carry: which -> (mean attribute, scale attribute)
 SCALING_ATTRS = {"x": ("x_mean_", "x_scale_"), "y": ("y_mean_", "y_scale_")}
@@ -195,7 +195,7 @@ def make_optimizer(meta, arrays, params):
     if not isinstance(meta, dict) or meta.get("name") not in OPTIMIZERS or \
             not isinstance(meta.get("hyper"), dict):
         bad("bad optimizer description")
-    opt = OPTIMIZERS[meta["name"]]()
+    opt = _new_optimizer(meta["name"])  # the defaults; the checked settings go in below
     for k, v in meta["hyper"].items():
         current = getattr(opt, k, None)
         if type(current) is bool:

@@ -1,17 +1,31 @@
-"""Validation at the Python edge: option strings resolved to kernel codes, arrays checked and
-converted once.  Every front-end and the functional API call these; kernels trust their inputs.
-Errors are ``ValueError`` naming the argument and the problem."""
+"""Validation at the Python edge, in one place for every front-end.
+
+Hyper-parameters are checked by scikit-learn's parameter-constraint machinery
+(:func:`check_hyperparams` with the constraint tables below), option strings are resolved to
+kernel codes, and arrays are checked and converted once into what the kernels take
+(:func:`check_X`, :func:`as_kernel_input`: C-contiguous native-endian float arrays, or CSR
+matrices in canonical form).  The kernels trust their inputs.  Every error is a ``ValueError``
+naming the argument and the problem.
+"""
 import numbers
+from operator import index as operator_index
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
+from sklearn.utils._param_validation import (Interval, StrOptions,
+                                             validate_parameter_constraints)
 
 from . import kernels as K
+from .optimizers import OPTIMIZERS
 
 ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGISTIC,
-               "tanh": K.TANH, "relu": K.RELU}
-OUT_ACTIVATIONS = dict(ACTIVATIONS, softmax=K.SOFTMAX, exp=K.EXP)
+               "tanh": K.TANH, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU, "gelu": K.GELU,
+               "silu": K.SILU}
+# GELU/SiLU backprop needs the pre-activation, which only hidden layers keep
+OUT_ACTIVATIONS = dict({k: v for k, v in ACTIVATIONS.items() if k not in ("gelu", "silu")},
+                       softmax=K.SOFTMAX, exp=K.EXP)
 LOSSES = {"squared_error": K.SQUARED_ERROR, "log_loss": K.LOG_LOSS,
           "binary_log_loss": K.BINARY_LOG_LOSS, "poisson": K.POISSON}
 # The output activation each log-likelihood loss is exact for (its delta is A - Y).
@@ -19,20 +33,119 @@ _CANONICAL = {"log_loss": ("softmax", "logistic"), "binary_log_loss": ("logistic
               "poisson": ("exp",)}
 DTYPES = (np.float32, np.float64)
 
+# -- hyper-parameters -------------------------------------------------------------------------
+# One table per public callable, in scikit-learn's constraint language; checked by
+# check_hyperparams.  Array arguments, dtypes and option combinations have their own checks.
+_N_THREADS = [Interval(Integral, 1, None, closed="left"), None]
+_ALPHA = [Interval(Real, 0, None, closed="left")]
+MLP_CONSTRAINTS = {
+    "layer_sizes": ["array-like"],
+    "activation": [StrOptions(set(ACTIVATIONS))],
+    "out_activation": [StrOptions(set(OUT_ACTIVATIONS))],
+    "loss": [StrOptions(set(LOSSES))],
+    "dtype": "no_validation",  # check_dtype
+    "alpha": _ALPHA,
+    "random_state": ["random_state"],
+    "n_threads": _N_THREADS,
+}
+FIT_CONSTRAINTS = {
+    "epochs": [Interval(Integral, 0, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "optimizer": [StrOptions(set(OPTIMIZERS))],
+    "momentum": [Interval(Real, 0, 1, closed="left")],
+    "shuffle": ["boolean"],
+    "callback": [callable, None],
+}
+ENGINE_CONSTRAINTS = {"max_rows": [Interval(Integral, 1, None, closed="left"), None],
+                      "n_threads": _N_THREADS}
+OPTIMIZER_CONSTRAINTS = {"name": FIT_CONSTRAINTS["optimizer"]}
+_OPTION_CONSTRAINTS = {k: MLP_CONSTRAINTS[k] for k in ("activation", "out_activation", "loss")}
+FORWARD_CONSTRAINTS = {
+    "activation": MLP_CONSTRAINTS["activation"],
+    "out_activation": MLP_CONSTRAINTS["out_activation"],
+    "n_threads": _N_THREADS,
+}
+LOSS_AND_GRADS_CONSTRAINTS = {
+    **FORWARD_CONSTRAINTS,
+    "loss": MLP_CONSTRAINTS["loss"],
+    "alpha": _ALPHA,
+}
 
-def _choose(name, value, table):
-    if not isinstance(value, str) or value not in table:
-        raise ValueError(f"{name} must be one of {sorted(table)}, got {value!r}")
-    return table[value]
+
+def check_hyperparams(constraints, params, caller):
+    """Check ``params`` (a dict of name -> value) against ``constraints`` (name -> list of
+    scikit-learn constraints); raise a ``ValueError`` naming the parameter, the caller and
+    what is allowed.  Names absent from ``params`` are not checked.
+
+    Examples
+    --------
+    >>> check_hyperparams(FIT_CONSTRAINTS, {"learning_rate": 0.1, "epochs": 3}, "MLP.fit")
+    >>> check_hyperparams(FIT_CONSTRAINTS, {"learning_rate": -1.0}, "MLP.fit")
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'learning_rate' parameter of \
+MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
+    """
+    try:  # the functional API is called in loops: remember settings already found valid
+        key = (id(constraints), caller, tuple((k, type(v), v) for k, v in params.items()))
+        if key in _VALID:
+            return
+    except TypeError:  # an unhashable value: check it every time
+        key = None
+    validate_parameter_constraints({k: constraints[k] for k in params}, params,
+                                   caller_name=caller)
+    if key is not None:
+        if len(_VALID) >= 256:
+            _VALID.clear()
+        _VALID[key] = True
 
 
-def resolve(activation, out_activation, loss):
-    """Strings -> kernel codes, once.  Returns (act, out_act, loss) codes.
+_VALID = {}  # check_hyperparams' memory of valid settings
 
-    ``log_loss`` with a logistic output is the binary log loss (as in scikit-learn)."""
-    act = _choose("activation", activation, ACTIVATIONS)
-    out = _choose("out_activation", out_activation, OUT_ACTIVATIONS)
-    code = _choose("loss", loss, LOSSES)
+
+def check_layer_sizes(layer_sizes, name="layer_sizes"):
+    """At least two positive integers (inputs, hidden layers..., outputs) -> tuple of int.
+
+    Examples
+    --------
+    >>> check_layer_sizes([784, np.int64(128), 10])
+    (784, 128, 10)
+    >>> check_layer_sizes([4, 2.5])
+    Traceback (most recent call last):
+    ...
+    ValueError: layer_sizes must hold at least two positive integers (inputs, hidden \
+layers..., outputs), got [4, 2.5]
+    """
+    sizes = []
+    if not isinstance(layer_sizes, (str, bytes)):
+        try:
+            sizes = [operator_index(s) if not isinstance(s, bool) else None
+                     for s in layer_sizes]
+        except TypeError:
+            sizes = []
+    if len(sizes) < 2 or None in sizes or min(sizes) < 1:
+        raise ValueError(f"{name} must hold at least two positive integers (inputs, hidden "
+                         f"layers..., outputs), got {layer_sizes!r}")
+    return tuple(sizes)
+
+
+def resolve(activation, out_activation, loss, caller="Trainer"):
+    """Strings -> kernel codes, once.  Returns (act, out_act, loss) codes; an unknown name or
+    a loss without its output activation is a ``ValueError`` (``caller`` names the public
+    callable in the message).
+
+    ``log_loss`` with a logistic output is the binary log loss (as in scikit-learn).
+
+    Examples
+    --------
+    >>> resolve("relu", "softmax", "log_loss") == (K.RELU, K.SOFTMAX, K.LOG_LOSS)
+    True
+    """
+    check_hyperparams(_OPTION_CONSTRAINTS, {"activation": activation,
+                                            "out_activation": out_activation,
+                                            "loss": loss}, caller)
+    act, out, code = ACTIVATIONS[activation], OUT_ACTIVATIONS[out_activation], LOSSES[loss]
     allowed = _CANONICAL.get(loss)
     if out_activation == "sigmoid":
         out_activation = "logistic"
@@ -47,15 +160,25 @@ def resolve(activation, out_activation, loss):
     return act, out, code
 
 
+def check_leaky_relu_slope(slope):
+    """Leaky ReLU's slope for negative inputs: a finite number >= 0 (the derivative is read
+    from the sign of the activation, which is the input's only for slope >= 0)."""
+    if (not isinstance(slope, numbers.Real) or isinstance(slope, bool)
+            or not np.isfinite(slope) or slope < 0):
+        raise ValueError(f"leaky_relu_slope must be a finite number >= 0, got {slope!r}")
+    return float(slope)
+
+
 def check_dtype(dtype):
-    """'float32'/'float64' (or the numpy types) -> np.dtype; anything else is an error."""
+    """'float32'/'float64' (or the numpy types, in any byte order) -> the native-endian
+    np.dtype the kernels compute in; anything else is an error."""
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
     if dt is None or dt.type not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return dt
+    return np.dtype(dt.type)
 
 
 def check_params(coefs, intercepts):
@@ -68,9 +191,9 @@ def check_params(coefs, intercepts):
                          f"got {len(coefs)} and {len(intercepts)}")
     coefs = [np.asarray(c) for c in coefs]
     intercepts = [np.asarray(b) for b in intercepts]
-    dtype = coefs[0].dtype
-    if dtype.type not in DTYPES:
-        raise ValueError(f"parameters must be float32 or float64, got {dtype}")
+    if coefs[0].dtype.type not in DTYPES:
+        raise ValueError(f"parameters must be float32 or float64, got {coefs[0].dtype}")
+    dtype = check_dtype(coefs[0].dtype)  # byte order does not matter: they are copied
     sizes = [coefs[0].shape[0] if coefs[0].ndim == 2 else -1]
     for l, (c, b) in enumerate(zip(coefs, intercepts)):
         if c.ndim != 2:
@@ -80,7 +203,7 @@ def check_params(coefs, intercepts):
                              f"{sizes[-1]} units")
         if b.shape != (c.shape[1],):
             raise ValueError(f"intercepts[{l}] must have shape ({c.shape[1]},), got {b.shape}")
-        if c.dtype != dtype or b.dtype != dtype:
+        if c.dtype.type != dtype.type or b.dtype.type != dtype.type:
             raise ValueError(f"all parameters must share one dtype; coefs[0] is {dtype}, "
                              f"layer {l} has {c.dtype}/{b.dtype}")
         if not (np.isfinite(c).all() and np.isfinite(b).all()):
@@ -89,24 +212,57 @@ def check_params(coefs, intercepts):
     return sizes, dtype
 
 
+def canonical_csr(X):
+    """X (any SciPy sparse matrix or array) as CSR in canonical form: sorted column indices
+    and no duplicate entries (duplicates are summed, as SciPy's arithmetic does), which is what
+    the row-gathering kernels assume.  Never modifies X; copies only when X is not already
+    canonical CSR.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> X = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 0, 2]),
+    ...                    np.array([0, 3])), shape=(1, 3))
+    >>> canonical_csr(X).toarray()
+    array([[2., 0., 4.]])
+    >>> X.nnz  # the caller's matrix is left as it was
+    3
+    """
+    X = X.tocsr()
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()  # also sorts the indices
+    return X
+
+
+def as_kernel_input(X, dtype):
+    """A validated X (dense or sparse) as the kernels take it: a C-contiguous array of the
+    native-endian ``dtype``, or canonical CSR (:func:`canonical_csr`) of that dtype.  Copies
+    only when needed; the caller's data is never modified."""
+    dtype = check_dtype(dtype)
+    if sp.issparse(X):
+        X = canonical_csr(X)
+        return X if X.dtype == dtype else X.astype(dtype)
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
 def check_X(X, dtype, n_features=None, accept_sparse=False, name="X"):
-    """Validate X -> C-contiguous (N, n_features) array of dtype (or CSR), finite, non-empty.
-    Never modifies X; copies only when its dtype or layout must change."""
+    """Validate X -> C-contiguous (N, n_features) array of dtype (or canonical CSR), finite,
+    non-empty.  Never modifies X; copies only when its dtype or layout must change."""
+    dtype = check_dtype(dtype)
     X = check_array(X, accept_sparse=["csr", "csc"] if accept_sparse else False, dtype=dtype,
                     order="C", input_name=name)
-    if sp.issparse(X):
-        X = X.tocsr()
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
+    X = as_kernel_input(X, dtype)
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features, but the network expects "
                          f"{n_features}")
     return X
 
 
-def check_Y(Y, dtype, n_samples, n_outputs=None, name="Y"):
-    """Validate targets -> C-contiguous (N, n_outputs); 1-D targets become one column."""
-    Y = check_array(Y, dtype=dtype, order="C", ensure_2d=False, input_name=name)
+def check_Y(Y, dtype, n_samples, n_outputs=None, name="Y", loss=None):
+    """Validate targets -> C-contiguous (N, n_outputs); 1-D targets become one column.
+    With ``loss='poisson'`` the targets must be non-negative (counts or rates)."""
+    Y = check_array(Y, dtype=check_dtype(dtype), order="C", ensure_2d=False, input_name=name)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)
     if Y.ndim != 2:
@@ -116,19 +272,25 @@ def check_Y(Y, dtype, n_samples, n_outputs=None, name="Y"):
     if n_outputs is not None and Y.shape[1] != n_outputs:
         raise ValueError(f"{name} has {Y.shape[1]} columns, but the network has {n_outputs} "
                          f"outputs")
+    if loss == "poisson" and (Y < 0).any():
+        raise ValueError(f"{name} must not contain negative values with loss='poisson'")
     return Y
 
 
 def check_sample_weight(sample_weight, n_samples, dtype):
-    """None stays None; otherwise a finite, non-negative (N,) array of dtype."""
+    """None stays None; otherwise a finite, non-negative (N,) array of dtype with a positive
+    sum (the weighted means divide by it).  A scalar weighs every sample alike."""
     if sample_weight is None:
         return None
-    if isinstance(sample_weight, numbers.Number):
-        return np.full(n_samples, sample_weight, dtype=dtype)
+    dtype = check_dtype(dtype)
+    if isinstance(sample_weight, numbers.Number) and not isinstance(sample_weight, bool):
+        sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
     sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
                      input_name="sample_weight")
     if sw.shape != (n_samples,):
         raise ValueError(f"sample_weight must have shape ({n_samples},), got {sw.shape}")
     if (sw < 0).any():
         raise ValueError("sample_weight must not contain negative values")
+    if not sw.any():
+        raise ValueError("sample_weight must contain at least one positive value")
     return sw

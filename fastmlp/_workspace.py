@@ -48,19 +48,21 @@ class Workspace:
     Only the gradient sums are per thread: ``thread_grads`` (threads - 1, P) holds threads
     1.. (thread 0 sums into the trainer's grads; after a step the trainer's grads hold the
     total) and ``partial`` (threads,) their loss sums.  ``plan`` is the way the last call ran
-    (a ``fastmlp._planner.Plan``: strategy, why, and the trial's timings)."""
+    (a ``fastmlp._planner.Plan``: strategy, why, and the trial's timings).  An inference
+    workspace (``training=False``) has no deltas, Y or sw (empty arrays)."""
 
-    def __init__(self, layout, capacity, dtype, n_outputs=None):
+    def __init__(self, layout, capacity, dtype, n_outputs=None, training=True):
         sizes = layout.sizes
         total = capacity * int(sizes[1:].sum())
+        rows = capacity if training else 0
         self.layout = layout
         self.capacity = int(capacity)
         self.dtype = np.dtype(dtype)
         self.acts = np.zeros(total, dtype)
-        self.deltas = np.zeros(total, dtype)
+        self.deltas = np.zeros(total if training else 0, dtype)
         self.X = np.zeros((capacity, int(sizes[0])), dtype)
-        self.Y = np.zeros((capacity, int(sizes[-1])), dtype)
-        self.sw = np.zeros(capacity, dtype)
+        self.Y = np.zeros((rows, int(sizes[-1])), dtype)
+        self.sw = np.zeros(rows, dtype)
         self.no_sw = np.zeros(0, dtype)
         self.n_rows = 0  # rows in the last batch that ran
         self.thread_grads = np.zeros((0, layout.n_params), dtype)

@@ -1,8 +1,10 @@
-"""The ``fastmlp`` command line: train, predict, evaluate, info (issue 5) and bench (issue 4).
+"""The ``fastmlp`` command line: train, predict, evaluate, info and bench.
 
 Each subcommand registers itself in ``build_parser``.  A user error (bad option, unreadable or
-malformed data, damaged model file) ends as one ``fastmlp: error: ...`` line on stderr with
-exit code 2, before any output file is created or changed; output files are written atomically.
+malformed data, damaged or edited model file, a size beyond the available memory) ends as one
+``fastmlp: error: ...`` line on stderr with exit code 2, before any output file is created or
+changed; output files are written atomically.  SIGINT/SIGTERM end a command with exit code
+130/143 and nothing changed (``train`` first saves what it has to ``--out``).
 """
 import argparse
 import json
@@ -13,7 +15,8 @@ import sys
 
 import numpy as np
 
-from ._cli_data import UserError, class_labels, data_format, read_data
+from ._cli_data import UserError, data_format, predictions, read_data, score, to_dtype
+from .persistence import atomic_write
 
 __all__ = ["main", "build_parser", "UserError"]
 
@@ -63,7 +66,7 @@ def add_train_parser(sub):
         "train", help="train an MLP on DATA (default: the sigmoid network on digits)",
         description="Train an MLP on a table (CSV/TSV/Parquet, target = last column or "
                     "--target) or NumPy arrays (.npy: target = last column; .npz: X, y). "
-                    "Without DATA: the seed's sigmoid network on scikit-learn's digits.")
+                    "Without DATA: a sigmoid network on scikit-learn's bundled digits.")
     p.add_argument("data", nargs="?", metavar="DATA", help="training data file")
     p.add_argument("--target", help="target column (default: the last one)")
     p.add_argument("--task", choices=["auto", "classify", "regress"],
@@ -116,94 +119,83 @@ def run_train(args):
 
 # ---------------------------------------------------------------------------------------------
 def _load_model(path):
-    from .persistence import ModelFileError, load_with_metadata
-    try:
-        return load_with_metadata(path)
-    except ModelFileError as exc:
-        raise UserError(str(exc)) from None
+    from ._cli_record import load_model
+    return load_model(path)
 
 
-def _model_view(model, meta):
+def _model_view(model, record):
     """What predict/evaluate need: (n_features, feature names, classes, task, target)."""
-    cli = meta.get("extra", {}).get("cli") or {}
-    if meta["kind"] == "MLP":
-        n_features = model.layer_sizes[0]
-        classes = getattr(model, "classes_", None)
-    else:
-        n_features = model.n_features_in_
-        classes = getattr(model, "classes_", None)
+    from .model import MLP
+    n_features = model.layer_sizes[0] if isinstance(model, MLP) else model.n_features_in_
+    classes = getattr(model, "classes_", None)
     names = getattr(model, "feature_names_in_", None)
     names = None if names is None else [str(n) for n in names]
     task = "classify" if classes is not None else "regress"
-    return n_features, names, classes, task, cli.get("target")
+    return n_features, names, classes, task, record.get("target")
 
 
-def _features(path, model, meta, target=None, need_target=False):
-    n_features, names, classes, task, stored_target = _model_view(model, meta)
+def _features(path, model, record, target=None, need_target=False):
+    n_features, names, classes, task, stored_target = _model_view(model, record)
     if data_format(path) in ("npy", "npz"):  # bare arrays: columns by position
         ds = read_data(path, target=target, need_target=need_target)
     else:
         ds = read_data(path, target=target or (stored_target if names is not None else None),
                        need_target=need_target, features=names,
                        drop=(stored_target,) if stored_target else ())
+    for note in ds.notes:
+        print(f"fastmlp: note: {note}", file=sys.stderr)
     if ds.X.shape[1] != n_features:
         raise UserError(f"{path}: {ds.X.shape[1]} feature columns, but the model expects "
                         f"{n_features}")
     return ds, classes, task
 
 
-def scale_features(model, X):
-    """X (float64) in the units of the model's inputs: its stored standardisation, if any."""
+def _model_dtype(model):
+    from .model import MLP
+    return model.dtype if isinstance(model, MLP) else model.coefs_[0].dtype
+
+
+def _model_inputs(model, ds):
+    """The data's features in the model's input units and precision (its stored
+    standardisation applied); a value beyond the precision's range is an error."""
     mean, scale = getattr(model, "x_mean_", None), getattr(model, "x_scale_", None)
-    return X if mean is None else (X - mean) / scale
+    X = ds.X if mean is None else (ds.X - mean) / scale
+    X = to_dtype(X, _model_dtype(model), ds.source, ds.feature_names, raw=ds.X)
+    return X.astype(np.float64) if X.dtype != np.float64 else X
 
 
-def unscale_outputs(model, out):
-    """Regression outputs back in the target's units (a 1-D or 2-D array -> float64)."""
-    mean, scale = getattr(model, "y_mean_", None), getattr(model, "y_scale_", None)
-    if mean is None:
-        return out
-    out = np.asarray(out)
-    return (out.reshape(len(out), -1) * scale + mean).reshape(out.shape)
-
-
-def _outputs(model, meta, X, proba):
+def _outputs(model, ds, proba):
     """-> (column names, 2-D array of values) of the predictions, in the target's units."""
-    kind = meta["kind"]
+    from .model import MLP
     classes = getattr(model, "classes_", None)
-    X = scale_features(model, X)
-    if kind == "MLP":
-        X = X.astype(model.dtype)
-        out = model.predict(X)
+    X = _model_inputs(model, ds)
+    if proba:
         if classes is None:
-            if proba:
-                raise UserError("--proba needs a classifier; this model has no classes")
-            out = unscale_outputs(model, out)
-            return [f"output_{j}" for j in range(out.shape[1])], out
-        if proba:
-            if model.out_activation != "softmax":  # the seed's sigmoid outputs: normalised
+            raise UserError("--proba needs a classifier; this model "
+                            + ("has no classes" if isinstance(model, MLP) else
+                               "is a regressor"))
+        if isinstance(model, MLP):
+            out = model.predict(X.astype(model.dtype))
+            if model.out_activation != "softmax":  # sigmoid outputs (digits): normalised
                 out = np.clip(out, 0, None)
                 s = out.sum(1, keepdims=True)
                 out = np.where(s > 0, out / np.where(s > 0, s, 1), 1.0 / out.shape[1])
-            return [f"proba_{c}" for c in classes], out
-        return ["prediction"], classes[out.argmax(1)].reshape(-1, 1)
-    names = getattr(model, "feature_names_in_", None)
-    if names is not None:
-        import pandas as pd
-        X = pd.DataFrame(X, columns=[str(n) for n in names])
-    if proba:
-        if kind != "MLPClassifier":
-            raise UserError("--proba needs a classifier; this model is a regressor")
-        return [f"proba_{c}" for c in classes], model.predict_proba(X)
-    pred = np.asarray(model.predict(X))
-    if kind == "MLPRegressor":
-        pred = unscale_outputs(model, pred)
-    if pred.ndim == 1:
-        return ["prediction"], pred.reshape(-1, 1)
+        else:
+            names = getattr(model, "feature_names_in_", None)
+            if names is not None:
+                import pandas as pd
+                X = pd.DataFrame(X, columns=[str(n) for n in names])
+            out = model.predict_proba(X)
+        return [f"proba_{c}" for c in classes], np.asarray(out)
+    pred = predictions(model, X)
+    if pred.ndim == 1 or pred.shape[1] == 1:
+        return ["prediction"], pred.reshape(len(pred), 1)
     return [f"prediction_{j}" for j in range(pred.shape[1])], pred
 
 
 def _format(v):
+    if isinstance(v, np.float32):
+        return str(v)  # the shortest repr that round-trips in float32
     if isinstance(v, (float, np.floating)):
         return repr(float(v))
     if isinstance(v, (np.integer,)):
@@ -235,21 +227,23 @@ def run_predict(args):
     if args.out is not None:
         ext = os.path.splitext(args.out)[1].lower()
         out_fmt = {".csv": ",", ".tsv": "\t", ".npy": "npy"}.get(ext)
+        if out_fmt is None and os.path.exists(args.out) and \
+                not os.path.isfile(args.out) and not os.path.isdir(args.out):
+            out_fmt = ","  # a device or FIFO (/dev/stdout): CSV
         if out_fmt is None:
             raise UserError(f"--out {args.out}: unknown format {ext or '(no extension)'!r}; "
                             f"expected .csv, .tsv or .npy")
-        from ._cli_train import _check_output_path
-        _check_output_path(args.out, "--out")
+        from ._cli_run import check_output_path
+        check_output_path(args.out, "--out")
         if os.path.abspath(args.out) in (os.path.abspath(args.model),
                                          os.path.abspath(args.data)):
             raise UserError(f"--out {args.out}: would overwrite an input file")
-    model, meta = _load_model(args.model)
-    ds, _, _ = _features(args.data, model, meta)
-    header, values = _outputs(model, meta, ds.X, args.proba)
+    model, meta, record = _load_model(args.model)
+    ds, _, _ = _features(args.data, model, record)
+    header, values = _outputs(model, ds, args.proba)
     if args.out is None:
         _write_table(sys.stdout, header, values, ",")
         return 0
-    from .persistence import atomic_write
     if out_fmt == "npy":
         arr = values[:, 0] if values.shape[1] == 1 and not args.proba else values
         arr = arr.astype(str) if arr.dtype.kind == "O" else arr
@@ -275,29 +269,23 @@ def add_evaluate_parser(sub):
 
 
 def run_evaluate(args):
-    model, meta = _load_model(args.model)
-    ds, classes, task = _features(args.data, model, meta, target=args.target, need_target=True)
+    model, meta, record = _load_model(args.model)
+    ds, classes, task = _features(args.data, model, record, target=args.target,
+                                  need_target=True)
     if ds.y is None:
         raise UserError(f"{args.data}: no target to evaluate against")
-    _, values = _outputs(model, meta, ds.X, proba=False)
-    if task == "classify":
-        y = class_labels(ds.y)
-        pred = values[:, 0]
-        if y.dtype.kind != np.asarray(pred).dtype.kind:
-            y, pred = y.astype(str), np.asarray(pred).astype(str)
-        score, metric = float(np.mean(pred == y)), "accuracy"
-    else:
+    if task == "regress":
         if ds.y.dtype.kind not in "biuf":
             raise UserError(f"{args.data}: the target is not numeric; this model is a "
                             f"regressor")
         if len(ds.y) < 2:
             raise UserError(f"{args.data}: R^2 needs at least two rows")
-        from sklearn.metrics import r2_score
-        score, metric = float(r2_score(ds.y.astype(float), values[:, 0])), "R^2"
+    value = score(task, ds.y, predictions(model, _model_inputs(model, ds)))
+    metric = "accuracy" if task == "classify" else "R^2"
     if args.json:
-        print(json.dumps({"metric": metric, "score": score, "n_samples": int(len(ds.y))}))
+        print(json.dumps({"metric": metric, "score": value, "n_samples": int(len(ds.y))}))
     else:
-        print(f"{metric}: {score:.4f} ({len(ds.y)} samples)")
+        print(f"{metric}: {value:.4f} ({len(ds.y)} samples)")
     return 0
 
 
@@ -316,11 +304,10 @@ def _short(values, limit=10):
 
 
 def run_info(args):
-    model, meta = _load_model(args.model)
+    model, meta, cli = _load_model(args.model)
     if args.json:
         print(json.dumps({k: v for k, v in meta.items() if k != "arrays"}, default=str))
         return 0
-    cli = meta.get("extra", {}).get("cli") or {}
     kind = meta["kind"]
     lines = [f"{args.model}: fastmlp {kind} (file format {meta['format_version']}, written by "
              f"fastmlp {meta['fastmlp_version']} at {meta['created']})"]
@@ -393,7 +380,7 @@ def build_parser():
     add_predict_parser(sub)
     add_evaluate_parser(sub)
     add_info_parser(sub)
-    from .bench import add_bench_parser
+    from .bench.command import add_bench_parser  # its options; the harness loads when it runs
     add_bench_parser(sub)
     return parser
 
@@ -407,9 +394,10 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code
-    from ._cli_train import EXIT_SIGNAL, Interrupted
+    from ._cli_run import EXIT_SIGNAL, Interrupted, StopOnSignal
     try:
-        return args.func(args)
+        with StopOnSignal(lambda: None):  # a signal raises Interrupted: files are cleaned up
+            return args.func(args)
     except Interrupted as exc:
         print(f"fastmlp: interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
         return EXIT_SIGNAL[exc.signum]
@@ -419,6 +407,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fastmlp: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        print(f"fastmlp: error: out of memory ({exc})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `fastmlp predict ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -1,8 +1,8 @@
 """scikit-learn drop-in estimators: ``fastmlp.MLPClassifier`` and ``fastmlp.MLPRegressor``.
 
-Same constructor, validation, fitted attributes, warnings and numbers as scikit-learn 1.9.1's
-``sklearn.neural_network`` estimators (the algorithm, draw for draw, is written down in
-shared/notes/sklearn-mlp.md).  These classes are front-ends only: every forward pass, backprop
+Same constructor, validation, fitted attributes, warnings and numbers as scikit-learn 1.9's
+``sklearn.neural_network`` estimators (the same algorithm, random draw for random draw; the
+parity tests compare the two).  These classes are front-ends only: every forward pass, backprop
 and optimizer step runs in :class:`fastmlp._core.Trainer` and :mod:`fastmlp.optimizers`;
 what lives here is validation, the random draws, and per-epoch bookkeeping (loss curve,
 no-improvement counter, learning-rate schedules, early stopping).
@@ -36,17 +36,16 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _core
 from . import _state as S
 from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
+from ._validation import as_kernel_input
 from ._workspace import Layout
-from .optimizers import SGD, Adam
+from .optimizers import make_optimizer
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-# Rows per chunk when a whole data set goes through the network (predict, and lbfgs on sparse
-# input): bounds the workspace, and a sparse matrix is densified one chunk at a time.
-_CHUNK = 4096
 
 
 class _BaseMLP(CallbackSupportMixin, BaseEstimator):
@@ -54,7 +53,9 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        # scikit-learn's four, and fastmlp's leaky_relu, gelu and silu
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu",
+                                   "gelu", "silu"})],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -80,13 +81,15 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         # fastmlp's extensions (every default reproduces scikit-learn)
         "scoring": [str, callable, None],
         "restore_best_weights": [StrOptions({"auto"}), "boolean"],
+        "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
                     learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
                     random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                     early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                    n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto"):
+                    n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto",
+                    leaky_relu_slope=0.01):
         # the subclasses' signatures are the public ones (get_params reads those)
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -114,6 +117,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         self.max_fun = max_fun
         self.scoring = scoring
         self.restore_best_weights = restore_best_weights
+        self.leaky_relu_slope = leaky_relu_slope
 
     # -- persistence ------------------------------------------------------------------------
     def __getstate__(self):
@@ -320,11 +324,13 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         t = getattr(self, "_trainer", None)
         if (t is None or list(t.layout.sizes) != list(layer_units) or t.dtype != dtype
                 or t.batch_size != batch_size or t.alpha != float(alpha)
-                or (t.activation, t.out_activation, t.loss)
-                != (self.activation, self.out_activation_, self._train_loss)):
+                or (t.activation, t.out_activation, t.loss, t.slope)
+                != (self.activation, self.out_activation_, self._train_loss,
+                    float(self.leaky_relu_slope))):
             t = Trainer(layer_units, activation=self.activation,
                         out_activation=self.out_activation_, loss=self._train_loss,
-                        dtype=dtype, batch_size=batch_size, alpha=alpha)
+                        dtype=dtype, batch_size=batch_size, alpha=alpha,
+                        leaky_relu_slope=self.leaky_relu_slope)
         t.layout.pack(self.coefs_, self.intercepts_, t.params)
         t.stop_requested = getattr(self, "_stop_requested", False)
         self._trainer = t
@@ -341,12 +347,10 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         dtype = np.result_type(X.dtype, self.coefs_[0].dtype)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        X = _as_trainer_input(X, dtype)
-        t = Trainer([X.shape[1]] + [c.shape[1] for c in self.coefs_],
-                    activation=self.activation, out_activation=self.out_activation_,
-                    loss=self._train_loss, dtype=dtype,
-                    batch_size=max(1, min(X.shape[0], _CHUNK)))
-        t.layout.pack(self.coefs_, self.intercepts_, t.params)
+        X = as_kernel_input(X, dtype)
+        t = Trainer.for_inference(self.coefs_, self.intercepts_, activation=self.activation,
+                                  out_activation=self.out_activation_, dtype=dtype,
+                                  n_rows=X.shape[0], leaky_relu_slope=self.leaky_relu_slope)
         return t.forward(X)
 
     # -- fitting ----------------------------------------------------------------------------
@@ -394,6 +398,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
+            # a scalar NaN or infinity passes scikit-learn's check and trains to NaN
+            check_array(sample_weight, ensure_2d=False, input_name="sample_weight")
         sample_weight = self._apply_class_weight(sample_weight, y, incremental)
         if self.scoring not in (None, "loss"):
             check_scoring(self, self.scoring)  # an unknown name fails before training
@@ -519,12 +525,13 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         dtype = np.result_type(X.dtype, param_dtype)
         n = X.shape[0]
         sparse = sp.issparse(X)
-        X = _as_trainer_input(X, dtype)
+        X = as_kernel_input(X, dtype)
         Y = np.ascontiguousarray(y, dtype=dtype)
         sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype)
         # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
         # the whole matrix), with the L2 term added once below instead of per chunk.
-        t = self._make_trainer(layer_units, dtype, min(n, _CHUNK) if sparse else n,
+        chunk = _core.PREDICT_CHUNK
+        t = self._make_trainer(layer_units, dtype, min(n, chunk) if sparse else n,
                                0.0 if sparse else self.alpha)
         n_coef = t.layout.n_coef
         chunk_grads = np.empty(t.grads.shape, np.float64)
@@ -535,8 +542,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                 return t.loss_and_grads(X, Y, sw), t.grads.copy()
             total, weight_sum = 0.0, 0.0
             chunk_grads[:] = 0
-            for start in range(0, n, _CHUNK):
-                stop = min(start + _CHUNK, n)
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
                 w = stop - start if sw is None else float(sw[start:stop].sum(dtype=np.float64))
                 if w == 0:  # a chunk of zero weights adds nothing (and would divide by 0)
                     continue
@@ -599,11 +606,14 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             np.copyto(t.params, x)
         else:  # float32 evaluations, float64 result: the trainer no longer holds coefs_
             self.coefs_, self.intercepts_ = t.layout.views(x)
+        # the full-batch workspace (activations and deltas of every row) and the gradients
+        # serve only this fit: free them (coefs_ keep only the parameter vector alive)
+        self._trainer = None
 
     def _make_optimizer(self):
-        if self.solver == "sgd":
-            return SGD(self.learning_rate_init, self.momentum, self.nesterovs_momentum)
-        return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
+        return make_optimizer(self.solver, learning_rate=self.learning_rate_init,
+                              momentum=self.momentum, nesterov=self.nesterovs_momentum,
+                              beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
                         user_validation, tasks):
@@ -614,7 +624,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             self._optimizer_state = None
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        X = _as_trainer_input(X, dtype)
+        X = as_kernel_input(X, dtype)
         if user_validation is None:
             X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
                                                                      dtype)
@@ -689,8 +699,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         Y_val = y_val
         if is_classifier(self):
             y_val = self._label_binarizer.inverse_transform(y_val)
-        X_val = _as_trainer_input(X_val, dtype)
-        return (_as_trainer_input(X_train, dtype), y_train, sw_train,
+        X_val = as_kernel_input(X_val, dtype)
+        return (as_kernel_input(X_train, dtype), y_train, sw_train,
                 _Validation(X_val, y_val, Y_val, sw_val, X_score=X_val, y_score=y_val))
 
     def _batch_size(self, n_samples):
@@ -844,7 +854,7 @@ class _Validation:
 
     def prepared(self, dtype):
         """The same set with X in the trainer's input form for ``dtype``."""
-        X = _as_trainer_input(self.X, dtype)
+        X = as_kernel_input(self.X, dtype)
         if X is self.X:
             return self
         v = _Validation(X, self.y, self.Y, self.sw, self.X_score, self.y_score)
@@ -905,19 +915,6 @@ class _SubTasks:
             ctx.call_on_fit_task_end(estimator=self.estimator)
 
 
-def _as_trainer_input(X, dtype):
-    """What Trainer takes: C-contiguous dense or CSR with sorted indices, of dtype (copies
-    only when needed; the caller's arrays are never modified)."""
-    if sp.issparse(X):
-        X = X.tocsr()
-        if X.dtype != dtype:
-            X = X.astype(dtype)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        return X
-    return np.ascontiguousarray(X, dtype=dtype)
-
-
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier`` (1.9.1), same
     parameters and numbers, trained by fastmlp's kernels.
@@ -932,13 +929,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, scoring=None, restore_best_weights="auto"):
+                 class_weight=None, scoring=None, restore_best_weights="auto",
+                 leaky_relu_slope=0.01):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, "log_loss",
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
                          beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
-                         restore_best_weights=restore_best_weights)
+                         restore_best_weights=restore_best_weights,
+                         leaky_relu_slope=leaky_relu_slope)
         self.class_weight = class_weight
 
     _parameter_constraints: dict = {
@@ -1072,13 +1071,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 scoring=None, restore_best_weights="auto"):
+                 scoring=None, restore_best_weights="auto", leaky_relu_slope=0.01):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, loss,
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
                          beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
-                         restore_best_weights=restore_best_weights)
+                         restore_best_weights=restore_best_weights,
+                         leaky_relu_slope=leaky_relu_slope)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -1127,7 +1127,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 # fastmlp's parameters beyond scikit-learn's, with their defaults: each default reproduces
 # scikit-learn's behaviour exactly (README, "Beyond scikit-learn").
-EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None}
+EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None,
+                    "leaky_relu_slope": 0.01}
 
 persistence.register("MLPClassifier", MLPClassifier)
 persistence.register("MLPRegressor", MLPRegressor)

@@ -1,16 +1,27 @@
 """``fastmlp.MLP``: the thin model class.  It resolves options once, owns a
-:class:`~fastmlp._core.Trainer` (parameters, workspace), the optimizer state and the shuffle
-state, and loops over epochs; all arithmetic happens in the kernels.  Its whole state (what a
-model file holds) is ``_get_state()`` / ``_set_state()``."""
+:class:`~fastmlp._core.Trainer` (parameters, workspace), the optimizer state and the state of
+an interrupted epoch, and loops over epochs; all arithmetic happens in the kernels.  Its whole
+state (what a model file holds) is ``_get_state()`` / ``_set_state()``, which check a state
+read from a file field by field (about a fifth of this module, hence its length)."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence, Union
+
 import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from . import _state as S
 from . import persistence
 from ._core import Trainer
 from ._threads import resolve_n_threads
-from ._validation import check_dtype, check_X, check_Y, resolve
-from .optimizers import OPTIMIZERS
+from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dtype, check_hyperparams,
+                          check_layer_sizes, check_X, check_Y, resolve)
+from .optimizers import make_optimizer
+
+ArrayLike = Union[np.ndarray, sp.spmatrix, sp.sparray, Sequence]
 
 
 class MLP:
@@ -31,17 +42,39 @@ class MLP:
         Seeds the initial weights and the shuffling.
     n_threads : int or None
         Threads for BLAS and for Numba's kernels during this model's calls (None: all cores).
+
+    Attributes
+    ----------
+    coefs_, intercepts_ : list of ndarray
+        ``W[l]`` of shape (n_in, n_out) and ``b[l]`` of shape (n_out,), views of the live
+        parameters (after ``fit`` or ``partial_fit``).
+    loss_curve_ : list of float
+        Mean training loss of each completed epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastmlp
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> Y = np.c_[X.sum(1) > 0]
+    >>> model = fastmlp.MLP((3, 8, 1), out_activation="sigmoid", random_state=0)
+    >>> model = model.fit(X, Y, epochs=20, batch_size=16, learning_rate=0.5)
+    >>> model.loss_curve_[-1] < model.loss_curve_[0]
+    True
+    >>> model.predict(X[:2]).shape
+    (2, 1)
     """
 
     def __init__(self, layer_sizes, activation="sigmoid", out_activation="identity",
                  loss="squared_error", dtype="float32", alpha=0.0, random_state=None,
                  n_threads=None):
-        sizes = [int(s) for s in layer_sizes]
-        if len(sizes) < 2 or min(sizes) < 1 or any(s != ls for s, ls in zip(sizes, layer_sizes)):
-            raise ValueError("layer_sizes must hold at least two positive integers (inputs and "
-                             f"outputs), got {layer_sizes!r}")
-        resolve(activation, out_activation, loss)
-        self.layer_sizes = tuple(sizes)
+        check_hyperparams(MLP_CONSTRAINTS, {
+            "layer_sizes": layer_sizes, "activation": activation,
+            "out_activation": out_activation, "loss": loss, "dtype": dtype, "alpha": alpha,
+            "random_state": random_state, "n_threads": n_threads}, "MLP")
+        self.layer_sizes = check_layer_sizes(layer_sizes)
+        resolve(activation, out_activation, loss, caller="MLP")  # output and loss agree
         self.activation = activation
         self.out_activation = out_activation
         self.loss = loss
@@ -59,6 +92,9 @@ class MLP:
 
     # -- state --------------------------------------------------------------------------------
     def _make_trainer(self, batch_size, init=True):
+        S.check_memory(S.training_bytes(self.layer_sizes, batch_size, self.dtype.itemsize),
+                       f"training a network {'-'.join(map(str, self.layer_sizes))} "
+                       f"({self.dtype.name}) with batch size {batch_size}")
         t = Trainer(self.layer_sizes, activation=self.activation,
                     out_activation=self.out_activation, loss=self.loss,
                     dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
@@ -128,7 +164,7 @@ class MLP:
         return {"epoch": len(self.loss_curve_) + 1, "position": self._pending["position"],
                 "n_rows": self._pending["n_rows"]}
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Ask the training call in progress (or the next one) to stop after the current
         batch; safe to call from a signal handler.  An epoch stopped mid-way is kept (see
         :attr:`pending_epoch`); the request is used up when that call returns."""
@@ -139,17 +175,20 @@ class MLP:
 
     def _fitted(self):
         if self._trainer is None:
-            raise AttributeError("this MLP has no parameters yet: call fit or partial_fit")
+            # NotFittedError is both a ValueError and an AttributeError
+            raise NotFittedError("this MLP has no parameters yet: call fit or partial_fit")
         return self._trainer
 
     # -- training -----------------------------------------------------------------------------
     def _check_xy(self, X, Y):
         X = check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
-        Y = check_Y(Y, self.dtype, X.shape[0], self.layer_sizes[-1])
+        Y = check_Y(Y, self.dtype, X.shape[0], self.layer_sizes[-1], loss=self.loss)
         return X, Y
 
-    def fit(self, X, Y, epochs=10, batch_size=256, learning_rate=0.1, optimizer="sgd",
-            momentum=0.0, shuffle=True, callback=None):
+    def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 256,
+            learning_rate: float = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
+            shuffle: bool = True,
+            callback: Optional[Callable[[int, float], Optional[bool]]] = None) -> MLP:
         """Train from fresh weights, drawn from ``random_state``, for ``epochs`` passes.
 
         Two calls of ``fit`` on one object give the same model (as in scikit-learn); only
@@ -158,15 +197,33 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like or CSR matrix, shape (n_samples, layer_sizes[0])
-        Y : array-like, shape (n_samples, layer_sizes[-1])
-        epochs, batch_size, learning_rate, optimizer, momentum, shuffle, callback
+        X : {array-like, sparse matrix} of shape (n_samples, layer_sizes[0])
+        Y : array-like of shape (n_samples, layer_sizes[-1]) or (n_samples,)
+            The training data, as for :meth:`partial_fit`.
+        epochs : int, default=10
+            Passes over the data (0 only initialises the weights).
+        batch_size, learning_rate, optimizer, momentum, shuffle, callback
             As for :meth:`partial_fit`.
 
         Returns
         -------
         self : MLP
+            Trained.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastmlp
+        >>> X = np.linspace(-1, 1, 64).reshape(-1, 1)
+        >>> model = fastmlp.MLP((1, 4, 1), random_state=0)
+        >>> len(model.fit(X, 2 * X, epochs=3, batch_size=8).loss_curve_)
+        3
         """
+        # checked before anything is reset: a bad argument leaves the model as it was
+        check_hyperparams(FIT_CONSTRAINTS, {
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle,
+            "callback": callback}, "MLP.fit")
         self._trainer = None
         self._optimizer = None
         self._opt_state = None
@@ -177,8 +234,11 @@ class MLP:
                                 learning_rate=learning_rate, optimizer=optimizer,
                                 momentum=momentum, shuffle=shuffle, callback=callback)
 
-    def partial_fit(self, X, Y, epochs=1, batch_size=256, learning_rate=0.1, optimizer="sgd",
-                    momentum=0.0, shuffle=True, callback=None):
+    def partial_fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1, batch_size: int = 256,
+                    learning_rate: float = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
+                    shuffle: bool = True,
+                    callback: Optional[Callable[[int, float], Optional[bool]]] = None
+                    ) -> MLP:
         """Continue training (weights, optimizer and shuffle state kept) for ``epochs`` passes.
 
         Each shuffled epoch's order is a permutation drawn from the model's RandomState
@@ -189,38 +249,57 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like or CSR matrix, shape (n_samples, layer_sizes[0])
-        Y : array-like, shape (n_samples, layer_sizes[-1])
-        epochs : int >= 0
-        batch_size : int >= 1 (clipped to n_samples)
-        learning_rate : float > 0
-        optimizer : {'sgd', 'adam'}
-        momentum : float in [0, 1), sgd only
-        shuffle : bool
-        callback : callable(epoch, loss) -> bool, optional
-            Runs after each epoch; returning True stops training.
+        X : {array-like, sparse matrix} of shape (n_samples, layer_sizes[0])
+            Inputs (dense, CSR or CSC), converted to the model's dtype.
+        Y : array-like of shape (n_samples, layer_sizes[-1]) or (n_samples,)
+            Targets (non-negative with ``loss='poisson'``).
+        epochs : int, default=1
+            Passes over the data (>= 0).
+        batch_size : int, default=256
+            Rows per gradient step (>= 1; clipped to n_samples).
+        learning_rate : float, default=0.1
+            Step size (> 0).
+        optimizer : {'sgd', 'adam'}, default='sgd'
+            The optimizer; changing it starts a fresh optimizer state.
+        momentum : float, default=0.0
+            SGD momentum, in [0, 1).
+        shuffle : bool, default=True
+            Shuffle the rows before each epoch.
+        callback : callable or None, default=None
+            ``callback(epoch, loss)`` runs after each epoch; returning True stops training.
 
         Returns
         -------
         self : MLP
+            Trained further.
 
         Raises
         ------
         ValueError
             For bad arguments, and when an interrupted epoch over another number of rows is
             pending (it is never dropped silently: pass its rows, or call :meth:`fit`).
+
+        Examples
+        --------
+        Three calls of one epoch train exactly as one ``fit`` of three:
+
+        >>> import numpy as np
+        >>> from fastmlp import MLP
+        >>> X = np.linspace(-1, 1, 50).reshape(-1, 1)
+        >>> stepwise = MLP((1, 4, 1), random_state=0)
+        >>> for _ in range(3):
+        ...     stepwise = stepwise.partial_fit(X, 2 * X, batch_size=8)
+        >>> at_once = MLP((1, 4, 1), random_state=0).fit(X, 2 * X, epochs=3, batch_size=8)
+        >>> np.array_equal(stepwise.predict(X), at_once.predict(X))
+        True
         """
+        check_hyperparams(FIT_CONSTRAINTS, {
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle,
+            "callback": callback}, "MLP.partial_fit")
         X, Y = self._check_xy(X, Y)
-        epochs = _positive_int("epochs", epochs, allow_zero=True)
-        batch_size = min(_positive_int("batch_size", batch_size), X.shape[0])
-        if isinstance(learning_rate, bool) or \
-                not (isinstance(learning_rate, (int, float, np.integer, np.floating))
-                     and np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-        if not (0 <= momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        epochs = int(epochs)
+        batch_size = min(int(batch_size), X.shape[0])
         n = X.shape[0]
         pending = self._pending
         if pending is not None and pending["n_rows"] != n:
@@ -232,8 +311,8 @@ class MLP:
         if t is None or t.batch_size != batch_size:
             t = self._make_trainer(batch_size)
         if self._optimizer is None or self._optimizer.name != optimizer:
-            self._optimizer = (OPTIMIZERS["sgd"](learning_rate, momentum)
-                               if optimizer == "sgd" else OPTIMIZERS["adam"](learning_rate))
+            self._optimizer = make_optimizer(optimizer, learning_rate=learning_rate,
+                                             momentum=momentum, nesterov=False)
             self._opt_state = self._optimizer.init(t.params)
         self._optimizer.learning_rate = float(learning_rate)
         if optimizer == "sgd":
@@ -267,13 +346,44 @@ class MLP:
                 self._stop = t.stop_requested = False
         return self
 
-    def save(self, path):
-        """Write the model (weights, optimizer, RNG and shuffle state, loss curve, scaling) to
-        one file atomically; read it back with ``fastmlp.load(path)``."""
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the model (weights, optimizer, RNG and interrupted-epoch state, loss curve,
+        scaling) to one file atomically; read it back with ``fastmlp.load(path)``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.npz`` file; a symlink is followed, a device or FIFO written into.
+        """
         persistence.save(self, path)
 
-    def predict(self, X):
-        """Network output for X: a new (N, n_out) array of the model's dtype."""
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Network output for X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, layer_sizes[0])
+            Inputs (dense, CSR or CSC), converted to the model's dtype.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, layer_sizes[-1])
+            A new array of the model's dtype.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before the first ``fit`` or ``partial_fit``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastmlp
+        >>> model = fastmlp.MLP((2, 3, 1), dtype="float64", random_state=0)
+        >>> model = model.fit(np.ones((4, 2)), np.ones(4), epochs=1)
+        >>> model.predict(np.zeros((5, 2))).shape
+        (5, 1)
+        """
         t = self._fitted()
         X = check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
         return t.forward(X)
@@ -414,10 +524,3 @@ class MLP:
 
 persistence.register("MLP", MLP)
 
-
-def _positive_int(name, value, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
-            value < (0 if allow_zero else 1):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"integer, got {value!r}")
-    return int(value)

@@ -3,7 +3,9 @@
 State is a NamedTuple of arrays (the step count is a 1-element array so that it too is updated
 in place); that is what makes partial_fit, warm_start, checkpoints and resume plain copies.
 The learning rate is an attribute that schedules may change between steps.
+:func:`make_optimizer` builds one by name.
 """
+import inspect
 from typing import NamedTuple
 
 import numpy as np
@@ -24,6 +26,7 @@ class AdamState(NamedTuple):
 class SGD:
     """Stochastic gradient descent with (Nesterov) momentum, as scikit-learn's SGDOptimizer."""
     name = "sgd"
+    State = SGDState
 
     def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
         self.learning_rate = float(learning_rate)
@@ -43,6 +46,7 @@ class SGD:
 class Adam:
     """Adam (Kingma & Ba), as scikit-learn's AdamOptimizer: eps added to sqrt(v)."""
     name = "adam"
+    State = AdamState
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.learning_rate = float(learning_rate)
@@ -63,3 +67,42 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def make_optimizer(name: str, **settings) -> "SGD | Adam":
+    """The optimizer called ``name`` ('sgd' or 'adam'), built from ``settings``.
+
+    The one place optimizers are constructed (``fastmlp.MLP``, the scikit-learn estimators
+    and model files all come here).  ``settings`` may carry the hyper-parameters of every
+    optimizer (``learning_rate``, ``momentum``, ``nesterov``, ``beta_1``, ``beta_2``,
+    ``epsilon``); each optimizer takes the ones it has and ignores the others, as
+    scikit-learn's solvers do.
+
+    Parameters
+    ----------
+    name : {'sgd', 'adam'}
+        Which optimizer.
+    **settings
+        Hyper-parameters; missing ones take the optimizer's defaults.
+
+    Returns
+    -------
+    SGD or Adam
+        A new optimizer; its state comes from ``optimizer.init(params)``.
+
+    Examples
+    --------
+    >>> opt = make_optimizer("sgd", learning_rate=0.5, momentum=0.9, beta_1=0.8)
+    >>> type(opt).__name__, opt.learning_rate, opt.momentum
+    ('SGD', 0.5, 0.9)
+    >>> make_optimizer("rmsprop")
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'name' parameter of \
+make_optimizer must be a str among {...}. Got 'rmsprop' instead.
+    """
+    from ._validation import OPTIMIZER_CONSTRAINTS, check_hyperparams  # (imports this module)
+    check_hyperparams(OPTIMIZER_CONSTRAINTS, {"name": name}, "make_optimizer")
+    cls = OPTIMIZERS[name]
+    accepted = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in settings.items() if k in accepted})

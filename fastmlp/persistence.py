@@ -187,6 +187,14 @@ def atomic_write(path, write):
     ----------
     path : str or path-like
     write : callable(file) -> None
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> atomic_write(path, lambda f: f.write(b"all or nothing"))
+    >>> open(path, "rb").read()
+    b'all or nothing'
     """
     path = os.fspath(path)
     try:
@@ -434,5 +442,18 @@ def load(path):
     ------
     ModelFileError
         (a ``ValueError``) for a missing, damaged, tampered or newer file, with the reason.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import fastmlp
+    >>> X, Y = np.zeros((8, 2)), np.zeros((8, 1))
+    >>> model = fastmlp.MLP([2, 3, 1], random_state=0).fit(X, Y, epochs=1, batch_size=4)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> model.save(path)
+    >>> again = fastmlp.load(path)
+    >>> again.layer_sizes, bool((again.predict(X) == model.predict(X)).all())
+    ((2, 3, 1), True)
     """
     return load_with_metadata(path)[0]

@@ -12,8 +12,9 @@ Kernels write their outputs first in the argument list, then read inputs, then s
 docstring says whether it overwrites or accumulates.  Validation lives in ``fastmlp.backend``:
 kernels trust their inputs.  Compiler flags come from ``_config``.
 """
-from .activations import (IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, bias_activate,
-                          dactivation_colsum)
+from .activations import (IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RELU, GELU,
+                          SILU, bias_activate, bias_activate_keep, dactivation_colsum,
+                          dpreactivation_colsum, keeps_preactivation)
 from .losses import SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON, output_delta_loss
 from .network import (coef_view, intercept_view, layer_view, row_block, forward_rows,
                       forward_pass, backprop_rows, forward_backward, weight_sum, batch_loss,
@@ -23,4 +24,4 @@ from .network import (coef_view, intercept_view, layer_view, row_block, forward_
 from .optim import sgd_update, adam_update
 from . import expfn
 from .expfn import (exp32, exp64, sigmoid32, sigmoid64, tanh32, tanh64, vexp, vsigmoid,
-                    vtanh)
+                    vtanh, vgelu, vdgelu, vsilu, vdsilu)

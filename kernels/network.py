@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import JIT, PJIT
-from .activations import IDENTITY, bias_activate, dactivation_colsum
+from .activations import (IDENTITY, bias_activate, bias_activate_keep, dactivation_colsum,
+                          dpreactivation_colsum, keeps_preactivation)
 from .losses import SQUARED_ERROR, output_delta_loss
 
 
@@ -64,25 +65,34 @@ def row_block(buf, sizes, capacity, l, r0, r1):
 
 
 @njit(**JIT)
-def forward_rows(params, acts, X, sizes, capacity, r0, act, out_act):
+def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for batch rows r0..r0+N of every layer (overwrites those
-    rows of acts); returns their A[L] (N, n_out).  X (N, sizes[0]) holds those rows of A[0]."""
+    rows of acts); returns their A[L] (N, n_out).  X (N, sizes[0]) holds those rows of A[0];
+    slope leaky ReLU's.  With deltas of nonzero size (training, an activation whose backprop
+    needs the pre-activation: GELU, SiLU), each hidden layer's Z + b is kept in those rows of
+    its delta block."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     A = X
     for l in range(L):
         Z = row_block(acts, sizes, capacity, l + 1, r0, r0 + n)
         np.dot(A, coef_view(params, sizes, l), Z)
-        bias_activate(Z, intercept_view(params, sizes, l), out_act if l == L - 1 else act)
+        b = intercept_view(params, sizes, l)
+        if l < L - 1 and deltas.shape[0] > 0:
+            bias_activate_keep(Z, row_block(deltas, sizes, capacity, l + 1, r0, r0 + n), b,
+                               act, slope)
+        else:
+            bias_activate(Z, b, out_act if l == L - 1 else act, slope)
         A = Z
     return A
 
 
 @njit(**JIT)
-def forward_pass(params, acts, X, sizes, capacity, act, out_act):
+def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
-    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,)."""
-    return forward_rows(params, acts, X, sizes, capacity, 0, act, out_act)
+    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
+    slope leaky ReLU's."""
+    return forward_rows(params, acts, acts[:0], X, sizes, capacity, 0, act, out_act, slope)
 
 
 @njit(**JIT)
@@ -108,29 +118,41 @@ def sum_squares(x, n):
 
 @njit(**JIT)
 def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
-                  act, out_act, loss):
+                  act, out_act, loss, slope):
     """Forward pass, loss and backprop for batch rows r0..r0+N (X, Y, sw hold those rows).
     Overwrites those rows of acts and deltas, and grads with the rows' RAW sums
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``.  Returns the rows' loss sum (weighted,
     no L2 term).  grads (P,); X (N, sizes[0]); Y (N, n_out); sw (N,) or (0,).
 
     Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
-    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input."""
+    delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input.
+
+    GELU/SiLU (``keeps_preactivation``): the forward pass keeps each hidden Z + b in its delta
+    block, and ``delta[l] @ W[l].T`` goes into A[l]'s block, spent once dW[l] is formed; the
+    fused epilogue then makes delta[l-1] from both in place.  So after such a step acts holds
+    those gradients, not the activations."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
-    out = forward_rows(params, acts, X, sizes, capacity, r0, act, out_act)
+    keep = keeps_preactivation(act)
+    out = forward_rows(params, acts, deltas if keep else deltas[:0], X, sizes, capacity, r0,
+                       act, out_act, slope)
     D = row_block(deltas, sizes, capacity, L, r0, r0 + n)
     total = output_delta_loss(D, out, Y, sw, loss)
     # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
     dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
-                       intercept_view(grads, sizes, L - 1))
+                       intercept_view(grads, sizes, L - 1), slope)
     for l in range(L - 1, -1, -1):
         A_prev = X if l == 0 else row_block(acts, sizes, capacity, l, r0, r0 + n)
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         if l > 0:
             D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
-            np.dot(D, coef_view(params, sizes, l).T, D_prev)
-            dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+            if keep:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
+                np.dot(D, coef_view(params, sizes, l).T, A_prev)
+                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+            else:
+                np.dot(D, coef_view(params, sizes, l).T, D_prev)
+                dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
+                                   slope)
             D = D_prev
     return total
 
@@ -157,11 +179,12 @@ def batch_loss(total, wsum, params, sizes, alpha):
 
 @njit(**JIT)
 def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
-                     act, out_act, loss, alpha):
+                     act, out_act, loss, alpha, slope=0.01):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
 
     params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
-    Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B.
+    Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B;
+    slope leaky ReLU's.  See backprop_rows for what acts/deltas hold (GELU/SiLU).
 
     Returns (batch loss, n): the loss with scikit-learn's definition (L2 term included) and n,
     the batch's weight sum (its row count without weights).  grads holds the RAW sums
@@ -169,7 +192,7 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
     optimizer kernels form it on the fly (one pass over the parameters instead of two)."""
     total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
-                          act, out_act, loss)
+                          act, out_act, loss, slope)
     wsum = weight_sum(sw, X.shape[0])
     return batch_loss(total, wsum, params, sizes, alpha), wsum
 
@@ -179,7 +202,7 @@ _REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several task
 
 @njit(**PJIT)
 def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx,
-               sizes, capacity, act, out_act, loss, alpha, n_blocks):
+               sizes, capacity, act, out_act, loss, alpha, slope, n_blocks):
     """forward_backward over the batch rows X[idx] in one parallel region (the ``split`` way).
 
     Block t = rows (N t // T) .. (N (t+1) // T) of the batch, T = min(n_blocks, N): thread t
@@ -207,7 +230,7 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
             gather_vector(swt, sw, rows)
         g = grads if t == 0 else thread_grads[t - 1]
         partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity, r0,
-                                   act, out_act, loss)
+                                   act, out_act, loss, slope)
     P = grads.shape[0]
     if T > 1:
         for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
@@ -224,7 +247,7 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
 
 
 @njit(**PJIT)
-def split_forward(out, params, acts, X, sizes, capacity, act, out_act, n_blocks):
+def split_forward(out, params, acts, X, sizes, capacity, act, out_act, slope, n_blocks):
     """out <- the network's output for X (overwrites), in one parallel region of n_blocks row
     blocks, each running forward_rows with single-threaded BLAS.  out (N, n_out),
     X (N, sizes[0]), N <= capacity; acts as forward_pass's (overwritten)."""
@@ -233,7 +256,8 @@ def split_forward(out, params, acts, X, sizes, capacity, act, out_act, n_blocks)
     for t in prange(T):
         r0 = m * t // T
         r1 = m * (t + 1) // T
-        A = forward_rows(params, acts, X[r0:r1], sizes, capacity, r0, act, out_act)
+        A = forward_rows(params, acts, acts[:0], X[r0:r1], sizes, capacity, r0, act, out_act,
+                         slope)
         o = out[r0:r1]
         for i in range(r1 - r0):
             for j in range(o.shape[1]):

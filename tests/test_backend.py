@@ -146,11 +146,23 @@ def test_inputs_are_never_modified():
     (dict(X=np.ones((0, 3))), "0 sample"),
     (dict(Y=np.ones((4, 2))), "X has 5 samples but Y has 4"),
     (dict(Y=np.ones((5, 3))), "Y has 3 columns, but the network has 2 outputs"),
-    (dict(activation="swish"), "activation must be one of"),
-    (dict(loss="hinge"), "loss must be one of"),
+    (dict(activation="swish"), "'activation' parameter of loss_and_grads must be a str among"),
+    (dict(loss="hinge"), "'loss' parameter of loss_and_grads must be a str among"),
     (dict(out_activation="identity", loss="log_loss"), "needs out_activation"),
     (dict(sample_weight=-np.ones(5)), "negative"),
     (dict(sample_weight=np.ones(3)), "sample_weight must have shape"),
+    # a weighted mean over weights summing to zero is 0/0
+    (dict(sample_weight=np.zeros(5)), "sample_weight must contain at least one positive"),
+    (dict(sample_weight=0), "sample_weight must contain at least one positive"),
+    (dict(sample_weight=0.0), "sample_weight must contain at least one positive"),
+    (dict(sample_weight=-1), "sample_weight must not contain negative values"),
+    (dict(sample_weight=float("nan")), "sample_weight contains NaN"),
+    (dict(sample_weight=float("inf")), "sample_weight contains infinity"),
+    (dict(Y=-np.ones((5, 2)), out_activation="exp", loss="poisson"),
+     "Y must not contain negative values with loss='poisson'"),
+    (dict(alpha=-1.0), "'alpha' parameter of loss_and_grads"),
+    (dict(alpha=float("nan")), "'alpha' parameter of loss_and_grads"),
+    (dict(n_threads=0), "'n_threads' parameter of loss_and_grads"),
 ])
 def test_bad_input_gets_a_clear_error(bad, match):
     coefs, ints = _net([3, 4, 2])
@@ -172,3 +184,139 @@ def test_bad_input_gets_a_clear_error(bad, match):
 def test_bad_parameters_get_a_clear_error(coefs, ints, match):
     with pytest.raises(ValueError, match=match):
         backend.forward(coefs, ints, np.ones((2, 3)))
+
+
+def test_bad_forward_options_get_a_clear_error():
+    coefs, ints = _net([3, 4, 2])
+    with pytest.raises(ValueError, match="'out_activation' parameter of forward"):
+        backend.forward(coefs, ints, np.ones((2, 3)), out_activation="swish")
+    with pytest.raises(ValueError, match="'n_threads' parameter of forward"):
+        backend.forward(coefs, ints, np.ones((2, 3)), n_threads="two")
+
+
+def _csr_with_duplicates():
+    """A (4, 3) CSR matrix with duplicate and unsorted column indices in its rows, and the
+    dense matrix SciPy says it is (duplicates summed)."""
+    data = np.array([1.0, 2.0, -0.5, 3.0, 0.25, 4.0, 1.5, 1.5])
+    indices = np.array([2, 0, 2, 1, 1, 0, 2, 2])
+    indptr = np.array([0, 3, 5, 5, 8])
+    X = sp.csr_matrix((data, indices, indptr), shape=(4, 3))
+    dense = np.array([[2.0, 0, 0.5], [0, 3.25, 0], [0, 0, 0], [4.0, 0, 3.0]])
+    np.testing.assert_array_equal(X.toarray(), dense)  # SciPy's meaning
+    assert not X.has_canonical_format
+    return X, dense
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_duplicates_are_summed_and_the_matrix_is_left_alone(fmt):
+    X, dense = _csr_with_duplicates()
+    X = X if fmt == "csr" else sp.csc_matrix((X.data, X.indices, X.indptr), shape=(3, 4))
+    if fmt == "csc":  # the same entries read as columns: the transpose
+        dense = dense.T
+    before = (X.data.copy(), X.indices.copy(), X.indptr.copy())
+    n = dense.shape[1]
+    coefs, ints = _net([n, 4, 2])
+    np.testing.assert_allclose(backend.forward(coefs, ints, X),
+                               _naive_forward(coefs, ints, dense, "logistic", "identity"),
+                               rtol=1e-12)
+    Y = np.random.default_rng(2).normal(size=(dense.shape[0], 2))
+    got = backend.loss_and_grads(coefs, ints, X, Y, alpha=0.1)
+    expect = backend.loss_and_grads(coefs, ints, dense, Y, alpha=0.1)
+    assert got[0] == pytest.approx(expect[0], rel=1e-12)
+    for a, b in zip(got[1] + got[2], expect[1] + expect[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    for a, b in zip((X.data, X.indices, X.indptr), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_native_byte_order_is_converted():
+    coefs, ints = _net([3, 4, 2])
+    X = np.random.default_rng(1).normal(size=(6, 3))
+    Y = np.random.default_rng(2).normal(size=(6, 2))
+    swapped = [a.astype(a.dtype.newbyteorder(">")) for a in coefs + ints + [X, Y]]
+    bc, bi, bX, bY = swapped[:2], swapped[2:4], swapped[4], swapped[5]
+    out = backend.forward(bc, bi, bX)
+    assert out.dtype == np.float64 and out.dtype.isnative
+    np.testing.assert_array_equal(out, backend.forward(coefs, ints, X))
+    got = backend.loss_and_grads(bc, bi, bX, bY, sample_weight=np.ones(6, ">f8"))
+    expect = backend.loss_and_grads(coefs, ints, X, Y, sample_weight=np.ones(6))
+    assert got[0] == expect[0]
+    for a, b in zip(got[1] + got[2], expect[1] + expect[2]):
+        np.testing.assert_array_equal(a, b)
+    # big-endian float32 parameters mean a float32 network
+    out32 = backend.forward([c.astype(">f4") for c in coefs], [b.astype(">f4") for b in ints],
+                            X)
+    assert out32.dtype == np.float32
+
+
+def test_scalar_sample_weight_weighs_every_sample_alike():
+    coefs, ints = _net([3, 4, 2])
+    X = np.random.default_rng(1).normal(size=(7, 3))
+    Y = np.random.default_rng(2).normal(size=(7, 2))
+    for c in (3, 2.5, np.float32(0.5)):
+        got = backend.loss_and_grads(coefs, ints, X, Y, alpha=0.2, sample_weight=c)
+        expect = backend.loss_and_grads(coefs, ints, X, Y, alpha=0.2,
+                                        sample_weight=np.full(7, float(c)))
+        assert got[0] == pytest.approx(expect[0], rel=1e-14)
+        for a, b in zip(got[1] + got[2], expect[1] + expect[2]):
+            np.testing.assert_allclose(a, b, rtol=1e-14)
+    # without the L2 term (whose n is the weight sum), the same as no weights at all
+    got = backend.loss_and_grads(coefs, ints, X, Y, sample_weight=2.5)
+    expect = backend.loss_and_grads(coefs, ints, X, Y)
+    assert got[0] == pytest.approx(expect[0], rel=1e-13)
+    for a, b in zip(got[1] + got[2], expect[1] + expect[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_forward_beyond_one_prediction_chunk(dtype, sparse):
+    """More rows than one prediction chunk (4096): every chunk, the last partial one
+    included, against NumPy."""
+    from fastmlp._core import PREDICT_CHUNK
+    n = 2 * PREDICT_CHUNK + 37
+    coefs, ints = _net([5, 6, 3], dtype=dtype)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, 5)) * (rng.uniform(size=(n, 5)) < 0.6)
+    expect = _naive_forward([c.astype(np.float64) for c in coefs],
+                            [b.astype(np.float64) for b in ints], X, "tanh", "softmax")
+    got = backend.forward(coefs, ints, sp.csr_matrix(X) if sparse else X.astype(dtype),
+                          activation="tanh", out_activation="softmax")
+    assert got.shape == (n, 3) and got.dtype == dtype
+    np.testing.assert_allclose(got, expect, rtol=1e-12 if dtype == np.float64 else 2e-5,
+                               atol=0 if dtype == np.float64 else 1e-6)
+
+
+def test_engine_refuses_sparse_input_with_duplicates():
+    """The Engine does not copy its inputs: a non-canonical CSR matrix is refused, with the
+    fix in the message (the functional API canonicalises a copy instead)."""
+    X, dense = _csr_with_duplicates()
+    X = X.sorted_indices()  # sorted, but still with duplicates
+    assert X.has_sorted_indices and not X.has_canonical_format
+    eng = backend.Engine([3, 4, 2], dtype="float64")
+    coefs, ints = _net([3, 4, 2])
+    params = eng.pack(coefs, ints)
+    with pytest.raises(ValueError, match="no duplicate entries"):
+        eng.forward(params, X)
+    X.sum_duplicates()
+    np.testing.assert_allclose(eng.forward(params, X),
+                               _naive_forward(coefs, ints, dense, "logistic", "identity"),
+                               rtol=1e-12)
+
+
+def test_every_entry_point_names_bad_options_in_one_style():
+    """Unknown option names get scikit-learn's parameter-constraint message, naming the
+    public callable, wherever they enter."""
+    import fastmlp
+    from fastmlp.optimizers import make_optimizer
+    coefs, ints = _net([3, 2])
+    cases = [(lambda: backend.Engine([3, 2], activation="swish"), "activation", "Engine"),
+             (lambda: backend.Engine([3, 2], loss="hinge"), "loss", "Engine"),
+             (lambda: fastmlp.MLP([3, 2], out_activation="swish"), "out_activation", "MLP"),
+             (lambda: backend.forward(coefs, ints, np.ones((1, 3)), activation="swish"),
+              "activation", "forward"),
+             (lambda: make_optimizer("rmsprop"), "name", "make_optimizer")]
+    for call, name, caller in cases:
+        with pytest.raises(ValueError, match=f"The '{name}' parameter of {caller} must be a "
+                                             f"str among .*Got '(swish|hinge|rmsprop)'"):
+            call()

@@ -1,10 +1,14 @@
-"""The benchmarks cannot rot: every asv benchmark runs once on tiny data, and ``fastmlp bench``
-runs end to end on a tiny workload.  No timing assertions: these machines are shared."""
+"""The benchmarks cannot rot: every asv benchmark runs once on tiny data, ``fastmlp bench`` runs
+end to end on a tiny workload, and the harness loads only where it should (asv imports the
+``benchmarks/`` folder as ``benchmarks`` against older builds; fastmlp installs it as
+``fastmlp.bench``).  No timing assertions: these machines are shared."""
+import doctest
 import importlib
 import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the suite is a plain directory, not an installed package
+if str(ROOT) not in sys.path:  # asv imports the suite as the package `benchmarks`
     sys.path.insert(0, str(ROOT))
 
-common = importlib.import_module("benchmarks.common")
 suite = importlib.import_module("benchmarks.bench_training")
+HARNESS = ("workloads", "workers", "runner", "report", "command", "compare")
 
 PREFIXES = ("time_", "peakmem_", "track_", "timeraw_", "mem_")
 _CACHES = {}  # setup_cache function -> its result, computed once per session (as asv does)
@@ -35,12 +39,12 @@ def _benchmarks():
 
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
-    monkeypatch.setattr(common, "N_SAMPLES", {4096: 256, 64: 128})
-    monkeypatch.setattr(common, "SK_N", 400)
-    monkeypatch.setattr(common, "SCALE", 1.0)
-    monkeypatch.setattr(common, "GEMM_SHAPES", ((128, 128, 128),))
-    monkeypatch.setattr(common, "GEMM_SECONDS", 0.01)
-    monkeypatch.chdir(tmp_path)  # setup_cache writes its files into the working directory
+    monkeypatch.setattr(suite, "N_SAMPLES", {4096: 256, 64: 128})
+    monkeypatch.setattr(suite, "CLASSIFIER_N", 400)
+    monkeypatch.setattr(suite, "SCALE", 1.0)
+    monkeypatch.setattr(suite, "GEMM_SHAPES", ((128, 128, 128),))
+    monkeypatch.setattr(suite, "GEMM_SECONDS", 0.01)
+    monkeypatch.chdir(tmp_path)  # prepare_cache writes its files into the working directory
 
 
 def _setup_cache(fn, tmp_path_factory):
@@ -89,18 +93,75 @@ def test_asv_benchmark_runs(tiny, tmp_path_factory, cname, name):
     assert ran, "every parameter combination was skipped"
 
 
-def test_suite_matches_fastmlp_bench():
-    from fastmlp import bench
-    for name, (net, dtype, batch) in common.WORKLOADS.items():
-        w = bench.WORKLOADS[name]
-        assert (tuple(w["sizes"]), w["dtype"], w["batch_size"]) == (net, dtype, batch)
-        assert common.flops_per_sample(net) == bench.flops_per_sample(net)
+def test_flops_per_sample_by_hand():
+    from fastmlp.bench.workloads import flops_per_sample, limit_seconds
     # 784-512-512-10: 6 * (784*512 + 512*512 + 512*10) - 2 * 784*512
-    assert bench.flops_per_sample((784, 512, 512, 10)) == 3209216
+    assert flops_per_sample((784, 512, 512, 10)) == 3209216
+    assert flops_per_sample((100, 100, 10)) == 6 * (100 * 100 + 100 * 10) - 2 * 100 * 100
+    assert flops_per_sample((3, 2)) == 4 * 3 * 2  # one layer: forward and weight gradient
+    assert limit_seconds((3, 2), 1000, 24e3) == 1.0
+
+
+@pytest.mark.parametrize("name", HARNESS)
+def test_harness_docstring_examples(name):
+    module = importlib.import_module("fastmlp.bench." + name)
+    assert doctest.testmod(module).failed == 0
+
+
+def test_asv_suite_and_harness_share_one_definition():
+    """The asv suite reads its workloads, FLOP count, data and GEMM probe from workloads.py."""
+    assert suite.workloads.__name__ == "benchmarks.workloads"
+    assert list(suite.TrackThroughput.params[0]) == list(suite.workloads.WORKLOADS)
+    X, y = suite.workloads.make_data("clf", (100, 100, 10), "float32", 64)
+    assert X.dtype.name == "float32" and X.shape == (64, 100) and y.shape == (64,)
+    assert set(y) <= set(range(10))
+
+
+_BENCH_NAME = re.compile(r"^(time|timeraw|mem|peakmem|track)_|^(Time|Timeraw|Mem|PeakMem|Track)"
+                         r"[A-Z_]")
+
+
+def test_asv_collects_benchmarks_only_from_the_suite():
+    """asv imports every module of the folder: the harness modules define no benchmark, and
+    importing them loads neither fastmlp (older builds lack the harness) nor PyTorch."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import importlib\n"
+            f"for m in {HARNESS!r}: importlib.import_module('benchmarks.' + m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastmlp', 'torch', "
+            "'numpy', 'tqdm', 'matplotlib')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT / "tests")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    for name in HARNESS:
+        module = importlib.import_module("benchmarks." + name)
+        for attr, value in vars(module).items():
+            if attr.startswith("_"):
+                continue
+            assert not (callable(value) and _BENCH_NAME.match(attr)), (name, attr)
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                assert not any(_BENCH_NAME.match(a) for a in vars(value)), (name, attr)
+    asv_runner = pytest.importorskip("asv_runner.discovery")
+    found = {b.name for b in asv_runner.disc_benchmarks(str(ROOT / "benchmarks"))}
+    assert found and {n.split(".")[0] for n in found} == {"bench_training", "bench_engine"}
+    assert "bench_training.TrackThroughput.track_fraction_of_gemm_limit" in found
+
+
+def test_fastmlp_and_its_cli_do_not_load_the_harness():
+    """`import fastmlp` loads no benchmark code; the command line reads only the bench
+    options (command.py, workloads.py), never the workers (PyTorch) or the runner."""
+    code = ("import sys, fastmlp\n"
+            "first = sorted(m for m in sys.modules if m.startswith('fastmlp.bench'))\n"
+            "from fastmlp import cli; cli.build_parser()\n"
+            "print(first, sorted(m for m in sys.modules if m.startswith('fastmlp.bench')),"
+            " 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]", "['fastmlp.bench',", "'fastmlp.bench.command',",
+                                   "'fastmlp.bench.workloads']", "False"]
 
 
 def test_plan_alternates_peers():
-    from fastmlp.bench import plan_runs
+    from fastmlp.bench.runner import plan_runs
     plan = plan_runs(["W3", "sk64"], ["fastmlp", "numpy", "torch"], repeats=2)
     w3 = [(p, r) for w, p, r in plan if w == "W3"]
     assert w3 == [("fastmlp", 0), ("numpy", 0), ("torch", 0),
@@ -125,12 +186,14 @@ def test_fastmlp_bench_quick_json(tmp_path):
         assert peer in entry["results"] or peer in report["skipped"], (peer, entry["errors"])
     fast = entry["results"]["fastmlp"]
     assert fast["epoch_s"] > 0 and fast["fraction_of_limit"] > 0
-    assert fast["fastmlp_speedup"] == 1.0
+    assert entry["reference"] == "fastmlp" and fast["fastmlp_speedup"] is None
+    numpy_ = entry["results"]["numpy"]
+    assert numpy_["fastmlp_speedup"] == pytest.approx(numpy_["epoch_s"] / fast["epoch_s"])
     assert set(fast["accounted_mb"]) >= {"data", "parameters", "optimizer", "workspace"}
     assert fast["mem_ratio"] > 0 and fast["fit_mem_mb"] > 0
     assert entry["results"]["numpy"]["samples_per_s"] > 0
     assert png.stat().st_size > 0
-    from fastmlp.bench import format_report
+    from fastmlp.bench.report import format_report
     text = format_report(report)
     assert "fastmlp.MLP" in text and "of limit" in text
 
@@ -139,31 +202,59 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     from fastmlp import cli
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     assert cli.main(["bench", "--plot", "out.png", "--quick"]) == 2
-    assert "--plot needs matplotlib" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == ("fastmlp: error: argument --plot: needs matplotlib: pip install matplotlib "
+                   "(or fastmlp[plot])\n")
 
 
 def test_missing_peer_is_skipped_with_a_note(monkeypatch):
-    from fastmlp import bench
+    from fastmlp.bench import report as report_mod, runner
 
     def fake_worker(spec, env, timeout):
         if spec["peer"] == "gemm":
             return "ok", {"peak_flops": {"float32": 1e11, "float64": 5e10}}
         if spec["peer"] == "torch":
             return "unavailable", "PyTorch is not installed"
-        return "ok", {"epoch_times": [0.5], "epoch_s": 0.5, "rss_base": 1, "rss_peak": 2**21,
-                      "fit_mem": 2**20, "data_bytes": 1, "accounted": None,
+        epoch_s = {"fastmlp": 0.5, "numpy": 2.0}[spec["peer"]]
+        return "ok", {"epoch_times": [epoch_s], "epoch_s": epoch_s, "rss_base": 1,
+                      "rss_peak": 2**21, "fit_mem": 2**20, "data_bytes": 1, "accounted": None,
                       "final_loss": 0.1, "worker_s": 1.0}
 
-    monkeypatch.setattr(bench, "run_worker", fake_worker)
-    report = bench.run_benchmark(["W1"], ["numpy", "torch"], repeats=2, epochs=1,
-                                 progress=False)
+    monkeypatch.setattr(runner, "run_worker", fake_worker)
+    report = runner.run_benchmark(["W1"], ["numpy", "torch", "fastmlp"], repeats=2, epochs=1,
+                                  progress=False)
     assert report["skipped"] == {"torch": "PyTorch is not installed"}
-    res = report["workloads"]["W1"]["results"]
-    assert list(res) == ["numpy"] and res["numpy"]["runs"] == 2
-    assert "Skipped PyTorch CPU: PyTorch is not installed" in bench.format_report(report)
-    assert "OPENBLAS_CORETYPE" not in bench.worker_env(False)
+    entry = report["workloads"]["W1"]
+    res = entry["results"]
+    assert list(res) == ["fastmlp", "numpy"] and res["numpy"]["runs"] == 2
+    assert entry["reference"] == "fastmlp" and res["fastmlp"]["fastmlp_speedup"] is None
+    assert res["numpy"]["fastmlp_speedup"] == 4.0  # numpy's 2.0 s over fastmlp's 0.5 s
+    # W1: 3209216 FLOP/sample * 32768 samples at 1e11 FLOP/s
+    assert entry["limit_s"] == pytest.approx(3209216 * 32768 / 1e11)
+    assert res["fastmlp"]["fraction_of_limit"] == pytest.approx(entry["limit_s"] / 0.5)
+    text = report_mod.format_report(report)
+    assert "Skipped PyTorch CPU: PyTorch is not installed" in text
+    assert re.search(r"NumPy \(in-place\) +2\.0000 +16,384 +4\.00 ", text), text
+    assert "OPENBLAS_CORETYPE" not in runner.worker_env(False)
     if "OPENBLAS_CORETYPE" in os.environ:
-        assert "OPENBLAS_CORETYPE" in bench.worker_env(True)
+        assert "OPENBLAS_CORETYPE" in runner.worker_env(True)
+
+
+def test_compare_script_runs_from_a_checkout(tmp_path):
+    """`python benchmarks/compare.py` loads its own folder (no fastmlp needed for the NumPy
+    peer) and starts workers from it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--json", "--quick",
+           "--workloads", "W3", "--peers", "numpy", "--samples", "128", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["workloads"]["W3"]["results"]["numpy"]["samples_per_s"] > 0
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare.py"),
+                           "--peers", "nope"], capture_output=True, text=True, cwd=tmp_path,
+                          env=env)
+    assert proc.returncode == 2 and "expected a comma-separated subset" in proc.stderr
 
 
 def test_numpy_reference_is_one_sgd_step():
@@ -171,7 +262,7 @@ def test_numpy_reference_is_one_sgd_step():
     gradient of fastmlp's functional core."""
     import numpy as np
     from fastmlp import backend
-    from fastmlp.bench import numpy_sgd_epoch
+    from fastmlp.bench.workers import numpy_sgd_epoch
     rng = np.random.default_rng(3)
     X, Y = rng.standard_normal((32, 6)), rng.random((32, 2))
     epoch, W, B = numpy_sgd_epoch((6, 5, 4, 2), "float64", 32, 0.1, X, Y, shuffle=False)

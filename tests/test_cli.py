@@ -75,7 +75,7 @@ def data(tmp_path_factory):
 def test_main_job_without_arguments(tmp_path):
     r = run(cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "held-out accuracy: 0.9" in r.stdout  # the seed's network learns digits
+    assert "held-out accuracy: 0.9" in r.stdout  # the main job's network learns digits
     assert os.listdir(tmp_path) == []
 
 
@@ -267,7 +267,8 @@ def test_bad_predict_and_evaluate_input(tmp_path, data, cls_model, capsys):
     assert sorted(os.listdir(tmp_path)) == ["fewer.csv"]
 
 
-def test_failed_runs_leave_an_existing_model_intact(tmp_path, data, cls_model, capsys):
+def test_failed_runs_leave_an_existing_model_intact(tmp_path, data, cls_model, capsys,
+                                                    monkeypatch):
     model = tmp_path / "m.npz"
     model.write_bytes(cls_model.read_bytes())
     before = model.read_bytes()
@@ -278,13 +279,21 @@ def test_failed_runs_leave_an_existing_model_intact(tmp_path, data, cls_model, c
                         "--epochs", 50, "--out", model, "--quiet")
     assert rc == 1 and "training diverged at epoch" in err and "left as it was" in err
     assert model.read_bytes() == before
-    # with checkpoints, the last good one stays
-    rc, out, err = call(capsys, "train", data / "reg.tsv", "--solver", "sgd", "--lr", "0.2",
-                        "--epochs", 50, "--out", model, "--checkpoint-every", 1, "--quiet")
-    if rc == 1:
-        assert "keeps the checkpoint of epoch" in err
-        m = fastmlp.load(model)
-        assert np.isfinite(_params(m)).all()
+    # with checkpoints, the last good one stays: the loss turns NaN in epoch 4
+    real = fastmlp.MLP.partial_fit
+
+    def nan_in_epoch_4(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if len(self.loss_curve_) == 4:
+            self.loss_curve_[-1] = float("nan")
+        return self
+    monkeypatch.setattr(fastmlp.MLP, "partial_fit", nan_in_epoch_4)
+    rc, out, err = call(capsys, "train", data / "reg.tsv", "--solver", "sgd", "--epochs", 50,
+                        "--out", model, "--checkpoint-every", 1, "--quiet")
+    assert rc == 1 and "training diverged at epoch 4" in err
+    assert "keeps the checkpoint of epoch 3" in err
+    m = fastmlp.load(model)
+    assert len(m.loss_curve_) == 3 and np.isfinite(_params(m)).all()
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]  # no temporary files left
 
 
@@ -358,7 +367,9 @@ def test_predict_and_evaluate_apply_the_stored_scaling(tmp_path, diabetes, capsy
         out = m.predict(pd.DataFrame(Xs, columns=m.feature_names_in_)).reshape(-1, 1)
     else:
         out = m.predict(Xs.astype(m.dtype))
-    expected = (out * m.y_scale_ + m.y_mean_)[:, 0]
+    # in the model's precision: float32 for adam (the default dtype), float64 for L-BFGS
+    dtype = np.float64 if solver == "lbfgs" else np.float32
+    expected = (out * m.y_scale_ + m.y_mean_)[:, 0].astype(dtype)
     assert 50 < expected.mean() < 250  # original units, not standardised ones
 
     rc, _, err = call(capsys, "predict", model, diabetes / "test.csv", "--out", tmp_path / "p.npy")
@@ -366,7 +377,11 @@ def test_predict_and_evaluate_apply_the_stored_scaling(tmp_path, diabetes, capsy
     assert np.array_equal(np.load(tmp_path / "p.npy"), expected)
     rc, out, err = call(capsys, "predict", model, diabetes / "test.csv")
     assert rc == 0, err
-    assert np.array_equal(pd.read_csv(io.StringIO(out)).iloc[:, 0].to_numpy(), expected)
+    assert out.splitlines()[0] == "prediction"  # one column name whatever the solver
+    printed = pd.read_csv(io.StringIO(out))["prediction"].to_numpy()
+    assert np.array_equal(printed.astype(dtype), expected)  # digits enough to round-trip
+    if solver != "lbfgs":  # and no more: float32 values printed with float32 digits
+        assert max(len(line) for line in out.splitlines()[1:]) <= 12
     rc, out, err = call(capsys, "evaluate", model, diabetes / "test.csv", "--json")
     assert rc == 0, err
     assert json.loads(out)["score"] == pytest.approx(r2_score(y, expected), rel=1e-12)
@@ -422,7 +437,7 @@ def test_no_scale_reproduces_models_from_before_scaling(tmp_path, capsys):
     np.save(tmp_path / "X.npy", X)  # at predict, every column of a .npy is a feature
     rc, out, err = call(capsys, "predict", old, tmp_path / "X.npy")
     assert rc == 0, err
-    assert np.array_equal(pd.read_csv(io.StringIO(out))["output_0"].to_numpy(), m.predict(X)[:, 0])
+    assert np.array_equal(pd.read_csv(io.StringIO(out))["prediction"].to_numpy(), m.predict(X)[:, 0])
     rc, out, err = call(capsys, "info", old)
     assert rc == 0 and "scaling: none" in out
     # and resumes unscaled (no flag needed), like a --no-scale run of the same length
@@ -432,3 +447,272 @@ def test_no_scale_reproduces_models_from_before_scaling(tmp_path, capsys):
                         "--out", new, "--quiet")
     assert rc == 0, err
     assert np.array_equal(_params(fastmlp.load(old)), _params(fastmlp.load(new)))
+
+
+# -- hostile input: every promise of the error contract ---------------------------------------
+def _edit_model(src, dst, change):
+    """A copy of model file src with change(meta) applied and its checksum recomputed (what
+    anyone can do: the checksum is not a signature)."""
+    import zipfile
+    from fastmlp import persistence
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes())
+    arrays = {n[:-4]: np.load(io.BytesIO(raw)) for n, raw in members.items()
+              if n != "__meta__.npy"}
+    change(meta, arrays)
+    meta.pop("sha256", None)
+    meta["arrays"] = {k: [a.dtype.str, list(a.shape)] for k, a in arrays.items()}
+    meta["sha256"] = persistence._digest(arrays, meta)
+    with zipfile.ZipFile(dst, "w") as z:
+        buf = io.BytesIO()
+        np.save(buf, np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        z.writestr("__meta__.npy", buf.getvalue())
+        for k, a in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, a)
+            z.writestr(k + ".npy", buf.getvalue())
+    return dst
+
+
+EDITS = {
+    "cli record not a dict": lambda meta, arrays: meta["extra"].update(cli=["x"]),
+    "history not a dict": lambda meta, arrays: meta["extra"]["cli"].update(history=3),
+    "string val_score": lambda meta, arrays: meta["extra"]["cli"]["history"].update(
+        val_score=["0.9"] * 3),
+    "missing created": lambda meta, arrays: meta.pop("created"),
+    "classes too short": lambda meta, arrays: arrays.update(
+        {"attr/classes_": np.array(["north", "south"])}),
+    "classes 2-D": lambda meta, arrays: arrays.update(
+        {"attr/classes_": np.array([["north", "south", "west"]] * 3)}),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_edited_model_files_are_refused_in_one_line(tmp_path, data, cls_model, capsys, edit):
+    model = _edit_model(cls_model, tmp_path / "m.npz", EDITS[edit])
+    for command in (["info", model], ["predict", model, data / "cls.csv"],
+                    ["evaluate", model, data / "cls.csv"]):
+        rc, out, err = call(capsys, *command)
+        assert_user_error(rc, err, str(model))
+        assert out == ""
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda s: s.update(hidden=[7]), "do not match"),
+    (lambda s: s.update(solver="lbfgs"), "solver lbfgs"),
+    (lambda s: s.update(dtype="float64"), "dtype"),
+    (lambda s: s.update(epochs="many"), "setting 'epochs'"),
+    (lambda s: s.update(lr=-1), "setting 'lr'"),
+])
+def test_edited_settings_make_resume_refuse_clearly(tmp_path, data, cls_model, capsys, edit,
+                                                     needle):
+    model = _edit_model(cls_model, tmp_path / "m.npz",
+                        lambda meta, arrays: edit(meta["extra"]["cli"]["settings"]))
+    before = model.read_bytes()
+    rc, out, err = call(capsys, "train", "--resume", model, "--epochs", 6, "--quiet")
+    assert_user_error(rc, err, needle)
+    assert model.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile")
+    (d / "inf_target.csv").write_text("a,b,y\n1,2,0.5\n3,4,inf\n5,6,1.5\n7,8,2.5\n")
+    (d / "inf_label.csv").write_text("a,b,c,d,kind\n1,2,3,4,1\n1,2,3,4,-inf\n")
+    rows = "".join(f"{i},{i % 3},{i % 5},{i % 7},{'north' if i % 2 else 'south'}\n"
+                   for i in range(40))
+    (d / "huge32.csv").write_text("a,b,c,d,kind\n1,1e39,0,0,north\n" + rows)
+    (d / "huge.csv").write_text("a,b,c,d,kind\n1,1e200,0,0,north\n" + rows)
+    header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, " \
+             b"'shape': (100000, 100000), }"
+    header += b" " * (128 - 10 - len(header) + 10 - 1) + b"\n"
+    (d / "claims.npy").write_bytes(header[:10 + 118] + b"\0" * 80)
+    with __import__("zipfile").ZipFile(d / "claims.npz", "w") as z:
+        z.writestr("X.npy", (d / "claims.npy").read_bytes())
+        z.writestr("y.npy", (d / "claims.npy").read_bytes())
+    return d
+
+
+def test_header_claims_are_checked_before_allocating(hostile):
+    with open(hostile / "claims.npy", "rb") as f:  # the file is what the test means it to be
+        assert np.lib.format.read_magic(f) == (1, 0)
+        assert np.lib.format.read_array_header_1_0(f)[0] == (100000, 100000)
+    assert os.path.getsize(hostile / "claims.npy") < 300
+
+
+@pytest.mark.parametrize("args,message", [
+    (["inf_target.csv", "--task", "regress"], "target column 'y', row 2 (line 3): infinite"),
+    (["huge32.csv", "--no-scale"], "feature column 'b', row 1"),
+    (["huge32.csv", "--no-scale"], "beyond float32's range"),
+    (["huge.csv"], "column 'b', row 1 of the training rows: value 1e+200 is too large"),
+    (["claims.npy"], "truncated or damaged"),
+    (["claims.npz"], "truncated or damaged"),
+    (["--hidden", "100000,100000"], "memory"),
+])
+def test_hostile_training_input_is_one_line(tmp_path, hostile, capsys, monkeypatch, args,
+                                            message):
+    monkeypatch.chdir(hostile)
+    rc, out, err = call(capsys, "train", *args, "--out", tmp_path / "m.npz", "--quiet",
+                        "--val-fraction", 0)
+    assert_user_error(rc, err, message)
+    assert os.listdir(tmp_path) == []
+
+
+def test_hostile_predict_and_evaluate_input(tmp_path, data, hostile, cls_model, capsys):
+    for command in ("predict", "evaluate"):
+        rc, out, err = call(capsys, command, cls_model, hostile / "huge32.csv")
+        assert_user_error(rc, err, "column 'b', row 1", "beyond float32's range")
+    rc, out, err = call(capsys, "evaluate", cls_model, hostile / "inf_label.csv")
+    assert_user_error(rc, err, "target column 'kind', row 2 (line 3): infinite value")
+    rc, out, err = call(capsys, "predict", cls_model, hostile / "claims.npy")
+    assert_user_error(rc, err, "truncated")
+
+
+def test_float_beyond_float32_trains_in_float64(tmp_path, hostile, capsys):
+    rc, out, err = call(capsys, "train", hostile / "huge32.csv", "--no-scale", "--dtype",
+                        "float64", "--epochs", 1, "--quiet", "--val-fraction", 0)
+    assert rc in (0, 1) and "Traceback" not in err  # trains, or says it diverged
+
+
+# -- signals and threads ---------------------------------------------------------------------
+def _signal_then(real, signum):
+    def wrapper(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_reading_exits_with_its_code(tmp_path, data, cls_model, capsys,
+                                                     monkeypatch, signum, code):
+    import zipfile
+    monkeypatch.setattr(pd, "read_csv", _signal_then(pd.read_csv, signum))
+    rc, out, err = call(capsys, "train", data / "cls.csv", "--out", tmp_path / "m.npz")
+    assert rc == code and "cannot read" not in err and "Traceback" not in err, err
+    monkeypatch.undo()
+    monkeypatch.setattr(zipfile.ZipFile, "read", _signal_then(zipfile.ZipFile.read, signum))
+    rc, out, err = call(capsys, "predict", cls_model, data / "cls.npz", "--out",
+                        tmp_path / "p.csv")
+    assert rc == code and "corrupted" not in err and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_before_lbfgs_starts_stops_it(tmp_path, data, capsys, monkeypatch):
+    from fastmlp.estimators import MLPClassifier
+    monkeypatch.setattr(MLPClassifier, "fit", _signal_then(MLPClassifier.fit, signal.SIGINT))
+    rc, out, err = call(capsys, "train", data / "cls.csv", "--solver", "lbfgs", "--epochs",
+                        200, "--out", tmp_path / "m.npz")
+    assert rc == 130 and "after 1 L-BFGS iterations" in err, err
+
+
+def test_main_works_outside_the_main_thread(data, capsys):
+    import threading
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rc=cli.main(
+        ["train", str(data / "cls.csv"), "--epochs", "2", "--quiet"])))
+    t.start()
+    t.join(timeout=300)
+    out, err = capsys.readouterr()
+    assert result.get("rc") == 0, err
+    assert "held-out accuracy" in out
+
+
+# -- what a new user meets -------------------------------------------------------------------
+def test_a_saved_pandas_index_is_dropped_and_repeated_names_are_reported(tmp_path, data,
+                                                                         capsys):
+    frame = pd.read_csv(data / "cls.csv").sort_values("kind")  # the index leaks the label
+    frame.to_csv(tmp_path / "indexed.csv")  # pandas' default: the index as a first column
+    report = _train_json(capsys, tmp_path / "indexed.csv", "--epochs", 2)
+    err = capsys.readouterr().err
+    assert report["architecture"][0] == 4
+    rc, out, err = call(capsys, "train", tmp_path / "indexed.csv", "--epochs", 2, "--quiet")
+    assert "fastmlp: note: " in err and "dropped the unnamed first column" in err
+    (tmp_path / "dup.csv").write_text("a,a,b,y\n" + "".join(
+        f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(30)))
+    rc, out, err = call(capsys, "train", tmp_path / "dup.csv", "--epochs", 2, "--quiet")
+    assert rc == 0 and "repeated column name(s) 'a'" in err and "'a.1'" in err
+
+
+def test_threads_option_reaches_both_solvers(data, capsys, monkeypatch):
+    import numba
+    from threadpoolctl import threadpool_info
+    from fastmlp import kernels
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two cores to tell one thread from the default")
+    seen = []
+    real = kernels.forward_backward
+
+    def spy(*args, **kwargs):  # every training step, of either solver, runs this kernel
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        seen.append((numba.get_num_threads(), max(blas)))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(kernels, "forward_backward", spy)
+    for solver in ("adam", "lbfgs"):
+        seen.clear()
+        _train_json(capsys, data / "cls.csv", "--solver", solver, "--epochs", 2)
+        assert max(max(s) for s in seen) == 2, (solver, seen)  # the default: every core
+        seen.clear()
+        _train_json(capsys, data / "cls.csv", "--solver", solver, "--epochs", 2,
+                    "--threads", 1)
+        assert seen and all(s == (1, 1) for s in seen), (solver, seen)
+
+
+def test_val_fraction_is_honoured_by_the_digits_job(capsys):
+    for fraction, held_out in (("0.5", 899), ("0", 0), ("0.25", 450)):
+        report = _train_json(capsys, "--val-fraction", fraction, "--epochs", 1)
+        assert report["n_held_out"] == held_out and report["n_train"] == 1797 - held_out
+
+
+def test_reports_say_what_was_run(data, capsys):
+    report = _train_json(capsys, data / "cls.csv", "--solver", "lbfgs", "--epochs", 5)
+    assert report["dtype"] == "float64" and report["samples_per_s"] is None
+    rc, out, err = call(capsys, "train", data / "cls.csv", "--epochs", 3)
+    first = [line for line in err.splitlines() if line.startswith("epoch ")][0]
+    assert first.startswith("epoch 1/3") and first.endswith("ETA -:--")  # JIT in epoch 1
+
+
+def test_the_csv_reader_is_a_runtime_dependency_and_parquet_says_what_it_needs(tmp_path,
+                                                                                data):
+    tomllib = pytest.importorskip("tomllib")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip() for d in deps}
+    assert "pandas" in names and "pyarrow" not in names
+    code = ("import sys\n"  # an environment without pyarrow: its import fails
+            "class NoPyarrow:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'pyarrow':\n"
+            "            raise ImportError('No module named pyarrow')\n"
+            "sys.meta_path.insert(0, NoPyarrow())\n"
+            "from fastmlp.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", code, "train", str(data / "cls.csv"),
+                        "--epochs", "1", "--quiet"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "train", str(data / "cls.parquet"),
+                        "--epochs", "1", "--quiet"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert_user_error(r.returncode, r.stderr, "needs pyarrow", "pip install pyarrow")
+
+
+def test_outputs_follow_symlinks_and_write_into_devices(tmp_path, data, cls_model):
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    (tmp_path / "link.csv").symlink_to(target)
+    r = run("predict", cls_model, data / "cls.csv", "--out", tmp_path / "link.csv",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "link.csv").is_symlink() and target.read_text().startswith("prediction")
+    assert os.stat(target).st_mode & 0o777 == 0o644
+    r = run("predict", cls_model, data / "cls.csv", "--out", "/dev/stdout", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "prediction" and len(r.stdout.splitlines()) == 301
+    r = run("train", data / "cls.csv", "--epochs", 2, "--quiet", "--out", "/dev/null",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "real.csv"]

@@ -6,19 +6,23 @@ import tracemalloc
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.special import expit, softmax
+from scipy.special import erf, expit, softmax
 
 from fastmlp import backend
 from fastmlp.backend import Engine
 
 ACT = {"identity": lambda z: z, "logistic": expit, "tanh": np.tanh,
        "relu": lambda z: np.maximum(z, 0), "exp": np.exp,
-       "softmax": lambda z: softmax(z, axis=1)}
+       "softmax": lambda z: softmax(z, axis=1),
+       "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),
+       "gelu": lambda z: z * 0.5 * (1 + erf(z / np.sqrt(2))),
+       "silu": lambda z: z * expit(z)}
 
 
 def _setup(sizes=(4, 6, 5, 3), out="softmax", loss="log_loss", act="tanh", n=17, seed=0,
            dtype=np.float64, **kw):
-    eng = Engine(list(sizes), activation=act, out_activation=out, loss=loss, dtype=dtype, **kw)
+    eng = Engine(list(sizes), activation=act, out_activation=out, loss=loss, dtype=dtype,
+                 leaky_relu_slope=0.2, **kw)
     rng = np.random.default_rng(seed)
     params = (rng.normal(size=eng.n_params) * 0.5).astype(dtype)
     X = rng.normal(size=(n, sizes[0])).astype(dtype)
@@ -63,8 +67,9 @@ def test_pack_unpack_roundtrip_views_and_sklearn_layout():
         eng.pack([coefs[0], coefs[1].T], ints)
 
 
-@pytest.mark.parametrize("act", ["identity", "logistic", "tanh", "relu"])
-@pytest.mark.parametrize("out", ["identity", "logistic", "softmax", "exp"])
+@pytest.mark.parametrize("act", ["identity", "logistic", "tanh", "relu", "leaky_relu", "gelu",
+                                 "silu"])
+@pytest.mark.parametrize("out", ["identity", "logistic", "softmax", "exp", "leaky_relu"])
 def test_forward_and_hidden_activations_match_numpy(act, out):
     loss = {"softmax": "log_loss", "exp": "poisson"}.get(out, "squared_error")
     eng, params, X, _, _ = _setup(out=out, loss=loss, act=act)
@@ -72,10 +77,10 @@ def test_forward_and_hidden_activations_match_numpy(act, out):
     res = np.empty((X.shape[0], 3))
     got, hidden = eng.forward(params, X, out=res, hidden=True)
     assert got is res
-    np.testing.assert_allclose(got, expect[-1], rtol=1e-12)
+    np.testing.assert_allclose(got, expect[-1], rtol=1e-12, atol=1e-14)
     assert len(hidden) == 2
     for h, e in zip(hidden, expect[1:-1]):
-        np.testing.assert_allclose(h, e, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(h, e, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("out,loss", [("identity", "squared_error"),
@@ -83,8 +88,9 @@ def test_forward_and_hidden_activations_match_numpy(act, out):
                                       ("softmax", "log_loss"), ("logistic", "log_loss"),
                                       ("exp", "poisson")])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_input_gradient_matches_finite_differences(out, loss, weighted):
-    eng, params, X, Y, sw = _setup(out=out, loss=loss, act="logistic", n=6)
+@pytest.mark.parametrize("act", ["logistic", "leaky_relu", "gelu", "silu"])
+def test_input_gradient_matches_finite_differences(out, loss, weighted, act):
+    eng, params, X, Y, sw = _setup(out=out, loss=loss, act=act, n=6)
     sw = sw if weighted else None
     scale = Y.shape[1] if loss == "squared_error" else 1  # gradients of n_outputs * loss
     dX = np.empty_like(X)

@@ -10,13 +10,16 @@ import warnings
 
 import numpy as np
 import pytest
+from numba import njit
+from scipy.special import expit, ndtr
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
                              mean_squared_error, r2_score, recall_score)
 from sklearn.utils.class_weight import compute_sample_weight
 
-from fastmlp import MLPClassifier, MLPRegressor
+from fastmlp import MLPClassifier, MLPRegressor, backend
+from fastmlp import kernels as K
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -242,3 +245,167 @@ def test_callbacks_for_lbfgs_iterations():
     rec = Recorder(stop_after=4)
     est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=50).set_callbacks(rec).fit(Xt, yt)
     assert est.n_iter_ == 4
+
+
+# -- the new activations: kernels ------------------------------------------------------------
+@njit
+def _apply_new(out, x, which):
+    for i in range(x.size):
+        if which == 0:
+            out[i] = K.vgelu(x[i])
+        elif which == 1:
+            out[i] = K.vdgelu(x[i])
+        elif which == 2:
+            out[i] = K.vsilu(x[i])
+        else:
+            out[i] = K.vdsilu(x[i])
+
+
+def _reference(x, which):
+    """(value, scale): float64 reference and the size of the terms it sums (for tolerances)."""
+    cdf, pdf, sig = ndtr(x), np.exp(-x * x / 2) / np.sqrt(2 * np.pi), expit(x)
+    if which == 0:
+        return x * cdf, np.abs(x * cdf)
+    if which == 1:
+        return cdf + x * pdf, cdf + np.abs(x * pdf)
+    if which == 2:
+        return x * sig, np.abs(x * sig)
+    return sig * (1 + x * (1 - sig)), sig * (1 + np.abs(x) * (1 - sig))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which", [0, 1, 2, 3], ids=["gelu", "dgelu", "silu", "dsilu"])
+def test_gelu_silu_and_derivatives_accuracy(dtype, which):
+    x = np.concatenate([np.linspace(-60, 60, 120001), np.linspace(-3, 3, 60001),
+                        np.geomspace(1e-12, 40, 4000), -np.geomspace(1e-12, 40, 4000),
+                        [0.0, -0.0]]).astype(dtype)
+    out = np.empty_like(x)
+    _apply_new(out, x, which)
+    xr = x.astype(np.float64)
+    ref, scale = _reference(xr, which)
+    # a few ulp of the terms summed, times the condition number of exp(-z^2/2) in z (1 + z^2
+    # ulp: the error of the exact function at an argument within an ulp), for the tails
+    eps = np.finfo(dtype).eps
+    tol = 8 * eps * scale * (1 + xr * xr) + np.finfo(dtype).tiny * 1e4  # ~0 beyond the cutoffs
+    err = np.abs(out - ref)
+    assert (err <= tol).all(), (x[np.argmax(err / tol)], (err / tol).max())
+    # within 10 ulp where the functions are well conditioned
+    core = (np.abs(xr) <= 2) & (scale > 1e-3) & (np.abs(ref) > 0.1 * scale)
+    assert (err[core] <= 10 * eps * scale[core]).all()
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_new_activations_limits_and_nan(dtype):
+    x = np.array([np.inf, -np.inf, 1e30, -1e30, np.nan], dtype)
+    expect = {0: [np.inf, 0, 1e30, 0], 1: [1, 0, 1, 0], 2: [np.inf, 0, 1e30, 0], 3: [1, 0, 1, 0]}
+    for which, e in expect.items():
+        out = np.empty_like(x)
+        _apply_new(out, x, which)
+        np.testing.assert_allclose(out[:4], np.array(e, dtype), rtol=1e-6, atol=1e-30)
+        assert np.isnan(out[4])
+
+
+def _naive(z, act, slope):
+    if act == K.LEAKY_RELU:
+        return np.where(z > 0, z, slope * z), np.where(z > 0, 1.0, slope)
+    if act == K.GELU:
+        return z * ndtr(z), ndtr(z) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+    return z * expit(z), expit(z) * (1 + z * (1 - expit(z)))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("act", ["LEAKY_RELU", "GELU", "SILU"])
+def test_new_activation_kernels_match_numpy(dtype, rtol, act):
+    code = getattr(K, act)
+    rng = np.random.RandomState(0)
+    Z0 = (rng.randn(37, 21) * 2).astype(dtype)
+    b = rng.randn(21).astype(dtype)
+    G = rng.randn(37, 21).astype(dtype)
+    f, df = _naive(Z0.astype(float) + b, code, 0.1)
+    # forward, keeping the pre-activation where backprop needs it
+    Z, P = Z0.copy(), np.full_like(Z0, np.nan)
+    K.bias_activate_keep(Z, P, b, code, dtype(0.1))
+    np.testing.assert_allclose(Z, f, rtol=rtol, atol=rtol)
+    assert K.keeps_preactivation(code) == (act != "LEAKY_RELU")
+    Z2 = Z0.copy()
+    K.bias_activate(Z2, b, code, dtype(0.1))
+    np.testing.assert_array_equal(Z2, Z)
+    # backward: delta = G * f'(.) and its column sums, from A or from P
+    db = np.empty(21, dtype)
+    if K.keeps_preactivation(code):
+        np.testing.assert_allclose(P, Z0.astype(float) + b, rtol=rtol)
+        K.dpreactivation_colsum(P, G, code, db)
+        D = P
+    else:
+        assert np.isnan(P).all()  # untouched
+        D = G.copy()
+        K.dactivation_colsum(D, Z, code, db, dtype(0.1))
+    np.testing.assert_allclose(D, G * df, rtol=rtol * 10, atol=rtol * 10)
+    np.testing.assert_allclose(db, (G * df).sum(0), rtol=rtol * 100, atol=rtol * 100)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "gelu", "silu"])
+@pytest.mark.parametrize("out_activation, loss, n_out", [("identity", "squared_error", 1),
+                                                         ("softmax", "log_loss", 3)])
+def test_new_activations_gradients_by_finite_differences(activation, out_activation, loss,
+                                                         n_out):
+    rng = np.random.RandomState(1)
+    sizes = [4, 6, 5, n_out]
+    coefs = [rng.randn(a, b) * 0.8 for a, b in zip(sizes[:-1], sizes[1:])]
+    intercepts = [rng.randn(b) * 0.5 for b in sizes[1:]]
+    X = rng.randn(9, 4)
+    Y = np.eye(3)[rng.randint(0, 3, 9)] if n_out == 3 else rng.randn(9, 1)
+    kw = dict(activation=activation, out_activation=out_activation, loss=loss, alpha=0.1)
+    _, gc, gi = backend.loss_and_grads(coefs, intercepts, X, Y, **kw)
+    h = 1e-6
+    for params, grads in ((coefs, gc), (intercepts, gi)):
+        for p, g in zip(params, grads):
+            num = np.empty_like(p)
+            for k in np.ndindex(p.shape):
+                p[k] += h
+                up = backend.loss_and_grads(coefs, intercepts, X, Y, **kw)[0]
+                p[k] -= 2 * h
+                down = backend.loss_and_grads(coefs, intercepts, X, Y, **kw)[0]
+                p[k] += h
+                num[k] = (up - down) / (2 * h)
+            np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+
+
+def test_leaky_relu_is_relu_at_slope_0_and_identity_at_slope_1():
+    Xt, yt, _, _ = classification()
+    fits = {}
+    for name, kw in [("relu", dict(activation="relu")),
+                     ("leaky0", dict(activation="leaky_relu", leaky_relu_slope=0.0)),
+                     ("identity", dict(activation="identity")),
+                     ("leaky1", dict(activation="leaky_relu", leaky_relu_slope=1.0)),
+                     ("leaky", dict(activation="leaky_relu", leaky_relu_slope=0.1))]:
+        fits[name] = MLPClassifier(**SMALL, max_iter=5, **kw).fit(Xt, yt).coefs_[0]
+    np.testing.assert_array_equal(fits["relu"], fits["leaky0"])
+    np.testing.assert_array_equal(fits["identity"], fits["leaky1"])
+    assert not np.array_equal(fits["relu"], fits["leaky"])
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "gelu", "silu"])
+def test_estimators_learn_with_new_activations(activation):
+    Xt, yt, Xv, yv = regression(n=600)
+    fits = [MLPRegressor(hidden_layer_sizes=(32,), activation=activation, random_state=0,
+                         learning_rate_init=0.01, max_iter=150).fit(Xt.astype(dt), yt)
+            for dt in (np.float64, np.float32)]
+    assert fits[0].score(Xv, yv) > 0.6  # the sine and the product are learned
+    # float32 end to end follows the float64 fit
+    np.testing.assert_allclose(fits[1].predict(Xv), fits[0].predict(Xv), atol=0.05)
+    # and lbfgs (one full batch) too
+    clf = MLPClassifier(hidden_layer_sizes=(16,), activation=activation, solver="lbfgs",
+                        random_state=0, max_iter=100).fit(*classification()[:2])
+    assert clf.score(*classification()[2:]) > 0.75
+
+
+def test_new_activation_options_are_checked():
+    with pytest.raises(ValueError, match="leaky_relu_slope"):
+        MLPClassifier(activation="leaky_relu", leaky_relu_slope=-0.1).fit([[0.0], [1.0]], [0, 1])
+    with pytest.raises(ValueError, match="out_activation"):
+        backend.forward([np.ones((2, 2))], [np.zeros(2)], np.ones((3, 2)),
+                        out_activation="gelu")
+    with pytest.raises(ValueError, match="activation"):
+        MLPClassifier(activation="swish").fit([[0.0], [1.0]], [0, 1])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from numba.core.runtime import _nrt_python, rtsys
+from sklearn.exceptions import NotFittedError
 
 import fastmlp
 from fastmlp import kernels as K
@@ -71,6 +72,16 @@ def test_deltas_are_the_last_batch_and_reused_for_the_gradients():
     A = [X[64:]] + [ws.A(l) for l in (1, 2, 3)]
     np.testing.assert_allclose(deltas[2], A[3] - Y[64:], rtol=1e-12)
     assert np.shares_memory(deltas[0], ws.deltas)
+    # ... and the gradients of that batch were built from these very deltas and activations:
+    # dW[l] = A[l]^T delta[l+1], db[l] = sum of delta[l+1] (raw sums; alpha = 0)
+    t = m._trainer
+    for l in range(3):
+        np.testing.assert_allclose(t.coef_grads[l], A[l].T @ deltas[l], rtol=1e-12)
+        np.testing.assert_allclose(t.intercept_grads[l], deltas[l].sum(0), rtol=1e-12)
+    # the hidden deltas are the output delta carried back: delta[l] = (delta[l+1] W[l]^T) f'
+    # with the weights before the last step, W_before = W_after + lr * dW / n
+    W2 = m.coefs_[2] + 0.1 * t.coef_grads[2] / 6
+    np.testing.assert_allclose(deltas[1], (deltas[2] @ W2.T) * A[2] * (1 - A[2]), rtol=1e-10)
 
 
 def test_training_loop_allocates_nothing_per_batch():
@@ -140,6 +151,24 @@ def test_predict_after_batch_size_one_uses_a_bigger_inference_workspace():
     assert m.workspace_.capacity == 1  # the training workspace is left as it was
 
 
+@pytest.mark.parametrize("batch_size", [1, 5000])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_predict_beyond_one_chunk_matches_numpy(batch_size, sparse):
+    """More rows than one prediction chunk (4096), after training batches smaller and larger
+    than a chunk, dense and CSR: every row against NumPy."""
+    import scipy.sparse as sp
+    from scipy.special import expit
+    from fastmlp._core import PREDICT_CHUNK
+    n = 2 * PREDICT_CHUNK + 29
+    X, Y = _data(n=n)
+    X[np.abs(X) < 0.5] = 0
+    m = fastmlp.MLP([8, 6, 2], dtype="float64", random_state=0)
+    m.fit(X[:5000], Y[:5000], epochs=0, batch_size=batch_size)  # weights only, no training
+    A = expit(X @ m.coefs_[0] + m.intercepts_[0]) @ m.coefs_[1] + m.intercepts_[1]
+    np.testing.assert_allclose(m.predict(sp.csr_matrix(X) if sparse else X), A, rtol=1e-12,
+                               atol=1e-15)
+
+
 def test_single_output_from_1d_targets():
     X, Y = _data(n=50, n_out=1)
     m = fastmlp.MLP([8, 3, 1], random_state=0).fit(X, Y[:, 0], epochs=2, batch_size=7)
@@ -178,9 +207,21 @@ def test_caller_arrays_are_not_modified():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(layer_sizes=[8]), "at least two positive integers"),
     (dict(layer_sizes=[8, 0, 2]), "at least two positive integers"),
-    (dict(activation="swish"), "activation must be one of"),
+    (dict(layer_sizes=[8, 2.5, 2]), "at least two positive integers"),
+    (dict(layer_sizes=[8, True, 2]), "at least two positive integers"),
+    (dict(layer_sizes=[[8], 2]), "at least two positive integers"),
+    (dict(layer_sizes=None), "'layer_sizes' parameter of MLP must be an array-like"),
+    (dict(layer_sizes=8), "'layer_sizes' parameter of MLP must be an array-like"),
+    (dict(layer_sizes="84"), "'layer_sizes' parameter of MLP must be an array-like"),
+    (dict(activation="swish"), "'activation' parameter of MLP must be a str among"),
+    (dict(out_activation=None), "'out_activation' parameter of MLP must be a str among"),
+    (dict(loss="hinge"), "'loss' parameter of MLP must be a str among"),
+    (dict(loss="log_loss"), "needs out_activation"),
     (dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
-    (dict(n_threads=0), "n_threads must be a positive integer"),
+    (dict(alpha=-0.1), "'alpha' parameter of MLP must be a float in the range"),
+    (dict(alpha="a"), "'alpha' parameter of MLP must be a float in the range"),
+    (dict(random_state="a"), "'random_state' parameter of MLP"),
+    (dict(n_threads=0), "'n_threads' parameter of MLP must be an int in the range"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     args = {"layer_sizes": [8, 4, 2], **kwargs}
@@ -189,17 +230,58 @@ def test_bad_constructor_arguments(kwargs, match):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(epochs=-1), "epochs must be a non-negative integer"),
-    (dict(batch_size=0), "batch_size must be a positive integer"),
-    (dict(learning_rate=0), "learning_rate must be a positive number"),
-    (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
-    (dict(optimizer="rmsprop"), "optimizer must be one of"),
-    (dict(momentum=1.5), "momentum must be in"),
+    (dict(epochs=-1), "'epochs' parameter of MLP.{method} must be an int in the range"),
+    (dict(epochs=2.0), "'epochs' parameter of MLP.{method} must be an int in the range"),
+    (dict(batch_size=0), "'batch_size' parameter of MLP.{method} must be an int"),
+    (dict(learning_rate=0), "'learning_rate' parameter of MLP.{method} must be a float"),
+    (dict(learning_rate=float("nan")), "'learning_rate' parameter of MLP.{method}"),
+    (dict(learning_rate="0.1"), "'learning_rate' parameter of MLP.{method}"),
+    (dict(optimizer="rmsprop"), "'optimizer' parameter of MLP.{method} must be a str among"),
+    (dict(momentum=1.5), "'momentum' parameter of MLP.{method} must be a float in the range"),
+    (dict(momentum="a"), "'momentum' parameter of MLP.{method} must be a float in the range"),
+    (dict(shuffle="yes"), "'shuffle' parameter of MLP.{method}"),
+    (dict(callback=3), "'callback' parameter of MLP.{method}"),
 ])
-def test_bad_fit_arguments(kwargs, match):
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_bad_fit_arguments(kwargs, match, method):
     X, Y = _data(n=20)
-    with pytest.raises(ValueError, match=match):
-        fastmlp.MLP([8, 4, 2]).fit(X, Y, **kwargs)
+    m = fastmlp.MLP([8, 4, 2])
+    with pytest.raises(ValueError, match=match.format(method=method)):
+        getattr(m, method)(X, Y, **kwargs)
+
+
+def test_numpy_scalars_are_valid_hyper_parameters():
+    X, Y = _data(n=40)
+    runs = []
+    for lr, epochs, batch, momentum in ((0.25, 2, 8, 0.5),
+                                        (np.float32(0.25), np.int64(2), np.int32(8),
+                                         np.float64(0.5))):
+        m = fastmlp.MLP(np.array([8, 4, 2]), dtype="float64", alpha=np.float32(0.0),
+                        random_state=np.int64(0), n_threads=np.int64(1))
+        runs.append(m.fit(X, Y, epochs=epochs, batch_size=batch, learning_rate=lr,
+                          momentum=momentum).predict(X))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    m = fastmlp.MLP([8, 4, 2], dtype="float64", random_state=0)
+    m.fit(X, Y, epochs=1, learning_rate=np.int64(1))
+    assert np.isfinite(m.predict(X)).all()
+
+
+def test_non_native_byte_order():
+    X, Y = _data(n=40)
+    m = fastmlp.MLP([8, 4, 2], dtype=">f4", random_state=0)
+    assert m.dtype == np.float32 and m.dtype.isnative
+    out = m.fit(X.astype(">f8"), Y.astype(">f4"), epochs=2, batch_size=8).predict(
+        X.astype(">f4"))
+    assert out.dtype == np.float32 and out.dtype.isnative
+    ref = fastmlp.MLP([8, 4, 2], dtype="float32", random_state=0)
+    np.testing.assert_array_equal(out, ref.fit(X, Y, epochs=2, batch_size=8).predict(X))
+
+
+def test_poisson_targets_must_not_be_negative():
+    X, Y = _data(n=20)
+    m = fastmlp.MLP([8, 4, 2], out_activation="exp", loss="poisson")
+    with pytest.raises(ValueError, match="Y must not contain negative values"):
+        m.fit(X, Y - 1)
 
 
 def test_bad_data():
@@ -209,5 +291,7 @@ def test_bad_data():
         m.fit(np.where(X > 1, np.nan, X), Y)
     with pytest.raises(ValueError, match="features"):
         m.fit(X[:, :5], Y)
-    with pytest.raises(AttributeError, match="call fit"):
+    with pytest.raises(NotFittedError, match="call fit"):
         m.predict(X)
+    with pytest.raises(NotFittedError, match="call fit"):
+        m.coefs_

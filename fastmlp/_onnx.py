@@ -1,0 +1,240 @@
+"""ONNX export of fastmlp's models through skl2onnx (the optional ``onnx`` extra).
+
+``MLPClassifier`` goes through skl2onnx's own MLP classifier converter (it reads only
+``coefs_``, ``intercepts_``, ``n_layers_``, ``activation``, ``out_activation_``, ``classes_``
+and the label binarizer, which fastmlp's estimator has with scikit-learn's meaning), except a
+multilabel one: skl2onnx's graph declares its label output 1-D and thresholds with a
+Binarizer node that onnxruntime implements for float32 only, so fastmlp builds that graph
+itself (label = probabilities > 0.5, both (n_samples, n_labels)).
+``MLPRegressor`` and :class:`fastmlp.MLP` use a converter of fastmlp's, written with
+skl2onnx's public algebra API: one MatMul + Add + activation per layer, which also covers the
+``exp`` output of the Poisson loss and several outputs (skl2onnx's regressor converter knows
+neither).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["to_onnx"]
+
+_MULTILABEL = (
+    "a multilabel MLPClassifier converts with zipmap=False only: ZipMap makes one dictionary "
+    "of class probabilities per row, which assumes one class per row")
+_registered: set = set()  # classes skl2onnx knows how to convert
+_INSTALL = ("ONNX export needs the optional dependencies skl2onnx, onnx and onnxruntime: "
+            "pip install 'fastmlp[onnx]'")
+
+
+def _skl2onnx():
+    try:
+        import skl2onnx
+    except ImportError as exc:  # pragma: no cover - exercised where the extra is missing
+        raise ImportError(_INSTALL) from exc
+    return skl2onnx
+
+
+def _network(model):
+    """(coefs, intercepts, hidden activation, output activation) of a fitted model."""
+    from .model import MLP
+    if isinstance(model, MLP):
+        model._fitted()  # NotFittedError before the first fit
+        return model.coefs_, model.intercepts_, model.activation, model.out_activation
+    from sklearn.utils.validation import check_is_fitted
+    check_is_fitted(model, "coefs_")
+    return model.coefs_, model.intercepts_, model.activation, model.out_activation_
+
+
+def _shape_network_output(operator):
+    """[N, n_inputs] float/double -> [N, n_outputs] of the same type."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    coefs = _network(operator.raw_operator)[0]
+    kind = operator.inputs[0].type
+    cls = DoubleTensorType if isinstance(kind, DoubleTensorType) else FloatTensorType
+    N = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = cls([N, coefs[-1].shape[1]])
+
+
+def _network_graph(operator, container):
+    """A[l+1] = f(A[l] @ W[l] + b[l]) in the input's precision: the last layer's node, and
+    the element type."""
+    from skl2onnx.algebra import onnx_ops as ops
+    from skl2onnx.common.data_types import guess_numpy_type
+    coefs, intercepts, act, out_act = _network(operator.raw_operator)
+    dtype = guess_numpy_type(operator.inputs[0].type)
+    if dtype not in (np.float32, np.float64):
+        dtype = np.float32
+    opv = container.target_opset
+    slope = float(getattr(operator.raw_operator, "leaky_relu_slope", 0.01))
+
+    def gelu(z):  # the exact (erf) form fastmlp computes: z * Phi(z)
+        u = ops.OnnxMul(z, np.array([np.sqrt(0.5)], dtype), op_version=opv)
+        if dtype == np.float64:  # onnxruntime's Erf is float32 only: ~1e-7, not 1e-16
+            erf = ops.OnnxCast(ops.OnnxErf(ops.OnnxCast(u, to=np.float32, op_version=opv),
+                                           op_version=opv), to=np.float64, op_version=opv)
+        else:
+            erf = ops.OnnxErf(u, op_version=opv)
+        phi = ops.OnnxAdd(erf, np.array([1.0], dtype), op_version=opv)
+        return ops.OnnxMul(ops.OnnxMul(z, np.array([0.5], dtype), op_version=opv), phi,
+                           op_version=opv)
+
+    layers = {"identity": lambda z: ops.OnnxIdentity(z, op_version=opv),
+              "logistic": lambda z: ops.OnnxSigmoid(z, op_version=opv),
+              "sigmoid": lambda z: ops.OnnxSigmoid(z, op_version=opv),
+              "tanh": lambda z: ops.OnnxTanh(z, op_version=opv),
+              "relu": lambda z: ops.OnnxRelu(z, op_version=opv),
+              # z if z > 0 else slope * z, as fastmlp computes it (onnxruntime's LeakyRelu
+              # has no float64 kernel)
+              "leaky_relu": lambda z: ops.OnnxWhere(
+                  ops.OnnxGreater(z, np.array([0.0], dtype), op_version=opv), z,
+                  ops.OnnxMul(z, np.array([slope], dtype), op_version=opv), op_version=opv),
+              "gelu": gelu,
+              "silu": lambda z: ops.OnnxMul(z, ops.OnnxSigmoid(z, op_version=opv),
+                                            op_version=opv),
+              "exp": lambda z: ops.OnnxExp(z, op_version=opv),
+              "softmax": lambda z: ops.OnnxSoftmax(z, axis=1, op_version=opv)}
+    A = ops.OnnxCast(operator.inputs[0], to=dtype, op_version=opv)
+    for l, (W, b) in enumerate(zip(coefs, intercepts)):
+        Z = ops.OnnxAdd(ops.OnnxMatMul(A, np.asarray(W, dtype), op_version=opv),
+                        np.asarray(b, dtype).reshape(1, -1), op_version=opv)
+        A = layers[out_act if l == len(coefs) - 1 else act](Z)
+    return A, dtype
+
+
+def _convert_network_output(scope, operator, container):
+    from skl2onnx.algebra import onnx_ops as ops
+    A, _ = _network_graph(operator, container)
+    ops.OnnxIdentity(A, op_version=container.target_opset,
+                     output_names=operator.outputs[:1]).add_to(scope, container)
+
+
+def _multilabel(model):
+    return model._label_binarizer.y_type_ == "multilabel-indicator"
+
+
+def _shape_classifier(operator):
+    """skl2onnx's classifier shapes; a multilabel one: label and probabilities both
+    [N, n_labels]."""
+    if not _multilabel(operator.raw_operator):
+        from skl2onnx.shape_calculators.linear_classifier import (
+            calculate_linear_classifier_output_shapes)
+        return calculate_linear_classifier_output_shapes(operator)
+    from skl2onnx.common.data_types import Int64TensorType
+    _shape_network_output(operator)
+    probabilities = operator.outputs[0].type
+    operator.outputs[1].type = probabilities
+    operator.outputs[0].type = Int64TensorType(list(probabilities.shape))
+
+
+# the hidden activations skl2onnx's MLP classifier converter knows
+_SKL2ONNX_ACTIVATIONS = ("identity", "tanh", "logistic", "relu")
+
+
+def _convert_classifier(scope, operator, container):
+    """skl2onnx's MLP classifier converter where it applies; fastmlp's graph for a multilabel
+    classifier (probabilities = the logistic outputs, label = probabilities > 0.5 as int64,
+    scikit-learn's threshold) and for the activations skl2onnx does not know (leaky_relu,
+    gelu, silu: the probabilities, then argmax and the class of that column)."""
+    model = operator.raw_operator
+    multilabel = _multilabel(model)
+    if not multilabel and model.activation in _SKL2ONNX_ACTIVATIONS:
+        from skl2onnx.operator_converters.multilayer_perceptron import (
+            convert_sklearn_mlp_classifier)
+        return convert_sklearn_mlp_classifier(scope, operator, container)
+    from skl2onnx.algebra import onnx_ops as ops
+    opv = container.target_opset
+    A, dtype = _network_graph(operator, container)
+    if multilabel:
+        proba = A
+        label = ops.OnnxCast(ops.OnnxGreater(A, np.array([0.5], dtype), op_version=opv),
+                             to=np.int64, op_version=opv, output_names=operator.outputs[:1])
+    else:
+        classes = np.asarray(model.classes_)
+        if len(classes) == 2:  # one logistic output: P(classes_[1])
+            proba = ops.OnnxConcat(ops.OnnxSub(np.array([1.0], dtype), A, op_version=opv),
+                                   A, axis=1, op_version=opv)
+        else:
+            proba = A
+        if classes.dtype.kind in "biuf":  # skl2onnx's label type for numeric classes
+            classes = classes.astype(np.int64)
+        else:
+            classes = np.array([str(c) for c in classes], dtype=object)
+        index = ops.OnnxArgMax(proba, axis=1, keepdims=0, op_version=opv)
+        label = ops.OnnxGather(classes, index, axis=0, op_version=opv,
+                               output_names=operator.outputs[:1])
+    ops.OnnxIdentity(proba, op_version=opv,
+                     output_names=operator.outputs[1:2]).add_to(scope, container)
+    label.add_to(scope, container)
+
+
+def _register(cls):
+    """Tell skl2onnx how to convert cls (once per class)."""
+    skl2onnx = _skl2onnx()
+    if cls in _registered:
+        return
+    from .estimators import MLPClassifier
+    alias = f"Fastmlp{cls.__name__}{len(_registered)}"
+    if issubclass(cls, MLPClassifier):
+        skl2onnx.update_registered_converter(
+            cls, alias, _shape_classifier, _convert_classifier,
+            options={"zipmap": [True, False, "columns"], "output_class_labels": [False, True],
+                     "nocl": [True, False]})
+    else:
+        skl2onnx.update_registered_converter(cls, alias, _shape_network_output,
+                                             _convert_network_output)
+    _registered.add(cls)
+
+
+def to_onnx(model, X_sample, **options):
+    """Convert a fitted fastmlp model to an ONNX graph (through skl2onnx).
+
+    Parameters
+    ----------
+    model : fastmlp.MLPClassifier, fastmlp.MLPRegressor or fastmlp.MLP
+        Fitted.  Estimators created under ``fastmlp.patch_sklearn()`` convert too.
+    X_sample : ndarray of shape (n_samples, n_features)
+        Fixes the input's name, element type and width: float32 input gives a float32
+        graph, float64 a float64 graph (the weights are cast to it).
+    **options
+        Passed to ``skl2onnx.to_onnx`` (``target_opset``, ``options``, ``name``, ...).  A
+        classifier's default is ``options={"zipmap": False}``: probabilities come out as one
+        (n_samples, n_classes) tensor rather than a list of dictionaries.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Outputs: a classifier gives ``label`` and ``probabilities`` (as scikit-learn's
+        ``predict`` and ``predict_proba``; for a binary problem both columns); a regressor or
+        ``MLP`` one (n_samples, n_outputs) tensor ``variable`` (``predict``, 2-D).
+
+    Raises
+    ------
+    ImportError
+        Without the ``onnx`` extra (skl2onnx, onnx, onnxruntime).
+    ValueError
+        For what does not convert: a multilabel classifier with ``zipmap`` (one dictionary
+        per row assumes one class per row), or a model that is not one of the above.
+
+    Examples
+    --------
+    >>> import numpy as np, fastmlp
+    >>> X = np.random.default_rng(0).normal(size=(40, 3))
+    >>> reg = fastmlp.MLPRegressor(hidden_layer_sizes=(4,), max_iter=5).fit(X, X.sum(1))
+    >>> onx = fastmlp.to_onnx(reg, X[:1])  # doctest: +SKIP
+    """
+    skl2onnx = _skl2onnx()
+    from . import estimators
+    from .model import MLP
+    if not isinstance(model, (estimators.MLPClassifier, estimators.MLPRegressor, MLP)):
+        raise ValueError("to_onnx converts fastmlp.MLPClassifier, fastmlp.MLPRegressor and "
+                         f"fastmlp.MLP models, got {type(model).__name__}")
+    _network(model)  # fitted?
+    cls = type(model)
+    if isinstance(model, estimators.MLPClassifier):
+        if _multilabel(model) and (options.get("options") or {}).get("zipmap", False):
+            raise ValueError(_MULTILABEL)
+        options.setdefault("options", {"zipmap": False})
+    _register(cls)
+    X_sample = np.asarray(X_sample)
+    if X_sample.dtype not in (np.float32, np.float64):
+        X_sample = X_sample.astype(np.float32)
+    return skl2onnx.to_onnx(model, X_sample, **options)

@@ -1,0 +1,300 @@
+"""Run unchanged scikit-learn code on fastmlp: :func:`patch_sklearn` / :func:`unpatch_sklearn`,
+and ``python -m fastmlp.patch script.py [args]`` (or ``-m module [args]``) to run a program with
+the patch on.
+
+After :func:`patch_sklearn`, ``sklearn.neural_network.MLPClassifier`` and ``MLPRegressor`` (also
+reached through ``sklearn.neural_network._multilayer_perceptron``) are classes that train and
+predict on fastmlp with scikit-learn's numbers.  Each patched class derives from fastmlp's
+estimator and is registered as a (virtual) subclass of scikit-learn's original class, so
+
+* ``isinstance(est, <scikit-learn's original class>)`` holds (scikit-learn's MLP classes are
+  abstract base classes: ``register`` is their documented way to admit a subclass whose
+  ``__init__`` chain differs);
+* scikit-learn's private methods that fastmlp does not implement (``_loss_grad_lbfgs``,
+  ``_backprop``, ``_forward_pass``, ...) run scikit-learn's own code, on the estimator's
+  fitted state -- a fallback, never a failure;
+* a pickle of a patched estimator names scikit-learn's class and holds only NumPy and
+  scikit-learn objects: it loads as a patched estimator where the patch is on, and as
+  scikit-learn's own estimator anywhere else, fastmlp installed or not (the stochastic
+  optimizer's state travels as plain arrays; see :func:`_portable_state`).
+
+Set the environment variable ``FASTMLP_PATCH_LOG=1`` to get a log line (logger
+``fastmlp.patch``, on stderr) saying which code ran: fastmlp's fit, or scikit-learn's fallback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import warnings
+
+__all__ = ["patch_sklearn", "unpatch_sklearn", "is_patched"]
+
+_NAMES = ("MLPClassifier", "MLPRegressor")
+_MODULES = ("sklearn.neural_network", "sklearn.neural_network._multilayer_perceptron")
+# The scikit-learn versions fastmlp's estimators reproduce (the pin in pyproject.toml).
+SUPPORTED = ((1, 9),)
+
+_logger = logging.getLogger("fastmlp.patch")
+_originals: dict = {}   # name -> scikit-learn's class, while patched
+_patched: dict = {}     # name -> the patched class (built once)
+_depth = threading.local()  # nesting of scikit-learn fallback calls (log the outermost)
+
+
+def _log(message: str) -> None:
+    """One line on the ``fastmlp.patch`` logger when FASTMLP_PATCH_LOG asks for it."""
+    if os.environ.get("FASTMLP_PATCH_LOG", "").strip().lower() in ("", "0", "false", "no"):
+        return
+    if not _logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        _logger.addHandler(handler)
+        _logger.setLevel(logging.INFO)
+        _logger.propagate = False
+    _logger.info(message)
+
+
+def _sklearn_version():
+    import sklearn
+    parts = []
+    for p in sklearn.__version__.split(".")[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts), sklearn.__version__
+
+
+def _indptr(est):
+    """scikit-learn's packing bookkeeping (set by its _fit_lbfgs), from coefs_' shapes."""
+    coef_indptr, intercept_indptr, start = [], [], 0
+    for c in est.coefs_:
+        end = start + c.shape[0] * c.shape[1]
+        coef_indptr.append((start, end, c.shape))
+        start = end
+    for c in est.coefs_:
+        intercept_indptr.append((start, start + c.shape[1]))
+        start += c.shape[1]
+    return coef_indptr, intercept_indptr
+
+
+def _fallback(name, method):
+    """scikit-learn's own ``method``, with a log line and the state it expects."""
+
+    def run(self, *args, **kwargs):
+        depth = getattr(_depth, "value", 0)
+        if depth == 0:  # the outermost fallback only, not the calls it makes
+            _log(f"{type(self).__name__}.{name} runs scikit-learn's code (not accelerated)")
+        if hasattr(self, "coefs_") and "_coef_indptr" not in self.__dict__:
+            self._coef_indptr, self._intercept_indptr = _indptr(self)
+        _depth.value = depth + 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _depth.value = depth
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = method.__doc__
+    run.__wrapped__ = method
+    return run
+
+
+def _portable_state(state):
+    """The pickled state without fastmlp objects: the optimizer becomes plain data
+    (``_fastmlp_optimizer``), so that the pickle loads where fastmlp is not installed."""
+    state = dict(state)
+    opt = state.pop("_optimizer", None)
+    opt_state = state.pop("_optimizer_state", None)
+    if opt is not None:
+        state["_fastmlp_optimizer"] = {
+            "name": opt.name, "settings": {k: v for k, v in vars(opt).items()},
+            "state": None if opt_state is None else tuple(opt_state)}
+    for key, value in list(state.items()):  # anything else of fastmlp's is a cache
+        if type(value).__module__.split(".")[0] == "fastmlp":
+            del state[key]
+    return state
+
+
+def _restore_state(state):
+    state = dict(state)
+    saved = state.pop("_fastmlp_optimizer", None)
+    if saved is not None:
+        from .optimizers import make_optimizer
+        opt = make_optimizer(saved["name"])
+        vars(opt).update(saved["settings"])
+        state["_optimizer"] = opt
+        arrays = saved["state"]
+        state["_optimizer_state"] = None if arrays is None else opt.State(*arrays)
+    return state
+
+
+def _build(name, original):
+    """The patched class: fastmlp's estimator, plus scikit-learn's methods it does not define,
+    registered as a subclass of scikit-learn's class."""
+    from . import estimators
+
+    ours = getattr(estimators, name)
+
+    def _fit(self, *args, **kwargs):
+        _log(f"{name}.fit runs on fastmlp (solver={self.solver!r})")
+        return ours._fit(self, *args, **kwargs)
+
+    def __getstate__(self):
+        return _portable_state(ours.__getstate__(self))
+
+    def __setstate__(self, state):
+        ours.__setstate__(self, _restore_state(state))
+
+    namespace = {
+        "__module__": original.__module__,  # pickles name scikit-learn's class
+        "__qualname__": original.__qualname__,
+        # scikit-learn's documentation (its parameters and attributes are this class's)
+        "__doc__": (original.__doc__ or "") + (
+            "\n    Notes\n    -----\n    Patched by ``fastmlp.patch_sklearn()``: trains and "
+            "predicts on fastmlp.\n" if "Notes\n" not in (original.__doc__ or "") else ""),
+        "_fit": _fit, "__getstate__": __getstate__, "__setstate__": __setstate__,
+        "_fastmlp_patched": True,
+    }
+    # scikit-learn's methods that fastmlp's class does not define: its own code, logged
+    for klass in original.__mro__:
+        if not klass.__module__.startswith("sklearn.neural_network"):
+            continue
+        for attr, value in vars(klass).items():
+            if (callable(value) and attr.startswith("_") and not attr.startswith("__")
+                    and attr not in namespace and not hasattr(ours, attr)):
+                namespace[attr] = _fallback(attr, value)
+    patched = type(name, (ours,), namespace)
+    original.register(patched)
+    return patched
+
+
+def _stale_bindings(originals):
+    """Names outside scikit-learn and fastmlp still bound to scikit-learn's classes (a
+    ``from sklearn.neural_network import MLPClassifier`` that ran before the patch)."""
+    found = []
+    targets = {id(c): n for n, c in originals.items()}
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or mod_name.split(".")[0] in ("sklearn", "fastmlp"):
+            continue
+        try:
+            items = list(vars(module).items())
+        except TypeError:
+            continue
+        for attr, value in items:
+            if id(value) in targets and value is originals[targets[id(value)]]:
+                found.append(f"{mod_name}.{attr}")
+    return found
+
+
+def is_patched() -> bool:
+    """Whether scikit-learn's MLP classes are currently fastmlp's."""
+    return bool(_originals)
+
+
+def patch_sklearn() -> bool:
+    """Make scikit-learn's ``MLPClassifier`` and ``MLPRegressor`` run on fastmlp.
+
+    Later ``from sklearn.neural_network import MLPClassifier`` lines (and the same through
+    ``sklearn.neural_network._multilayer_perceptron``) get the patched classes.  Names bound
+    before the call cannot be changed: a ``UserWarning`` lists them (patch first, then import).
+    With a scikit-learn version fastmlp does not reproduce, nothing is patched: a warning
+    says so and scikit-learn's own code keeps running.
+
+    Returns
+    -------
+    bool
+        True when scikit-learn is patched after the call.
+
+    Examples
+    --------
+    >>> import fastmlp
+    >>> fastmlp.patch_sklearn()
+    True
+    >>> from sklearn.neural_network import MLPRegressor
+    >>> MLPRegressor._fastmlp_patched
+    True
+    >>> fastmlp.unpatch_sklearn()
+    >>> hasattr(__import__("sklearn.neural_network").neural_network.MLPRegressor,
+    ...         "_fastmlp_patched")
+    False
+    """
+    if _originals:
+        return True
+    version, text = _sklearn_version()
+    if version not in SUPPORTED:
+        supported = ", ".join("%d.%d" % v for v in SUPPORTED)
+        warnings.warn(f"fastmlp.patch_sklearn(): scikit-learn {text} is not a version fastmlp "
+                      f"reproduces ({supported}); nothing was patched, scikit-learn's own "
+                      "MLPs run.", UserWarning, stacklevel=2)
+        _log(f"scikit-learn {text} unsupported: not patched")
+        return False
+    import importlib
+    modules = [importlib.import_module(m) for m in _MODULES]
+    originals = {n: getattr(modules[-1], n) for n in _NAMES}
+    for n, original in originals.items():
+        if getattr(original, "_fastmlp_patched", False):  # patched by another copy
+            return True
+        if n not in _patched:
+            _patched[n] = _build(n, original)
+    stale = _stale_bindings(originals)
+    for module in modules:
+        for n in _NAMES:
+            setattr(module, n, _patched[n])
+    _originals.update(originals)
+    _log("scikit-learn's MLPClassifier and MLPRegressor now run on fastmlp")
+    if stale:
+        warnings.warn("fastmlp.patch_sklearn(): these names were imported before the patch and "
+                      "still refer to scikit-learn's own classes: " + ", ".join(sorted(stale))
+                      + ". Call patch_sklearn() before importing them (or run the program "
+                      "with `python -m fastmlp.patch`).", UserWarning, stacklevel=2)
+    return True
+
+
+def unpatch_sklearn() -> None:
+    """Undo :func:`patch_sklearn`: scikit-learn's own classes are back in its modules.
+    Estimators created while patched keep running on fastmlp."""
+    if not _originals:
+        return
+    import importlib
+    for m in _MODULES:
+        module = importlib.import_module(m)
+        for n in _NAMES:
+            setattr(module, n, _originals[n])
+    _originals.clear()
+    _log("scikit-learn's own MLPClassifier and MLPRegressor restored")
+
+
+_USAGE = """usage: python -m fastmlp.patch script.py [args...]
+       python -m fastmlp.patch -m module [args...]
+
+Run a Python program with scikit-learn's MLPClassifier/MLPRegressor running on fastmlp
+(fastmlp.patch_sklearn() first).  FASTMLP_PATCH_LOG=1 logs which code each fit ran."""
+
+
+def main(argv=None) -> int:
+    """``python -m fastmlp.patch``: patch, then run the script or module as ``__main__``."""
+    import runpy
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "-m" and len(argv) < 2:
+        print("fastmlp.patch: error: -m needs a module name", file=sys.stderr)
+        return 2
+    if argv[0] != "-m" and not os.path.isfile(argv[0]):
+        print(f"fastmlp.patch: error: no such script: {argv[0]}", file=sys.stderr)
+        return 2
+    patch_sklearn()
+    if argv[0] == "-m":
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = argv
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+        runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    # run the imported module's main, so that fastmlp.patch_sklearn and this share one state
+    from fastmlp.patch import main as _main
+    sys.exit(_main())
