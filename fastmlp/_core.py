@@ -19,6 +19,8 @@ from ._workspace import Layout, Workspace
 # split way does): fixed in 0.3.30.
 _RACY_OPENBLAS = ("0.3.28", "0.3.29")
 
+_NO_DROPOUT = np.zeros(0)  # the split way's "no dropout": (0,) rates
+
 # Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
 # sparse input): bounds the workspace, and sparse input is densified one chunk at a time.
 PREDICT_CHUNK = 4096
@@ -76,6 +78,24 @@ class Trainer:
         self.plan = None
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
+        self.set_dropout(None)
+
+    def set_dropout(self, rates, seed=0):
+        """Dropout on the hidden layers while training: ``rates`` None (off) or one rate in
+        [0, 1) per hidden layer; ``seed`` (an int < 2**32) seeds the masks, which then depend
+        on the step count only: ``dropout_step``, advanced by each batch of ``run_epoch``
+        (``loss_and_grads`` reuses the current step's mask)."""
+        if rates is not None:
+            rates = np.asarray(rates, dtype=np.float64).reshape(-1)
+            if rates.shape != (self.layout.n_layers - 1,) or not (
+                    (rates >= 0) & (rates < 1)).all():
+                raise ValueError(f"dropout must be one rate in [0, 1) per hidden layer "
+                                 f"({self.layout.n_layers - 1}), got {rates.tolist()}")
+            if not rates.any():
+                rates = None
+        self.dropout = rates
+        self.dropout_seed = int(seed) & 0xFFFFFFFF
+        self.dropout_step = 0
 
     @classmethod
     def for_inference(cls, coefs, intercepts, *, activation, out_activation, dtype,
@@ -139,7 +159,12 @@ class Trainer:
         return K.forward_backward(self.params, self.grads if grads is None else grads,
                                   self.ws.acts, self.ws.deltas, xb, yb, swb, self.layout.sizes,
                                   self.ws.capacity, act, out_act, loss, self.alpha,
-                                  self.dtype.type(self.slope))
+                                  self.dtype.type(self.slope), self.dropout,
+                                  self._dropout_key())
+
+    def _dropout_key(self):
+        """The step's mask seed: the fit's seed in the high 32 bits, the step count below."""
+        return np.uint64((self.dropout_seed << 32) | (self.dropout_step & 0xFFFFFFFF))
 
     def _split(self, X, Y, sw, idx, n_threads, grads=None):
         """Forward + backprop of the rows idx of X (split way): as _step."""
@@ -159,7 +184,9 @@ class Trainer:
                                 ws.partial, ws.X, ws.Y, ws.sw, self.params, ws.acts, ws.deltas,
                                 X, Y, ws.no_sw if sw is None else sw, idx, self.layout.sizes,
                                 ws.capacity, act, out_act, loss, self.alpha,
-                                self.dtype.type(self.slope), n_threads)
+                                self.dtype.type(self.slope),
+                                _NO_DROPOUT if self.dropout is None else self.dropout,
+                                self._dropout_key(), n_threads)
 
     def _identity_rows(self, n):
         """0..n-1 (int64), kept between calls."""
@@ -244,6 +271,7 @@ class Trainer:
                     else:
                         batch_loss, n = self._step(*self._batch(X, Y, sample_weight, order,
                                                                 first, stop))
+                    self.dropout_step += 1
                     optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n,
                                      n_coef)
                     total += batch_loss * (stop - first)

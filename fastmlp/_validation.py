@@ -283,7 +283,10 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     if sample_weight is None:
         return None
     dtype = check_dtype(dtype)
-    if isinstance(sample_weight, numbers.Number) and not isinstance(sample_weight, bool):
+    if isinstance(sample_weight, (bool, np.bool_)):
+        raise ValueError(f"sample_weight must be a number or an array of shape "
+                         f"({n_samples},), got {sample_weight!r}")
+    if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
     sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
                      input_name="sample_weight")
@@ -293,4 +296,19 @@ def check_sample_weight(sample_weight, n_samples, dtype):
         raise ValueError("sample_weight must not contain negative values")
     if not sw.any():
         raise ValueError("sample_weight must contain at least one positive value")
+    if not np.isfinite(sw.sum(dtype=np.float64)):
+        raise ValueError("sample_weight sums to infinity: scale the weights down")
     return sw
+
+
+def check_finite_result(result, what):
+    """``result`` (an array or a number computed from validated inputs) unchanged when it is
+    finite; a ``ValueError`` saying that the computation overflowed otherwise (inputs,
+    parameters, weights or alpha too large for the dtype), never a silent NaN or infinity."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(result)  # finite values sum to a finite value unless the sum overflows
+    if not np.isfinite(total) and not np.isfinite(result).all():
+        raise ValueError(f"{what} overflowed to infinity or NaN: the inputs, parameters, "
+                         f"sample weights or alpha are too large for "
+                         f"{np.asarray(result).dtype}; scale them down")
+    return result

@@ -414,6 +414,10 @@ def main(argv=None):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a write failed (disk full, I/O error); atomic: nothing changed
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"fastmlp: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from ._config import JIT, PJIT
 from .activations import (IDENTITY, bias_activate, bias_activate_keep, dactivation_colsum,
-                          dpreactivation_colsum, keeps_preactivation)
+                          dpreactivation_colsum, dropout_key, keeps_preactivation)
 from .losses import SQUARED_ERROR, output_delta_loss
 
 
@@ -65,12 +65,15 @@ def row_block(buf, sizes, capacity, l, r0, r1):
 
 
 @njit(**JIT)
-def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope):
+def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
+                 rates, seed):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for batch rows r0..r0+N of every layer (overwrites those
     rows of acts); returns their A[L] (N, n_out).  X (N, sizes[0]) holds those rows of A[0];
-    slope leaky ReLU's.  With deltas of nonzero size (training, an activation whose backprop
-    needs the pre-activation: GELU, SiLU), each hidden layer's Z + b is kept in those rows of
-    its delta block."""
+    slope leaky ReLU's.  With deltas of nonzero size (a training step), each hidden layer's
+    Z + b is kept in those rows of its delta block when backprop needs it (GELU/SiLU), and
+    dropout with ``rates`` ((L-1,), or (0,) for none) and the step's mask ``seed`` (uint64)
+    is applied to the hidden layers; the mask of a unit depends on its batch row, not on r0's
+    block (so every way of splitting a batch draws the same mask)."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     A = X
@@ -79,8 +82,9 @@ def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slo
         np.dot(A, coef_view(params, sizes, l), Z)
         b = intercept_view(params, sizes, l)
         if l < L - 1 and deltas.shape[0] > 0:
+            rate = rates[l] if rates.shape[0] > 0 else 0.0
             bias_activate_keep(Z, row_block(deltas, sizes, capacity, l + 1, r0, r0 + n), b,
-                               act, slope)
+                               act, slope, rate, dropout_key(seed, l), r0)
         else:
             bias_activate(Z, b, out_act if l == L - 1 else act, slope)
         A = Z
@@ -92,7 +96,8 @@ def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
     params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
     slope leaky ReLU's."""
-    return forward_rows(params, acts, acts[:0], X, sizes, capacity, 0, act, out_act, slope)
+    return forward_rows(params, acts, acts[:0], X, sizes, capacity, 0, act, out_act, slope,
+                        np.empty(0), np.uint64(0))
 
 
 @njit(**JIT)
@@ -118,7 +123,7 @@ def sum_squares(x, n):
 
 @njit(**JIT)
 def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
-                  act, out_act, loss, slope):
+                  act, out_act, loss, slope, rates, seed):
     """Forward pass, loss and backprop for batch rows r0..r0+N (X, Y, sw hold those rows).
     Overwrites those rows of acts and deltas, and grads with the rows' RAW sums
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``.  Returns the rows' loss sum (weighted,
@@ -130,12 +135,16 @@ def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
     GELU/SiLU (``keeps_preactivation``): the forward pass keeps each hidden Z + b in its delta
     block, and ``delta[l] @ W[l].T`` goes into A[l]'s block, spent once dW[l] is formed; the
     fused epilogue then makes delta[l-1] from both in place.  So after such a step acts holds
-    those gradients, not the activations."""
+    those gradients, not the activations.
+
+    Dropout: ``rates`` (L-1,) of the hidden layers or (0,) for none, ``seed`` (uint64) the
+    step's mask seed (see ``activations``): the forward epilogue drops and scales A[l], and
+    the backward epilogue recomputes the same mask for delta[l]."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     keep = keeps_preactivation(act)
-    out = forward_rows(params, acts, deltas if keep else deltas[:0], X, sizes, capacity, r0,
-                       act, out_act, slope)
+    out = forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
+                       rates, seed)
     D = row_block(deltas, sizes, capacity, L, r0, r0 + n)
     total = output_delta_loss(D, out, Y, sw, loss)
     # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
@@ -146,13 +155,16 @@ def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         if l > 0:
             D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
+            rate = rates[l - 1] if rates.shape[0] > 0 else 0.0
+            key = dropout_key(seed, l - 1)
             if keep:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
                 np.dot(D, coef_view(params, sizes, l).T, A_prev)
-                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
+                                      rate, key, r0)
             else:
                 np.dot(D, coef_view(params, sizes, l).T, D_prev)
                 dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
-                                   slope)
+                                   slope, rate, key, r0)
             D = D_prev
     return total
 
@@ -179,20 +191,23 @@ def batch_loss(total, wsum, params, sizes, alpha):
 
 @njit(**JIT)
 def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
-                     act, out_act, loss, alpha, slope=0.01):
+                     act, out_act, loss, alpha, slope=0.01, dropout=None, seed=np.uint64(0)):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
 
     params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
     Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B;
-    slope leaky ReLU's.  See backprop_rows for what acts/deltas hold (GELU/SiLU).
+    slope leaky ReLU's; dropout None or (L-1,) rates of the hidden layers (or (0,): none) and
+    seed (uint64) the step's mask seed.  See backprop_rows for what acts/deltas hold
+    (GELU/SiLU) and for dropout.
 
     Returns (batch loss, n): the loss with scikit-learn's definition (L2 term included) and n,
     the batch's weight sum (its row count without weights).  grads holds the RAW sums
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
     ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
     optimizer kernels form it on the fly (one pass over the parameters instead of two)."""
+    rates = np.empty(0) if dropout is None else dropout
     total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
-                          act, out_act, loss, slope)
+                          act, out_act, loss, slope, rates, seed)
     wsum = weight_sum(sw, X.shape[0])
     return batch_loss(total, wsum, params, sizes, alpha), wsum
 
@@ -202,7 +217,7 @@ _REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several task
 
 @njit(**PJIT)
 def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx,
-               sizes, capacity, act, out_act, loss, alpha, slope, n_blocks):
+               sizes, capacity, act, out_act, loss, alpha, slope, rates, seed, n_blocks):
     """forward_backward over the batch rows X[idx] in one parallel region (the ``split`` way).
 
     Block t = rows (N t // T) .. (N (t+1) // T) of the batch, T = min(n_blocks, N): thread t
@@ -210,7 +225,8 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
     (single-threaded BLAS expected) into its own gradient sums -- grads for t = 0,
     thread_grads[t - 1] otherwise -- and then grads += thread_grads[t - 1] for t = 1..T-1 in
     that order, parallel over parameter chunks.  Same outputs and return value as
-    forward_backward; acts/deltas hold the whole batch's A[l]/delta[l].
+    forward_backward (dropout: ``rates`` (L-1,) or (0,), ``seed``; the same masks);
+    acts/deltas hold the whole batch's A[l]/delta[l].
     grads (P,); thread_grads (>= T-1, P) and partial (>= T,) scratch (overwritten);
     Xb (B, sizes[0]), Yb (B, n_out), swb (B,) gather buffers (overwritten); X (M, sizes[0]),
     Y (M, n_out), sw (M,) or (0,) the data; idx (N,) int64 row numbers, N <= B."""
@@ -230,7 +246,7 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
             gather_vector(swt, sw, rows)
         g = grads if t == 0 else thread_grads[t - 1]
         partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity, r0,
-                                   act, out_act, loss, slope)
+                                   act, out_act, loss, slope, rates, seed)
     P = grads.shape[0]
     if T > 1:
         for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
@@ -257,7 +273,7 @@ def split_forward(out, params, acts, X, sizes, capacity, act, out_act, slope, n_
         r0 = m * t // T
         r1 = m * (t + 1) // T
         A = forward_rows(params, acts, acts[:0], X[r0:r1], sizes, capacity, r0, act, out_act,
-                         slope)
+                         slope, np.empty(0), np.uint64(0))
         o = out[r0:r1]
         for i in range(r1 - r0):
             for j in range(o.shape[1]):

@@ -20,6 +20,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from fastmlp import MLPClassifier, MLPRegressor, backend
 from fastmlp import kernels as K
+from fastmlp._core import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -409,3 +410,117 @@ def test_new_activation_options_are_checked():
                         out_activation="gelu")
     with pytest.raises(ValueError, match="activation"):
         MLPClassifier(activation="swish").fit([[0.0], [1.0]], [0, 1])
+
+
+# -- dropout ----------------------------------------------------------------------------------
+def _trainer(activation, rates, seed=7, n_threads=None, sizes=(5, 40, 30, 2), batch=64):
+    t = Trainer(list(sizes), activation=activation, out_activation="identity",
+                loss="squared_error", dtype=np.float64, batch_size=batch, alpha=0.01,
+                n_threads=n_threads)
+    t.init_params(np.random.RandomState(0))
+    t.set_dropout(rates, seed)
+    return t
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "leaky_relu", "gelu",
+                                        "silu"])
+def test_dropout_gradients_by_finite_differences_with_the_mask_fixed(activation):
+    rng = np.random.RandomState(3)
+    t = _trainer(activation, [0.3, 0.5], sizes=(4, 7, 6, 1), batch=9)
+    t.dropout_step = 11  # any step: loss_and_grads reuses its mask
+    X, Y = rng.randn(9, 4), rng.randn(9, 1)
+    t.loss_and_grads(X, Y)
+    g = t.grads.copy()
+    p0 = t.params.copy()
+    num = np.empty_like(g)
+    h = 1e-6
+    for k in range(p0.size):
+        t.params[:] = p0
+        t.params[k] += h
+        up = t.loss_and_grads(X, Y)
+        t.params[k] -= 2 * h
+        num[k] = (up - t.loss_and_grads(X, Y)) / (2 * h)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-9)
+
+
+def test_dropout_mask_drops_the_rate_and_scales_the_rest():
+    rng = np.random.RandomState(0)
+    X, Y = rng.randn(64, 5), rng.randn(64, 2)
+    plain = _trainer("identity", None)
+    plain.loss_and_grads(X, Y)
+    A1, A2 = plain.ws.A(1).copy(), plain.ws.A(2).copy()
+    t = _trainer("identity", [0.25, 0.0])  # per layer: the second hidden layer keeps all
+    masks = []
+    for step in range(3):
+        t.dropout_step = step
+        t.loss_and_grads(X, Y)
+        a1 = t.ws.A(1)  # after backprop: A * mask (the scale is undone once spent)
+        kept = a1 != 0
+        masks.append(kept.copy())
+        np.testing.assert_allclose(a1[kept], A1[kept], rtol=1e-12)
+        assert np.count_nonzero(t.ws.A(2)) == A2.size
+    kept = np.array(masks)
+    # 3 * 64 * 40 units: the dropped fraction is 0.25 within 4 standard deviations
+    assert abs((~kept).mean() - 0.25) < 4 * np.sqrt(0.25 * 0.75 / kept.size)
+    assert not (kept[0] == kept[1]).all()  # a new mask each step
+    t.dropout_step = 0
+    t.loss_and_grads(X, Y)
+    np.testing.assert_array_equal(t.ws.A(1) != 0, masks[0])  # the same one for the same step
+
+
+def test_dropout_forward_epilogue_scales_what_it_keeps():
+    rng = np.random.RandomState(2)
+    Z0, b = rng.randn(50, 30), rng.randn(30)
+    ref = Z0 + b
+    Z, P = Z0.copy(), np.empty_like(Z0)
+    key = K.dropout_key(np.uint64(12345 << 32 | 6), 0)
+    K.bias_activate_keep(Z, P, b, K.IDENTITY, 0.01, 0.4, key, 0)
+    kept = Z != 0
+    np.testing.assert_allclose(Z[kept], ref[kept] / 0.6, rtol=1e-14)
+    # the mask is that of the rows' positions: rows 10.. computed alone give the same
+    Z2 = Z0[10:].copy()
+    K.bias_activate_keep(Z2, P[10:], b, K.IDENTITY, 0.01, 0.4, key, 10)
+    np.testing.assert_array_equal(Z2, Z[10:])
+
+
+def test_dropout_mask_does_not_depend_on_threads():
+    rng = np.random.RandomState(1)
+    X, Y = rng.randn(64, 5), rng.randn(64, 2)
+    grads = []
+    for n_threads in (1, 2):
+        t = _trainer("tanh", [0.5, 0.2], n_threads=n_threads)
+        t.dropout_step = 3
+        t.loss_and_grads(X, Y)
+        grads.append(t.grads.copy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_dropout_reproducible_and_off_by_default():
+    Xt, yt, _, _ = classification()
+    fit = lambda **kw: MLPClassifier(**dict(SMALL, max_iter=5, **kw)).fit(Xt, yt).coefs_[0]
+    np.testing.assert_array_equal(fit(dropout=0.3), fit(dropout=0.3))
+    assert not np.array_equal(fit(dropout=0.3), fit(dropout=0.3, random_state=1))
+    assert not np.array_equal(fit(dropout=0.3), fit())
+    np.testing.assert_array_equal(fit(dropout=0.0), fit())
+    np.testing.assert_array_equal(fit(dropout=[0.0]), fit())
+    with pytest.raises(ValueError, match="one per hidden layer"):
+        MLPClassifier(hidden_layer_sizes=(4, 4), dropout=[0.5]).fit(Xt, yt)
+    with pytest.raises(ValueError, match="sgd' or 'adam"):
+        MLPClassifier(solver="lbfgs", dropout=0.5).fit(Xt, yt)
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier(dropout=1.0).fit(Xt, yt)
+
+
+def test_dropout_reduces_overfitting_on_a_small_data_set():
+    # 200 noisy training rows (20% of labels flipped), a network that can memorise them
+    X, y = make_classification(2200, 20, n_informative=5, flip_y=0.2, random_state=0)
+    Xt, yt, Xv, yv = X[:200], y[:200], X[200:], y[200:]
+    kw = dict(hidden_layer_sizes=(64, 64), random_state=0, max_iter=60, alpha=0.0,
+              learning_rate_init=0.01)
+    plain = MLPClassifier(**kw).fit(Xt, yt)
+    dropped = MLPClassifier(**kw, dropout=0.5).fit(Xt, yt)
+    # memorised without dropout: training loss near 0, held-out loss far above it
+    train = [log_loss(yt, m.predict_proba(Xt)) for m in (plain, dropped)]
+    held = [log_loss(yv, m.predict_proba(Xv)) for m in (plain, dropped)]
+    assert held[1] < 0.8 * held[0]
+    assert held[1] - train[1] < held[0] - train[0]
