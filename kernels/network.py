@@ -55,6 +55,10 @@ def layer_view(buf, sizes, capacity, l, n):
     return buf[off:off + n * sizes[l]].reshape(n, sizes[l])
 
 
+# no dropout: (0,) rates, a global so that Numba bakes it in as a constant (no allocation)
+_NO_RATES = np.zeros(0)
+
+
 @njit(**JIT)
 def row_block(buf, sizes, capacity, l, r0, r1):
     """Rows r0..r1 of A[l] or delta[l], l >= 1: a contiguous (r1 - r0, sizes[l]) view of buf."""
@@ -97,7 +101,7 @@ def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
     params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
     slope leaky ReLU's."""
     return forward_rows(params, acts, acts[:0], X, sizes, capacity, 0, act, out_act, slope,
-                        np.empty(0), np.uint64(0))
+                        _NO_RATES, np.uint64(0))
 
 
 @njit(**JIT)
@@ -205,7 +209,7 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
     ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
     optimizer kernels form it on the fly (one pass over the parameters instead of two)."""
-    rates = np.empty(0) if dropout is None else dropout
+    rates = _NO_RATES if dropout is None else dropout
     total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
                           act, out_act, loss, slope, rates, seed)
     wsum = weight_sum(sw, X.shape[0])
@@ -273,7 +277,7 @@ def split_forward(out, params, acts, X, sizes, capacity, act, out_act, slope, n_
         r0 = m * t // T
         r1 = m * (t + 1) // T
         A = forward_rows(params, acts, acts[:0], X[r0:r1], sizes, capacity, r0, act, out_act,
-                         slope, np.empty(0), np.uint64(0))
+                         slope, _NO_RATES, np.uint64(0))
         o = out[r0:r1]
         for i in range(r1 - r0):
             for j in range(o.shape[1]):

@@ -89,6 +89,7 @@ def test_training_loop_allocates_nothing_per_batch():
     X, Y = _data(n=3200, n_in=20, n_out=3)
     m = fastmlp.MLP([20, 64, 64, 3], dtype="float64", random_state=0)
     m.fit(X, Y, epochs=1, batch_size=32, shuffle=False)
+    m.partial_fit(X, Y, epochs=1, batch_size=32, shuffle=True)  # every kernel loaded once
     ws_bytes = m.workspace_.nbytes
     for shuffle in (False, True):
         tracemalloc.start()
