@@ -47,6 +47,8 @@ MLP_CONSTRAINTS = {
     "alpha": _ALPHA,
     "random_state": ["random_state"],
     "n_threads": _N_THREADS,
+    "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
+    "dropout": [None, Interval(Real, 0, 1, closed="left"), "array-like"],
 }
 FIT_CONSTRAINTS = {
     "epochs": [Interval(Integral, 0, None, closed="left")],
@@ -169,6 +171,23 @@ def check_leaky_relu_slope(slope):
     return float(slope)
 
 
+def check_dropout(dropout, n_hidden, name="dropout"):
+    """None, a rate in [0, 1) or one rate per hidden layer -> None (off) or an (n_hidden,)
+    float64 array."""
+    if dropout is None:
+        return None
+    try:
+        rates = np.asarray(dropout, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        rates = None
+    if rates is not None and np.ndim(dropout) == 0:
+        rates = np.full(n_hidden, float(dropout))
+    if rates is None or rates.shape != (n_hidden,) or not ((rates >= 0) & (rates < 1)).all():
+        raise ValueError(f"{name} must be a rate in [0, 1) or one per hidden layer "
+                         f"({n_hidden}), got {dropout!r}")
+    return rates if rates.any() else None
+
+
 def check_dtype(dtype):
     """'float32'/'float64' (or the numpy types, in any byte order) -> the native-endian
     np.dtype the kernels compute in; anything else is an error."""
@@ -283,7 +302,10 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     if sample_weight is None:
         return None
     dtype = check_dtype(dtype)
-    if isinstance(sample_weight, numbers.Number) and not isinstance(sample_weight, bool):
+    if isinstance(sample_weight, (bool, np.bool_)):
+        raise ValueError(f"sample_weight must be a number or an array of shape "
+                         f"({n_samples},), got {sample_weight!r}")
+    if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
     sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
                      input_name="sample_weight")
@@ -293,4 +315,19 @@ def check_sample_weight(sample_weight, n_samples, dtype):
         raise ValueError("sample_weight must not contain negative values")
     if not sw.any():
         raise ValueError("sample_weight must contain at least one positive value")
+    if not np.isfinite(sw.sum(dtype=np.float64)):
+        raise ValueError("sample_weight sums to infinity: scale the weights down")
     return sw
+
+
+def check_finite_result(result, what):
+    """``result`` (an array or a number computed from validated inputs) unchanged when it is
+    finite; a ``ValueError`` saying that the computation overflowed otherwise (inputs,
+    parameters, weights or alpha too large for the dtype), never a silent NaN or infinity."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(result)  # finite values sum to a finite value unless the sum overflows
+    if not np.isfinite(total) and not np.isfinite(result).all():
+        raise ValueError(f"{what} overflowed to infinity or NaN: the inputs, parameters, "
+                         f"sample weights or alpha are too large for "
+                         f"{np.asarray(result).dtype}; scale them down")
+    return result

@@ -20,7 +20,8 @@ from ._core import PREDICT_CHUNK
 from ._engine import Engine
 from ._threads import resolve_n_threads
 from ._validation import (FORWARD_CONSTRAINTS, LOSS_AND_GRADS_CONSTRAINTS, check_hyperparams,
-                          check_params, check_sample_weight, check_X, check_Y, resolve)
+                          check_finite_result, check_params, check_sample_weight, check_X,
+                          check_Y, resolve)
 
 __all__ = ["Engine", "forward", "loss_and_grads"]
 
@@ -97,7 +98,7 @@ default='identity'
     # the loss plays no part in a forward pass; pick one the output activation accepts
     loss = {"softmax": "log_loss", "exp": "poisson"}.get(out_activation, "squared_error")
     eng = _engine_for(sizes, dtype, activation, out_activation, loss, n_threads)
-    return eng.forward(eng.pack(coefs, intercepts), X)
+    return check_finite_result(eng.forward(eng.pack(coefs, intercepts), X), "the output")
 
 
 def loss_and_grads(coefs: Sequence[np.ndarray], intercepts: Sequence[np.ndarray],
@@ -174,5 +175,7 @@ default='squared_error'
     sw = check_sample_weight(sample_weight, X.shape[0], dtype)
     eng = _engine_for(sizes, dtype, activation, out_activation, loss, n_threads)
     value, grads = eng.loss_and_grads(eng.pack(coefs, intercepts), X, Y, sw, alpha)
+    check_finite_result(value, "the loss")
+    check_finite_result(grads, "the gradients")
     coef_grads, intercept_grads = eng.unpack(grads)
     return value, coef_grads, intercept_grads

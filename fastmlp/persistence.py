@@ -204,9 +204,13 @@ def atomic_write(path, write):
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"{path}: is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):  # a device, FIFO, socket
-        with open(path, "wb") as f:
-            write(f)
-            f.flush()
+        try:
+            with open(path, "wb") as f:
+                write(f)
+                f.flush()
+        except OSError as exc:
+            exc.filename = exc.filename or path  # say which file the error is about
+            raise
         return
     target = os.path.realpath(path)  # a symlink (even a dangling one): its target
     directory = os.path.dirname(target)
@@ -222,11 +226,13 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and (exc.filename is None or exc.filename == tmp):
+            exc.filename = path  # say which file the error is about, not the temporary one
         raise
     try:  # make the rename itself durable
         dfd = os.open(directory, os.O_RDONLY)

@@ -320,3 +320,40 @@ def test_every_entry_point_names_bad_options_in_one_style():
         with pytest.raises(ValueError, match=f"The '{name}' parameter of {caller} must be a "
                                              f"str among .*Got '(swish|hinge|rmsprop)'"):
             call()
+
+
+@pytest.mark.parametrize("case", ["X", "alpha", "sample_weight", "exp", "float32"])
+def test_overflow_is_an_error_not_a_silent_nan(case):
+    """Finite inputs whose result does not fit the dtype: a ValueError saying so."""
+    coefs, ints = _net([3, 4, 2])
+    X, Y = np.ones((5, 3)), np.ones((5, 2))
+    kw = {}
+    if case == "X":
+        X = np.full((5, 3), 1e308)
+        coefs[0] = np.abs(coefs[0]) + 1  # X @ W[0] > 3e308
+        kw = dict(activation="relu")
+    elif case == "alpha":
+        kw = dict(alpha=1e308)
+    elif case == "sample_weight":
+        kw = dict(sample_weight=np.full(5, 1e308))
+    elif case == "exp":
+        coefs = [np.abs(c) + 0.1 for c in coefs]  # every pre-activation > 1e4
+        X, kw = np.full((5, 3), 1e5), dict(activation="identity", out_activation="exp",
+                                           loss="poisson")
+    else:
+        coefs = [np.abs(coefs[0]).astype(np.float32) + 1, coefs[1].astype(np.float32)]
+        ints = [b.astype(np.float32) for b in ints]
+        X, kw = np.full((5, 3), 3e38), dict(activation="identity")  # finite in float32
+    with pytest.raises(ValueError, match="overflowed|sums to infinity"):
+        backend.loss_and_grads(coefs, ints, X, Y, **kw)
+    if case in ("X", "float32"):  # (exp saturates at the largest float, as a safe exp does)
+        fkw = {k: v for k, v in kw.items() if k != "loss"}
+        with pytest.raises(ValueError, match="the output overflowed"):
+            backend.forward(coefs, ints, X, **fkw)
+
+
+def test_a_boolean_sample_weight_is_refused():
+    coefs, ints = _net([3, 2])
+    with pytest.raises(ValueError, match="sample_weight must be a number or an array"):
+        backend.loss_and_grads(coefs, ints, np.ones((5, 3)), np.ones((5, 2)),
+                               sample_weight=True)

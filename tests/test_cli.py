@@ -716,3 +716,9 @@ def test_outputs_follow_symlinks_and_write_into_devices(tmp_path, data, cls_mode
     assert r.returncode == 0, r.stderr
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     assert sorted(os.listdir(tmp_path)) == ["link.csv", "real.csv"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_failed_write_is_one_line(data, cls_model, capsys):
+    rc, out, err = call(capsys, "predict", cls_model, data / "cls.csv", "--out", "/dev/full")
+    assert rc == 1 and err == "fastmlp: error: /dev/full: No space left on device\n", err

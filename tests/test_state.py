@@ -159,3 +159,9 @@ def test_public_hooks_describe_the_training():
     assert m.n_threads == 1
     with pytest.raises(ValueError):
         m.n_threads = 0
+
+
+def test_a_network_beyond_the_memory_is_refused_clearly():
+    m = fastmlp.MLP([5, 10 ** 6, 10 ** 6, 2], random_state=0)  # 16 TB to train
+    with pytest.raises(MemoryError, match="5-1000000-1000000-2 .* more than the .* available"):
+        m.fit(X, Y, epochs=1)

@@ -1,0 +1,304 @@
+"""fastmlp.dask: data-parallel training on a 2-worker LocalCluster (processes, one thread each).
+
+The ladder: per-step raw sums add up to the full-batch gradient (L-BFGS equals scikit-learn);
+synchronous SGD/Adam equals single-process training on the same global batches (bitwise with
+one worker); dask arrays, DataFrames and NumPy input; a worker killed mid-fit changes nothing;
+a cluster that cannot continue raises and keeps the last completed step.
+"""
+import os
+import pickle
+import signal
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed", reason="fastmlp.dask needs dask and distributed: "
+                    "pip install 'fastmlp[dask]'")
+da = pytest.importorskip("dask.array")
+dd = pytest.importorskip("dask.dataframe")
+import pandas as pd  # noqa: E402
+import sklearn.neural_network as sknn  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+
+import fastmlp  # noqa: E402
+from fastmlp import dask as fdask  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One 2-worker process cluster for the module (starting one costs seconds)."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def one_worker():
+    """A 1-worker in-process cluster: the data-parallel fit must equal fastmlp's bit for bit."""
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _data(n=301, d=6, k=3, seed=0):
+    rs = np.random.RandomState(seed)
+    X = rs.normal(size=(n, d))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
+    if k == 2:
+        y = (y > 0).astype(int)
+    return X, y
+
+
+def _max_rel(a_list, b_list):
+    return max(np.abs(a - b).max() / np.abs(b).max() for a, b in zip(a_list, b_list))
+
+
+def _params(est):
+    return est.coefs_ + est.intercepts_
+
+
+def _uneven(X, y, chunks=(50, 120, 31, 100)):
+    return (da.from_array(X, chunks=(chunks, X.shape[1])), da.from_array(y, chunks=(chunks,)))
+
+
+# -- full batch: the gradient is the exact sum of the shards' raw sums -------------------------
+@pytest.mark.parametrize("k", [2, 3])
+def test_lbfgs_classifier_equals_sklearn(client, k):
+    X, y = _data(k=k)
+    dX, dy = _uneven(X, y)
+    kw = dict(hidden_layer_sizes=(7,), solver="lbfgs", alpha=1e-3, random_state=0,
+              max_iter=40)
+    ref = sknn.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=client).fit(dX, dy)
+    assert est.n_iter_ == ref.n_iter_
+    assert _max_rel(_params(est), _params(ref)) < 1e-6
+    assert est.loss_ == pytest.approx(ref.loss_, rel=1e-6)
+    np.testing.assert_array_equal(est.classes_, ref.classes_)
+
+
+def test_lbfgs_regressor_weighted_numpy_equals_sklearn(client):
+    X, _ = _data()
+    rs = np.random.RandomState(1)
+    y = np.c_[X @ rs.normal(size=6), np.sin(X[:, 0])]
+    sw = rs.uniform(0.1, 2, size=len(X))
+    kw = dict(hidden_layer_sizes=(5, 4), activation="tanh", solver="lbfgs", alpha=1e-2,
+              random_state=3, max_iter=30)
+    ref = sknn.MLPRegressor(**kw).fit(X, y, sample_weight=sw)
+    est = fdask.MLPRegressor(**kw, client=client).fit(X, y, sample_weight=sw)
+    assert _max_rel(_params(est), _params(ref)) < 1e-6
+    assert est.cluster_stats_["n_workers"] == 2
+
+
+def test_full_batch_raw_sums_add_up_to_the_gradient():
+    """The engines' sums over two shards, finished on the driver, are the one-batch
+    gradient; adding the L2 term per shard would count it twice."""
+    X, y = _data(n=40)
+    Y = np.eye(3)[y]
+    spec = dict(sizes=[6, 5, 3], activation="relu", out_activation="softmax",
+                loss="log_loss", dtype="float64", n_rows=40, batch_size=None, shuffle=False,
+                binarizer=None)
+    rs = np.random.RandomState(0)
+    params = rs.normal(size=6 * 5 + 5 * 3 + 5 + 3) * 0.3
+    parts = [fdask._ShardEngine(X[a:b], Y[a:b], None, dict(spec, lo=a)).full(params)
+             for a, b in [(0, 13), (13, 40)]]
+    alpha = 0.1
+    grads = sum(p[2] for p in parts) + np.r_[alpha * params[:45], np.zeros(8)]
+    n = sum(p[1] for p in parts)
+    loss = (sum(p[0] for p in parts) + 0.5 * alpha * params[:45] @ params[:45]) / n
+    coefs = [params[:30].reshape(6, 5), params[30:45].reshape(5, 3)]
+    ref_loss, gc, gi = fastmlp.backend.loss_and_grads(
+        coefs, [params[45:50], params[50:]], X, Y, activation="relu",
+        out_activation="softmax", loss="log_loss", alpha=alpha)
+    assert n == 40
+    assert loss == pytest.approx(ref_loss, rel=1e-14)
+    np.testing.assert_allclose(grads / n, np.r_[gc[0].ravel(), gc[1].ravel(), gi[0], gi[1]],
+                               rtol=1e-12, atol=1e-15)
+
+
+# -- synchronous SGD/Adam: single-process training on the same global batches ------------------
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_stochastic_equals_single_process(client, solver, shuffle):
+    X, y = _data()
+    dX, dy = _uneven(X, y)
+    kw = dict(hidden_layer_sizes=(8,), solver=solver, batch_size=32, alpha=1e-3,
+              learning_rate_init=0.05, random_state=7, max_iter=4, shuffle=shuffle)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=client).fit(dX, dy)
+    assert est.n_iter_ == ref.n_iter_ == 4
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+    np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+    # one step per global batch: ceil(301 / 32) = 10 per epoch
+    assert est.cluster_stats_["steps"] == 40
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_one_worker_is_bitwise_fastmlp(one_worker, solver):
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(8,), solver=solver, batch_size=50, random_state=0,
+              max_iter=3, momentum=0.8)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=one_worker).fit(X, y)
+    for a, b in zip(_params(est), _params(ref)):
+        np.testing.assert_array_equal(a, b)
+    assert est.loss_curve_ == pytest.approx(ref.loss_curve_, rel=1e-15)
+
+
+def test_regressor_float32_stays_float32(client):
+    X, _ = _data()
+    y = np.sin(X[:, 0]) + X[:, 1]
+    X32 = X.astype(np.float32)
+    kw = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=64, random_state=0,
+              max_iter=3)
+    ref = fastmlp.MLPRegressor(**kw).fit(X32, y)
+    est = fdask.MLPRegressor(**kw, client=client).fit(da.from_array(X32, chunks=100),
+                                                      da.from_array(y, chunks=100))
+    assert est.coefs_[0].dtype == np.float32
+    assert _max_rel(_params(est), _params(ref)) < 1e-5
+
+
+# -- inputs and outputs --------------------------------------------------------------------
+def test_dataframe_in_dask_arrays_out(client):
+    X, y = _data(k=2)
+    cols = [f"f{i}" for i in range(X.shape[1])]
+    ddf = dd.from_pandas(pd.DataFrame(X, columns=cols), npartitions=3)
+    ys = dd.from_pandas(pd.Series(y, name="y"), npartitions=3)
+    kw = dict(hidden_layer_sizes=(5,), solver="lbfgs", random_state=0, max_iter=25)
+    ref = sknn.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=client).fit(ddf, ys)
+    assert list(est.feature_names_in_) == cols
+    assert _max_rel(_params(est), _params(ref)) < 1e-6
+    pred = est.predict(ddf)
+    proba = est.predict_proba(ddf)
+    assert isinstance(pred, da.Array) and isinstance(proba, da.Array)
+    np.testing.assert_array_equal(pred.compute(), ref.predict(X))
+    np.testing.assert_allclose(proba.compute(), ref.predict_proba(X), rtol=1e-6)
+    assert est.score(ddf, ys) == pytest.approx(ref.score(X, y))
+    # NumPy in, NumPy out
+    np.testing.assert_array_equal(est.predict(pd.DataFrame(X, columns=cols)), ref.predict(X))
+
+
+def test_regressor_score_on_dask_matches_numpy(client):
+    X, _ = _data()
+    y = np.c_[X[:, 0] - X[:, 1], X[:, 2]]
+    w = np.random.RandomState(2).uniform(0.5, 1.5, len(X))
+    est = fdask.MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", random_state=0,
+                             max_iter=20, client=client).fit(X, y)
+    dX, dy = da.from_array(X, chunks=80), da.from_array(y, chunks=80)
+    assert isinstance(est.predict(dX), da.Array)
+    assert est.score(dX, dy, sample_weight=w) == pytest.approx(est.score(X, y, sample_weight=w),
+                                                              rel=1e-12)
+
+
+def test_bad_input_is_a_clear_error(client):
+    X, y = _data()
+    Xn = X.copy()
+    Xn[200, 3] = np.nan
+    est = fdask.MLPClassifier((4,), solver="lbfgs", max_iter=2, client=client)
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(da.from_array(Xn, chunks=100), da.from_array(y, chunks=100))
+    with pytest.raises(ValueError, match="rows"):
+        est.fit(da.from_array(X, chunks=100), da.from_array(y[:-1], chunks=100))
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(Xn, y)
+    with pytest.raises(ValueError, match="early_stopping"):
+        fdask.MLPClassifier(early_stopping=True, client=client).fit(X, y)
+    with pytest.raises(ValueError, match="dask"):
+        est.fit(X, da.from_array(y))
+
+
+def test_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    X, y = _data(n=20)
+    with pytest.raises(ImportError, match=r"pip install 'fastmlp\[dask\]'"):
+        fdask.MLPClassifier((3,), max_iter=1).fit(X, y)
+
+
+def test_params_clone_pickle(client):
+    est = fdask.MLPRegressor(hidden_layer_sizes=(3,), client=client)
+    assert est.get_params()["client"] is client
+    assert set(est.get_params()) - {"client"} == set(fastmlp.MLPRegressor().get_params())
+    assert clone(est).client is client
+    X, _ = _data(n=60)
+    est.set_params(solver="lbfgs", max_iter=5).fit(X, X[:, 0])
+    back = pickle.loads(pickle.dumps(est))
+    assert back.client is None
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+
+
+# -- faults -------------------------------------------------------------------------------
+def _kill_one_worker_at(client, at_step):
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+
+    def after_step(step):
+        if step == at_step:
+            os.kill(pids[victim], signal.SIGKILL)
+    return after_step
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_worker_killed_mid_fit_changes_nothing(client, solver):
+    X, y = _data(n=400)
+    dX, dy = da.from_array(X, chunks=100), da.from_array(y, chunks=100)
+    kw = dict(hidden_layer_sizes=(6,), solver=solver, batch_size=40, random_state=1,
+              max_iter=3 if solver == "adam" else 15, client=client)
+    ref = fdask.MLPClassifier(**kw).fit(dX, dy)
+    client.wait_for_workers(2, timeout=60)
+    est = fdask.MLPClassifier(**kw)
+    est._after_step = _kill_one_worker_at(client, 12 if solver == "adam" else 5)
+    est.fit(dX, dy)
+    assert est.cluster_stats_["worker_losses"] >= 1
+    assert est.cluster_stats_["steps"] == ref.cluster_stats_["steps"]
+    for a, b in zip(_params(est), _params(ref)):
+        np.testing.assert_array_equal(a, b)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_worker_killed_numpy_input_is_resent(client):
+    X, y = _data(n=300)
+    kw = dict(hidden_layer_sizes=(5,), solver="sgd", batch_size=60, random_state=2,
+              max_iter=2, client=client)
+    ref = fdask.MLPClassifier(**kw).fit(X, y)
+    client.wait_for_workers(2, timeout=60)
+    est = fdask.MLPClassifier(**kw)
+    est._after_step = _kill_one_worker_at(client, 3)
+    est.fit(X, y)
+    assert est.cluster_stats_["worker_losses"] >= 1
+    for a, b in zip(_params(est), _params(ref)):
+        np.testing.assert_array_equal(a, b)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_cluster_lost_raises_and_keeps_last_step(monkeypatch):
+    monkeypatch.setattr(fdask, "RECOVERY_TIMEOUT", 2.0)
+    X, y = _data(n=200)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        est = fdask.MLPClassifier((4,), solver="adam", batch_size=20, random_state=0,
+                                  max_iter=5, client=c)
+        seen = {}
+
+        def after_step(step):
+            if step == 4:
+                seen["params"] = [p.copy() for p in _params(est)]
+                cluster.scale(0)
+                c.sync(cluster._correct_state)
+        est._after_step = after_step
+        with pytest.raises(fdask.ClusterLostError, match="last completed step"):
+            est.fit(X, y)
+    for a, b in zip(_params(est), seen["params"]):
+        np.testing.assert_array_equal(a, b)
