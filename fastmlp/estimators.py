@@ -153,6 +153,11 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             if k == "random_state" and isinstance(v, np.random.RandomState):
                 model["random_state_object"], arrays["param/random_state"] = S.rng_state(v)
                 v = None
+            if k == "class_weight" and v is not None and not isinstance(v, str):
+                # {label: weight} (or a list of them): JSON keys would turn labels into
+                # strings, so they travel as [label, weight] pairs
+                model["class_weight_pairs"] = True
+                v = _class_weight_pairs(v)
             params[k] = list(v) if isinstance(v, tuple) else v
         model["params"] = params
         fitted = hasattr(self, "coefs_")
@@ -201,6 +206,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         params = dict(params)
         if isinstance(params.get("hidden_layer_sizes"), list):
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        if model.get("class_weight_pairs"):
+            params["class_weight"] = _class_weight_from_pairs(params.get("class_weight"))
         arrays = dict(state.get("arrays") or {})
         if "random_state_object" in model:
             params["random_state"] = S.make_rng(model["random_state_object"],
@@ -859,6 +866,28 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _class_weight_pairs(class_weight):
+    """class_weight ({label: weight} or a list of them) as [[label, weight], ...] lists."""
+    def pairs(d):
+        return [[k.item() if isinstance(k, np.generic) else k, float(w)] for k, w in d.items()]
+    if isinstance(class_weight, dict):
+        return pairs(class_weight)
+    return [pairs(d) for d in class_weight]
+
+
+def _class_weight_from_pairs(value):
+    """The inverse of _class_weight_pairs, for an untrusted file."""
+    def is_pair(p):
+        return (isinstance(p, list) and len(p) == 2 and isinstance(p[0], (str, int, float))
+                and isinstance(p[1], (int, float)))
+    if isinstance(value, list) and all(is_pair(p) for p in value):
+        return {p[0]: p[1] for p in value}
+    if isinstance(value, list) and all(isinstance(d, list) and all(is_pair(p) for p in d)
+                                       for d in value):
+        return [{p[0]: p[1] for p in d} for d in value]
+    S.bad("bad estimator parameters (class_weight)")
 
 
 class _Validation:
