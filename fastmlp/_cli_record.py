@@ -30,6 +30,10 @@ def _is_num(v, low=None, high=None, low_open=False, high_open=False):
     return high is None or (v < high if high_open else v <= high)
 
 
+# Every setting a record holds, with its check.  A new option that a resumed run keeps goes
+# into RESUMED (fastmlp._cli_train) and here; settings missing from older files are listed in
+# _OPTIONAL_SETTINGS (the command line gives them the old behaviour).
+_OPTIONAL_SETTINGS = ("scale",)
 _SETTING_CHECKS = {
     "target": lambda v: v is None or isinstance(v, str),
     "task": lambda v: v in ("auto", "classify", "regress"),
@@ -62,7 +66,7 @@ def check_record(meta, path):
     if not isinstance(s, dict):
         bad("settings")
     for k, check in _SETTING_CHECKS.items():
-        if (k in s or k not in ("scale",)) and not check(s.get(k)):
+        if (k in s or k not in _OPTIONAL_SETTINGS) and not check(s.get(k)):
             bad(f"setting {k!r} = {s.get(k)!r}")
     if set(s) - set(_SETTING_CHECKS):
         bad(f"unknown settings {sorted(set(s) - set(_SETTING_CHECKS))}")
