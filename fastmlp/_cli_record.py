@@ -7,7 +7,8 @@ import os
 from ._cli_data import UserError
 from .persistence import ModelFileError, load_with_metadata
 
-ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity")
+ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity", "leaky_relu", "gelu",
+               "silu")
 
 
 def record(s, data, fingerprint, task, target, metric, history, status, n_train, n_val):
@@ -33,12 +34,19 @@ def _is_num(v, low=None, high=None, low_open=False, high_open=False):
 # Every setting a record holds, with its check.  A new option that a resumed run keeps goes
 # into RESUMED (fastmlp._cli_train) and here; settings missing from older files are listed in
 # _OPTIONAL_SETTINGS (the command line gives them the old behaviour).
-_OPTIONAL_SETTINGS = ("scale",)
+_OPTIONAL_SETTINGS = ("scale", "alpha", "dropout", "class_weight", "early_stopping",
+                      "val_data")
 _SETTING_CHECKS = {
     "target": lambda v: v is None or isinstance(v, str),
     "task": lambda v: v in ("auto", "classify", "regress"),
     "hidden": lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(h, 1) for h in v),
     "activation": lambda v: v in ACTIVATIONS,
+    "alpha": lambda v: _is_num(v, 0),
+    "dropout": lambda v: v is None or (isinstance(v, list) and len(v) > 0 and all(
+        _is_num(r, 0, 1, high_open=True) for r in v)),
+    "class_weight": lambda v: v in (None, "balanced"),
+    "early_stopping": lambda v: v is None or _is_int(v, 1),
+    "val_data": lambda v: v is None or isinstance(v, str),
     "solver": lambda v: v in ("sgd", "adam", "lbfgs"),
     "epochs": lambda v: _is_int(v, 1),
     "batch_size": lambda v: _is_int(v, 1),

@@ -31,7 +31,11 @@ DATA_DEFAULTS = dict(hidden=[100], activation="relu", solver="adam", epochs=200,
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "lbfgs": None}
 # options a resumed run takes from the checkpoint; giving a different value is an error
 RESUMED = ("target", "task", "hidden", "activation", "solver", "batch_size", "lr", "dtype",
-           "val_fraction", "seed", "momentum", "scale")
+           "val_fraction", "seed", "momentum", "scale", "alpha", "dropout", "class_weight",
+           "val_data")
+# what the options beyond scikit-learn's defaults mean when absent (older checkpoints too)
+EXTRA_DEFAULTS = dict(alpha=0.0, dropout=None, class_weight=None, val_data=None,
+                      early_stopping=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,6 +67,22 @@ def _split(ds, task, val_fraction, seed):
         if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
             stratify = y
     return train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
+
+
+def _validation_file(path, ds, target, task):
+    """(X, y) of the --val-data file: DATA's columns, target and task."""
+    vds = read_data(path, target=target)
+    if vds.X.shape[1] != ds.X.shape[1] or (
+            ds.feature_names is not None and vds.feature_names is not None
+            and list(vds.feature_names) != list(ds.feature_names)):
+        raise UserError(f"--val-data {path}: not DATA's columns")
+    if len(vds.X) == 0:
+        raise UserError(f"--val-data {path}: no rows")
+    if task == "regress":
+        if vds.y.dtype.kind not in "biuf":
+            raise UserError(f"--val-data {path}: the target is not numeric")
+        return vds.X, vds.y.astype(np.float64)
+    return vds.X, class_labels(vds.y)
 
 
 def _fit_scaling(Xtr, ytr, task, source, names):
@@ -103,10 +123,17 @@ def _stored_scaling(model, path, task):
 
 def _settings(args, resumed=None):
     """Resolved training options (a dict), from the command line or the checkpoint."""
+    if args.val_data is not None:
+        args.val_data = os.path.abspath(args.val_data)
     given = {k: getattr(args, k) for k in RESUMED + ("epochs",) if getattr(args, k) is not None}
     if resumed is not None:
         s = dict(resumed)
         s.setdefault("scale", False)  # checkpoints from before scaling trained unscaled
+        for k, v in EXTRA_DEFAULTS.items():
+            s.setdefault(k, v)
+        if args.early_stopping is not None or s["early_stopping"] is not None:
+            raise UserError("--early-stopping runs cannot be resumed (the best epoch's weights "
+                            "are not in a checkpoint)")
         for k, v in given.items():
             if k == "scale" and v != s["scale"]:
                 raise UserError(f"--no-scale differs from the checkpoint, which was trained "
@@ -117,14 +144,28 @@ def _settings(args, resumed=None):
         s["epochs"] = given.get("epochs", s["epochs"])
         return s
     s = dict(DIGITS_DEFAULTS if args.data is None else DATA_DEFAULTS)
-    s.update(dtype="float32", seed=0, target=None, task="auto")
+    s.update(dtype="float32", seed=0, target=None, task="auto", **EXTRA_DEFAULTS)
     s.update(given)
+    s["early_stopping"] = args.early_stopping
     if s["lr"] is None:
         s["lr"] = DEFAULT_LR[s["solver"]] or 0.001
     if s["solver"] == "lbfgs":
         if args.checkpoint_every:
             raise UserError("--checkpoint-every needs --solver sgd or adam (an L-BFGS run "
                             "is one optimisation that cannot be checkpointed)")
+        for option, key in (("--dropout", "dropout"), ("--early-stopping", "early_stopping")):
+            if s[key] is not None:
+                raise UserError(f"{option} needs --solver sgd or adam")
+    if s["val_data"] is not None:
+        if args.data is None:
+            raise UserError("--val-data needs DATA (the digits job holds out --val-fraction)")
+        s["val_fraction"] = 0.0  # every row of DATA trains
+    if s["early_stopping"] is not None and s["val_data"] is None and s["val_fraction"] == 0:
+        raise UserError("--early-stopping needs validation rows: --val-fraction above 0 or "
+                        "--val-data")
+    if s["dropout"] is not None and len(s["dropout"]) not in (1, len(s["hidden"])):
+        raise UserError(f"--dropout: one rate, or one per hidden layer ({len(s['hidden'])}), "
+                        f"got {len(s['dropout'])}")
     return s
 
 
@@ -217,7 +258,11 @@ def _run_train(args, holder, stop):
             if len(np.unique(ds.y)) < 2:
                 raise UserError(f"{data}: the target {target or 'y'!r} has a single class "
                                 f"({str(ds.y[0])!r}); classification needs at least two")
+        if task == "regress" and s["class_weight"] is not None:
+            raise UserError("--class-weight is for classification")
         Xtr, Xva, ytr, yva = _split(ds, task, s["val_fraction"], s["seed"])
+        if s["val_data"] is not None:
+            Xva, yva = _validation_file(s["val_data"], ds, s["target"], task)
     if info is not None and info.get("data_sha256") != fingerprint:
         raise UserError(f"{source}: not the data the checkpoint {args.resume} was trained on")
     # -- scaling: the training rows' mean/std (after the split), or the checkpoint's ----------
@@ -260,8 +305,12 @@ def _run_train(args, holder, stop):
         out, loss = (("sigmoid", "squared_error") if data is None else
                      ("softmax", "log_loss") if task == "classify" else
                      ("identity", "squared_error"))
+        dropout = s["dropout"]
         model = MLP(sizes, activation=s["activation"], out_activation=out, loss=loss,
-                    dtype=dtype, random_state=s["seed"], n_threads=args.threads)
+                    dtype=dtype, random_state=s["seed"], n_threads=args.threads,
+                    alpha=s["alpha"],
+                    dropout=dropout * len(s["hidden"]) if dropout and len(dropout) == 1
+                    else dropout)
         if classes is not None:
             model.classes_ = classes
         if feature_names is not None:
@@ -282,6 +331,11 @@ def _run_train(args, holder, stop):
         return _record(history=history, status=status, **record)
 
     momentum = s["momentum"] if s["solver"] == "sgd" else 0.0
+    weights = None
+    if s["class_weight"] is not None:
+        from sklearn.utils.class_weight import compute_sample_weight
+        weights = compute_sample_weight(s["class_weight"], ytr)
+    patience, best = s["early_stopping"], None  # best: (score, epoch, weights)
     progress = Progress(s["epochs"], done, len(Xtr), args.quiet, metric)
     last_saved = None
     start = time.perf_counter()
@@ -295,7 +349,8 @@ def _run_train(args, holder, stop):
             break
         before = len(model.loss_curve_)
         model.partial_fit(Xtr, Ytr, epochs=1, batch_size=min(s["batch_size"], len(Xtr)),
-                          learning_rate=s["lr"], optimizer=s["solver"], momentum=momentum)
+                          learning_rate=s["lr"], optimizer=s["solver"], momentum=momentum,
+                          sample_weight=weights)
         if model.pending_epoch is not None or len(model.loss_curve_) == before:
             stopped = stop.signum or signal.SIGINT  # stopped mid-epoch, or before it began
             break
@@ -307,12 +362,26 @@ def _run_train(args, holder, stop):
         history["val_score"].append(_score(task, model, Xva, yva))
         history["seconds"] = seconds0 + time.perf_counter() - start
         progress.update(epoch, loss, history["val_score"][-1])
+        if patience is not None:
+            score_now = history["val_score"][-1]
+            if best is None or score_now > best[0]:
+                best = (score_now, epoch, [np.array(w) for w in
+                                           model.coefs_ + model.intercepts_])
+            elif epoch - best[1] >= patience:
+                break
         if args.out and args.checkpoint_every and epoch % args.checkpoint_every == 0 \
                 and epoch < s["epochs"]:
             save(model, args.out, extra=extra("checkpoint"))
             last_saved = epoch
     progress.close()
     history["seconds"] = seconds0 + time.perf_counter() - start
+    if best is not None and stopped is None and diverged is None:
+        for w, kept in zip(model.coefs_ + model.intercepts_, best[2]):
+            np.copyto(w, kept)  # the best epoch's weights
+        if not args.quiet and not args.json:
+            print(f"early stopping: best validation {metric} {best[0]:.4f} at epoch {best[1]} "
+                  f"(weights kept), stopped after epoch {len(model.loss_curve_)}",
+                  file=sys.stderr)
     if stopped is not None:
         name = signal.Signals(stopped).name
         pending = model.pending_epoch
@@ -353,8 +422,9 @@ def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holde
     from .estimators import MLPClassifier, MLPRegressor
     activation = "logistic" if s["activation"] == "sigmoid" else s["activation"]
     cls = MLPClassifier if task == "classify" else MLPRegressor
+    kw = {} if task != "classify" else {"class_weight": s["class_weight"]}
     est = cls(hidden_layer_sizes=tuple(s["hidden"]), activation=activation, solver="lbfgs",
-              alpha=0.0, max_iter=s["epochs"], random_state=s["seed"])
+              alpha=s["alpha"], max_iter=s["epochs"], random_state=s["seed"], **kw)
 
     def frame(X):  # names travel with the rows, so the model records feature_names_in_
         if feature_names is None:

@@ -62,6 +62,24 @@ class Trainer:
                                                  else ([], []))
         self.ws = Workspace(self.layout, self.batch_size, self.dtype, training=training)
         self.stop_requested = False
+        self.set_dropout(None)
+
+    def set_dropout(self, rates, seed=0):
+        """Dropout on the hidden layers while training: ``rates`` None (off) or one rate in
+        [0, 1) per hidden layer; ``seed`` (an int < 2**32) seeds the masks, which then depend
+        on the step count only: ``dropout_step``, advanced by each batch of ``run_epoch``
+        (``loss_and_grads`` reuses the current step's mask)."""
+        if rates is not None:
+            rates = np.asarray(rates, dtype=np.float64).reshape(-1)
+            if rates.shape != (self.layout.n_layers - 1,) or not (
+                    (rates >= 0) & (rates < 1)).all():
+                raise ValueError(f"dropout must be one rate in [0, 1) per hidden layer "
+                                 f"({self.layout.n_layers - 1}), got {rates.tolist()}")
+            if not rates.any():
+                rates = None
+        self.dropout = rates
+        self.dropout_seed = int(seed) & 0xFFFFFFFF
+        self.dropout_step = 0
 
     @classmethod
     def for_inference(cls, coefs, intercepts, *, activation, out_activation, dtype,
@@ -124,7 +142,9 @@ class Trainer:
         return K.forward_backward(self.params, self.grads, self.ws.acts, self.ws.deltas,
                                   xb, yb, swb, self.layout.sizes,
                                   self.ws.capacity, act, out_act, loss, self.alpha,
-                                  self.dtype.type(self.slope))
+                                  self.dtype.type(self.slope), self.dropout,
+                                  np.uint64((self.dropout_seed << 32)
+                                            | (self.dropout_step & 0xFFFFFFFF)))
 
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
         """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
@@ -142,6 +162,7 @@ class Trainer:
                 stop = min(first + B, X.shape[0])
                 batch_loss, n = self._step(*self._batch(X, Y, sample_weight, order, first,
                                                         stop))
+                self.dropout_step += 1
                 optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n,
                                  n_coef)
                 total += batch_loss * (stop - first)

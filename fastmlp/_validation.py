@@ -47,6 +47,8 @@ MLP_CONSTRAINTS = {
     "alpha": _ALPHA,
     "random_state": ["random_state"],
     "n_threads": _N_THREADS,
+    "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
+    "dropout": [None, Interval(Real, 0, 1, closed="left"), "array-like"],
 }
 FIT_CONSTRAINTS = {
     "epochs": [Interval(Integral, 0, None, closed="left")],
@@ -167,6 +169,23 @@ def check_leaky_relu_slope(slope):
             or not np.isfinite(slope) or slope < 0):
         raise ValueError(f"leaky_relu_slope must be a finite number >= 0, got {slope!r}")
     return float(slope)
+
+
+def check_dropout(dropout, n_hidden, name="dropout"):
+    """None, a rate in [0, 1) or one rate per hidden layer -> None (off) or an (n_hidden,)
+    float64 array."""
+    if dropout is None:
+        return None
+    try:
+        rates = np.asarray(dropout, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        rates = None
+    if rates is not None and np.ndim(dropout) == 0:
+        rates = np.full(n_hidden, float(dropout))
+    if rates is None or rates.shape != (n_hidden,) or not ((rates >= 0) & (rates < 1)).all():
+        raise ValueError(f"{name} must be a rate in [0, 1) or one per hidden layer "
+                         f"({n_hidden}), got {dropout!r}")
+    return rates if rates.any() else None
 
 
 def check_dtype(dtype):

@@ -38,6 +38,16 @@ def _int_list(text):
     return sizes
 
 
+def _rate_list(text):
+    try:
+        rates = [float(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rates, got {text!r}")
+    if not rates or not all(0 <= r < 1 for r in rates):
+        raise argparse.ArgumentTypeError(f"expected rates in [0, 1), got {text!r}")
+    return rates
+
+
 def _number(cast, low=None, high=None, low_open=False, high_open=False):
     def parse(text):
         try:
@@ -73,7 +83,8 @@ def add_train_parser(sub):
                    help="default auto: labels or <= 20 distinct integers -> classify")
     p.add_argument("--hidden", type=_int_list, help="hidden sizes, e.g. 100,50 "
                    "(default 100; digits 64)")
-    p.add_argument("--activation", choices=["sigmoid", "logistic", "tanh", "relu", "identity"],
+    p.add_argument("--activation", choices=["sigmoid", "logistic", "tanh", "relu", "identity",
+                                            "leaky_relu", "gelu", "silu"],
                    help="hidden activation (default relu; digits sigmoid)")
     p.add_argument("--solver", "--optimizer", dest="solver", choices=["sgd", "adam", "lbfgs"],
                    help="default adam; digits sgd (momentum 0.9)")
@@ -94,6 +105,19 @@ def add_train_parser(sub):
     p.add_argument("--threads", type=_number(int, 1), help="threads (default: all cores)")
     p.add_argument("--val-fraction", type=_number(float, 0, 1, high_open=True),
                    help="rows held out for the final metric (default 0.2; digits 0.25)")
+    p.add_argument("--val-data", metavar="FILE",
+                   help="validation rows from FILE (same columns as DATA) instead of holding "
+                        "out --val-fraction of DATA: every row of DATA trains")
+    p.add_argument("--alpha", type=_number(float, 0),
+                   help="L2 penalty on the weights (default 0)")
+    p.add_argument("--dropout", type=_rate_list, metavar="RATE[,RATE...]",
+                   help="dropout rate of every hidden layer, or one per hidden layer "
+                        "(sgd/adam; default none)")
+    p.add_argument("--class-weight", choices=["balanced"],
+                   help="weight each class inversely to its frequency (classification)")
+    p.add_argument("--early-stopping", type=_number(int, 1), metavar="PATIENCE",
+                   help="stop when the validation score has not improved for PATIENCE "
+                        "epochs, and keep the best epoch's weights (sgd/adam)")
     p.add_argument("--seed", type=_number(int, 0, 2 ** 32 - 1),
                    help="seeds the split, the weights and the shuffling (default 0)")
     p.add_argument("--out", metavar="MODEL", help="save the model here (.npz)")

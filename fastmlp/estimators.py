@@ -82,6 +82,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         "scoring": [str, callable, None],
         "restore_best_weights": [StrOptions({"auto"}), "boolean"],
         "leaky_relu_slope": [Interval(Real, 0, None, closed="left")],
+        "dropout": [None, Interval(Real, 0, 1, closed="left"), "array-like"],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
@@ -89,7 +90,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                     random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                     early_stopping, validation_fraction, beta_1, beta_2, epsilon,
                     n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto",
-                    leaky_relu_slope=0.01):
+                    leaky_relu_slope=0.01, dropout=None):
         # the subclasses' signatures are the public ones (get_params reads those)
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -118,6 +119,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         self.scoring = scoring
         self.restore_best_weights = restore_best_weights
         self.leaky_relu_slope = leaky_relu_slope
+        self.dropout = dropout
 
     # -- persistence ------------------------------------------------------------------------
     def __getstate__(self):
@@ -151,6 +153,11 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
             if k == "random_state" and isinstance(v, np.random.RandomState):
                 model["random_state_object"], arrays["param/random_state"] = S.rng_state(v)
                 v = None
+            if k == "class_weight" and v is not None and not isinstance(v, str):
+                # {label: weight} (or a list of them): JSON keys would turn labels into
+                # strings, so they travel as [label, weight] pairs
+                model["class_weight_pairs"] = True
+                v = _class_weight_pairs(v)
             params[k] = list(v) if isinstance(v, tuple) else v
         model["params"] = params
         fitted = hasattr(self, "coefs_")
@@ -199,6 +206,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         params = dict(params)
         if isinstance(params.get("hidden_layer_sizes"), list):
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        if model.get("class_weight_pairs"):
+            params["class_weight"] = _class_weight_from_pairs(params.get("class_weight"))
         arrays = dict(state.get("arrays") or {})
         if "random_state_object" in model:
             params["random_state"] = S.make_rng(model["random_state_object"],
@@ -332,6 +341,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                         dtype=dtype, batch_size=batch_size, alpha=alpha,
                         leaky_relu_slope=self.leaky_relu_slope)
         t.layout.pack(self.coefs_, self.intercepts_, t.params)
+        t.set_dropout(None)
         t.stop_requested = getattr(self, "_stop_requested", False)
         self._trainer = t
         # scikit-learn updates coefs_ in place during training: make them the live views
@@ -413,6 +423,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         if first_pass:
             self._initialize(y, layer_units, X.dtype)
         user_validation = self._check_validation_set(X_val, y_val, sample_weight_val)
+        dropout = self._dropout_rates(len(hidden_layer_sizes))
 
         # scikit-learn's callbacks (sklearn.callback): the fit is the root task, each epoch
         # (sgd/adam) or L-BFGS iteration a subtask, as LogisticRegression does it
@@ -435,7 +446,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         try:
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(X, y, sample_weight, layer_units, param_dtype, incremental,
-                                     user_validation, tasks)
+                                     user_validation, tasks, dropout)
             else:
                 self._optimizer = self._optimizer_state = None
                 self._fit_lbfgs(X, y, sample_weight, layer_units, param_dtype,
@@ -482,6 +493,23 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         if sample_weight_val is not None:
             swv = _check_sample_weight(sample_weight_val, Xv, ensure_non_negative=True)
         return _Validation(Xv, yv, Yv, swv, X_score=X_val, y_score=y_val)
+
+    def _dropout_rates(self, n_hidden):
+        """``dropout`` as one rate per hidden layer, or None when it is off."""
+        if self.dropout is None:
+            return None
+        rates = np.asarray(self.dropout, dtype=np.float64).reshape(-1)
+        if np.ndim(self.dropout) == 0:
+            rates = np.full(n_hidden, float(self.dropout))
+        if rates.shape != (n_hidden,) or not ((rates >= 0) & (rates < 1)).all():
+            raise ValueError(f"dropout must be a rate in [0, 1) or one per hidden layer "
+                             f"({n_hidden}), got {self.dropout!r}")
+        if not rates.any():
+            return None
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise ValueError("dropout needs solver='sgd' or 'adam': a new mask at every "
+                             "evaluation is no function L-BFGS can minimise.")
+        return rates
 
     def _restores_best(self, validation):
         """Whether the fit ends on the weights of the best validation score: scikit-learn's
@@ -616,7 +644,7 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
                               beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
-                        user_validation, tasks):
+                        user_validation, tasks, dropout=None):
         """Epochs of sgd/adam: the batches run in Trainer.run_epoch; here, the random draws
         and the per-epoch bookkeeping, in scikit-learn's order."""
         if not incremental or getattr(self, "_optimizer", None) is None:
@@ -639,6 +667,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 
         best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
         t = self._make_trainer(layer_units, dtype, self._batch_size(n_samples), self.alpha)
+        if dropout is not None:  # drawn only with dropout on: the default keeps sklearn's draws
+            t.set_dropout(dropout, self._random_state.randint(np.iinfo(np.int32).max))
         if best_aliases_coefs:
             # scikit-learn restores `_best_coefs`, which after an early-stopped fit IS the
             # coefs_ list it goes on updating in place; keep that aliasing
@@ -838,6 +868,28 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         return tags
 
 
+def _class_weight_pairs(class_weight):
+    """class_weight ({label: weight} or a list of them) as [[label, weight], ...] lists."""
+    def pairs(d):
+        return [[k.item() if isinstance(k, np.generic) else k, float(w)] for k, w in d.items()]
+    if isinstance(class_weight, dict):
+        return pairs(class_weight)
+    return [pairs(d) for d in class_weight]
+
+
+def _class_weight_from_pairs(value):
+    """The inverse of _class_weight_pairs, for an untrusted file."""
+    def is_pair(p):
+        return (isinstance(p, list) and len(p) == 2 and isinstance(p[0], (str, int, float))
+                and isinstance(p[1], (int, float)))
+    if isinstance(value, list) and all(is_pair(p) for p in value):
+        return {p[0]: p[1] for p in value}
+    if isinstance(value, list) and all(isinstance(d, list) and all(is_pair(p) for p in d)
+                                       for d in value):
+        return [{p[0]: p[1] for p in d} for d in value]
+    S.bad("bad estimator parameters (class_weight)")
+
+
 class _Validation:
     """A validation set as the per-epoch evaluation uses it.
 
@@ -930,14 +982,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, scoring=None, restore_best_weights="auto",
-                 leaky_relu_slope=0.01):
+                 leaky_relu_slope=0.01, dropout=None):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, "log_loss",
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
                          beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
                          restore_best_weights=restore_best_weights,
-                         leaky_relu_slope=leaky_relu_slope)
+                         leaky_relu_slope=leaky_relu_slope, dropout=dropout)
         self.class_weight = class_weight
 
     _parameter_constraints: dict = {
@@ -1071,14 +1123,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 scoring=None, restore_best_weights="auto", leaky_relu_slope=0.01):
+                 scoring=None, restore_best_weights="auto", leaky_relu_slope=0.01,
+                 dropout=None):
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, loss,
                          shuffle, random_state, tol, verbose, warm_start, momentum,
                          nesterovs_momentum, early_stopping, validation_fraction, beta_1,
                          beta_2, epsilon, n_iter_no_change, max_fun, scoring=scoring,
                          restore_best_weights=restore_best_weights,
-                         leaky_relu_slope=leaky_relu_slope)
+                         leaky_relu_slope=leaky_relu_slope, dropout=dropout)
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -1128,7 +1181,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 # fastmlp's parameters beyond scikit-learn's, with their defaults: each default reproduces
 # scikit-learn's behaviour exactly (README, "Beyond scikit-learn").
 EXTENSION_PARAMS = {"scoring": None, "restore_best_weights": "auto", "class_weight": None,
-                    "leaky_relu_slope": 0.01}
+                    "leaky_relu_slope": 0.01, "dropout": None}
 
 persistence.register("MLPClassifier", MLPClassifier)
 persistence.register("MLPRegressor", MLPRegressor)

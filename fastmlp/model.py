@@ -17,8 +17,9 @@ from . import _state as S
 from . import persistence
 from ._core import Trainer
 from ._threads import resolve_n_threads
-from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dtype, check_hyperparams,
-                          check_layer_sizes, check_X, check_Y, resolve)
+from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dropout, check_dtype,
+                          check_hyperparams, check_layer_sizes, check_leaky_relu_slope,
+                          check_sample_weight, check_X, check_Y, resolve)
 from .optimizers import make_optimizer
 
 ArrayLike = Union[np.ndarray, sp.spmatrix, sp.sparray, Sequence]
@@ -31,8 +32,10 @@ class MLP:
     ----------
     layer_sizes : sequence of int
         Units per layer, input and output included, e.g. ``(784, 512, 512, 10)``.
-    activation : {'sigmoid' (alias 'logistic'), 'tanh', 'relu', 'identity'}
-    out_activation : {'identity', 'sigmoid', 'logistic', 'tanh', 'relu', 'softmax', 'exp'}
+    activation : {'sigmoid' (alias 'logistic'), 'tanh', 'relu', 'identity', 'leaky_relu', \
+'gelu', 'silu'}
+    out_activation : {'identity', 'sigmoid', 'logistic', 'tanh', 'relu', 'leaky_relu', \
+'softmax', 'exp'}
     loss : {'squared_error', 'log_loss', 'binary_log_loss', 'poisson'}
     dtype : {'float32', 'float64'}
         Precision of parameters and of every kernel; inputs are converted to it.
@@ -42,6 +45,12 @@ class MLP:
         Seeds the initial weights and the shuffling.
     n_threads : int or None
         Threads for BLAS and for Numba's kernels during this model's calls (None: all cores).
+    leaky_relu_slope : float, default=0.01
+        Leaky ReLU's slope for negative inputs (>= 0).
+    dropout : float, sequence of float or None, default=None
+        Inverted dropout while training: a rate in [0, 1) for every hidden layer, or one per
+        hidden layer.  The masks are drawn from ``random_state`` (reproducible) and depend on
+        neither the thread count nor the batch split.
 
     Attributes
     ----------
@@ -68,12 +77,15 @@ class MLP:
 
     def __init__(self, layer_sizes, activation="sigmoid", out_activation="identity",
                  loss="squared_error", dtype="float32", alpha=0.0, random_state=None,
-                 n_threads=None):
+                 n_threads=None, leaky_relu_slope=0.01, dropout=None):
         check_hyperparams(MLP_CONSTRAINTS, {
             "layer_sizes": layer_sizes, "activation": activation,
             "out_activation": out_activation, "loss": loss, "dtype": dtype, "alpha": alpha,
-            "random_state": random_state, "n_threads": n_threads}, "MLP")
+            "random_state": random_state, "n_threads": n_threads,
+            "leaky_relu_slope": leaky_relu_slope, "dropout": dropout}, "MLP")
         self.layer_sizes = check_layer_sizes(layer_sizes)
+        self.leaky_relu_slope = check_leaky_relu_slope(leaky_relu_slope)
+        self.dropout = check_dropout(dropout, len(self.layer_sizes) - 2)
         resolve(activation, out_activation, loss, caller="MLP")  # output and loss agree
         self.activation = activation
         self.out_activation = out_activation
@@ -98,11 +110,16 @@ class MLP:
         t = Trainer(self.layer_sizes, activation=self.activation,
                     out_activation=self.out_activation, loss=self.loss,
                     dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
-                    n_threads=self._n_threads)
+                    n_threads=self._n_threads, leaky_relu_slope=self.leaky_relu_slope)
         if self._trainer is not None:  # a new batch size keeps the learned parameters
             t.params[:] = self._trainer.params
-        elif init:
-            t.init_params(self._rs)
+            t.set_dropout(self.dropout, self._trainer.dropout_seed)
+            t.dropout_step = self._trainer.dropout_step
+        else:
+            if init:
+                t.init_params(self._rs)
+            if self.dropout is not None:  # drawn only with dropout on
+                t.set_dropout(self.dropout, self._rs.randint(np.iinfo(np.int32).max))
         t.stop_requested = self._stop
         self._trainer = t
         return t
@@ -188,7 +205,8 @@ class MLP:
     def fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 10, batch_size: int = 256,
             learning_rate: float = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
             shuffle: bool = True,
-            callback: Optional[Callable[[int, float], Optional[bool]]] = None) -> MLP:
+            callback: Optional[Callable[[int, float], Optional[bool]]] = None,
+            sample_weight: Optional[ArrayLike] = None) -> MLP:
         """Train from fresh weights, drawn from ``random_state``, for ``epochs`` passes.
 
         Two calls of ``fit`` on one object give the same model (as in scikit-learn); only
@@ -202,7 +220,7 @@ class MLP:
             The training data, as for :meth:`partial_fit`.
         epochs : int, default=10
             Passes over the data (0 only initialises the weights).
-        batch_size, learning_rate, optimizer, momentum, shuffle, callback
+        batch_size, learning_rate, optimizer, momentum, shuffle, callback, sample_weight
             As for :meth:`partial_fit`.
 
         Returns
@@ -232,13 +250,14 @@ class MLP:
         self.loss_curve_ = []
         return self.partial_fit(X, Y, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, optimizer=optimizer,
-                                momentum=momentum, shuffle=shuffle, callback=callback)
+                                momentum=momentum, shuffle=shuffle, callback=callback,
+                                sample_weight=sample_weight)
 
     def partial_fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1, batch_size: int = 256,
                     learning_rate: float = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
                     shuffle: bool = True,
-                    callback: Optional[Callable[[int, float], Optional[bool]]] = None
-                    ) -> MLP:
+                    callback: Optional[Callable[[int, float], Optional[bool]]] = None,
+                    sample_weight: Optional[ArrayLike] = None) -> MLP:
         """Continue training (weights, optimizer and shuffle state kept) for ``epochs`` passes.
 
         Each shuffled epoch's order is a permutation drawn from the model's RandomState
@@ -267,6 +286,9 @@ class MLP:
             Shuffle the rows before each epoch.
         callback : callable or None, default=None
             ``callback(epoch, loss)`` runs after each epoch; returning True stops training.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Non-negative weights of the rows: each batch's loss and gradient are weighted
+            means (e.g. class weights, one per row).
 
         Returns
         -------
@@ -298,6 +320,7 @@ class MLP:
             "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle,
             "callback": callback}, "MLP.partial_fit")
         X, Y = self._check_xy(X, Y)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         epochs = int(epochs)
         batch_size = min(int(batch_size), X.shape[0])
         n = X.shape[0]
@@ -331,7 +354,8 @@ class MLP:
                         order = np.arange(n, dtype=np.int64)
                         self._rs.shuffle(order)
                 total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
-                                          order=order, start=start)
+                                          order=order, sample_weight=sample_weight,
+                                          start=start)
                 if done < n:
                     self._pending = {"order": order, "position": int(done),
                                      "loss_sum": before + total, "n_rows": n}
@@ -398,6 +422,10 @@ class MLP:
                  "random_state": int(rs) if isinstance(rs, (int, np.integer))
                  and not isinstance(rs, bool) else None,
                  "n_threads": self._n_threads, "loss_curve": list(self.loss_curve_)}
+        if self.leaky_relu_slope != 0.01:  # files without these keys keep the defaults
+            model["leaky_relu_slope"] = self.leaky_relu_slope
+        if self.dropout is not None:
+            model["dropout"] = [float(r) for r in self.dropout]
         arrays = {}
         model["rng"], arrays["rng/keys"] = S.rng_state(self._rs)
         t = self._trainer
@@ -405,6 +433,8 @@ class MLP:
         if t is not None:
             model["batch_size"] = int(t.batch_size)
             arrays["params"] = t.params
+            if t.dropout is not None:  # where the masks stand, for an exact resume
+                model["dropout_seed"], model["dropout_step"] = t.dropout_seed, t.dropout_step
             if self._optimizer is not None:
                 model["optimizer"], opt_arrays = S.optimizer_state(self._optimizer,
                                                                    self._opt_state)
@@ -436,11 +466,14 @@ class MLP:
         alpha = S.get_float(model, "alpha", low=0.0)
         S.get_int(model, "random_state", low=0, high=2 ** 32 - 1, optional=True)
         S.get_int(model, "n_threads", low=1, optional=True)
+        slope = S.get_float(model, "leaky_relu_slope", low=0.0, optional=True)
+        dropout = model.get("dropout")
         try:
             m = cls(sizes, activation=model["activation"],
                     out_activation=model["out_activation"], loss=model["loss"],
                     dtype=model["dtype"], alpha=alpha, random_state=model["random_state"],
-                    n_threads=model["n_threads"])
+                    n_threads=model["n_threads"],
+                    leaky_relu_slope=0.01 if slope is None else slope, dropout=dropout)
         except (TypeError, ValueError) as exc:
             S.bad(f"bad model description ({exc})")
         m._set_state(state)
@@ -484,6 +517,9 @@ class MLP:
                 S.bad(str(exc))
             if "optimizer" in model:
                 opt, opt_state = S.make_optimizer(model["optimizer"], arrays, params)
+            if self.dropout is not None:
+                dropout_at = (S.get_int(model, "dropout_seed", low=0, high=2 ** 32 - 1),
+                              S.get_int(model, "dropout_step", low=0))
         pending = None
         order = arrays.pop("epoch/order", None)
         if "epoch" in model or order is not None:
@@ -512,6 +548,9 @@ class MLP:
         if fitted:
             t = self._make_trainer(batch_size, init=False)
             t.params[:] = params
+            if self.dropout is not None:
+                t.set_dropout(self.dropout, dropout_at[0])
+                t.dropout_step = dropout_at[1]
             if opt is not None:
                 self._optimizer, self._opt_state = opt, opt_state
         self._rs = rs

@@ -14,7 +14,8 @@ kernels trust their inputs.  Compiler flags come from ``_config``.
 """
 from .activations import (IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RELU, GELU,
                           SILU, bias_activate, bias_activate_keep, dactivation_colsum,
-                          dpreactivation_colsum, keeps_preactivation)
+                          dpreactivation_colsum, keeps_preactivation, dropout_key,
+                          dropout_kept)
 from .losses import SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON, output_delta_loss
 from .network import (coef_view, intercept_view, layer_view, forward_pass, forward_backward,
                       finish_grads, n_coef,

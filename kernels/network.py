@@ -16,7 +16,7 @@ from numba import njit
 
 from ._config import JIT
 from .activations import (IDENTITY, bias_activate, bias_activate_keep, dactivation_colsum,
-                          dpreactivation_colsum, keeps_preactivation)
+                          dpreactivation_colsum, dropout_key, keeps_preactivation)
 from .losses import SQUARED_ERROR, output_delta_loss
 
 
@@ -54,13 +54,23 @@ def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
     params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
     slope leaky ReLU's."""
-    return _forward(params, acts, acts[:0], X, sizes, capacity, act, out_act, slope)
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    A = X
+    for l in range(L):
+        Z = layer_view(acts, sizes, capacity, l + 1, n)
+        np.dot(A, coef_view(params, sizes, l), Z)
+        bias_activate(Z, intercept_view(params, sizes, l), out_act if l == L - 1 else act,
+                      slope)
+        A = Z
+    return A
 
 
 @njit(**JIT)
-def _forward(params, acts, deltas, X, sizes, capacity, act, out_act, slope):
-    # forward_pass; with deltas of nonzero size (training, an activation that backprop needs
-    # the pre-activation of), each hidden layer's Z + b is kept in its delta block
+def _forward_train(params, acts, deltas, X, sizes, capacity, act, out_act, slope, dropout,
+                   seed):
+    # forward_pass for a training step: each hidden layer's Z + b kept in its delta block
+    # when backprop needs it (GELU/SiLU), and dropout applied to the hidden layers
     n = X.shape[0]
     L = sizes.shape[0] - 1
     A = X
@@ -68,10 +78,14 @@ def _forward(params, acts, deltas, X, sizes, capacity, act, out_act, slope):
         Z = layer_view(acts, sizes, capacity, l + 1, n)
         np.dot(A, coef_view(params, sizes, l), Z)
         b = intercept_view(params, sizes, l)
-        if l < L - 1 and deltas.shape[0] > 0:
-            bias_activate_keep(Z, layer_view(deltas, sizes, capacity, l + 1, n), b, act, slope)
+        if l < L - 1:
+            rate = 0.0
+            if dropout is not None:
+                rate = dropout[l]
+            bias_activate_keep(Z, layer_view(deltas, sizes, capacity, l + 1, n), b, act, slope,
+                               rate, dropout_key(seed, l), 0)
         else:
-            bias_activate(Z, b, out_act if l == L - 1 else act, slope)
+            bias_activate(Z, b, out_act, slope)
         A = Z
     return A
 
@@ -99,7 +113,7 @@ def sum_squares(x, n):
 
 @njit(**JIT)
 def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
-                     act, out_act, loss, alpha, slope=0.01):
+                     act, out_act, loss, alpha, slope=0.01, dropout=None, seed=np.uint64(0)):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
 
     params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
@@ -117,12 +131,16 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     GELU/SiLU (``keeps_preactivation``): the forward pass keeps each hidden Z + b in its delta
     block, and ``delta[l] @ W[l].T`` goes into A[l]'s block, spent once dW[l] is formed; the
     fused epilogue then makes delta[l-1] from both in place.  So after such a step acts holds
-    those gradients, not the activations."""
+    those gradients, not the activations.
+
+    Dropout: ``dropout`` None or (L-1,) rates of the hidden layers, ``seed`` (uint64) the
+    step's mask seed (see ``activations``): the forward epilogue drops and scales A[l], and
+    the backward epilogue recomputes the same mask for delta[l]."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     keep = keeps_preactivation(act)
-    out = _forward(params, acts, deltas if keep else deltas[:0], X, sizes, capacity, act,
-                   out_act, slope)
+    out = _forward_train(params, acts, deltas, X, sizes, capacity, act, out_act, slope,
+                         dropout, seed)
     D = layer_view(deltas, sizes, capacity, L, n)
     total = output_delta_loss(D, out, Y, sw, loss)
     # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
@@ -138,13 +156,18 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         if l > 0:
             D_prev = layer_view(deltas, sizes, capacity, l, n)
+            rate = 0.0
+            if dropout is not None:
+                rate = dropout[l - 1]
+            key = dropout_key(seed, l - 1)
             if keep:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
                 np.dot(D, coef_view(params, sizes, l).T, A_prev)
-                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1))
+                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
+                                      rate, key, 0)
             else:
                 np.dot(D, coef_view(params, sizes, l).T, D_prev)
                 dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
-                                   slope)
+                                   slope, rate, key, 0)
             D = D_prev
     batch_loss = total / weight_sum
     if alpha > 0:

@@ -6,9 +6,13 @@ definition: the validation curves against scikit-learn's metrics on the same pre
 class weights against the sample weights they stand for, callbacks against the epochs they
 report, and so on.
 """
+import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from numba import njit
 from scipy.special import expit, ndtr
@@ -18,8 +22,11 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
                              mean_squared_error, r2_score, recall_score)
 from sklearn.utils.class_weight import compute_sample_weight
 
+import fastmlp
+import fastmlp.persistence
 from fastmlp import MLPClassifier, MLPRegressor, backend
 from fastmlp import kernels as K
+from fastmlp._core import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -409,3 +416,218 @@ def test_new_activation_options_are_checked():
                         out_activation="gelu")
     with pytest.raises(ValueError, match="activation"):
         MLPClassifier(activation="swish").fit([[0.0], [1.0]], [0, 1])
+
+
+# -- dropout ----------------------------------------------------------------------------------
+def _trainer(activation, rates, seed=7, n_threads=None, sizes=(5, 40, 30, 2), batch=64):
+    t = Trainer(list(sizes), activation=activation, out_activation="identity",
+                loss="squared_error", dtype=np.float64, batch_size=batch, alpha=0.01,
+                n_threads=n_threads)
+    t.init_params(np.random.RandomState(0))
+    t.set_dropout(rates, seed)
+    return t
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "leaky_relu", "gelu",
+                                        "silu"])
+def test_dropout_gradients_by_finite_differences_with_the_mask_fixed(activation):
+    rng = np.random.RandomState(3)
+    t = _trainer(activation, [0.3, 0.5], sizes=(4, 7, 6, 1), batch=9)
+    t.dropout_step = 11  # any step: loss_and_grads reuses its mask
+    X, Y = rng.randn(9, 4), rng.randn(9, 1)
+    t.loss_and_grads(X, Y)
+    g = t.grads.copy()
+    p0 = t.params.copy()
+    num = np.empty_like(g)
+    h = 1e-6
+    for k in range(p0.size):
+        t.params[:] = p0
+        t.params[k] += h
+        up = t.loss_and_grads(X, Y)
+        t.params[k] -= 2 * h
+        num[k] = (up - t.loss_and_grads(X, Y)) / (2 * h)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-9)
+
+
+def test_dropout_mask_drops_the_rate_and_scales_the_rest():
+    rng = np.random.RandomState(0)
+    X, Y = rng.randn(64, 5), rng.randn(64, 2)
+    plain = _trainer("identity", None)
+    plain.loss_and_grads(X, Y)
+    A1, A2 = plain.ws.A(1).copy(), plain.ws.A(2).copy()
+    t = _trainer("identity", [0.25, 0.0])  # per layer: the second hidden layer keeps all
+    masks = []
+    for step in range(3):
+        t.dropout_step = step
+        t.loss_and_grads(X, Y)
+        a1 = t.ws.A(1)  # after backprop: A * mask (the scale is undone once spent)
+        kept = a1 != 0
+        masks.append(kept.copy())
+        np.testing.assert_allclose(a1[kept], A1[kept], rtol=1e-12)
+        assert np.count_nonzero(t.ws.A(2)) == A2.size
+    kept = np.array(masks)
+    # 3 * 64 * 40 units: the dropped fraction is 0.25 within 4 standard deviations
+    assert abs((~kept).mean() - 0.25) < 4 * np.sqrt(0.25 * 0.75 / kept.size)
+    assert not (kept[0] == kept[1]).all()  # a new mask each step
+    t.dropout_step = 0
+    t.loss_and_grads(X, Y)
+    np.testing.assert_array_equal(t.ws.A(1) != 0, masks[0])  # the same one for the same step
+
+
+def test_dropout_forward_epilogue_scales_what_it_keeps():
+    rng = np.random.RandomState(2)
+    Z0, b = rng.randn(50, 30), rng.randn(30)
+    ref = Z0 + b
+    Z, P = Z0.copy(), np.empty_like(Z0)
+    key = K.dropout_key(np.uint64(12345 << 32 | 6), 0)
+    K.bias_activate_keep(Z, P, b, K.IDENTITY, 0.01, 0.4, key, 0)
+    kept = Z != 0
+    np.testing.assert_allclose(Z[kept], ref[kept] / 0.6, rtol=1e-14)
+    # the mask is that of the rows' positions: rows 10.. computed alone give the same
+    Z2 = Z0[10:].copy()
+    K.bias_activate_keep(Z2, P[10:], b, K.IDENTITY, 0.01, 0.4, key, 10)
+    np.testing.assert_array_equal(Z2, Z[10:])
+
+
+def test_dropout_mask_does_not_depend_on_threads():
+    rng = np.random.RandomState(1)
+    X, Y = rng.randn(64, 5), rng.randn(64, 2)
+    grads = []
+    for n_threads in (1, 2):
+        t = _trainer("tanh", [0.5, 0.2], n_threads=n_threads)
+        t.dropout_step = 3
+        t.loss_and_grads(X, Y)
+        grads.append(t.grads.copy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_dropout_reproducible_and_off_by_default():
+    Xt, yt, _, _ = classification()
+    fit = lambda **kw: MLPClassifier(**dict(SMALL, max_iter=5, **kw)).fit(Xt, yt).coefs_[0]
+    np.testing.assert_array_equal(fit(dropout=0.3), fit(dropout=0.3))
+    assert not np.array_equal(fit(dropout=0.3), fit(dropout=0.3, random_state=1))
+    assert not np.array_equal(fit(dropout=0.3), fit())
+    np.testing.assert_array_equal(fit(dropout=0.0), fit())
+    np.testing.assert_array_equal(fit(dropout=[0.0]), fit())
+    with pytest.raises(ValueError, match="one per hidden layer"):
+        MLPClassifier(hidden_layer_sizes=(4, 4), dropout=[0.5]).fit(Xt, yt)
+    with pytest.raises(ValueError, match="sgd' or 'adam"):
+        MLPClassifier(solver="lbfgs", dropout=0.5).fit(Xt, yt)
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier(dropout=1.0).fit(Xt, yt)
+
+
+def test_dropout_reduces_overfitting_on_a_small_data_set():
+    # 200 noisy training rows (20% of labels flipped), a network that can memorise them
+    X, y = make_classification(2200, 20, n_informative=5, flip_y=0.2, random_state=0)
+    Xt, yt, Xv, yv = X[:200], y[:200], X[200:], y[200:]
+    kw = dict(hidden_layer_sizes=(64, 64), random_state=0, max_iter=60, alpha=0.0,
+              learning_rate_init=0.01)
+    plain = MLPClassifier(**kw).fit(Xt, yt)
+    dropped = MLPClassifier(**kw, dropout=0.5).fit(Xt, yt)
+    # memorised without dropout: training loss near 0, held-out loss far above it
+    train = [log_loss(yt, m.predict_proba(Xt)) for m in (plain, dropped)]
+    held = [log_loss(yv, m.predict_proba(Xv)) for m in (plain, dropped)]
+    assert held[1] < 0.8 * held[0]
+    assert held[1] - train[1] < held[0] - train[0]
+
+
+# -- fastmlp.MLP and the command line ---------------------------------------------------------
+def test_mlp_options_dropout_slope_weights_and_an_exact_resume(tmp_path):
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 4)
+    Y = (X[:, :1] > 0).astype(float)
+    kw = dict(activation="gelu", out_activation="sigmoid", dropout=[0.3, 0.1], random_state=0,
+              dtype="float64")
+    full = fastmlp.MLP((4, 16, 8, 1), **kw).fit(X, Y, epochs=6, batch_size=32)
+    half = fastmlp.MLP((4, 16, 8, 1), **kw).fit(X, Y, epochs=3, batch_size=32)
+    half.save(tmp_path / "m.npz")
+    again = fastmlp.load(tmp_path / "m.npz").partial_fit(X, Y, epochs=3, batch_size=32)
+    np.testing.assert_array_equal(again.predict(X), full.predict(X))  # the masks resume too
+    plain = fastmlp.MLP((4, 16, 8, 1), **dict(kw, dropout=None)).fit(X, Y, epochs=6,
+                                                                     batch_size=32)
+    assert not np.array_equal(plain.predict(X), full.predict(X))
+    # leaky ReLU's slope is kept by model files; sample weights are weighted means
+    m = fastmlp.MLP((4, 8, 1), activation="leaky_relu", leaky_relu_slope=0.2, random_state=0)
+    m.fit(X, Y, epochs=2)
+    m.save(tmp_path / "l.npz")
+    assert fastmlp.load(tmp_path / "l.npz").leaky_relu_slope == 0.2
+    a = fastmlp.MLP((4, 8, 1), random_state=0, dtype="float64").fit(
+        X, Y, epochs=2, sample_weight=np.full(300, 3.0))
+    b = fastmlp.MLP((4, 8, 1), random_state=0, dtype="float64").fit(X, Y, epochs=2)
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-12)
+    with pytest.raises(ValueError, match="one per hidden layer"):
+        fastmlp.MLP((4, 8, 1), dropout=[0.1, 0.2])
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "fastmlp.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tables")
+    rs = np.random.RandomState(0)
+    X = rs.randn(400, 4)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    frame["y"] = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.5 * rs.randn(400)
+    frame[:150].to_csv(d / "train.csv", index=False)
+    frame[150:250].to_csv(d / "val.csv", index=False)
+    cls = frame[["a", "b", "c", "d"]].copy()
+    cls["kind"] = np.where(X[:, 0] + 0.5 * rs.randn(400) > 1.2, "rare", "common")
+    cls.to_csv(d / "cls.csv", index=False)
+    return d
+
+
+def test_cli_early_stopping_keeps_the_best_epoch(tables, tmp_path):
+    r = _cli("train", tables / "train.csv", "--val-data", tables / "val.csv",
+             "--early-stopping", 5, "--hidden", 64, "--lr", 0.01, "--epochs", 300,
+             "--out", tmp_path / "m.npz", "--json", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n_train"] == 150 and out["n_held_out"] == 100  # every DATA row trains
+    model, meta = fastmlp.persistence.load_with_metadata(tmp_path / "m.npz")
+    scores = meta["extra"]["cli"]["history"]["val_score"]
+    assert len(scores) < 300 and len(scores) - 1 - int(np.argmax(scores)) == 5
+    assert out["held_out"] == pytest.approx(max(scores), rel=1e-6)  # its weights are kept
+    s = meta["extra"]["cli"]["settings"]
+    assert s["early_stopping"] == 5 and s["val_data"] == str(tables / "val.csv")
+    r = _cli("evaluate", tmp_path / "m.npz", tables / "val.csv", "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["score"] == pytest.approx(max(scores), rel=1e-5)
+
+
+def test_cli_alpha_dropout_class_weight_and_activations_reach_the_model(tables, tmp_path):
+    r = _cli("train", tables / "train.csv", "--alpha", 0.5, "--dropout", "0.2,0.1",
+             "--hidden", "16,8", "--activation", "silu", "--epochs", 3,
+             "--out", tmp_path / "r.npz", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    model = fastmlp.load(tmp_path / "r.npz")
+    assert model.alpha == 0.5 and model.activation == "silu"
+    np.testing.assert_array_equal(model.dropout, [0.2, 0.1])
+    outs = {}
+    for extra in ((), ("--class-weight", "balanced")):
+        r = _cli("train", tables / "cls.csv", "--epochs", 20, "--json", "--quiet",
+                 "--out", tmp_path / "c.npz", *extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs[extra] = fastmlp.persistence.load_with_metadata(tmp_path / "c.npz")
+    (plain, _), (weighted, meta) = outs.values()
+    assert meta["extra"]["cli"]["settings"]["class_weight"] == "balanced"
+    assert not np.array_equal(plain.coefs_[0], weighted.coefs_[0])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--early-stopping", 5, "--val-fraction", 0), "--early-stopping needs validation rows"),
+    (("--dropout", "0.5", "--solver", "lbfgs"), "--dropout needs --solver sgd or adam"),
+    (("--dropout", "1.5"), "expected rates in [0, 1)"),
+    (("--dropout", "0.1,0.2"), "one per hidden layer"),
+    (("--class-weight", "balanced"), "--class-weight is for classification"),
+    (("--val-data", "nowhere.csv"), "nowhere.csv"),
+    (("--alpha", "-1"), "--alpha"),
+])
+def test_cli_refuses_bad_new_options(tables, tmp_path, args, needle):
+    r = _cli("train", tables / "train.csv", "--epochs", 2, *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: ") and needle in lines[0]
+    assert "Traceback" not in r.stderr and not list(tmp_path.iterdir())
