@@ -1,14 +1,25 @@
 """The training core: :class:`Trainer` owns the flat parameters and gradients and one
 preallocated :class:`~fastmlp._workspace.Workspace`, and runs epochs of minibatch gradient
 descent through the kernels.  Every front-end (``fastmlp.MLP``, the scikit-learn estimators,
-the command line) trains through it; inputs arrive validated (``fastmlp._validation``)."""
+the command line) trains through it; inputs arrive validated (``fastmlp._validation``).
+
+A step runs one of two ways, ``blas`` or ``split`` (``fastmlp._planner`` says which and why;
+``fastmlp._threads`` how the thread pools are kept out of each other's way)."""
 import numpy as np
 import scipy.sparse as sp
 
+from . import _planner
 from . import kernels as K
-from ._threads import resolve_n_threads, thread_limits
+from ._threads import (blas_threads, blas_versions, parallel_regions_allowed, region_guard,
+                       resolve_n_threads, thread_limits, threading_layer)
 from ._validation import check_dtype, check_leaky_relu_slope, resolve
 from ._workspace import Layout, Workspace
+
+# OpenBLAS releases whose gemm gives wrong results when several threads call it at once (the
+# split way does): fixed in 0.3.30.
+_RACY_OPENBLAS = ("0.3.28", "0.3.29")
+
+_NO_DROPOUT = np.zeros(0)  # the split way's "no dropout": (0,) rates
 
 # Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
 # sparse input): bounds the workspace, and sparse input is densified one chunk at a time.
@@ -34,12 +45,14 @@ class Trainer:
     is allocated per batch: rows are gathered into the workspace (or used in place when the
     input is already contiguous and in order), and every kernel writes into preallocated
     buffers.  Set ``stop_requested`` (e.g. from a signal handler) to stop after the current
-    batch.
+    batch.  ``strategy`` forces how a step runs ('blas' or 'split'; None or 'auto': timed
+    once per process, see ``fastmlp._planner``); the way used last is ``plan`` (and
+    ``ws.plan``).
     """
 
     def __init__(self, sizes, *, activation="logistic", out_activation="identity",
                  loss="squared_error", dtype="float32", batch_size=200, alpha=0.0,
-                 n_threads=None, training=True, leaky_relu_slope=0.01):
+                 n_threads=None, training=True, leaky_relu_slope=0.01, strategy=None):
         self.codes = resolve(activation, out_activation, loss)
         self.slope = check_leaky_relu_slope(leaky_relu_slope)
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
@@ -61,6 +74,9 @@ class Trainer:
         self.coef_grads, self.intercept_grads = (self.layout.views(self.grads) if training
                                                  else ([], []))
         self.ws = Workspace(self.layout, self.batch_size, self.dtype, training=training)
+        self.strategy = _planner.check_strategy(strategy)
+        self.plan = None
+        self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
         self.set_dropout(None)
 
@@ -135,16 +151,99 @@ class Trainer:
             K.gather_vector(swb, sw, idx)
         return xb, yb, swb
 
-    def _step(self, xb, yb, swb):
-        """Forward + backprop of one batch: (batch loss, weight sum); grads holds raw sums."""
+    def _step(self, xb, yb, swb, grads=None):
+        """Forward + backprop of one batch (blas way): (batch loss, weight sum); grads (default
+        self.grads) holds raw sums."""
         act, out_act, loss = self.codes
         self.ws.n_rows = xb.shape[0]
-        return K.forward_backward(self.params, self.grads, self.ws.acts, self.ws.deltas,
-                                  xb, yb, swb, self.layout.sizes,
+        return K.forward_backward(self.params, self.grads if grads is None else grads,
+                                  self.ws.acts, self.ws.deltas, xb, yb, swb, self.layout.sizes,
                                   self.ws.capacity, act, out_act, loss, self.alpha,
                                   self.dtype.type(self.slope), self.dropout,
-                                  np.uint64((self.dropout_seed << 32)
-                                            | (self.dropout_step & 0xFFFFFFFF)))
+                                  self._dropout_key())
+
+    def _dropout_key(self):
+        """The step's mask seed: the fit's seed in the high 32 bits, the step count below."""
+        return np.uint64((self.dropout_seed << 32) | (self.dropout_step & 0xFFFFFFFF))
+
+    def _split(self, X, Y, sw, idx, n_threads, grads=None):
+        """Forward + backprop of the rows idx of X (split way): as _step."""
+        ws = self.ws
+        m = idx.shape[0]
+        if sp.issparse(X):  # densify the batch's rows here; the region then copies in place
+            K.gather_csr_rows(ws.X[:m], X.data, X.indices, X.indptr, idx)
+            K.gather_rows(ws.Y[:m], Y, idx)
+            if sw is not None:
+                K.gather_vector(ws.sw[:m], sw, idx)
+                sw = ws.sw[:m]
+            X, Y, idx = ws.X, ws.Y, self._identity_rows(m)
+        act, out_act, loss = self.codes
+        ws.n_rows = m
+        with region_guard():
+            return K.split_step(self.grads if grads is None else grads, ws.thread_grads,
+                                ws.partial, ws.X, ws.Y, ws.sw, self.params, ws.acts, ws.deltas,
+                                X, Y, ws.no_sw if sw is None else sw, idx, self.layout.sizes,
+                                ws.capacity, act, out_act, loss, self.alpha,
+                                self.dtype.type(self.slope),
+                                _NO_DROPOUT if self.dropout is None else self.dropout,
+                                self._dropout_key(), n_threads)
+
+    def _identity_rows(self, n):
+        """0..n-1 (int64), kept between calls."""
+        if self._identity.shape[0] < n:
+            self._identity = np.arange(n, dtype=np.int64)
+        return self._identity[:n]
+
+    # -- planning ---------------------------------------------------------------------------
+    def _plan_key(self, n_threads, batch):
+        return (tuple(int(s) for s in self.layout.sizes), int(batch), self.dtype.str,
+                int(n_threads), self.codes, threading_layer())
+
+    def _split_available(self):
+        return parallel_regions_allowed() and not any(
+            str(v).startswith(_RACY_OPENBLAS) for v in blas_versions())
+
+    def _make_plan(self, n_threads, X, Y, sw, order, start):
+        """How this call's steps run (see fastmlp._planner); times the ways on the call's first
+        batch (on scratch gradients) when the process has no plan for this network yet."""
+        forced = _planner.forced_strategy(self.strategy)
+        batch = min(self.batch_size, X.shape[0])
+        if forced == "blas" or n_threads == 1:
+            return _planner.Plan("blas", "forced" if forced else "one thread", {})
+        if not self._split_available():
+            return _planner.Plan("blas", "unavailable", {})
+        if forced == "split":
+            return _planner.Plan("split", "forced", {})
+        key = self._plan_key(n_threads, batch)
+        plan = _planner.cached(key)
+        if plan is not None:
+            return plan
+        flop = 6.0 * self.layout.n_coef * X.shape[0]
+        if flop < _planner.MIN_PLANNED_FLOP or start + batch > X.shape[0]:
+            return _planner.Plan("blas", "small", {})
+        self.ws.ensure_split(n_threads)
+        scratch = np.empty_like(self.grads)
+        rows = self._identity_rows(X.shape[0]) if order is None else order
+        idx = rows[start:start + batch]
+
+        def blas():
+            with blas_threads(n_threads):
+                self._step(*self._batch(X, Y, sw, order, start, start + batch), grads=scratch)
+
+        def split():
+            with blas_threads(1):
+                self._split(X, Y, sw, idx, n_threads, grads=scratch)
+
+        seconds = _planner.time_ways({"blas": blas, "split": split})
+        best = min(seconds, key=seconds.get)
+        return _planner.store(key, _planner.Plan(best, "timed", seconds))
+
+    def _set_plan(self, n_threads, X, Y, sw, order, start):
+        plan = self._make_plan(n_threads, X, Y, sw, order, start)
+        if plan.strategy == "split":
+            self.ws.ensure_split(n_threads)
+        self.plan = self.ws.plan = plan
+        return plan
 
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
         """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
@@ -157,18 +256,28 @@ class Trainer:
         n_coef = self.layout.n_coef
         total = 0.0
         done = start  # a stop request is cleared by the front-end that honours it, never here
-        with thread_limits(self.n_threads):
-            for first in range(start, X.shape[0], B):
-                stop = min(first + B, X.shape[0])
-                batch_loss, n = self._step(*self._batch(X, Y, sample_weight, order, first,
-                                                        stop))
-                self.dropout_step += 1
-                optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n,
-                                 n_coef)
-                total += batch_loss * (stop - first)
-                done = stop
-                if self.stop_requested:
-                    break
+        N = X.shape[0]
+        with thread_limits(self.n_threads) as nt:
+            plan = self._set_plan(nt, X, Y, sample_weight, order, start)
+            split = plan.strategy == "split"
+            rows = None
+            if split:
+                rows = self._identity_rows(N) if order is None else order
+            with blas_threads(1 if split else nt):
+                for first in range(start, N, B):
+                    stop = min(first + B, N)
+                    if split:
+                        batch_loss, n = self._split(X, Y, sample_weight, rows[first:stop], nt)
+                    else:
+                        batch_loss, n = self._step(*self._batch(X, Y, sample_weight, order,
+                                                                first, stop))
+                    self.dropout_step += 1
+                    optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n,
+                                     n_coef)
+                    total += batch_loss * (stop - first)
+                    done = stop
+                    if self.stop_requested:
+                        break
         return total, done
 
     def loss_and_grads(self, X, Y, sample_weight=None):
@@ -176,8 +285,15 @@ class Trainer:
         Needs batch_size >= N."""
         if X.shape[0] > self.ws.capacity:
             raise ValueError(f"{X.shape[0]} rows exceed the workspace ({self.ws.capacity})")
-        with thread_limits(self.n_threads):
-            value, n = self._step(*self._batch(X, Y, sample_weight, None, 0, X.shape[0]))
+        n_rows = X.shape[0]
+        with thread_limits(self.n_threads) as nt:
+            plan = self._set_plan(nt, X, Y, sample_weight, None, 0)
+            if plan.strategy == "split":
+                with blas_threads(1):
+                    value, n = self._split(X, Y, sample_weight, self._identity_rows(n_rows), nt)
+            else:
+                with blas_threads(nt):
+                    value, n = self._step(*self._batch(X, Y, sample_weight, None, 0, n_rows))
             K.finish_grads(self.grads, self.params, self.layout.sizes, n, self.alpha)
             return value
 
@@ -185,7 +301,8 @@ class Trainer:
         """Network output for every row of X (validated, the trainer's dtype): a new (N, n_out)
         array, computed in chunks of at least the workspace's capacity.  When the training
         batch is small (say 1), the chunks use a temporary inference workspace of up to
-        ``PREDICT_CHUNK`` rows instead of one kernel call per training-batch of rows."""
+        ``PREDICT_CHUNK`` rows instead of one kernel call per training-batch of rows.  Runs the
+        split way when training last ran it (small layers), else the blas way."""
         n = X.shape[0]
         out = np.empty((n, int(self.layout.sizes[-1])), self.dtype)
         act, out_act, _ = self.codes
@@ -193,10 +310,20 @@ class Trainer:
         if ws.capacity < min(n, PREDICT_CHUNK):
             ws = Workspace(self.layout, min(n, PREDICT_CHUNK), self.dtype, training=False)
         B = ws.capacity
-        with thread_limits(self.n_threads):
-            for start in range(0, n, B):
-                stop = min(start + B, n)
-                xb = self._rows(ws, X, None, start, stop)
-                out[start:stop] = K.forward_pass(self.params, ws.acts, xb, self.layout.sizes,
-                                                 B, act, out_act, self.dtype.type(self.slope))
+        with thread_limits(self.n_threads) as nt:
+            split = (nt > 1 and self.plan is not None and self.plan.strategy == "split"
+                     and parallel_regions_allowed())
+            slope = self.dtype.type(self.slope)
+            with blas_threads(1 if split else nt):
+                for start in range(0, n, B):
+                    stop = min(start + B, n)
+                    xb = self._rows(ws, X, None, start, stop)
+                    if split:
+                        with region_guard():
+                            K.split_forward(out[start:stop], self.params, ws.acts, xb,
+                                            self.layout.sizes, B, act, out_act, slope, nt)
+                    else:
+                        out[start:stop] = K.forward_pass(self.params, ws.acts, xb,
+                                                         self.layout.sizes, B, act, out_act,
+                                                         slope)
         return out

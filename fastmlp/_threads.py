@@ -1,42 +1,44 @@
-"""Thread pools: exactly one busy at a time.
+"""Thread pools: one busy at a time, and safe next to the user's own threads.
 
-fastmlp runs matrix products on OpenBLAS's threads and elementwise epilogues on Numba's; the
-two alternate, never overlap.  That is only fast if a pool's threads go to sleep when its work
-ends: the OpenMP layer's workers busy-wait (GOMP_SPINCOUNT, 300000 spins by default) and take
-the cores OpenBLAS wants next, which measured 10x slower per epoch on 2 cores (24x when the
-machine was busy).  So:
+fastmlp runs a training step in one of two ways (``fastmlp._planner`` picks one per network):
 
-* at import, if nobody has chosen Numba's threading layer yet (no NUMBA_THREADING_LAYER, pool
-  not started), fastmlp picks ``workqueue``, whose workers sleep on a condition variable;
-* if a spinning layer is in use anyway (the user chose OpenMP without OMP_WAIT_POLICY=passive
-  or GOMP_SPINCOUNT=0, or TBB), fastmlp runs its elementwise kernels on one thread during
-  its calls: never the 10x, at a few percent of speed;
-* the workqueue layer cannot run two parallel regions at once, so fastmlp's calls hold a
-  process-wide lock;
-* ``n_threads`` limits both BLAS pools (threadpoolctl) and Numba's pool for the duration of a
-  call, and both are restored afterwards.
+* ``blas``: the matrix products on OpenBLAS's threads, every other kernel serial on the
+  calling thread; Numba's pool is never woken;
+* ``split``: one Numba parallel region per step, each thread working on its share of the
+  batch's rows with single-threaded BLAS; OpenBLAS's pool is never woken.
+
+So the two pools never alternate.  That matters because the OpenMP layer's workers busy-wait
+after a region (GOMP_SPINCOUNT, 300000 spins by default) and took the cores OpenBLAS's threads
+wanted next: 10x slower per epoch on 2 cores, 24x when the machine was busy.
+
+fastmlp does not choose Numba's threading layer: Numba's own default order (tbb, then omp, then
+workqueue) or the user's NUMBA_THREADING_LAYER stands, so importing fastmlp changes nothing for
+the process's other Numba code.  tbb and omp run parallel regions from several Python threads
+at once, so concurrent fits and predictions need no lock.  The workqueue layer cannot (two
+regions at once abort the process): there, fastmlp's own regions take a lock, region by region.
+GNU OpenMP must not be used in a child forked after it ran: such a child falls back to the
+``blas`` way, which runs no parallel region.
+
+Thread counts: Numba's (``numba.set_num_threads``) is per Python thread and is set for the
+duration of a call.  BLAS's is one setting for the whole process, so it is shared: while
+fastmlp calls are running it is the smallest count any of them asked for, and the value found
+before the first of them is restored when the last one ends (also in a forked child).
 """
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numba
 import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's OpenBLAS so threadpoolctl sees it)
 from numba.np.ufunc import parallel as _numba_parallel
 from threadpoolctl import ThreadpoolController
 
-_LOCK = threading.RLock()
 _controller = None
-
-
-def _choose_threading_layer():
-    if os.environ.get("NUMBA_THREADING_LAYER") or _numba_parallel._is_initialized:
-        return
-    if numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "workqueue"
-
-
-_choose_threading_layer()
+_blas_lock = threading.Lock()   # guards the two below; never held while kernels run
+_blas_requests = {}             # {token: BLAS threads asked for} of the calls running now
+_blas_saved = None              # [(lib controller, threads)] found before the first of them
+_region_lock = threading.RLock()  # serialises fastmlp's own parallel regions (workqueue only)
+_forked_after_openmp = False    # this process is a child forked after GNU OpenMP ran
 
 
 def max_threads():
@@ -44,14 +46,29 @@ def max_threads():
     return numba.config.NUMBA_NUM_THREADS
 
 
-def _layer_spins():
-    layer = numba.threading_layer()
-    if layer == "workqueue":
-        return False
-    if layer == "omp":
-        passive = os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive"
-        return not (passive or os.environ.get("GOMP_SPINCOUNT") == "0")
-    return True
+_layer = None
+
+
+def threading_layer():
+    """The threading layer Numba runs parallel regions on (starts Numba's pool if needed:
+    the layer is Numba's choice or the user's, never fastmlp's)."""
+    global _layer
+    if _layer is None:
+        numba.get_num_threads()  # launches the pool with the layer Numba resolves
+        _layer = numba.threading_layer()
+    return _layer
+
+
+def parallel_regions_allowed():
+    """False where a Numba parallel region must not run: a child forked after GNU OpenMP ran
+    in its parent (GNU OpenMP aborts there)."""
+    return not _forked_after_openmp
+
+
+def region_guard():
+    """A lock around one parallel region on the workqueue layer (not thread-safe), nothing on
+    the others."""
+    return _region_lock if threading_layer() == "workqueue" else nullcontext()
 
 
 def resolve_n_threads(n_threads):
@@ -66,33 +83,107 @@ def resolve_n_threads(n_threads):
     return n
 
 
-def _blas_threads():
-    """The smallest thread count among the loaded BLAS libraries (their current limits)."""
-    counts = [lib.num_threads for lib in _controller.select(user_api="blas").lib_controllers]
+def _blas_libs():
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.select(user_api="blas").lib_controllers
+
+
+def blas_versions():
+    """Versions of the loaded BLAS libraries (OpenBLAS 0.3.28/0.3.29 return wrong results
+    when several threads call gemm at once: the ``split`` way is off there)."""
+    return [lib.version for lib in _blas_libs()]
+
+
+def _user_blas_threads():
+    """The smallest thread count among the loaded BLAS libraries, as the user set it (the
+    value saved before fastmlp's running calls changed it)."""
+    with _blas_lock:
+        counts = ([k for _, k in _blas_saved] if _blas_saved is not None
+                  else [lib.num_threads for lib in _blas_libs()])
     return min(counts) if counts else max_threads()
+
+
+def _apply_blas_limit():
+    # called with _blas_lock held
+    global _blas_saved
+    if _blas_requests:
+        if _blas_saved is None:
+            _blas_saved = [(lib, lib.num_threads) for lib in _blas_libs()]
+        k = min(_blas_requests.values())
+        for lib, _ in _blas_saved:
+            if lib.num_threads != k:
+                lib.set_num_threads(k)
+    elif _blas_saved is not None:
+        for lib, k in _blas_saved:
+            lib.set_num_threads(k)
+        _blas_saved = None
+
+
+@contextmanager
+def blas_threads(k):
+    """Ask for at most k BLAS threads while the block runs (shared: see the module's note)."""
+    token = object()
+    with _blas_lock:
+        _blas_requests[token] = int(k)
+        _apply_blas_limit()
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            del _blas_requests[token]
+            _apply_blas_limit()
 
 
 @contextmanager
 def thread_limits(n_threads=None):
-    """Run fastmlp kernels with n_threads BLAS threads and at most n_threads Numba threads;
-    restore every pool's setting on exit.  Yields the thread count used.
+    """Run fastmlp kernels with at most n_threads threads: Numba's count for this Python
+    thread is set to it and restored on exit, and n_threads BLAS threads are asked for (the
+    split way asks for 1 inside, see ``blas_threads``).  Yields the thread count used.
 
-    n_threads=None respects the limits already in force -- the BLAS libraries' current
-    thread counts (a ``threadpoolctl.threadpool_limits`` block, joblib's workers, OMP/OPENBLAS
-    environment variables) and ``numba.set_num_threads`` -- and uses the smallest of them,
-    so that fastmlp inside a parallel grid search does not oversubscribe the cores."""
-    global _controller
+    n_threads=None respects the limits already in force -- the BLAS libraries' thread counts (a
+    ``threadpoolctl.threadpool_limits`` block, joblib's workers, OMP/OPENBLAS environment
+    variables) and ``numba.set_num_threads`` -- and uses the smallest of them, so that fastmlp
+    inside a parallel grid search does not oversubscribe the cores."""
     n = resolve_n_threads(n_threads)
-    with _LOCK:
-        if _controller is None:
-            _controller = ThreadpoolController()
-        previous = numba.get_num_threads()  # starts Numba's pool (with the layer chosen above)
-        if n is None:
-            n = max(1, min(previous, _blas_threads()))
-        numba_n = 1 if _layer_spins() else min(n, max_threads())
-        with _controller.limit(limits=n, user_api="blas"):
-            numba.set_num_threads(numba_n)
-            try:
-                yield n
-            finally:
-                numba.set_num_threads(previous)
+    previous = numba.get_num_threads()  # starts Numba's pool (with Numba's layer)
+    if n is None:
+        n = max(1, min(previous, _user_blas_threads()))
+    numba.set_num_threads(min(n, max_threads()))
+    try:
+        with blas_threads(n):
+            yield n
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _after_fork_in_child():
+    # Locks held by a thread of the parent that was inside a fastmlp call are held forever in
+    # the child: make new ones.  The BLAS limit that call had set is put back.
+    global _blas_lock, _region_lock, _blas_saved, _forked_after_openmp
+    _blas_lock = threading.Lock()
+    _region_lock = threading.RLock()
+    saved, _blas_saved = _blas_saved, None
+    _blas_requests.clear()
+    for lib, k in saved or ():
+        try:
+            lib.set_num_threads(k)
+        except Exception:  # noqa: BLE001 -- best effort in a fresh child
+            pass
+    if _numba_parallel._is_initialized:
+        # Numba's get/set_num_threads take a multiprocessing RLock, one semaphore shared with
+        # the parent; a child forked while a parent's thread held it keeps a copy of the
+        # holder's recursion count, never posts the semaphore back, and the parent's next
+        # call hangs.  The pool is started here, so the lock guards nothing: use our own.
+        _numba_parallel._backend_init_process_lock = threading.RLock()
+        try:
+            if numba.threading_layer() == "omp":
+                from numba.np.ufunc import omppool
+                _forked_after_openmp = getattr(omppool, "openmp_vendor", "GNU") == "GNU"
+        except ValueError:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -42,7 +42,13 @@ class Workspace:
     """Every buffer one (model, batch capacity) needs, allocated once.
 
     acts / deltas hold A[1..L] and delta[1..L] as (capacity, n_l) blocks; X, Y, sw are the
-    gathered batch when rows must be copied (shuffled or sparse input).  An inference
+    gathered batch when rows must be copied (shuffled or sparse input).  Both ways of running
+    a step leave the same things there: under the ``split`` way each thread writes its own
+    block of rows of acts, deltas, X, Y and sw, so they hold the whole batch as under ``blas``.
+    Only the gradient sums are per thread: ``thread_grads`` (threads - 1, P) holds threads
+    1.. (thread 0 sums into the trainer's grads; after a step the trainer's grads hold the
+    total) and ``partial`` (threads,) their loss sums.  ``plan`` is the way the last call ran
+    (a ``fastmlp._planner.Plan``: strategy, why, and the trial's timings).  An inference
     workspace (``training=False``) has no deltas, Y or sw (empty arrays)."""
 
     def __init__(self, layout, capacity, dtype, n_outputs=None, training=True):
@@ -59,6 +65,16 @@ class Workspace:
         self.sw = np.zeros(rows, dtype)
         self.no_sw = np.zeros(0, dtype)
         self.n_rows = 0  # rows in the last batch that ran
+        self.thread_grads = np.zeros((0, layout.n_params), dtype)
+        self.partial = np.zeros(1, np.float64)
+        self.plan = None
+
+    def ensure_split(self, n_threads):
+        """Per-thread buffers for the split way with n_threads threads (allocated once)."""
+        if self.thread_grads.shape[0] < n_threads - 1:
+            self.thread_grads = np.zeros((n_threads - 1, self.layout.n_params), self.dtype)
+        if self.partial.shape[0] < n_threads:
+            self.partial = np.zeros(n_threads, np.float64)
 
     def A(self, l, n=None):
         """A[l] for the last n rows computed (default: the last batch), l = 1..L."""
@@ -72,4 +88,5 @@ class Workspace:
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for a in (self.acts, self.deltas, self.X, self.Y, self.sw))
+        return sum(a.nbytes for a in (self.acts, self.deltas, self.X, self.Y, self.sw,
+                                      self.thread_grads, self.partial))

@@ -17,8 +17,9 @@ from .activations import (IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RE
                           dpreactivation_colsum, keeps_preactivation, dropout_key,
                           dropout_kept)
 from .losses import SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON, output_delta_loss
-from .network import (coef_view, intercept_view, layer_view, forward_pass, forward_backward,
-                      finish_grads, n_coef,
+from .network import (coef_view, intercept_view, layer_view, row_block, forward_rows,
+                      forward_pass, backprop_rows, forward_backward, weight_sum, batch_loss,
+                      split_step, split_forward, finish_grads, n_coef,
                       scale_grads, sum_squares, gather_rows, gather_csr_rows, gather_vector,
                       csr_slice_to_dense)
 from .optim import sgd_update, adam_update

@@ -11,11 +11,11 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # merge the two-constant Cody-Waite range reduction and cost ~30 ulp in float64.
 FASTMATH_STRICT = {"nsz", "contract"}
 
-# Below this size an activation pass runs serially: waking the thread pool costs more than it
-# saves.  Measured on 2 cores: a workqueue launch costs ~50-70 us, a serial sigmoid runs
-# ~5e9 elements/s.  Memory-bound passes (optimizer updates, gathers) are always serial.
-PARALLEL_MIN_ELEMENTS = 1 << 18
-
+# parallel=True only where one region covers a whole training step or prediction chunk
+# (``network.split_step`` / ``split_forward``): every other kernel is serial, so that the
+# BLAS-threaded path never wakes Numba's pool (its OpenMP workers busy-wait after a region and
+# took the cores from OpenBLAS's threads: 10x slower per epoch, measured on 2 cores) and so
+# that a forked child, where GNU OpenMP must not run, still has a complete serial path.
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PJIT = dict(JIT, parallel=True)
 JIT_STRICT = dict(JIT, fastmath=FASTMATH_STRICT)

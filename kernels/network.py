@@ -8,13 +8,19 @@ Storage (allocated once by ``fastmlp.backend.Workspace``; see the legend in __in
   deltas  (B * sum(sizes[1:]),)  delta[1..L] = dLoss/dZ[l], same blocks as acts
 For a batch of N <= B rows every (N, n_l) view is the leading, contiguous part of its block.
 
-Threads: the matrix products go to BLAS (``np.dot`` -> SciPy's OpenBLAS), the elementwise
-epilogues to Numba's pool; they run one after the other, never at once (see fastmlp._threads).
+Threads, two ways (chosen per network by ``fastmlp._planner``; see ``fastmlp._threads``):
+  blas   forward_backward / forward_pass: the products on BLAS's threads (``np.dot`` -> SciPy's
+         OpenBLAS), every epilogue serial on the calling thread.
+  split  split_step / split_forward: one parallel region; thread t takes a contiguous block of
+         the batch's rows, gathers them, and runs the forward pass, the loss and backprop on
+         them with single-threaded BLAS.  Every thread writes its own rows of acts/deltas (so
+         they hold the same batch-wide A[l]/delta[l] as the blas way) and its own gradient sums;
+         the sums are added in thread order (bit-identical run to run for a thread count).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._config import JIT
+from ._config import JIT, PJIT
 from .activations import (IDENTITY, bias_activate, bias_activate_keep, dactivation_colsum,
                           dpreactivation_colsum, dropout_key, keeps_preactivation)
 from .losses import SQUARED_ERROR, output_delta_loss
@@ -49,45 +55,53 @@ def layer_view(buf, sizes, capacity, l, n):
     return buf[off:off + n * sizes[l]].reshape(n, sizes[l])
 
 
+# no dropout: (0,) rates, a global so that Numba bakes it in as a constant (no allocation)
+_NO_RATES = np.zeros(0)
+
+
+@njit(**JIT)
+def row_block(buf, sizes, capacity, l, r0, r1):
+    """Rows r0..r1 of A[l] or delta[l], l >= 1: a contiguous (r1 - r0, sizes[l]) view of buf."""
+    off = 0
+    for k in range(1, l):
+        off += capacity * sizes[k]
+    return buf[off + r0 * sizes[l]:off + r1 * sizes[l]].reshape(r1 - r0, sizes[l])
+
+
+@njit(**JIT)
+def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
+                 rates, seed):
+    """A[l+1] = f(A[l] @ W[l] + b[l]) for batch rows r0..r0+N of every layer (overwrites those
+    rows of acts); returns their A[L] (N, n_out).  X (N, sizes[0]) holds those rows of A[0];
+    slope leaky ReLU's.  With deltas of nonzero size (a training step), each hidden layer's
+    Z + b is kept in those rows of its delta block when backprop needs it (GELU/SiLU), and
+    dropout with ``rates`` ((L-1,), or (0,) for none) and the step's mask ``seed`` (uint64)
+    is applied to the hidden layers; the mask of a unit depends on its batch row, not on r0's
+    block (so every way of splitting a batch draws the same mask)."""
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    A = X
+    for l in range(L):
+        Z = row_block(acts, sizes, capacity, l + 1, r0, r0 + n)
+        np.dot(A, coef_view(params, sizes, l), Z)
+        b = intercept_view(params, sizes, l)
+        if l < L - 1 and deltas.shape[0] > 0:
+            rate = rates[l] if rates.shape[0] > 0 else 0.0
+            bias_activate_keep(Z, row_block(deltas, sizes, capacity, l + 1, r0, r0 + n), b,
+                               act, slope, rate, dropout_key(seed, l), r0)
+        else:
+            bias_activate(Z, b, out_act if l == L - 1 else act, slope)
+        A = Z
+    return A
+
+
 @njit(**JIT)
 def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
     params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
     slope leaky ReLU's."""
-    n = X.shape[0]
-    L = sizes.shape[0] - 1
-    A = X
-    for l in range(L):
-        Z = layer_view(acts, sizes, capacity, l + 1, n)
-        np.dot(A, coef_view(params, sizes, l), Z)
-        bias_activate(Z, intercept_view(params, sizes, l), out_act if l == L - 1 else act,
-                      slope)
-        A = Z
-    return A
-
-
-@njit(**JIT)
-def _forward_train(params, acts, deltas, X, sizes, capacity, act, out_act, slope, dropout,
-                   seed):
-    # forward_pass for a training step: each hidden layer's Z + b kept in its delta block
-    # when backprop needs it (GELU/SiLU), and dropout applied to the hidden layers
-    n = X.shape[0]
-    L = sizes.shape[0] - 1
-    A = X
-    for l in range(L):
-        Z = layer_view(acts, sizes, capacity, l + 1, n)
-        np.dot(A, coef_view(params, sizes, l), Z)
-        b = intercept_view(params, sizes, l)
-        if l < L - 1:
-            rate = 0.0
-            if dropout is not None:
-                rate = dropout[l]
-            bias_activate_keep(Z, layer_view(deltas, sizes, capacity, l + 1, n), b, act, slope,
-                               rate, dropout_key(seed, l), 0)
-        else:
-            bias_activate(Z, b, out_act, slope)
-        A = Z
-    return A
+    return forward_rows(params, acts, acts[:0], X, sizes, capacity, 0, act, out_act, slope,
+                        _NO_RATES, np.uint64(0))
 
 
 @njit(**JIT)
@@ -112,18 +126,12 @@ def sum_squares(x, n):
 
 
 @njit(**JIT)
-def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
-                     act, out_act, loss, alpha, slope=0.01, dropout=None, seed=np.uint64(0)):
-    """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
-
-    params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
-    Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B.
-
-    Returns (batch loss, n): the loss with scikit-learn's definition (L2 term included) and n,
-    the batch's weight sum (its row count without weights).  grads holds the RAW sums
-    ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
-    ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
-    optimizer kernels form it on the fly (one pass over the parameters instead of two).
+def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
+                  act, out_act, loss, slope, rates, seed):
+    """Forward pass, loss and backprop for batch rows r0..r0+N (X, Y, sw hold those rows).
+    Overwrites those rows of acts and deltas, and grads with the rows' RAW sums
+    ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``.  Returns the rows' loss sum (weighted,
+    no L2 term).  grads (P,); X (N, sizes[0]); Y (N, n_out); sw (N,) or (0,).
 
     Each delta[l] is computed once and used twice: for dW[l-1] = A[l-1].T @ delta[l] and for
     delta[l-1] = (delta[l] @ W[l-1].T) * f'(A[l-1]).  No delta is formed for the input.
@@ -133,46 +141,147 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     fused epilogue then makes delta[l-1] from both in place.  So after such a step acts holds
     those gradients, not the activations.
 
-    Dropout: ``dropout`` None or (L-1,) rates of the hidden layers, ``seed`` (uint64) the
+    Dropout: ``rates`` (L-1,) of the hidden layers or (0,) for none, ``seed`` (uint64) the
     step's mask seed (see ``activations``): the forward epilogue drops and scales A[l], and
     the backward epilogue recomputes the same mask for delta[l]."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     keep = keeps_preactivation(act)
-    out = _forward_train(params, acts, deltas, X, sizes, capacity, act, out_act, slope,
-                         dropout, seed)
-    D = layer_view(deltas, sizes, capacity, L, n)
+    out = forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
+                       rates, seed)
+    D = row_block(deltas, sizes, capacity, L, r0, r0 + n)
     total = output_delta_loss(D, out, Y, sw, loss)
     # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
     dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
                        intercept_view(grads, sizes, L - 1), slope)
-    weight_sum = np.float64(n)
-    if sw.shape[0] > 0:
-        weight_sum = 0.0
-        for i in range(n):
-            weight_sum += sw[i]
     for l in range(L - 1, -1, -1):
-        A_prev = X if l == 0 else layer_view(acts, sizes, capacity, l, n)
+        A_prev = X if l == 0 else row_block(acts, sizes, capacity, l, r0, r0 + n)
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         if l > 0:
-            D_prev = layer_view(deltas, sizes, capacity, l, n)
-            rate = 0.0
-            if dropout is not None:
-                rate = dropout[l - 1]
+            D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
+            rate = rates[l - 1] if rates.shape[0] > 0 else 0.0
             key = dropout_key(seed, l - 1)
             if keep:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
                 np.dot(D, coef_view(params, sizes, l).T, A_prev)
                 dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
-                                      rate, key, 0)
+                                      rate, key, r0)
             else:
                 np.dot(D, coef_view(params, sizes, l).T, D_prev)
                 dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
-                                   slope, rate, key, 0)
+                                   slope, rate, key, r0)
             D = D_prev
-    batch_loss = total / weight_sum
+    return total
+
+
+@njit(**JIT)
+def weight_sum(sw, n):
+    """The batch's weight sum: sum(sw) in float64, or n without weights (sw of shape (0,))."""
+    if sw.shape[0] == 0:
+        return np.float64(n)
+    s = 0.0
+    for i in range(sw.shape[0]):
+        s += sw[i]
+    return s
+
+
+@njit(**JIT)
+def batch_loss(total, wsum, params, sizes, alpha):
+    """scikit-learn's batch loss from a loss sum: total / n + alpha / (2 n) * sum(W ** 2)."""
+    value = total / wsum
     if alpha > 0:
-        batch_loss += 0.5 * alpha * sum_squares(params, n_coef(sizes)) / weight_sum
-    return batch_loss, weight_sum
+        value += 0.5 * alpha * sum_squares(params, n_coef(sizes)) / wsum
+    return value
+
+
+@njit(**JIT)
+def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
+                     act, out_act, loss, alpha, slope=0.01, dropout=None, seed=np.uint64(0)):
+    """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
+
+    params, grads (P,); acts, deltas (B * sum(sizes[1:]),); X (N, sizes[0]);
+    Y (N, n_out); sw (N,) sample weights or (0,); sizes (L+1,) int64; N <= capacity B;
+    slope leaky ReLU's; dropout None or (L-1,) rates of the hidden layers (or (0,): none) and
+    seed (uint64) the step's mask seed.  See backprop_rows for what acts/deltas hold
+    (GELU/SiLU) and for dropout.
+
+    Returns (batch loss, n): the loss with scikit-learn's definition (L2 term included) and n,
+    the batch's weight sum (its row count without weights).  grads holds the RAW sums
+    ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
+    ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
+    optimizer kernels form it on the fly (one pass over the parameters instead of two)."""
+    rates = _NO_RATES if dropout is None else dropout
+    total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
+                          act, out_act, loss, slope, rates, seed)
+    wsum = weight_sum(sw, X.shape[0])
+    return batch_loss(total, wsum, params, sizes, alpha), wsum
+
+
+_REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several tasks per thread
+
+
+@njit(**PJIT)
+def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx,
+               sizes, capacity, act, out_act, loss, alpha, slope, rates, seed, n_blocks):
+    """forward_backward over the batch rows X[idx] in one parallel region (the ``split`` way).
+
+    Block t = rows (N t // T) .. (N (t+1) // T) of the batch, T = min(n_blocks, N): thread t
+    gathers its rows into Xb, Yb, swb, runs the forward pass, the loss and backprop on them
+    (single-threaded BLAS expected) into its own gradient sums -- grads for t = 0,
+    thread_grads[t - 1] otherwise -- and then grads += thread_grads[t - 1] for t = 1..T-1 in
+    that order, parallel over parameter chunks.  Same outputs and return value as
+    forward_backward (dropout: ``rates`` (L-1,) or (0,), ``seed``; the same masks);
+    acts/deltas hold the whole batch's A[l]/delta[l].
+    grads (P,); thread_grads (>= T-1, P) and partial (>= T,) scratch (overwritten);
+    Xb (B, sizes[0]), Yb (B, n_out), swb (B,) gather buffers (overwritten); X (M, sizes[0]),
+    Y (M, n_out), sw (M,) or (0,) the data; idx (N,) int64 row numbers, N <= B."""
+    m = idx.shape[0]
+    T = min(n_blocks, m)
+    for t in prange(T):
+        r0 = m * t // T
+        r1 = m * (t + 1) // T
+        rows = idx[r0:r1]
+        xb = Xb[r0:r1]
+        yb = Yb[r0:r1]
+        gather_rows(xb, X, rows)
+        gather_rows(yb, Y, rows)
+        swt = sw[:0]
+        if sw.shape[0] > 0:
+            swt = swb[r0:r1]
+            gather_vector(swt, sw, rows)
+        g = grads if t == 0 else thread_grads[t - 1]
+        partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity, r0,
+                                   act, out_act, loss, slope, rates, seed)
+    P = grads.shape[0]
+    if T > 1:
+        for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
+            g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+            for t in range(1, T):
+                gt = thread_grads[t - 1, c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+                for k in range(g0.shape[0]):
+                    g0[k] += gt[k]
+    total = 0.0
+    for t in range(T):
+        total += partial[t]
+    wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
+    return batch_loss(total, wsum, params, sizes, alpha), wsum
+
+
+@njit(**PJIT)
+def split_forward(out, params, acts, X, sizes, capacity, act, out_act, slope, n_blocks):
+    """out <- the network's output for X (overwrites), in one parallel region of n_blocks row
+    blocks, each running forward_rows with single-threaded BLAS.  out (N, n_out),
+    X (N, sizes[0]), N <= capacity; acts as forward_pass's (overwritten)."""
+    m = X.shape[0]
+    T = min(n_blocks, m)
+    for t in prange(T):
+        r0 = m * t // T
+        r1 = m * (t + 1) // T
+        A = forward_rows(params, acts, acts[:0], X[r0:r1], sizes, capacity, r0, act, out_act,
+                         slope, _NO_RATES, np.uint64(0))
+        o = out[r0:r1]
+        for i in range(r1 - r0):
+            for j in range(o.shape[1]):
+                o[i, j] = A[i, j]
 
 
 @njit(**JIT)

@@ -2,6 +2,7 @@
 end to end on a tiny workload, and the harness loads only where it should (asv imports the
 ``benchmarks/`` folder as ``benchmarks`` against older builds; fastmlp installs it as
 ``fastmlp.bench``).  No timing assertions: these machines are shared."""
+import ast
 import doctest
 import importlib
 import itertools
@@ -21,6 +22,9 @@ if str(ROOT) not in sys.path:  # asv imports the suite as the package `benchmark
 
 suite = importlib.import_module("benchmarks.bench_training")
 HARNESS = ("workloads", "workers", "runner", "report", "command", "compare")
+# every module of the folder that is not an asv suite (bench_*.py): the harness, scripts
+NOT_SUITES = tuple(sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py")
+                          if not p.stem.startswith(("bench_", "__"))))
 
 PREFIXES = ("time_", "peakmem_", "track_", "timeraw_", "mem_")
 _CACHES = {}  # setup_cache function -> its result, computed once per session (as asv does)
@@ -122,17 +126,20 @@ _BENCH_NAME = re.compile(r"^(time|timeraw|mem|peakmem|track)_|^(Time|Timeraw|Mem
 
 
 def test_asv_collects_benchmarks_only_from_the_suite():
-    """asv imports every module of the folder: the harness modules define no benchmark, and
-    importing them loads neither fastmlp (older builds lack the harness) nor PyTorch."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import importlib\n"
-            f"for m in {HARNESS!r}: importlib.import_module('benchmarks.' + m)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastmlp', 'torch', "
-            "'numpy', 'tqdm', 'matplotlib')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT / "tests")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
-    for name in HARNESS:
+    """asv imports every module of the folder: the modules that are not suites define no
+    benchmark, and importing them loads neither fastmlp (asv runs them against older builds)
+    nor an optional library; the harness of ``fastmlp bench`` not even NumPy."""
+    assert set(HARNESS) <= set(NOT_SUITES)
+    heavy = ("fastmlp", "torch", "dask", "distributed", "tqdm", "matplotlib", "numpy")
+    for modules, allowed in ((HARNESS, ()), (NOT_SUITES, ("numpy",))):
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import importlib\n"
+                f"for m in {modules!r}: importlib.import_module('benchmarks.' + m)\n"
+                f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=ROOT / "tests")
+        assert proc.returncode == 0, proc.stderr
+        assert set(ast.literal_eval(proc.stdout)) <= set(allowed), modules
+    for name in NOT_SUITES:
         module = importlib.import_module("benchmarks." + name)
         for attr, value in vars(module).items():
             if attr.startswith("_"):

@@ -88,7 +88,7 @@ ALL_ACTS = [K.IDENTITY, K.LOGISTIC, K.TANH, K.RELU, K.SOFTMAX, K.EXP]
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 @pytest.mark.parametrize("act", ALL_ACTS)
-@pytest.mark.parametrize("shape", [(3, 5), (1100, 257)])  # serial and parallel paths
+@pytest.mark.parametrize("shape", [(3, 5), (1100, 257)])  # a few rows, and many
 def test_bias_activate_matches_numpy(dtype, rtol, act, shape):
     rng = np.random.default_rng(act)
     Z = rng.normal(size=shape).astype(dtype) * 3
@@ -100,7 +100,7 @@ def test_bias_activate_matches_numpy(dtype, rtol, act, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("act", [K.IDENTITY, K.LOGISTIC, K.TANH, K.RELU, K.EXP])
-@pytest.mark.parametrize("shape", [(4, 3), (1100, 257)])  # serial and parallel paths
+@pytest.mark.parametrize("shape", [(4, 3), (1100, 257)])  # a few rows, and many
 def test_dactivation_colsum_matches_numpy(dtype, act, shape):
     rng = np.random.default_rng(1)
     A = _naive_act(rng.normal(size=shape), act).astype(dtype)
@@ -163,6 +163,28 @@ def test_sgd_update_matches_numpy(momentum, nesterov):
         np.testing.assert_allclose(v, v_new, **tol)
     np.testing.assert_allclose(p, p0 + (momentum * v_new - 0.1 * grad if nesterov else v_new),
                                **tol)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update_float32_matches_numpy(momentum, nesterov):
+    """float32 parameters: the update runs in float32 (as scikit-learn's NumPy code does),
+    so it matches a float32 NumPy reference to float32 rounding, and the velocity stays
+    float32."""
+    f = np.float32
+    rng = np.random.default_rng(6)
+    p, g, v = rng.normal(size=(3, 1000)).astype(f)
+    p0, v0 = p.copy(), v.copy()
+    K.sgd_update(p, g, v, f(0.1), f(momentum), nesterov, f(0.25), f(0.01), 600)
+    grad = f(0.25) * g
+    grad[:600] += f(0.01) * p0[:600]
+    v_new = f(momentum) * v0 - f(0.1) * grad
+    expect = p0 + (f(momentum) * v_new - f(0.1) * grad if nesterov else v_new)
+    assert p.dtype == v.dtype == f
+    tol = dict(rtol=2e-6, atol=2e-7)
+    np.testing.assert_allclose(p, expect, **tol)
+    np.testing.assert_allclose(v, v_new if momentum else v0, **tol)
+    assert not np.array_equal(p, p0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -1,57 +1,158 @@
-"""One thread pool busy at a time, whatever the environment holds (checked in subprocesses:
-the threading layer is chosen once per process)."""
+"""Threads: fastmlp leaves Numba's threading layer alone, keeps one pool busy at a time,
+restores every setting, runs from several Python threads at once and survives a fork; every
+way of running a step gives the same numbers (checked in subprocesses where a process-wide
+choice is involved)."""
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import numba
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fastmlp import _threads
-
-PROBE = r"""
-import json, numba, numpy as np
 import fastmlp
-from fastmlp import _threads
-X = np.random.default_rng(0).normal(size=(600, 8)); Y = X[:, :2] ** 2
-fastmlp.MLP([8, 300, 2], dtype="float64", random_state=0).fit(X, Y, epochs=1, batch_size=600)
-with _threads.thread_limits(None) as n:
-    inside = numba.get_num_threads()
-print(json.dumps({"layer": numba.threading_layer(), "inside": inside, "blas": n,
-                  "after": numba.get_num_threads(), "max": numba.config.NUMBA_NUM_THREADS}))
-"""
+from fastmlp import _planner, _threads
+from fastmlp._core import Trainer
+from fastmlp.optimizers import SGD, Adam
+
+# variables that would change the thread counts or the layer a subprocess sees
+_THREAD_ENV = ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+               "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS", "FASTMLP_STRATEGY")
 
 
-def _probe(**env):
-    full = {k: v for k, v in os.environ.items()
-            if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+def _run(code, timeout=600, **env):
+    full = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
     full.update(env, NUMBA_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", PROBE], env=full, capture_output=True,
-                         text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _json(out):
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_default_picks_the_sleeping_workqueue_layer():
-    r = _probe()
-    assert r["layer"] == "workqueue"
-    assert r["inside"] == 2 and r["after"] == 2
+PROBE = r"""
+import json, numba, numpy as np
+layer_before = numba.config.THREADING_LAYER
+import fastmlp
+from fastmlp import _threads
+layer_after_import = numba.config.THREADING_LAYER
+X = np.random.default_rng(0).normal(size=(600, 8)); Y = X[:, :2] ** 2
+m = fastmlp.MLP([8, 300, 2], dtype="float64", random_state=0)
+m.fit(X, Y, epochs=1, batch_size=600)
+with _threads.thread_limits(None) as n:
+    inside = numba.get_num_threads()
+print(json.dumps({"config_before": layer_before, "config_after": layer_after_import,
+                  "config_end": numba.config.THREADING_LAYER,
+                  "layer": numba.threading_layer(), "inside": inside, "n": n,
+                  "after": numba.get_num_threads()}))
+"""
 
 
-def test_a_spinning_openmp_layer_runs_kernels_on_one_numba_thread():
-    pytest.importorskip("numba.np.ufunc.omppool")
-    r = _probe(NUMBA_THREADING_LAYER="omp")
-    assert r["layer"] == "omp"
-    assert r["inside"] == 1  # never the OpenMP spin fighting OpenBLAS for the cores
-    assert r["after"] == 2   # and the user's setting is back afterwards
+def test_import_and_fit_leave_the_threading_layer_to_numba():
+    r = _json(_run(PROBE))
+    assert r["config_before"] == r["config_after"] == r["config_end"] == "default"
+    try:  # Numba's own default order: tbb, then omp, then workqueue
+        import numba.np.ufunc.tbbpool  # noqa: F401
+        expect = "tbb"
+    except ImportError:
+        try:
+            import numba.np.ufunc.omppool  # noqa: F401
+            expect = "omp"
+        except ImportError:
+            expect = "workqueue"
+    assert r["layer"] == expect
+    assert r["inside"] == 2 and r["n"] == 2 and r["after"] == 2
 
 
-def test_a_passive_openmp_layer_keeps_its_threads():
-    pytest.importorskip("numba.np.ufunc.omppool")
-    r = _probe(NUMBA_THREADING_LAYER="omp", OMP_WAIT_POLICY="passive")
-    assert r["layer"] == "omp" and r["inside"] == 2
+def test_openblas_num_threads_in_the_environment_is_respected():
+    r = _json(_run(PROBE, OPENBLAS_NUM_THREADS="1"))
+    assert r["n"] == 1 and r["inside"] == 1 and r["after"] == 2
+
+
+def test_the_users_choice_of_layer_stands():
+    r = _json(_run(PROBE, NUMBA_THREADING_LAYER="workqueue"))
+    assert r["layer"] == "workqueue" and r["config_end"] == "workqueue"
+
+
+USER_PARALLEL = r"""
+import threading, numpy as np
+from numba import njit, prange
+import fastmlp
+X = np.random.default_rng(0).normal(size=(3000, 20)); Y = X[:, :3].copy()
+fastmlp.MLP([20, 64, 3], dtype="float64", random_state=0).fit(X, Y, epochs=1, batch_size=100)
+
+@njit(parallel=True)
+def user_sum(x):
+    s = 0.0
+    for i in prange(x.shape[0]):
+        s += x[i] * 2
+    return s
+
+x = np.ones(200000)
+bad = []
+def work():
+    for _ in range(300):
+        if user_sum(x) != 400000.0:
+            bad.append(1)
+ts = [threading.Thread(target=work) for _ in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("ok", len(bad))
+"""
+
+
+def test_users_parallel_numba_code_from_two_threads_keeps_working_after_import():
+    out = _run(USER_PARALLEL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["ok", "0"]
+
+
+FORK = r"""
+import os, sys, threading, time, numpy as np
+import fastmlp
+X = np.random.default_rng(0).normal(size=(4000, 30)); Y = X[:, :2] ** 2
+way = os.environ["FASTMLP_STRATEGY"]
+for w in ("blas", way):  # both ways compiled before the race (the child runs the blas way)
+    os.environ["FASTMLP_STRATEGY"] = w
+    fastmlp.MLP([30, 16, 2], dtype="float64", random_state=0).fit(X[:200], Y[:200], epochs=1,
+                                                                  batch_size=50)
+inside = threading.Event()
+def train():
+    m = fastmlp.MLP([30, 64, 2], dtype="float64", random_state=0)
+    inside.set()
+    m.fit(X, Y, epochs=40, batch_size=20)
+t = threading.Thread(target=train); t.start()
+inside.wait(); time.sleep(0.3)
+pid = os.fork()
+if pid == 0:
+    m = fastmlp.MLP([30, 16, 2], dtype="float64", random_state=0)
+    m.fit(X[:200], Y[:200], epochs=2, batch_size=50)
+    print("child ok", flush=True)
+    os._exit(0 if np.isfinite(m.predict(X[:5])).all() else 3)
+deadline = time.time() + 240
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.time() > deadline:
+        os.kill(pid, 9); print("child hung"); sys.exit(1)
+    time.sleep(0.05)
+t.join()
+print("parent ok", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("strategy", ["blas", "split"])
+def test_fork_while_another_thread_is_inside_a_call(strategy):
+    out = _run(FORK, FASTMLP_STRATEGY=strategy)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert "child ok" in out.stdout and out.stdout.split()[-3:] == ["parent", "ok", "0"]
 
 
 def test_default_respects_limits_already_in_force():
@@ -60,8 +161,6 @@ def test_default_respects_limits_already_in_force():
     with threadpool_limits(1, user_api="blas"):
         with _threads.thread_limits(None) as n:
             assert n == 1
-            assert all(i["num_threads"] == 1 for i in threadpool_info()
-                       if i["user_api"] == "blas")
             assert numba.get_num_threads() == 1
     before = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -71,5 +170,176 @@ def test_default_respects_limits_already_in_force():
     finally:
         numba.set_num_threads(before)
     with _threads.thread_limits(2) as n:  # an explicit count is obeyed
-        assert n == 2
+        assert n == 2 and numba.get_num_threads() == min(2, _threads.max_threads())
     assert numba.get_num_threads() == before
+
+
+def _blas_counts():
+    return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
+                  if i["user_api"] == "blas")
+
+
+def test_blas_requests_are_shared_and_the_users_value_comes_back():
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_counts()
+        with _threads.blas_threads(2):
+            with _threads.blas_threads(1):  # the smallest request is in force
+                assert {k for _, k in _blas_counts()} == {1}
+            assert {k for _, k in _blas_counts()} == {2}
+        assert _blas_counts() == before
+
+
+@pytest.mark.parametrize("strategy", ["blas", "split"])
+def test_thread_settings_are_restored(strategy, monkeypatch):
+    """Settings unlike the ones a fit uses (1 thread everywhere around a 2-thread fit) are
+    all back when the fit returns."""
+    monkeypatch.setenv("FASTMLP_STRATEGY", strategy)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(3000, 64)), rng.normal(size=(3000, 2))
+    before_numba = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            before_blas = _blas_counts()
+            m = fastmlp.MLP([64, 256, 2], dtype="float64", n_threads=2, random_state=0)
+            m.fit(X, Y, epochs=1, batch_size=512)
+            assert m.workspace_.plan.strategy == strategy
+            assert numba.get_num_threads() == 1
+            assert _blas_counts() == before_blas
+    finally:
+        numba.set_num_threads(before_numba)
+
+
+def _data(n=2400, n_in=40, n_out=3, dtype="float64"):
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(n, n_in)).astype(dtype)
+    Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    return X, Y
+
+
+def _train(strategy, dtype="float64", n_threads=2, opt=Adam, sw=None, sparse=False,
+           epochs=2, batch_size=128, sizes=(40, 32, 16, 3), activation="tanh"):
+    X, Y = _data(dtype=dtype)
+    if sparse:
+        import scipy.sparse as sp
+        X = sp.csr_matrix(np.where(np.abs(X) > 1, X, 0).astype(dtype))
+    t = Trainer(list(sizes), activation=activation, out_activation="softmax",
+                loss="log_loss", dtype=dtype, batch_size=batch_size, alpha=1e-3,
+                n_threads=n_threads, strategy=strategy)
+    t.init_params(np.random.RandomState(0))
+    o = opt()
+    state = o.init(t.params)
+    order = np.random.RandomState(1).permutation(X.shape[0]).astype(np.int64)
+    losses = [t.run_epoch(X, Y, o, state, order=order if e % 2 == 0 else None,
+                          sample_weight=sw)[0] for e in range(epochs)]
+    full = t.loss_and_grads(X[:batch_size], Y[:batch_size])
+    return t, np.array(losses + [full]), t.params.copy(), t.grads.copy()
+
+
+@pytest.mark.parametrize("case", [dict(), dict(dtype="float32"), dict(opt=SGD),
+                                  dict(sw=np.linspace(0.5, 2, 2400)), dict(sparse=True),
+                                  dict(batch_size=7, epochs=1), dict(activation="relu"),
+                                  dict(activation="gelu")],
+                         ids=["f64", "f32", "sgd", "weights", "csr", "tiny-batch", "relu",
+                              "gelu"])
+def test_every_strategy_gives_the_same_numbers(case):
+    out = {s: _train(s, **case) for s in _planner.STRATEGIES}
+    t, losses, params, grads = out["split"]
+    assert t.plan.strategy == "split" and t.ws.thread_grads.shape[0] == 1
+    tol = 2e-4 if case.get("dtype") == "float32" else 1e-9
+    for s, (_, l2, p2, g2) in out.items():
+        np.testing.assert_allclose(l2, losses, rtol=tol)
+        np.testing.assert_allclose(p2, params, rtol=tol, atol=tol)
+        np.testing.assert_allclose(g2, grads, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("strategy", _planner.STRATEGIES)
+def test_each_strategy_is_bit_identical_run_to_run(strategy):
+    a = _train(strategy)
+    b = _train(strategy)
+    assert a[0].plan.strategy == strategy
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_split_deltas_hold_the_whole_batch():
+    """Under the split way every thread writes its rows of A[l] and delta[l]: the workspace
+    holds the same batch-wide values as the blas way."""
+    X, Y = _data()
+    ws = {}
+    for s in _planner.STRATEGIES:
+        t = Trainer([40, 32, 3], activation="relu", out_activation="softmax", loss="log_loss",
+                    dtype="float64", batch_size=100, n_threads=2, strategy=s)
+        t.init_params(np.random.RandomState(0))
+        t.loss_and_grads(X[:100], Y[:100])
+        ws[s] = ([t.ws.A(l).copy() for l in (1, 2)], [t.ws.delta(l).copy() for l in (1, 2)],
+                 t.grads.copy())
+    for a, b in zip(ws["blas"][0] + ws["blas"][1], ws["split"][0] + ws["split"][1]):
+        assert a.shape[0] == 100
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ws["blas"][2], ws["split"][2], rtol=1e-10, atol=1e-14)
+
+
+def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch):
+    monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
+    _planner.clear()
+    X, Y = _data(n=4000, n_in=100)
+    m = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
+    m.fit(X, Y, epochs=1, batch_size=200)
+    plan = m.workspace_.plan
+    assert plan.source == "timed" and plan.strategy in _planner.STRATEGIES
+    assert set(plan.seconds) == set(_planner.STRATEGIES)
+    m2 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
+    m2.fit(X, Y, epochs=1, batch_size=200)
+    assert m2.workspace_.plan is plan  # kept for the process
+    # the trial runs on scratch gradients: the fit equals a fit forced to the chosen way
+    monkeypatch.setenv("FASTMLP_STRATEGY", plan.strategy)
+    m3 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
+    m3.fit(X, Y, epochs=1, batch_size=200)
+    np.testing.assert_array_equal(m3.coefs_[0], m.coefs_[0])
+    # tiny fits are not worth a trial (nor compiling the parallel kernel)
+    small = fastmlp.MLP([100, 4, 3], random_state=0, n_threads=2)
+    monkeypatch.delenv("FASTMLP_STRATEGY")
+    small.fit(X[:50], Y[:50], epochs=1)
+    assert small.workspace_.plan.source == "small"
+
+
+def test_one_thread_runs_the_blas_way():
+    t = _train(None, n_threads=1, epochs=1)[0]
+    assert t.plan == _planner.Plan("blas", "one thread", {})
+
+
+def test_bad_strategy_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        Trainer([3, 2, 1], strategy="fast")
+    monkeypatch.setenv("FASTMLP_STRATEGY", "fastest")
+    t = Trainer([3, 2, 1], n_threads=2)
+    with pytest.raises(ValueError, match="FASTMLP_STRATEGY must be one of"):
+        t.loss_and_grads(np.zeros((2, 3), np.float32), np.zeros((2, 1), np.float32))
+
+
+@pytest.mark.parametrize("strategy", _planner.STRATEGIES)
+def test_concurrent_fits_and_predicts_from_threads(strategy, monkeypatch):
+    """Four Python threads fit and predict at once: nothing aborts, nothing waits for the
+    others' epochs to end, and every result equals the same call run alone."""
+    monkeypatch.setenv("FASTMLP_STRATEGY", strategy)
+    X, Y = _data(n=1200)
+
+    def job(seed):
+        m = fastmlp.MLP([40, 24, 3], dtype="float64", n_threads=2, random_state=seed)
+        m.fit(X, Y, epochs=3, batch_size=64)
+        return m.predict(X)
+
+    alone = [job(s) for s in range(4)]
+    results = [None] * 4
+
+    def run(s):
+        results[s] = job(s)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for a, b in zip(alone, results):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,102 @@
+"""Choosing how a training step runs, by timing the ways on the network at hand.
+
+Two ways compute the same step (see ``fastmlp.kernels.network``):
+
+``blas``
+    the matrix products on BLAS's threads, everything else serial.  Wins for big layers, whose
+    products BLAS parallelises well.
+``split``
+    one parallel region per step: every thread runs its block of the batch's rows with
+    single-threaded BLAS, then the gradient sums are added in thread order.  Wins for small
+    layers, where a product is too small to share and per-call overhead dominates.
+
+No single way wins everywhere, so, as FFTW and cuDNN do, the first fit of a (layer sizes,
+batch size, dtype, threads) runs one batch's forward and backward pass a few times each way on
+scratch gradients (the training itself is untouched), and the fastest way is kept for that
+key for the rest of the process.  Networks whose whole epoch is a few milliseconds skip the
+trial (``blas``: no parallel kernel to compile).  ``FASTMLP_STRATEGY=blas|split`` or the
+``strategy`` argument of the training core forces one way.
+
+Both ways give the same numbers to rounding; each is bit-identical run to run for a given
+thread count, so force a way to get bit-identical results across processes.
+"""
+import os
+import threading
+import time
+from typing import NamedTuple, Optional
+
+STRATEGIES = ("blas", "split")
+ENV_VAR = "FASTMLP_STRATEGY"
+
+# Below this many FLOP per epoch a fit takes milliseconds: timing (and compiling the parallel
+# kernel) would cost more than any choice could save.
+MIN_PLANNED_FLOP = 2e8
+TRIAL_REPEATS = 3  # timed runs per way, after one untimed (it may load or compile kernels)
+
+
+class Plan(NamedTuple):
+    """How a training step runs: ``strategy`` ('blas' or 'split'), ``source`` (why: 'forced',
+    'timed', 'small', 'one thread', 'unavailable') and ``seconds`` ({strategy: fastest timed
+    step} when timed, else empty)."""
+    strategy: str
+    source: str
+    seconds: dict
+
+
+_plans = {}
+_plans_lock = threading.Lock()
+
+
+def check_strategy(strategy):
+    """Validate a strategy name (None or 'auto' = choose by timing) -> None or a name."""
+    if strategy is None or strategy == "auto":
+        return None
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {('auto',) + STRATEGIES}, got {strategy!r}")
+    return strategy
+
+
+def forced_strategy(strategy=None):
+    """The way forced by the argument, else by FASTMLP_STRATEGY, else None."""
+    s = check_strategy(strategy)
+    if s is None:
+        env = os.environ.get(ENV_VAR, "").strip().lower()
+        if env:
+            try:
+                s = check_strategy(env)
+            except ValueError:
+                raise ValueError(f"{ENV_VAR} must be one of {('auto',) + STRATEGIES}, "
+                                 f"got {env!r}") from None
+    return s
+
+
+def cached(key) -> Optional[Plan]:
+    """The plan this process keeps for key, or None."""
+    with _plans_lock:
+        return _plans.get(key)
+
+
+def store(key, plan):
+    with _plans_lock:
+        _plans.setdefault(key, plan)
+        return _plans[key]
+
+
+def clear():
+    """Forget every plan of this process (the next fits time again)."""
+    with _plans_lock:
+        _plans.clear()
+
+
+def time_ways(runners, repeats=TRIAL_REPEATS):
+    """{name: fastest of ``repeats`` timed calls of runner()} after one untimed call each; the
+    ways take turns so that a change in the machine's load hits all of them alike."""
+    for run in runners.values():
+        run()
+    best = {name: float("inf") for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
