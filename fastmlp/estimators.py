@@ -696,7 +696,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
-        if self._restores_best(validation):
+        # partial_fit has no end of training to restore at: each call keeps its last epoch
+        if self._restores_best(validation) and not incremental:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
 

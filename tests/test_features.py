@@ -110,6 +110,12 @@ def test_restore_best_weights_true_and_false():
                         restore_best_weights=False).fit(Xt, yt, X_val=Xv, y_val=yv)
     assert r2_score(yv, kept.predict(Xv)) == pytest.approx(kept.validation_scores_[-1],
                                                            rel=1e-12)
+    # partial_fit has no end of training: each call keeps its epoch's weights
+    inc = MLPRegressor(**SMALL, restore_best_weights=True)
+    for _ in range(3):
+        inc.partial_fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert r2_score(yv, inc.predict(Xv)) == pytest.approx(inc.validation_scores_[-1],
+                                                          rel=1e-12)
 
 
 def test_scoring_loss_and_a_users_scorer():
