@@ -974,8 +974,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     scoring : None, 'loss', a scorer name or callable, default=None
         What early stopping and ``validation_scores_`` follow (None: accuracy / R^2).
     restore_best_weights : 'auto' or bool, default='auto'
-        End on the weights of the best validation score: with early stopping ('auto', as
-        scikit-learn), whenever a validation set is used (True), or never (False).
+        ``fit`` ends on the weights of the best validation score: with early stopping
+        ('auto', as scikit-learn), whenever a validation set is used (True), or never (False).
     leaky_relu_slope : float, default=0.01
         Leaky ReLU's slope for negative inputs (>= 0).
     dropout : float, sequence of float or None, default=None
@@ -1136,8 +1136,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     scoring : None, 'loss', a scorer name or callable, default=None
         What early stopping and ``validation_scores_`` follow (None: accuracy / R^2).
     restore_best_weights : 'auto' or bool, default='auto'
-        End on the weights of the best validation score: with early stopping ('auto', as
-        scikit-learn), whenever a validation set is used (True), or never (False).
+        ``fit`` ends on the weights of the best validation score: with early stopping
+        ('auto', as scikit-learn), whenever a validation set is used (True), or never (False).
     leaky_relu_slope : float, default=0.01
         Leaky ReLU's slope for negative inputs (>= 0).
     dropout : float, sequence of float or None, default=None
