@@ -216,6 +216,10 @@ def test_bad_input_is_a_clear_error(client):
         est.fit(Xn, y)
     with pytest.raises(ValueError, match="early_stopping"):
         fdask.MLPClassifier(early_stopping=True, client=client).fit(X, y)
+    with pytest.raises(ValueError, match="dropout"):
+        fdask.MLPClassifier(dropout=0.5, client=client).fit(X, y)
+    with pytest.raises(ValueError, match="class_weight"):
+        fdask.MLPClassifier(class_weight="balanced", client=client).fit(X, y)
     with pytest.raises(ValueError, match="dask"):
         est.fit(X, da.from_array(y))
 
