@@ -33,7 +33,7 @@ def parse_cluster(spec):
         if not 1 <= n <= 1024:
             raise UserError(f"--dask {spec}: the number of local workers must be 1..1024")
         return "local", n
-    if re.fullmatch(r"(tcp|tls|inproc|ucx)://[^\s/]+(:\d+)?/?", spec or ""):
+    if re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://\S+", spec or ""):
         return "address", spec
     raise UserError(f"--dask {spec!r}: expected local:N (N worker processes here) or a "
                     "scheduler address such as tcp://HOST:8786")
@@ -195,6 +195,10 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
         return Xa, (ya.astype(np.float64) if task == "regress" else ya)
 
     Xa, ya = inputs(train)
+    # row counts (and the held-out rows' lengths) while the cluster is there to count them
+    held_arrays = inputs(held) if held is not None else None
+    n_train = int(Xa.shape[0])
+    n_val = 0 if held_arrays is None else int(held_arrays[0].shape[0])
     cls = MLPClassifier if task == "classify" else MLPRegressor
     est = cls(hidden_layer_sizes=tuple(s["hidden"]), activation=s["activation"],
               solver=s["solver"], max_iter=s["epochs"], batch_size=s["batch_size"],
@@ -209,9 +213,6 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     except ClusterLostError as exc:
         lost = exc
     history["seconds"] = time.perf_counter() - start
-    n_train = int(Xa.shape[0])
-    held_arrays = inputs(held) if held is not None else None
-    n_val = 0 if held_arrays is None else int(held_arrays[0].shape[0])
 
     def save_model(status):
         local = est.to_local()

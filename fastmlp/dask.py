@@ -327,8 +327,12 @@ class _Fleet:
         results = [None] * len(self.shards)
         pending = list(range(len(self.shards)))
         for _ in range(MAX_RECOVERIES + 1):
-            futs = [(i, getattr(self.shards[i].actor, method)(*args)) for i in pending]
-            failed = []
+            futs, failed = [], []
+            for i in pending:
+                try:
+                    futs.append((i, getattr(self.shards[i].actor, method)(*args)))
+                except (OSError, RuntimeError):  # "Worker holding Actor was lost"
+                    failed.append(i)
             for i, f in futs:
                 try:
                     results[i] = self._wait(f, self.shards[i])

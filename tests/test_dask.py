@@ -384,3 +384,27 @@ def test_asv_benchmark_runs_once(client, monkeypatch):
     assert b.track_communication_ms(cache, 32) >= 0
     with pytest.raises(NotImplementedError, match="fastmlp"):
         b.setup(None, 32)
+
+
+def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fdask, "RECOVERY_TIMEOUT", 2.0)
+    X, y = _data(n=300)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
+    frame["label"] = y
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+
+        def after_step(self, step):
+            if step == 3:
+                cluster.scale(0)
+                cluster.sync(cluster._correct_state)
+        monkeypatch.setattr(fdask._DaskMLP, "_after_step", after_step, raising=False)
+        rc, out, err = _cli("train", "d.csv", "--dask", cluster.scheduler_address,
+                            "--epochs", "3", "--batch-size", "32", "--out", "m.npz",
+                            "--quiet", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert rc == 1, err
+    assert err.startswith("fastmlp: error: the cluster cannot continue")
+    assert "saved to m.npz" in err and len(err.strip().splitlines()) == 1
+    model = fastmlp.load(tmp_path / "m.npz")
+    assert isinstance(model, fastmlp.MLPClassifier) and model.coefs_[0].shape == (6, 100)
