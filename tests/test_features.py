@@ -635,9 +635,11 @@ def test_cli_alpha_dropout_class_weight_and_activations_reach_the_model(tables, 
     (("--dropout", "0.1,0.2"), "one per hidden layer"),
     (("--class-weight", "balanced"), "--class-weight is for classification"),
     (("--val-data", "nowhere.csv"), "nowhere.csv"),
+    (("--val-data", "train.csv", "--val-fraction", "0.3"), "give one of them"),
     (("--alpha", "-1"), "--alpha"),
 ])
 def test_cli_refuses_bad_new_options(tables, tmp_path, args, needle):
+    args = [tables / a if a == "train.csv" else a for a in args]
     r = _cli("train", tables / "train.csv", "--epochs", 2, *args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
