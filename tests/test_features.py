@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
                              mean_squared_error, r2_score, recall_score)
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp
 import fastmlp.persistence
@@ -110,6 +111,12 @@ def test_restore_best_weights_true_and_false():
                         restore_best_weights=False).fit(Xt, yt, X_val=Xv, y_val=yv)
     assert r2_score(yv, kept.predict(Xv)) == pytest.approx(kept.validation_scores_[-1],
                                                            rel=1e-12)
+    # partial_fit has no end of training: each call keeps its epoch's weights
+    inc = MLPRegressor(**SMALL, restore_best_weights=True)
+    for _ in range(3):
+        inc.partial_fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert r2_score(yv, inc.predict(Xv)) == pytest.approx(inc.validation_scores_[-1],
+                                                          rel=1e-12)
 
 
 def test_scoring_loss_and_a_users_scorer():
@@ -419,10 +426,11 @@ def test_new_activation_options_are_checked():
 
 
 # -- dropout ----------------------------------------------------------------------------------
-def _trainer(activation, rates, seed=7, n_threads=None, sizes=(5, 40, 30, 2), batch=64):
+def _trainer(activation, rates, seed=7, n_threads=None, sizes=(5, 40, 30, 2), batch=64,
+             strategy=None):
     t = Trainer(list(sizes), activation=activation, out_activation="identity",
                 loss="squared_error", dtype=np.float64, batch_size=batch, alpha=0.01,
-                n_threads=n_threads)
+                n_threads=n_threads, strategy=strategy)
     t.init_params(np.random.RandomState(0))
     t.set_dropout(rates, seed)
     return t
@@ -493,12 +501,17 @@ def test_dropout_mask_does_not_depend_on_threads():
     rng = np.random.RandomState(1)
     X, Y = rng.randn(64, 5), rng.randn(64, 2)
     grads = []
-    for n_threads in (1, 2):
-        t = _trainer("tanh", [0.5, 0.2], n_threads=n_threads)
-        t.dropout_step = 3
-        t.loss_and_grads(X, Y)
-        grads.append(t.grads.copy())
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+    # one thread, and two: the whole batch on BLAS's threads, or row blocks per thread
+    for n_threads, strategy in ((1, None), (2, "blas"), (2, "split")):
+        for activation in ("tanh", "gelu"):
+            t = _trainer(activation, [0.5, 0.2], n_threads=n_threads, strategy=strategy)
+            t.dropout_step = 3
+            t.loss_and_grads(X, Y)
+            assert strategy is None or t.plan.strategy == strategy
+            grads.append(t.grads.copy())
+    for i in (2, 4):
+        np.testing.assert_allclose(grads[i], grads[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(grads[i + 1], grads[1], rtol=1e-12, atol=1e-14)
 
 
 def test_dropout_reproducible_and_off_by_default():
@@ -623,11 +636,41 @@ def test_cli_alpha_dropout_class_weight_and_activations_reach_the_model(tables, 
     (("--dropout", "0.1,0.2"), "one per hidden layer"),
     (("--class-weight", "balanced"), "--class-weight is for classification"),
     (("--val-data", "nowhere.csv"), "nowhere.csv"),
+    (("--val-data", "train.csv", "--val-fraction", "0.3"), "give one of them"),
     (("--alpha", "-1"), "--alpha"),
 ])
 def test_cli_refuses_bad_new_options(tables, tmp_path, args, needle):
+    args = [tables / a if a == "train.csv" else a for a in args]
     r = _cli("train", tables / "train.csv", "--epochs", 2, *args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastmlp: error: ") and needle in lines[0]
     assert "Traceback" not in r.stderr and not list(tmp_path.iterdir())
+
+
+# -- scikit-learn's estimator checks with the extensions switched on -------------------------
+def _expected_failures(est):
+    out = {}
+    if est.get_params().get("dropout") is not None:
+        reason = ("dropout's masks follow the rows: a row repeated twice gets two masks, a "
+                  "row of weight 2 one")
+        out.update(check_sample_weight_equivalence_on_dense_data=reason,
+                   check_sample_weight_equivalence_on_sparse_data=reason)
+    if est.get_params().get("class_weight") == "balanced":
+        reason = "'balanced' weights follow the class counts, which repeating rows changes"
+        out.update(check_sample_weight_equivalence_on_dense_data=reason,
+                   check_sample_weight_equivalence_on_sparse_data=reason)
+        reason = "class_weight='balanced' is refused by partial_fit (as SGDClassifier's)"
+        out.update(check_fit_score_takes_y=reason, check_n_features_in_after_fitting=reason,
+                   check_estimators_partial_fit_n_features=reason)
+    return out
+
+
+@parametrize_with_checks([
+    MLPClassifier(max_iter=50, activation="gelu", dropout=0.1, scoring="loss"),
+    MLPRegressor(max_iter=50, activation="leaky_relu", leaky_relu_slope=0.1, dropout=[0.2],
+                 restore_best_weights=True),
+    MLPClassifier(max_iter=50, activation="silu", class_weight="balanced"),
+], expected_failed_checks=_expected_failures)
+def test_sklearn_estimator_checks_with_extensions(estimator, check):
+    check(estimator)
