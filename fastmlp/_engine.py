@@ -24,6 +24,8 @@ from ._workspace import Layout
 
 __all__ = ["Engine"]
 
+_add_reduce = np.add.reduce
+
 
 class Engine:
     """Forward pass, loss and gradients of one network shape on a flat parameter vector.
@@ -173,8 +175,10 @@ default="identity"
 
     def _check_finite(self, a, name):
         # one pass and no temporary: the sum of finite values is finite unless it overflows
+        # (then, and only then, the full elementwise check); the ufunc's own reduce skips
+        # np.sum's Python layers
         with np.errstate(over="ignore", invalid="ignore"):
-            total = np.sum(a)
+            total = _add_reduce(a, axis=None)
         if not np.isfinite(total) and not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or infinity")
 
@@ -374,7 +378,9 @@ default="identity"
         ``n = weight_sum``."""
         self._check_params(params)
         self._check_vector(grads, "grads")
-        alpha = self._check_alpha(alpha)
+        return self._finish(params, grads, loss_sum, weight_sum, self._check_alpha(alpha))
+
+    def _finish(self, params, grads, loss_sum, weight_sum, alpha):
         if not weight_sum > 0:
             raise ValueError(f"the weight sum must be positive, got {weight_sum!r} "
                              "(all sample weights zero?)")
@@ -423,7 +429,7 @@ default="identity"
         out = self._check_grads_out(out, params)
         X_grad = self._check_X_grad(X_grad, X)
         loss_sum, weight_sum = self._sums(params, X, Y, sw, out, X_grad)
-        loss = self.finish(params, out, loss_sum, weight_sum, alpha)
+        loss = self._finish(params, out, loss_sum, weight_sum, alpha)
         if X_grad is not None:
             X_grad *= 1.0 / weight_sum
         return loss, out

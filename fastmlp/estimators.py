@@ -41,7 +41,7 @@ from . import _state as S
 from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
-from ._validation import as_kernel_input
+from ._validation import as_kernel_input, check_dropout
 from ._workspace import Layout
 from .optimizers import make_optimizer
 
@@ -496,17 +496,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
 
     def _dropout_rates(self, n_hidden):
         """``dropout`` as one rate per hidden layer, or None when it is off."""
-        if self.dropout is None:
-            return None
-        rates = np.asarray(self.dropout, dtype=np.float64).reshape(-1)
-        if np.ndim(self.dropout) == 0:
-            rates = np.full(n_hidden, float(self.dropout))
-        if rates.shape != (n_hidden,) or not ((rates >= 0) & (rates < 1)).all():
-            raise ValueError(f"dropout must be a rate in [0, 1) or one per hidden layer "
-                             f"({n_hidden}), got {self.dropout!r}")
-        if not rates.any():
-            return None
-        if self.solver not in _STOCHASTIC_SOLVERS:
+        rates = check_dropout(self.dropout, n_hidden)
+        if rates is not None and self.solver not in _STOCHASTIC_SOLVERS:
             raise ValueError("dropout needs solver='sgd' or 'adam': a new mask at every "
                              "evaluation is no function L-BFGS can minimise.")
         return rates
@@ -705,7 +696,8 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
-        if self._restores_best(validation):
+        # partial_fit has no end of training to restore at: each call keeps its last epoch
+        if self._restores_best(validation) and not incremental:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
 
@@ -972,7 +964,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     parameters and numbers, trained by fastmlp's kernels.
 
     Optimizes the log loss with lbfgs, sgd or adam.  See
-    :class:`sklearn.neural_network.MLPClassifier` for the parameters and attributes.
+    :class:`sklearn.neural_network.MLPClassifier` for the parameters and attributes; ``fit``
+    and ``partial_fit`` also take a validation set (``X_val``, ``y_val``,
+    ``sample_weight_val``), and ``set_callbacks`` scikit-learn's callbacks.
+
+    Parameters beyond scikit-learn's (each default keeps scikit-learn's behaviour)
+    ---------------------------------------------------------------------------
+    activation : also 'leaky_relu' (slope ``leaky_relu_slope``), 'gelu' and 'silu'.
+    scoring : None, 'loss', a scorer name or callable, default=None
+        What early stopping and ``validation_scores_`` follow (None: accuracy / R^2).
+    restore_best_weights : 'auto' or bool, default='auto'
+        ``fit`` ends on the weights of the best validation score: with early stopping
+        ('auto', as scikit-learn), whenever a validation set is used (True), or never (False).
+    leaky_relu_slope : float, default=0.01
+        Leaky ReLU's slope for negative inputs (>= 0).
+    dropout : float, sequence of float or None, default=None
+        Inverted dropout rate of every hidden layer, or one per hidden layer (sgd/adam);
+        masks drawn from ``random_state``.
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Multiplies ``sample_weight`` by the weight of each row's class
+        (:func:`sklearn.utils.class_weight.compute_sample_weight`).
+
+    Attributes beyond scikit-learn's
+    --------------------------------
+    validation_loss_curve_ : list of float or None
+        The validation loss (without the L2 term) after each epoch or L-BFGS iteration, when
+        a validation set is used.
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
@@ -1109,7 +1126,29 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     parameters and numbers, trained by fastmlp's kernels.
 
     Optimizes the (half) squared error or the (half) Poisson deviance with lbfgs, sgd or adam.
-    See :class:`sklearn.neural_network.MLPRegressor` for the parameters and attributes.
+    See :class:`sklearn.neural_network.MLPRegressor` for the parameters and attributes;
+    ``fit`` and ``partial_fit`` also take a validation set (``X_val``, ``y_val``,
+    ``sample_weight_val``), and ``set_callbacks`` scikit-learn's callbacks.
+
+    Parameters beyond scikit-learn's (each default keeps scikit-learn's behaviour)
+    ---------------------------------------------------------------------------
+    activation : also 'leaky_relu' (slope ``leaky_relu_slope``), 'gelu' and 'silu'.
+    scoring : None, 'loss', a scorer name or callable, default=None
+        What early stopping and ``validation_scores_`` follow (None: accuracy / R^2).
+    restore_best_weights : 'auto' or bool, default='auto'
+        ``fit`` ends on the weights of the best validation score: with early stopping
+        ('auto', as scikit-learn), whenever a validation set is used (True), or never (False).
+    leaky_relu_slope : float, default=0.01
+        Leaky ReLU's slope for negative inputs (>= 0).
+    dropout : float, sequence of float or None, default=None
+        Inverted dropout rate of every hidden layer, or one per hidden layer (sgd/adam);
+        masks drawn from ``random_state``.
+
+    Attributes beyond scikit-learn's
+    --------------------------------
+    validation_loss_curve_ : list of float or None
+        The validation loss (without the L2 term) after each epoch or L-BFGS iteration, when
+        a validation set is used.
     """
 
     _parameter_constraints: dict = {

@@ -110,6 +110,12 @@ def test_restore_best_weights_true_and_false():
                         restore_best_weights=False).fit(Xt, yt, X_val=Xv, y_val=yv)
     assert r2_score(yv, kept.predict(Xv)) == pytest.approx(kept.validation_scores_[-1],
                                                            rel=1e-12)
+    # partial_fit has no end of training: each call keeps its epoch's weights
+    inc = MLPRegressor(**SMALL, restore_best_weights=True)
+    for _ in range(3):
+        inc.partial_fit(Xt, yt, X_val=Xv, y_val=yv)
+    assert r2_score(yv, inc.predict(Xv)) == pytest.approx(inc.validation_scores_[-1],
+                                                          rel=1e-12)
 
 
 def test_scoring_loss_and_a_users_scorer():
@@ -419,10 +425,11 @@ def test_new_activation_options_are_checked():
 
 
 # -- dropout ----------------------------------------------------------------------------------
-def _trainer(activation, rates, seed=7, n_threads=None, sizes=(5, 40, 30, 2), batch=64):
+def _trainer(activation, rates, seed=7, n_threads=None, sizes=(5, 40, 30, 2), batch=64,
+             strategy=None):
     t = Trainer(list(sizes), activation=activation, out_activation="identity",
                 loss="squared_error", dtype=np.float64, batch_size=batch, alpha=0.01,
-                n_threads=n_threads)
+                n_threads=n_threads, strategy=strategy)
     t.init_params(np.random.RandomState(0))
     t.set_dropout(rates, seed)
     return t
@@ -493,12 +500,17 @@ def test_dropout_mask_does_not_depend_on_threads():
     rng = np.random.RandomState(1)
     X, Y = rng.randn(64, 5), rng.randn(64, 2)
     grads = []
-    for n_threads in (1, 2):
-        t = _trainer("tanh", [0.5, 0.2], n_threads=n_threads)
-        t.dropout_step = 3
-        t.loss_and_grads(X, Y)
-        grads.append(t.grads.copy())
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+    # one thread, and two: the whole batch on BLAS's threads, or row blocks per thread
+    for n_threads, strategy in ((1, None), (2, "blas"), (2, "split")):
+        for activation in ("tanh", "gelu"):
+            t = _trainer(activation, [0.5, 0.2], n_threads=n_threads, strategy=strategy)
+            t.dropout_step = 3
+            t.loss_and_grads(X, Y)
+            assert strategy is None or t.plan.strategy == strategy
+            grads.append(t.grads.copy())
+    for i in (2, 4):
+        np.testing.assert_allclose(grads[i], grads[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(grads[i + 1], grads[1], rtol=1e-12, atol=1e-14)
 
 
 def test_dropout_reproducible_and_off_by_default():
