@@ -130,6 +130,10 @@ def add_train_parser(sub):
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON "
                    "object")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--dask", metavar="CLUSTER",
+                   help="train data-parallel on a Dask cluster: local:N (N worker processes "
+                        "here) or a scheduler address (tcp://HOST:8786); DATA may then be a "
+                        "folder or glob of Parquet/CSV files, read lazily")
     p.set_defaults(func=run_train)
     return p
 
@@ -137,6 +141,9 @@ def add_train_parser(sub):
 def run_train(args):
     if args.checkpoint_every and not args.out and not args.resume:
         raise UserError("--checkpoint-every needs --out MODEL")
+    if getattr(args, "dask", None):
+        from ._cli_dask import run_train_dask
+        return run_train_dask(args)
     from ._cli_train import run_train as train
     return train(args)
 

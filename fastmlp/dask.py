@@ -416,7 +416,16 @@ _UNSUPPORTED = {
                               "cluster; hold out a validation set yourself"),
     "class_weight": (None, "pass the class weights as sample_weight"),
     "leaky_relu_slope": (0.01, "the cluster engines use the default slope"),
+    "dropout": (None, "the engines compute exact gradient sums, without dropout masks"),
 }
+# Parameters the cluster fit implements (scikit-learn's, and fastmlp's that only matter with a
+# validation set).  Any other parameter the local estimators gain must keep its default.
+_IMPLEMENTED = {
+    "hidden_layer_sizes", "activation", "solver", "alpha", "batch_size", "learning_rate",
+    "learning_rate_init", "power_t", "max_iter", "loss", "shuffle", "random_state", "tol",
+    "verbose", "warm_start", "momentum", "nesterovs_momentum", "early_stopping",
+    "validation_fraction", "beta_1", "beta_2", "epsilon", "n_iter_no_change", "max_fun",
+    "scoring", "restore_best_weights", "client"}
 
 
 class _DaskMLP:
@@ -508,10 +517,11 @@ class _DaskMLP:
             if sw.shape != (n,):
                 raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
         sizes = _split_sizes(n, n_shards)
-        Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]))
-        ya = ya.rechunk((sizes,) + ya.shape[1:])
+        # plain task-based rechunking: one block per shard, moved between the workers once
+        Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]), method="tasks")
+        ya = ya.rechunk((sizes,) + ya.shape[1:], method="tasks")
         if sw is not None:
-            sw = sw.astype(dtype).rechunk((sizes,))
+            sw = sw.astype(dtype).rechunk((sizes,), method="tasks")
         workers = _live_workers(client)
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         parts = [Xa.to_delayed().ravel(), ya.to_delayed().ravel(),
@@ -544,9 +554,14 @@ class _DaskMLP:
         self._validate_params()
         params = self.get_params(deep=False)
         for name, (allowed, why) in _UNSUPPORTED.items():
-            if name in params and params[name] != allowed:
+            if name in params and params[name] is not allowed and params[name] != allowed:
                 raise ValueError(f"fastmlp.dask does not support {name}={params[name]!r} "
                                  f"(only {allowed!r}): {why}")
+        defaults = {k: p.default for k, p in inspect.signature(type(self)).parameters.items()}
+        for name in sorted(set(params) - _IMPLEMENTED - set(_UNSUPPORTED)):
+            if params[name] is not defaults.get(name) and params[name] != defaults.get(name):
+                raise ValueError(f"fastmlp.dask does not support {name}={params[name]!r} "
+                                 f"yet (only its default, {defaults.get(name)!r})")
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
@@ -683,6 +698,25 @@ class _DaskMLP:
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
                               "the optimization hasn't converged yet." % self.max_iter,
                               ConvergenceWarning)
+
+    def to_local(self):
+        """The fitted model as fastmlp's own estimator (:class:`fastmlp.MLPClassifier` or
+        :class:`fastmlp.MLPRegressor`): the same parameters without ``client`` and the same
+        fitted attributes, to save (``fastmlp.persistence.save``) or to use without a cluster.
+
+        Returns
+        -------
+        estimator : fastmlp.MLPClassifier or fastmlp.MLPRegressor
+        """
+        check_is_fitted(self)
+        local = _LocalClassifier if isinstance(self, _LocalClassifier) else _LocalRegressor
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "client"}
+        est = local(**params)
+        state = self.__getstate__()
+        for k in ("client", "cluster_stats_", "_after_step", *params):
+            state.pop(k, None)
+        est.__dict__.update(state)
+        return est
 
     def partial_fit(self, *args, **kwargs):
         raise NotImplementedError(

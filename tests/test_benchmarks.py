@@ -149,7 +149,8 @@ def test_asv_collects_benchmarks_only_from_the_suite():
                 assert not any(_BENCH_NAME.match(a) for a in vars(value)), (name, attr)
     asv_runner = pytest.importorskip("asv_runner.discovery")
     found = {b.name for b in asv_runner.disc_benchmarks(str(ROOT / "benchmarks"))}
-    assert found and {n.split(".")[0] for n in found} == {"bench_training", "bench_engine"}
+    assert found and {n.split(".")[0] for n in found} == {"bench_training", "bench_engine",
+                                                          "bench_dask"}
     assert "bench_training.TrackThroughput.track_fraction_of_gemm_limit" in found
 
 

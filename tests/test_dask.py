@@ -5,6 +5,7 @@ synchronous SGD/Adam equals single-process training on the same global batches (
 one worker); dask arrays, DataFrames and NumPy input; a worker killed mid-fit changes nothing;
 a cluster that cannot continue raises and keeps the last completed step.
 """
+import json
 import os
 import pickle
 import signal
@@ -215,6 +216,10 @@ def test_bad_input_is_a_clear_error(client):
         est.fit(Xn, y)
     with pytest.raises(ValueError, match="early_stopping"):
         fdask.MLPClassifier(early_stopping=True, client=client).fit(X, y)
+    with pytest.raises(ValueError, match="dropout"):
+        fdask.MLPClassifier(dropout=0.5, client=client).fit(X, y)
+    with pytest.raises(ValueError, match="class_weight"):
+        fdask.MLPClassifier(class_weight="balanced", client=client).fit(X, y)
     with pytest.raises(ValueError, match="dask"):
         est.fit(X, da.from_array(y))
 
@@ -236,6 +241,10 @@ def test_params_clone_pickle(client):
     back = pickle.loads(pickle.dumps(est))
     assert back.client is None
     np.testing.assert_array_equal(back.predict(X), est.predict(X))
+    local = est.to_local()
+    assert type(local) is fastmlp.MLPRegressor and not hasattr(local, "client")
+    assert local.get_params() == {k: v for k, v in est.get_params().items() if k != "client"}
+    np.testing.assert_array_equal(local.predict(X), est.predict(X))
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -249,6 +258,7 @@ def _kill_one_worker_at(client, at_step):
     return after_step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_worker_killed_mid_fit_changes_nothing(client, solver):
     X, y = _data(n=400)
@@ -267,6 +277,7 @@ def test_worker_killed_mid_fit_changes_nothing(client, solver):
     client.wait_for_workers(2, timeout=60)
 
 
+@pytest.mark.slow
 def test_worker_killed_numpy_input_is_resent(client):
     X, y = _data(n=300)
     kw = dict(hidden_layer_sizes=(5,), solver="sgd", batch_size=60, random_state=2,
@@ -302,3 +313,74 @@ def test_cluster_lost_raises_and_keeps_last_step(monkeypatch):
             est.fit(X, y)
     for a, b in zip(_params(est), seen["params"]):
         np.testing.assert_array_equal(a, b)
+
+
+# -- the command line ---------------------------------------------------------------------
+def _cli(*argv, cwd, capsys, monkeypatch):
+    """``fastmlp ...`` in this process: (exit code, stdout, stderr)."""
+    from fastmlp.cli import main
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.slow
+def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    X, y = _data(n=600)
+    for i in range(3):
+        part = pd.DataFrame(X[i * 200:(i + 1) * 200], columns=[f"f{j}" for j in range(6)])
+        part["label"] = y[i * 200:(i + 1) * 200]
+        part.to_parquet(tmp_path / f"part{i}.parquet")
+    address = client.scheduler.address
+    rc, out, err = _cli("train", str(tmp_path), "--dask", address, "--epochs", "4",
+                        "--batch-size", "64", "--out", "m.npz", "--json", "--quiet",
+                        cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["task"] == "classify" and result["workers"] == 2
+    assert result["n_train"] + result["n_val"] == 600
+    assert result["epochs"] == 4 and result["train"] > 0.5
+    # the model file is a local fastmlp model: predict/evaluate read it without a cluster
+    model = fastmlp.load(tmp_path / "m.npz")
+    assert isinstance(model, fastmlp.MLPClassifier)
+    assert list(model.feature_names_in_) == [f"f{j}" for j in range(6)]
+    rc, out, err = _cli("evaluate", "m.npz", str(tmp_path / "part0.parquet"), "--json",
+                        cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert rc == 0, err
+    assert json.loads(out)["score"] > 0.5
+
+
+@pytest.mark.parametrize("data, argv, message", [
+    ("d.csv", ["--dask", "local:0"], "number of local workers"),
+    ("d.csv", ["--dask", "mars://x"], "expected local:N"),
+    ("d.csv", ["--dask", "local:2", "--resume", "m.npz"], "--resume is not supported"),
+    ("nothing/*.parquet", ["--dask", "local:1"], "no Parquet or CSV files"),
+    ("d.csv", ["--dask", "local:1", "--target", "zz"], "no column 'zz'"),
+])
+def test_cli_dask_errors_are_one_line(tmp_path, capsys, monkeypatch, data, argv, message):
+    (tmp_path / "d.csv").write_text("a,b\n1,0\n2,1\n")
+    rc, out, err = _cli("train", data, *argv, cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 2
+    assert err.startswith("fastmlp: error:") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+
+
+def test_asv_benchmark_runs_once(client, monkeypatch):
+    """The asv benchmark cannot rot: its measurement and track functions run on tiny sizes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.syspath_prepend(root)
+    import importlib
+    bench = importlib.import_module("benchmarks.bench_dask")
+    cache = bench.measure(client, [32], [4, 8, 2], steps=2)
+    b = bench.TrackDaskStep()
+    b.setup(cache, 32)
+    assert 0 < b.track_compute_share(cache, 32) <= 1
+    assert b.track_parallel_efficiency(cache, 32) > 0
+    assert b.track_communication_ms(cache, 32) >= 0
+    with pytest.raises(NotImplementedError, match="fastmlp"):
+        b.setup(None, 32)
