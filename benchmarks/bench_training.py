@@ -295,3 +295,43 @@ class TimeStartup:
     def timeraw_first_fit_warm_cache(self, cache_dir):
         setup = f"import os\nos.environ['NUMBA_CACHE_DIR'] = {cache_dir!r}\n" + _FIT_SETUP
         return _FIT, setup
+
+
+# -- a user's grid search, end to end: each sample a fresh interpreter -----------------------------
+_GRID = """
+import warnings
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+if {peer!r} == "fastmlp":
+    from fastmlp import MLPClassifier
+else:
+    from sklearn.neural_network import MLPClassifier
+X, y = load_digits(return_X_y=True)
+grid = {{"mlpclassifier__hidden_layer_sizes": [(32,), (64,)],
+        "mlpclassifier__alpha": [1e-4, 1e-3, 1e-2]}}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    search = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier(max_iter=50,
+                                                                        random_state=0)),
+                          grid, cv=3, n_jobs=2).fit(X, y)
+"""
+
+
+class TimeGridSearch:
+    """``GridSearchCV(StandardScaler + MLPClassifier, 6 settings, cv=3, n_jobs=2)`` on digits,
+    end to end in a fresh interpreter (imports and joblib's worker processes included; warm
+    Numba cache): what a scikit-learn user's model selection costs, fastmlp against
+    scikit-learn."""
+    setup_cache = staticmethod(_warm_cache)
+    params = ["fastmlp", "sklearn"]
+    param_names = ["peer"]
+    number = 1
+    repeat = (1, 3, 60.0)
+    rounds = 1
+    timeout = 300
+
+    def timeraw_grid_search(self, cache_dir, peer):
+        setup = f"import os\nos.environ['NUMBA_CACHE_DIR'] = {cache_dir!r}\n"
+        return _GRID.format(peer=peer), setup

@@ -46,6 +46,14 @@ def format_report(report):
             if i == 0:
                 lines.append("  " + "  ".join("-" * wd for wd in widths))
         for peer, r in entry["results"].items():
+            if r.get("plans"):  # fastmlp's planner: the way each run's steps ran
+                ways = ", ".join(sorted({f"{p['strategy']} ({p['source']})"
+                                         for p in r["plans"]}))
+                trial = r["plans"][-1]["seconds"]
+                timed = "; trial step " + ", ".join(
+                    f"{k} {v * 1e3:.2f} ms" for k, v in trial.items()) if trial else ""
+                lines.append(f"  {r['label']} steps: {ways}{timed}")
+        for peer, r in entry["results"].items():
             if "mem_ratio" in r:
                 parts = ", ".join(f"{k} {v:.1f}" for k, v in r["accounted_mb"].items())
                 lines.append(f"  {r['label']} memory: {r['fit_mem_mb']:.1f} MB above the "

@@ -229,7 +229,8 @@ def run_benchmark(workloads, peers, repeats=3, epochs=3, quick=False, n_samples=
                    "rss_peak_mb": statistics.median(r["rss_peak"] for r in runs) / 2**20,
                    "rss_base_mb": statistics.median(r["rss_base"] for r in runs) / 2**20,
                    "fit_mem_mb": statistics.median(r["fit_mem"] for r in runs) / 2**20,
-                   "final_loss": runs[-1]["final_loss"]}
+                   "final_loss": runs[-1]["final_loss"],
+                   "plans": [r.get("plan") for r in runs if r.get("plan")]}
             acc = runs[-1]["accounted"]
             if acc:
                 total = sum(acc.values())

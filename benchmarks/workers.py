@@ -72,6 +72,18 @@ def _timed_epochs(run_epoch, epochs):
     return times
 
 
+def _fastmlp_plan(model):
+    """How fastmlp ran the training steps (its planner's choice), for the report."""
+    trainer = getattr(model, "_trainer", None)
+    plan = getattr(getattr(trainer, "ws", None), "plan", None)
+    if plan is None:
+        return None
+    return {"strategy": plan.strategy, "source": plan.source, "seconds": dict(plan.seconds)}
+
+
+_PLANS = []  # the plan of the last fastmlp fit in this worker
+
+
 def _work_fastmlp(spec, X, Y, tiny):
     """fastmlp.MLP, the low-level model: its epochs are timed by the epoch callback."""
     import fastmlp
@@ -92,6 +104,7 @@ def _work_fastmlp(spec, X, Y, tiny):
     m.fit(X, Y, epochs=1 + spec["epochs"], callback=lambda e, loss: stamps.append(
         time.perf_counter()), **fit_args)
     times = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
+    _PLANS.append(_fastmlp_plan(m))
     params = sum(c.nbytes for c in m.coefs_) + sum(b.nbytes for b in m.intercepts_)
     accounted = {"data": X.nbytes + Y.nbytes, "parameters": params,
                  "gradients": params,  # the trainer's flat gradient vector, same layout
@@ -130,6 +143,7 @@ def _work_estimator(module, spec, X, Y, tiny):
         t0 = time.perf_counter()
         est.fit(X, Y)
         elapsed = time.perf_counter() - t0
+    _PLANS.append(_fastmlp_plan(est))
     n_iter = int(getattr(est, "n_iter_", spec["epochs"])) or 1
     return [elapsed / n_iter], None, float(est.loss_curve_[-1])
 
@@ -353,6 +367,7 @@ def _run_peer(spec):
     return {"epoch_times": times, "epoch_s": statistics.median(times),
             "rss_base": base, "rss_peak": peak, "fit_mem": peak - base,
             "data_bytes": data_bytes, "accounted": accounted, "final_loss": loss,
+            "plan": _PLANS[-1] if _PLANS else None,
             "worker_s": time.perf_counter() - t_start}
 
 

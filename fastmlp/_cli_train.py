@@ -159,6 +159,8 @@ def _settings(args, resumed=None):
     if s["val_data"] is not None:
         if args.data is None:
             raise UserError("--val-data needs DATA (the digits job holds out --val-fraction)")
+        if args.val_fraction is not None:
+            raise UserError("--val-data replaces --val-fraction: give one of them")
         s["val_fraction"] = 0.0  # every row of DATA trains
     if s["early_stopping"] is not None and s["val_data"] is None and s["val_fraction"] == 0:
         raise UserError("--early-stopping needs validation rows: --val-fraction above 0 or "

@@ -47,6 +47,33 @@ def max_threads():
 
 
 _layer = None
+_start_lock = threading.Lock()
+
+# GNU OpenMP's workers spin GOMP_SPINCOUNT times (300000 by default, milliseconds) before they
+# sleep, after every region and at its closing barrier.  On a machine busier than its cores
+# that spinning takes the time slices the step's other thread needs (the split way measured
+# several times slower per epoch under load).  10000 spins still cover the gap between two
+# steps' regions, so an idle machine keeps the spin's fast hand-over.
+POOL_SPINCOUNT = "10000"
+
+
+def start_pool():
+    """Start Numba's pool if nobody has (the layer is Numba's choice or the user's).  When the
+    user has set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT, GNU OpenMP, if it is loaded by
+    this start, reads a bounded spin count (POOL_SPINCOUNT); the environment is put back at
+    once, so nothing else in the process or its children sees the change."""
+    if _numba_parallel._is_initialized:
+        return
+    with _start_lock:
+        env = os.environ
+        here = not ("OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env)
+        if here:
+            env["GOMP_SPINCOUNT"] = POOL_SPINCOUNT
+        try:
+            numba.get_num_threads()
+        finally:
+            if here:
+                env.pop("GOMP_SPINCOUNT", None)
 
 
 def threading_layer():
@@ -54,7 +81,7 @@ def threading_layer():
     the layer is Numba's choice or the user's, never fastmlp's)."""
     global _layer
     if _layer is None:
-        numba.get_num_threads()  # launches the pool with the layer Numba resolves
+        start_pool()
         _layer = numba.threading_layer()
     return _layer
 
@@ -147,7 +174,8 @@ def thread_limits(n_threads=None):
     variables) and ``numba.set_num_threads`` -- and uses the smallest of them, so that fastmlp
     inside a parallel grid search does not oversubscribe the cores."""
     n = resolve_n_threads(n_threads)
-    previous = numba.get_num_threads()  # starts Numba's pool (with Numba's layer)
+    start_pool()
+    previous = numba.get_num_threads()
     if n is None:
         n = max(1, min(previous, _user_blas_threads()))
     numba.set_num_threads(min(n, max_threads()))

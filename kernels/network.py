@@ -217,6 +217,9 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
 
 
 _REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several tasks per thread
+# Up to this many parameters the per-thread sums are added serially (a few microseconds),
+# keeping the step to one parallel region; above it, in a second region over chunks.
+_SERIAL_REDUCE_MAX = 1 << 16
 
 
 @njit(**PJIT)
@@ -228,7 +231,8 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
     gathers its rows into Xb, Yb, swb, runs the forward pass, the loss and backprop on them
     (single-threaded BLAS expected) into its own gradient sums -- grads for t = 0,
     thread_grads[t - 1] otherwise -- and then grads += thread_grads[t - 1] for t = 1..T-1 in
-    that order, parallel over parameter chunks.  Same outputs and return value as
+    that order (serially for small networks: one parallel region per step; else parallel over
+    parameter chunks, the same sums).  Same outputs and return value as
     forward_backward (dropout: ``rates`` (L-1,) or (0,), ``seed``; the same masks);
     acts/deltas hold the whole batch's A[l]/delta[l].
     grads (P,); thread_grads (>= T-1, P) and partial (>= T,) scratch (overwritten);
@@ -252,7 +256,14 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
         partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity, r0,
                                    act, out_act, loss, slope, rates, seed)
     P = grads.shape[0]
-    if T > 1:
+    if T > 1 and P <= _SERIAL_REDUCE_MAX:
+        # small networks: the calling thread adds the sums, so that the step is one parallel
+        # region (each region ends in a barrier, costly when the machine is oversubscribed)
+        for t in range(1, T):
+            gt = thread_grads[t - 1]
+            for k in range(P):
+                grads[k] += gt[k]
+    elif T > 1:
         for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
             g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
             for t in range(1, T):

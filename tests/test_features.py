@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, log_loss,
                              mean_squared_error, r2_score, recall_score)
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp
 import fastmlp.persistence
@@ -635,11 +636,41 @@ def test_cli_alpha_dropout_class_weight_and_activations_reach_the_model(tables, 
     (("--dropout", "0.1,0.2"), "one per hidden layer"),
     (("--class-weight", "balanced"), "--class-weight is for classification"),
     (("--val-data", "nowhere.csv"), "nowhere.csv"),
+    (("--val-data", "train.csv", "--val-fraction", "0.3"), "give one of them"),
     (("--alpha", "-1"), "--alpha"),
 ])
 def test_cli_refuses_bad_new_options(tables, tmp_path, args, needle):
+    args = [tables / a if a == "train.csv" else a for a in args]
     r = _cli("train", tables / "train.csv", "--epochs", 2, *args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastmlp: error: ") and needle in lines[0]
     assert "Traceback" not in r.stderr and not list(tmp_path.iterdir())
+
+
+# -- scikit-learn's estimator checks with the extensions switched on -------------------------
+def _expected_failures(est):
+    out = {}
+    if est.get_params().get("dropout") is not None:
+        reason = ("dropout's masks follow the rows: a row repeated twice gets two masks, a "
+                  "row of weight 2 one")
+        out.update(check_sample_weight_equivalence_on_dense_data=reason,
+                   check_sample_weight_equivalence_on_sparse_data=reason)
+    if est.get_params().get("class_weight") == "balanced":
+        reason = "'balanced' weights follow the class counts, which repeating rows changes"
+        out.update(check_sample_weight_equivalence_on_dense_data=reason,
+                   check_sample_weight_equivalence_on_sparse_data=reason)
+        reason = "class_weight='balanced' is refused by partial_fit (as SGDClassifier's)"
+        out.update(check_fit_score_takes_y=reason, check_n_features_in_after_fitting=reason,
+                   check_estimators_partial_fit_n_features=reason)
+    return out
+
+
+@parametrize_with_checks([
+    MLPClassifier(max_iter=50, activation="gelu", dropout=0.1, scoring="loss"),
+    MLPRegressor(max_iter=50, activation="leaky_relu", leaky_relu_slope=0.1, dropout=[0.2],
+                 restore_best_weights=True),
+    MLPClassifier(max_iter=50, activation="silu", class_weight="balanced"),
+], expected_failed_checks=_expected_failures)
+def test_sklearn_estimator_checks_with_extensions(estimator, check):
+    check(estimator)

@@ -239,9 +239,9 @@ def _train(strategy, dtype="float64", n_threads=2, opt=Adam, sw=None, sparse=Fal
 @pytest.mark.parametrize("case", [dict(), dict(dtype="float32"), dict(opt=SGD),
                                   dict(sw=np.linspace(0.5, 2, 2400)), dict(sparse=True),
                                   dict(batch_size=7, epochs=1), dict(activation="relu"),
-                                  dict(activation="gelu")],
+                                  dict(activation="gelu"), dict(sizes=(40, 300, 250, 3))],
                          ids=["f64", "f32", "sgd", "weights", "csr", "tiny-batch", "relu",
-                              "gelu"])
+                              "gelu", "parallel-reduction"])
 def test_every_strategy_gives_the_same_numbers(case):
     out = {s: _train(s, **case) for s in _planner.STRATEGIES}
     t, losses, params, grads = out["split"]
