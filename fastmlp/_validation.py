@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import (Interval, StrOptions,
                                              validate_parameter_constraints)
 
 from . import kernels as K
-from .optimizers import OPTIMIZERS
+from .optimizers import NAME_CONSTRAINT as _OPTIMIZER_NAME
 
 ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGISTIC,
                "tanh": K.TANH, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU, "gelu": K.GELU,
@@ -54,14 +54,13 @@ FIT_CONSTRAINTS = {
     "epochs": [Interval(Integral, 0, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
-    "optimizer": [StrOptions(set(OPTIMIZERS))],
+    "optimizer": _OPTIMIZER_NAME["name"],
     "momentum": [Interval(Real, 0, 1, closed="left")],
     "shuffle": ["boolean"],
     "callback": [callable, None],
 }
 ENGINE_CONSTRAINTS = {"max_rows": [Interval(Integral, 1, None, closed="left"), None],
                       "n_threads": _N_THREADS}
-OPTIMIZER_CONSTRAINTS = {"name": FIT_CONSTRAINTS["optimizer"]}
 _OPTION_CONSTRAINTS = {k: MLP_CONSTRAINTS[k] for k in ("activation", "out_activation", "loss")}
 FORWARD_CONSTRAINTS = {
     "activation": MLP_CONSTRAINTS["activation"],

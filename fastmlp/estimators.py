@@ -12,7 +12,13 @@ fitting they are views of the private ``_trainer``'s flat parameters (so, as in 
 ``partial_fit`` and warm starts update them in place); the trainer is a cache, dropped on
 pickling and rebuilt (re-packed from ``coefs_``) when needed.  ``_optimizer`` and
 ``_optimizer_state`` (None for lbfgs) hold the stochastic optimizer across ``partial_fit``
-calls.
+calls.  What a model file stores is in :mod:`fastmlp._estimator_state`.
+
+Why one module of ~1000 lines: the shared base follows scikit-learn's
+``_multilayer_perceptron.py`` step for step (initialisation, the validation split, the epoch
+bookkeeping, L-BFGS), so that parity can be reviewed side by side; the extensions beyond
+scikit-learn (a validation set of one's own, class weights, callbacks, dropout) hook into those
+same steps.  Splitting it would scatter that correspondence.
 """
 import warnings
 from numbers import Integral, Real
@@ -37,10 +43,10 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _core
-from . import _state as S
 from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
+from ._estimator_state import EstimatorState
 from ._validation import as_kernel_input, check_dropout
 from ._workspace import Layout
 from .optimizers import make_optimizer
@@ -48,7 +54,7 @@ from .optimizers import make_optimizer
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
-class _BaseMLP(CallbackSupportMixin, BaseEstimator):
+class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
     """What MLPClassifier and MLPRegressor share (sklearn's BaseMultilayerPerceptron)."""
 
     _parameter_constraints: dict = {
@@ -139,189 +145,6 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         t = getattr(self, "_trainer", None)
         if t is not None:
             t.stop_requested = True
-
-    # scikit-learn's fitted attributes that are plain values, lists of numbers, label arrays
-    _STATE_SCALARS = ("n_iter_", "n_layers_", "n_outputs_", "out_activation_", "loss_", "t_",
-                      "n_features_in_", "best_loss_", "best_validation_score_")
-    _STATE_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
-    _STATE_LABELS = ("classes_", "feature_names_in_")
-
-    def _get_state(self):
-        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`)."""
-        params, arrays, model = {}, {}, {}
-        for k, v in self.get_params(deep=False).items():
-            if k == "random_state" and isinstance(v, np.random.RandomState):
-                model["random_state_object"], arrays["param/random_state"] = S.rng_state(v)
-                v = None
-            if k == "class_weight" and v is not None and not isinstance(v, str):
-                # {label: weight} (or a list of them): JSON keys would turn labels into
-                # strings, so they travel as [label, weight] pairs
-                model["class_weight_pairs"] = True
-                v = _class_weight_pairs(v)
-            params[k] = list(v) if isinstance(v, tuple) else v
-        model["params"] = params
-        fitted = hasattr(self, "coefs_")
-        model["fitted"] = fitted
-        sizes = None
-        if fitted:
-            sizes = (self.coefs_[0].shape[0], self.coefs_[-1].shape[1])
-            model["n_coefs"] = len(self.coefs_)
-            for i, (c, b) in enumerate(zip(self.coefs_, self.intercepts_)):
-                arrays[f"coefs/{i}"], arrays[f"intercepts/{i}"] = c, b
-            model["attrs"] = {k: getattr(self, k) for k in self._STATE_SCALARS
-                              + self._STATE_LISTS if hasattr(self, k)}
-            for k in self._STATE_LABELS:
-                if getattr(self, k, None) is not None:
-                    arrays[f"attr/{k}"] = S.label_array(getattr(self, k), k)
-            lb = getattr(self, "_label_binarizer", None)
-            if lb is not None:
-                model["label_type"] = lb.y_type_
-            opt, state = getattr(self, "_optimizer", None), getattr(self, "_optimizer_state",
-                                                                    None)
-            if opt is not None and state is not None:
-                model["optimizer"], opt_arrays = S.optimizer_state(opt, state)
-                arrays.update(opt_arrays)
-            rs = getattr(self, "_random_state", None)
-            if isinstance(rs, np.random.RandomState):
-                model["rng"], arrays["rng/keys"] = S.rng_state(rs)
-            if getattr(self, "_best_coefs", None) is self.coefs_:
-                model["best_is_current"] = True  # early-stopped: best and live weights alias
-            for k in ("_best_coefs", "_best_intercepts"):
-                if getattr(self, k, None) is not None and not model.get("best_is_current"):
-                    model[k] = len(getattr(self, k))
-                    for i, a in enumerate(getattr(self, k)):
-                        arrays[f"{k}/{i}"] = a
-            if hasattr(self, "_no_improvement_count"):
-                model["_no_improvement_count"] = self._no_improvement_count
-        scaling = S.get_scaling(self, *(sizes or (None, None)))
-        return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
-
-    @classmethod
-    def _from_state(cls, state):
-        """A new estimator from an untrusted state (``ValueError`` naming what is wrong)."""
-        model = state.get("model") if isinstance(state, dict) else None
-        params = model.get("params") if isinstance(model, dict) else None
-        if not isinstance(params, dict):
-            S.bad("bad estimator parameters")
-        params = dict(params)
-        if isinstance(params.get("hidden_layer_sizes"), list):
-            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        if model.get("class_weight_pairs"):
-            params["class_weight"] = _class_weight_from_pairs(params.get("class_weight"))
-        arrays = dict(state.get("arrays") or {})
-        if "random_state_object" in model:
-            params["random_state"] = S.make_rng(model["random_state_object"],
-                                                arrays.pop("param/random_state", None))
-        try:
-            est = cls(**params)
-            est._validate_params()
-        except (TypeError, ValueError) as exc:
-            S.bad(f"bad estimator parameters ({exc})")
-        est._set_state(dict(state, arrays=arrays))
-        return est
-
-    def _set_state(self, state):
-        """Load a state from :meth:`_get_state` (or an untrusted file): the fitted
-        attributes; every field is checked before anything changes."""
-        model, arrays = state["model"], dict(state.get("arrays") or {})
-        arrays.pop("param/random_state", None)
-        fitted = model.get("fitted")
-        if not isinstance(fitted, bool):
-            S.bad("bad 'fitted' flag")
-        attrs = {}
-        sizes = (None, None)
-        if fitted:
-            n = S.get_int(model, "n_coefs", "layer count", low=1)
-            try:
-                coefs = [arrays.pop(f"coefs/{i}") for i in range(n)]
-                intercepts = [arrays.pop(f"intercepts/{i}") for i in range(n)]
-            except KeyError as exc:
-                S.bad(f"missing array {exc}")
-            from ._validation import check_params
-            try:
-                check_params(coefs, intercepts)
-            except ValueError as exc:
-                S.bad(f"bad parameters ({exc})")
-            hidden = self.hidden_layer_sizes
-            hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
-            if [c.shape[1] for c in coefs[:-1]] != hidden:
-                S.bad(f"the weights' layers {[c.shape[1] for c in coefs[:-1]]} are not "
-                      f"hidden_layer_sizes {hidden}")
-            sizes = (coefs[0].shape[0], coefs[-1].shape[1])
-            attrs.update(coefs_=coefs, intercepts_=intercepts)
-            given = model.get("attrs")
-            if not isinstance(given, dict) or \
-                    not set(given) <= set(self._STATE_SCALARS + self._STATE_LISTS):
-                S.bad("bad fitted attributes")
-            for k, v in given.items():
-                if k in self._STATE_LISTS:
-                    v = S.float_list(v, k, optional=True)
-                elif k == "out_activation_":
-                    v = S.get_str(given, k, ("identity", "logistic", "softmax", "exp"))
-                elif k in ("n_iter_", "n_layers_", "n_outputs_", "t_", "n_features_in_"):
-                    v = S.get_int(given, k, low=0)
-                else:
-                    v = S.get_float(given, k, finite=False, optional=True)
-                attrs[k] = v
-            if attrs.get("n_features_in_", sizes[0]) != sizes[0] or \
-                    attrs.get("n_outputs_", sizes[1]) != sizes[1] or \
-                    attrs.get("n_layers_", n + 1) != n + 1:
-                S.bad("the fitted sizes do not match the weights")
-            for k in self._STATE_LABELS:
-                a = arrays.pop(f"attr/{k}", None)
-                if a is not None:
-                    attrs[k] = S.check_labels(a, k, sizes[0] if k == "feature_names_in_"
-                                              else None, unique=k == "classes_")
-            if "feature_names_in_" in attrs:
-                if attrs["feature_names_in_"].dtype.kind != "U":
-                    S.bad("bad feature names (not strings)")
-                attrs["feature_names_in_"] = attrs["feature_names_in_"].astype(object)
-            if "label_type" in model:
-                classes = attrs.get("classes_")
-                label_type = model["label_type"]
-                if classes is None or label_type not in ("binary", "multiclass",
-                                                         "multilabel-indicator"):
-                    S.bad("bad class labels")
-                n_out = 1 if label_type == "binary" else len(classes)
-                if sizes[1] != n_out:
-                    S.bad(f"bad class labels: {len(classes)} classes for {sizes[1]} outputs")
-                lb = LabelBinarizer()
-                if label_type == "multilabel-indicator":
-                    lb.fit(np.vstack([np.zeros(len(classes), int), np.ones(len(classes), int)]))
-                else:
-                    lb.fit(classes)
-                if lb.y_type_ != label_type or not np.array_equal(lb.classes_, classes):
-                    S.bad("bad class labels")
-                attrs["_label_binarizer"] = lb
-            elif "classes_" in attrs:
-                S.bad("class labels without a label type")
-            if "optimizer" in model:
-                flat = np.concatenate([c.ravel() for c in coefs] +
-                                      [b.ravel() for b in intercepts])
-                attrs["_optimizer"], attrs["_optimizer_state"] = S.make_optimizer(
-                    model["optimizer"], arrays, flat)
-            if "rng" in model:
-                attrs["_random_state"] = S.make_rng(model["rng"], arrays.pop("rng/keys", None))
-            for k, ref in (("_best_coefs", coefs), ("_best_intercepts", intercepts)):
-                if k in model:
-                    m = S.get_int(model, k, k, low=n, high=n)
-                    try:
-                        best = [arrays.pop(f"{k}/{i}") for i in range(m)]
-                    except KeyError as exc:
-                        S.bad(f"missing array {exc}")
-                    if any(a.shape != r.shape or a.dtype.kind != "f" for a, r in zip(best, ref)):
-                        S.bad(f"bad {k}")
-                    attrs[k] = best
-            if model.get("best_is_current"):
-                attrs["_best_coefs"], attrs["_best_intercepts"] = coefs, intercepts
-            if "_no_improvement_count" in model:
-                attrs["_no_improvement_count"] = S.get_int(model, "_no_improvement_count",
-                                                           low=0)
-        if arrays:
-            S.bad(f"unexpected arrays {sorted(arrays)}")
-        S.set_scaling(self, state.get("scaling"), *sizes)
-        for k, v in attrs.items():
-            setattr(self, k, v)
 
     # -- the network ------------------------------------------------------------------------
     @property
@@ -858,28 +681,6 @@ class _BaseMLP(CallbackSupportMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-def _class_weight_pairs(class_weight):
-    """class_weight ({label: weight} or a list of them) as [[label, weight], ...] lists."""
-    def pairs(d):
-        return [[k.item() if isinstance(k, np.generic) else k, float(w)] for k, w in d.items()]
-    if isinstance(class_weight, dict):
-        return pairs(class_weight)
-    return [pairs(d) for d in class_weight]
-
-
-def _class_weight_from_pairs(value):
-    """The inverse of _class_weight_pairs, for an untrusted file."""
-    def is_pair(p):
-        return (isinstance(p, list) and len(p) == 2 and isinstance(p[0], (str, int, float))
-                and isinstance(p[1], (int, float)))
-    if isinstance(value, list) and all(is_pair(p) for p in value):
-        return {p[0]: p[1] for p in value}
-    if isinstance(value, list) and all(isinstance(d, list) and all(is_pair(p) for p in d)
-                                       for d in value):
-        return [{p[0]: p[1] for p in d} for d in value]
-    S.bad("bad estimator parameters (class_weight)")
 
 
 class _Validation:

@@ -9,6 +9,7 @@ import inspect
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from .kernels import adam_update, sgd_update
 
@@ -67,6 +68,8 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+# The optimizer names, as a scikit-learn parameter constraint (fastmlp._validation uses it too).
+NAME_CONSTRAINT = {"name": [StrOptions(set(OPTIMIZERS))]}
 
 
 def make_optimizer(name: str, **settings) -> "SGD | Adam":
@@ -101,8 +104,7 @@ def make_optimizer(name: str, **settings) -> "SGD | Adam":
     sklearn.utils._param_validation.InvalidParameterError: The 'name' parameter of \
 make_optimizer must be a str among {...}. Got 'rmsprop' instead.
     """
-    from ._validation import OPTIMIZER_CONSTRAINTS, check_hyperparams  # (imports this module)
-    check_hyperparams(OPTIMIZER_CONSTRAINTS, {"name": name}, "make_optimizer")
+    validate_parameter_constraints(NAME_CONSTRAINT, {"name": name}, caller_name="make_optimizer")
     cls = OPTIMIZERS[name]
     accepted = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in settings.items() if k in accepted})
