@@ -37,8 +37,8 @@ def _network(model):
     """(coefs, intercepts, hidden activation, output activation) of a fitted model."""
     from .model import MLP
     if isinstance(model, MLP):
-        model._fitted()  # NotFittedError before the first fit
-        return model.coefs_, model.intercepts_, model.activation, model.out_activation
+        coefs = model.coefs_  # NotFittedError before the first fit
+        return coefs, model.intercepts_, model.activation, model.out_activation
     from sklearn.utils.validation import check_is_fitted
     check_is_fitted(model, "coefs_")
     return model.coefs_, model.intercepts_, model.activation, model.out_activation_
@@ -108,7 +108,8 @@ def _convert_network_output(scope, operator, container):
 
 
 def _multilabel(model):
-    return model._label_binarizer.y_type_ == "multilabel-indicator"
+    # one logistic output per class: multilabel (binary has a single output column)
+    return model.out_activation_ == "logistic" and model.n_outputs_ > 1
 
 
 def _shape_classifier(operator):
