@@ -7,6 +7,9 @@ The epoch loop here only schedules: every batch runs in the training core, throu
 RandomState, which the model file stores with the position of an epoch stopped mid-way, so an
 interrupted run, its checkpoint and its resumption take exactly the steps of an uninterrupted
 one.  Signals reach the model only through its public ``request_stop()``.
+
+(~500 lines: the job's steps from reading to reporting; reading files, the training record and
+outputs/signals/progress live in ``_cli_data``, ``_cli_record`` and ``_cli_run``.)
 """
 import math
 import os

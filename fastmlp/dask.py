@@ -35,6 +35,12 @@ re-sent from the driver's NumPy array) on a live worker, a new engine replays th
 shuffles, and the interrupted step is repeated with the same parameters -- the result does not
 change.  When no worker is left, :class:`ClusterLostError` is raised and the estimator keeps
 the parameters of the last completed step.
+
+Why one module of ~900 lines: the driver's loop, the worker-side engine (actor), the fault
+handling that rebuilds a lost shard and the two estimator front-ends share one protocol (the
+shard layout, the step numbering, the replayed shuffles); keeping them together keeps that
+protocol readable in one place.  Dask itself is imported lazily: ``import fastmlp`` never
+loads it.
 """
 from __future__ import annotations
 
