@@ -62,20 +62,7 @@ def test_unfitted_mlp_round_trip(tmp_path):
     assert np.array_equal(_params(m), _params(m2))
 
 
-def _stop_after(model, n_batches):
-    """Make the model's trainer stop after n_batches optimizer steps (what Ctrl-C does)."""
-    opt = model._optimizer
-    update, calls = opt.update, [0]
-
-    def counted(*args):
-        update(*args)
-        calls[0] += 1
-        if calls[0] == n_batches:
-            model.request_stop()
-    opt.update = counted
-
-
-def test_interrupted_epoch_is_saved_and_resumed_to_the_same_weights(tmp_path):
+def test_interrupted_epoch_is_saved_and_resumed_to_the_same_weights(tmp_path, stop_after):
     kw = dict(batch_size=16, optimizer="adam", learning_rate=0.01)
     ref = fastmlp.MLP([5, 6, 2], dtype="float64", random_state=0)
     for _ in range(4):
@@ -83,7 +70,7 @@ def test_interrupted_epoch_is_saved_and_resumed_to_the_same_weights(tmp_path):
 
     m = fastmlp.MLP([5, 6, 2], dtype="float64", random_state=0)
     m.partial_fit(X, Y2, epochs=1, **kw)
-    _stop_after(m, 3)  # 8 batches an epoch: stops inside epoch 2
+    stop_after(m, 3)  # 8 batches an epoch: stops inside epoch 2
     m.partial_fit(X, Y2, epochs=1, **kw)
     assert m.pending_epoch == {"epoch": 2, "position": 48, "n_rows": 120}
     assert len(m.loss_curve_) == 1

@@ -22,19 +22,6 @@ def _mlp():
     return fastmlp.MLP([5, 6, 2], activation="tanh", dtype="float64", random_state=0)
 
 
-def _stop_after(model, n_batches):
-    """Request a stop after n_batches more optimizer steps (what Ctrl-C does)."""
-    opt = model._optimizer
-    update, calls = opt.update, [0]
-
-    def counted(*args):
-        update(*args)
-        calls[0] += 1
-        if calls[0] == n_batches:
-            model.request_stop()
-    opt.update = counted
-
-
 def test_fit_twice_gives_the_same_model():
     m = _mlp()
     m.fit(X, Y, epochs=3, **KW)
@@ -57,13 +44,13 @@ def test_fit_k_epochs_equals_k_single_epoch_calls():
 
 
 @pytest.mark.parametrize("stop_at", [1, 8, 11, 20, 31])
-def test_any_interruption_point_resumes_to_the_uninterrupted_fit(tmp_path, stop_at):
+def test_any_interruption_point_resumes_to_the_uninterrupted_fit(tmp_path, stop_at, stop_after):
     """fit(epochs=4) (8 batches an epoch) stopped after `stop_at` batches, saved, loaded and
     resumed in one call ends with exactly the uninterrupted weights (float64)."""
     ref = _mlp().fit(X, Y, epochs=4, **KW)
     m = _mlp()
     m.fit(X, Y, epochs=0, **KW)  # creates the optimizer, so that it can be counted
-    _stop_after(m, stop_at)
+    stop_after(m, stop_at)
     m.partial_fit(X, Y, epochs=4, **KW)
     done = len(m.loss_curve_)
     assert done == stop_at // 8
@@ -80,10 +67,10 @@ def test_any_interruption_point_resumes_to_the_uninterrupted_fit(tmp_path, stop_
     np.testing.assert_allclose(r.loss_curve_, ref.loss_curve_, rtol=1e-12)
 
 
-def test_a_pending_epoch_is_never_dropped_silently():
+def test_a_pending_epoch_is_never_dropped_silently(stop_after):
     m = _mlp()
     m.fit(X, Y, epochs=0, **KW)
-    _stop_after(m, 3)
+    stop_after(m, 3)
     m.partial_fit(X, Y, epochs=1, **KW)
     assert m.pending_epoch["position"] == 48
     m.partial_fit(X, Y, epochs=0, **KW)  # nothing to do: the epoch stays pending
@@ -131,10 +118,10 @@ def test_a_stop_request_before_an_estimator_epoch_stops_it():
     assert est.n_iter_ == 0
 
 
-def test_state_round_trips_through_get_and_set_state():
+def test_state_round_trips_through_get_and_set_state(stop_after):
     m = _mlp()
     m.fit(X, Y, epochs=0, **KW)
-    _stop_after(m, 3)
+    stop_after(m, 3)
     m.partial_fit(X, Y, epochs=2, **KW)
     m.classes_ = np.array(["a", "b"])
     state = m._get_state()
