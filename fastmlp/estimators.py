@@ -760,15 +760,8 @@ class _SubTasks:
             ctx.call_on_fit_task_end(estimator=self.estimator)
 
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier`` (1.9.1), same
-    parameters and numbers, trained by fastmlp's kernels.
-
-    Optimizes the log loss with lbfgs, sgd or adam.  See
-    :class:`sklearn.neural_network.MLPClassifier` for the parameters and attributes; ``fit``
-    and ``partial_fit`` also take a validation set (``X_val``, ``y_val``,
-    ``sample_weight_val``), and ``set_callbacks`` scikit-learn's callbacks.
-
+# The parameters and attributes both estimators add to scikit-learn's (their docstrings' tail).
+_EXTENSIONS_DOC = """
     Parameters beyond scikit-learn's (each default keeps scikit-learn's behaviour)
     ---------------------------------------------------------------------------
     activation : also 'leaky_relu' (slope ``leaky_relu_slope``), 'gelu' and 'silu'.
@@ -782,16 +775,29 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     dropout : float, sequence of float or None, default=None
         Inverted dropout rate of every hidden layer, or one per hidden layer (sgd/adam);
         masks drawn from ``random_state``.
-    class_weight : dict, list of dict, 'balanced' or None, default=None
-        Multiplies ``sample_weight`` by the weight of each row's class
-        (:func:`sklearn.utils.class_weight.compute_sample_weight`).
-
+{class_weight}
     Attributes beyond scikit-learn's
     --------------------------------
     validation_loss_curve_ : list of float or None
         The validation loss (without the L2 term) after each epoch or L-BFGS iteration, when
         a validation set is used.
+"""
+_CLASS_WEIGHT_DOC = '''    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Multiplies ``sample_weight`` by the weight of each row's class
+        (:func:`sklearn.utils.class_weight.compute_sample_weight`).
+'''
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier`` (1.9.1), same
+    parameters and numbers, trained by fastmlp's kernels.
+
+    Optimizes the log loss with lbfgs, sgd or adam.  See
+    :class:`sklearn.neural_network.MLPClassifier` for the parameters and attributes; ``fit``
+    and ``partial_fit`` also take a validation set (``X_val``, ``y_val``,
+    ``sample_weight_val``), and ``set_callbacks`` scikit-learn's callbacks.
     """
+    __doc__ += _EXTENSIONS_DOC.format(class_weight=_CLASS_WEIGHT_DOC)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -930,27 +936,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     See :class:`sklearn.neural_network.MLPRegressor` for the parameters and attributes;
     ``fit`` and ``partial_fit`` also take a validation set (``X_val``, ``y_val``,
     ``sample_weight_val``), and ``set_callbacks`` scikit-learn's callbacks.
-
-    Parameters beyond scikit-learn's (each default keeps scikit-learn's behaviour)
-    ---------------------------------------------------------------------------
-    activation : also 'leaky_relu' (slope ``leaky_relu_slope``), 'gelu' and 'silu'.
-    scoring : None, 'loss', a scorer name or callable, default=None
-        What early stopping and ``validation_scores_`` follow (None: accuracy / R^2).
-    restore_best_weights : 'auto' or bool, default='auto'
-        ``fit`` ends on the weights of the best validation score: with early stopping
-        ('auto', as scikit-learn), whenever a validation set is used (True), or never (False).
-    leaky_relu_slope : float, default=0.01
-        Leaky ReLU's slope for negative inputs (>= 0).
-    dropout : float, sequence of float or None, default=None
-        Inverted dropout rate of every hidden layer, or one per hidden layer (sgd/adam);
-        masks drawn from ``random_state``.
-
-    Attributes beyond scikit-learn's
-    --------------------------------
-    validation_loss_curve_ : list of float or None
-        The validation loss (without the L2 term) after each epoch or L-BFGS iteration, when
-        a validation set is used.
     """
+    __doc__ += _EXTENSIONS_DOC.format(class_weight="")
 
     _parameter_constraints: dict = {
         **_BaseMLP._parameter_constraints,
