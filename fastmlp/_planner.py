@@ -31,7 +31,8 @@ ENV_VAR = "FASTMLP_STRATEGY"
 # Below this many FLOP per epoch a fit takes milliseconds: timing (and compiling the parallel
 # kernel) would cost more than any choice could save.
 MIN_PLANNED_FLOP = 2e8
-TRIAL_REPEATS = 3  # timed runs per way, after one untimed (it may load or compile kernels)
+TRIAL_REPEATS = 3  # rounds of timed runs per way, after one untimed (it may load or compile kernels)
+TRIAL_BURST = 3    # runs of one way in a row per round (its pool awake, as in training)
 
 
 class Plan(NamedTuple):
@@ -88,15 +89,20 @@ def clear():
         _plans.clear()
 
 
-def time_ways(runners, repeats=TRIAL_REPEATS):
-    """{name: fastest of ``repeats`` timed calls of runner()} after one untimed call each; the
-    ways take turns so that a change in the machine's load hits all of them alike."""
+def time_ways(runners, repeats=TRIAL_REPEATS, burst=TRIAL_BURST):
+    """{name: fastest timed call of runner()} over ``repeats`` rounds in which every way runs
+    ``burst`` times back to back, after one untimed call each.  The ways take turns round by
+    round, so that a change in the machine's load hits all of them alike; within a round a way
+    runs several steps in a row, as training does: a way's first step after another way's
+    finds its thread pool asleep (measured here: the split way's first step after a blas step
+    took 2.5-4x a blas step, its steps in a row 0.7-0.9x)."""
     for run in runners.values():
         run()
     best = {name: float("inf") for name in runners}
     for _ in range(repeats):
         for name, run in runners.items():
-            t0 = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            for _ in range(burst):
+                t0 = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - t0)
     return best
