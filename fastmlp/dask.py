@@ -373,6 +373,7 @@ class _Shard:
         self.actor = None
         self.engine = None  # the actor's future: releasing it destroys the actor
         self.extra = {}     # per-shard additions to the engines' spec
+        self.address = None  # the worker holding the engine
 
 
 def _is_dask(obj):
@@ -418,6 +419,13 @@ class _Fleet:
                                            workers=[worker], allow_other_workers=True))
         for shard, f in zip(self.shards, futs):
             shard.actor, shard.engine = f.result(), f  # the future keeps the actor alive
+            shard.address = self._holder(f)
+
+    def _holder(self, future):
+        """The worker holding an engine: the scheduler's ``who_has`` for the future that
+        created the actor (public API; ``distributed.Actor`` exposes no public address)."""
+        holders = self.client.who_has([future]).get(future.key) or ()
+        return next(iter(holders), None)
 
     def close(self):
         for shard in self.shards:
@@ -462,8 +470,8 @@ class _Fleet:
             try:
                 return future.result(timeout=POLL_SECONDS)
             except TimeoutError:
-                if shard.actor._address not in _live_workers(self.client):
-                    raise OSError(f"worker {shard.actor._address} left the cluster") from None
+                if shard.address not in _live_workers(self.client):
+                    raise OSError(f"worker {shard.address} left the cluster") from None
 
     def _rebuild(self, i):
         """A new engine for shard i on a live worker (its rows recomputed from the dask graph
@@ -488,6 +496,7 @@ class _Fleet:
                                        list(self.rng_states), actor=True, pure=False)
                 shard.actor = f.result(timeout=max(1.0, deadline - time.monotonic()))
                 shard.engine = f
+                shard.address = self._holder(f)
                 return
             except (ValueError, TypeError):
                 raise
