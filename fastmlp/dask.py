@@ -121,11 +121,12 @@ class _RawSums:
                               loss=loss, dtype=dtype, max_rows=max_rows, n_threads=n_threads,
                               leaky_relu_slope=slope)
 
-    def __call__(self, params, X, Y, sw, out):
+    def __call__(self, params, X, Y, sw, out, dropout=None, key=0, row0=0):
         if X.shape[0] == 0:  # a global batch with none of this shard's rows
             out[:] = 0
             return 0.0, 0.0
-        return self._engine.raw_sums(params, X, Y, sw, out=out)
+        return self._engine.raw_sums(params, X, Y, sw, out=out, dropout=dropout,
+                                     dropout_key=key, row0=row0)
 
     def forward(self, params, X):
         return self._engine.forward(params, X)
@@ -206,9 +207,12 @@ class _ShardEngine:
         self.X, self.Y, self.sw = X, Y, sw
         B = spec["batch_size"]
         cap = max(1, min(self.n, B if B else FULL_BATCH_CHUNK))
+        self.dropout = spec.get("dropout")
+        # with dropout the kernels run on the batch rows' own positions (row0..): a global
+        # batch's worth of buffer rows
         self.sums = _RawSums(spec["sizes"], spec["activation"], spec["out_activation"],
-                             spec["loss"], dtype, cap, _worker_threads(),
-                             spec.get("leaky_relu_slope", 0.01))
+                             spec["loss"], dtype, B if self.dropout is not None else cap,
+                             _worker_threads(), spec.get("leaky_relu_slope", 0.01))
         P = Layout(spec["sizes"]).n_params
         self.params = np.zeros(P, dtype)
         self.grads = np.zeros(P, dtype)
@@ -247,6 +251,7 @@ class _ShardEngine:
         positions = np.flatnonzero(rows >= 0)
         self.local = rows[positions]
         self.offsets = np.searchsorted(positions, self.bounds)
+        self.positions = positions
 
     def begin_epoch(self, rng_state):
         """Shuffle the training order as ``RandomState.shuffle`` from ``rng_state`` does;
@@ -257,11 +262,22 @@ class _ShardEngine:
         self._locate()
         return rs.get_state()
 
-    def step(self, params, b):
+    def step(self, params, b, key=0):
         """Raw sums of this shard's rows of global batch b: (loss sum, weight sum, gradient
-        sums (P,), compute seconds)."""
+        sums (P,), compute seconds).  ``key``: the step's dropout mask key (with dropout)."""
         t0 = time.perf_counter()
         start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
+        row0 = 0
+        if self.dropout is not None and stop > start:
+            # the batch position of this shard's first row of the batch; its rows must be
+            # contiguous there (the driver allows dropout only where they are)
+            first = self.lo + start if self.local is None else int(self.positions[start])
+            last = (self.lo + stop - 1 if self.local is None
+                    else int(self.positions[stop - 1]))
+            if last - first != stop - start - 1:
+                raise RuntimeError("dropout needs each shard's rows of a batch to be "
+                                   "contiguous in the batch")
+            row0 = first - b * self.batch_size
         if self.local is None:  # unshuffled: the batch's rows are a contiguous range
             X, Y = self.X[start:stop], self.Y[start:stop]
             sw = None if self.sw is None else self.sw[start:stop]
@@ -275,7 +291,7 @@ class _ShardEngine:
             if self.sw is not None:
                 sw = self.swb[:m]
                 K.gather_vector(sw, self.sw, idx)
-        loss_sum, weight_sum = self.sums(params, X, Y, sw, self.grads)
+        loss_sum, weight_sum = self.sums(params, X, Y, sw, self.grads, self.dropout, key, row0)
         return loss_sum, weight_sum, self.grads, time.perf_counter() - t0
 
     def full(self, params):
@@ -527,9 +543,7 @@ def _dask_init(local_cls):
 
 # Parameters of the local estimators that the cluster fit does not implement, with the only
 # value it accepts, and why.
-_UNSUPPORTED = {
-    "dropout": (None, "the engines compute exact gradient sums, without dropout masks"),
-}
+_UNSUPPORTED = {}
 # Parameters the cluster fit implements.  Any other parameter the local estimators gain must
 # keep its default.
 _IMPLEMENTED = {
@@ -537,7 +551,8 @@ _IMPLEMENTED = {
     "learning_rate_init", "power_t", "max_iter", "loss", "shuffle", "random_state", "tol",
     "verbose", "warm_start", "momentum", "nesterovs_momentum", "early_stopping",
     "validation_fraction", "beta_1", "beta_2", "epsilon", "n_iter_no_change", "max_fun",
-    "scoring", "restore_best_weights", "class_weight", "leaky_relu_slope", "client"}
+    "scoring", "restore_best_weights", "class_weight", "leaky_relu_slope", "dropout",
+    "client"}
 
 
 class _DriverTrainer:
@@ -771,6 +786,7 @@ class _DaskMLP:
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
+        self._dropout_rates(len(hidden))  # dropout needs sgd/adam
         return hidden
 
     def _class_weight_vector(self, counts):
@@ -834,6 +850,14 @@ class _DaskMLP:
                 for shard in shards:
                     shard.extra = dict(train_pos=pos[shard.lo:shard.hi])
             batch_size = self._batch_size(n_train) if stochastic else None
+            dropout = self._dropout_rates(len(hidden))
+            if dropout is not None and n_shards > 1 and (self.shuffle or n_train < n):
+                raise ValueError(
+                    "fastmlp.dask supports dropout on more than one worker only with "
+                    "shuffle=False and early_stopping=False: a dropout mask depends on each "
+                    "row's position in its global batch, and a shard's rows must be "
+                    "contiguous there to draw the masks one process draws (shuffle the rows "
+                    "once beforehand, or train on one worker)")
             spec = dict(sizes=list(layer_units), activation=self.activation,
                         out_activation=self.out_activation_, loss=self._train_loss,
                         dtype=(np.result_type(dtype, param_dtype) if not stochastic
@@ -842,7 +866,7 @@ class _DaskMLP:
                         shuffle=bool(self.shuffle), binarizer=binarizer,
                         classes=(self.classes_ if incremental and binarizer is not None
                                  else None),
-                        class_weight=class_weight,
+                        class_weight=class_weight, dropout=dropout,
                         leaky_relu_slope=float(self.leaky_relu_slope))
             fleet = _Fleet(client, shards, spec)
             workers = _live_workers(client)
@@ -944,6 +968,10 @@ class _DaskMLP:
         alpha = self.alpha
         after = getattr(self, "_after_step", None)
         rs = self._random_state
+        # dropout: the local trainer's mask seed (drawn only with dropout on, after the
+        # validation split) and step count
+        seed = None if fleet.spec["dropout"] is None else rs.randint(np.iinfo(np.int32).max)
+        step = 0
         self.n_iter_ = 0
         for _ in range(self.max_iter):
             if self._trainer.stop_requested:
@@ -956,7 +984,9 @@ class _DaskMLP:
                 rs.set_state(post)
             total = 0.0
             for b in range(n_batches):
-                results = fleet.call("step", params, b)
+                key = 0 if seed is None else ((seed << 32) | (step & 0xFFFFFFFF))
+                step += 1
+                results = fleet.call("step", params, b, key)
                 loss_sum = weight_sum = 0.0
                 for k, (ls, w, g, _) in enumerate(results):
                     if k == 0:
@@ -1070,7 +1100,9 @@ class MLPClassifier(_DaskMLP, _LocalClassifier):
     DataFrames (the rows stay on the workers) or NumPy arrays (scattered once);
     ``predict``/``predict_proba`` return dask arrays for dask input.  ``early_stopping``
     holds out scikit-learn's rows and scores them on the workers (``scoring`` None or
-    'loss'); ``class_weight`` weights rows on the workers; ``dropout`` is not supported.
+    'loss'); ``class_weight`` weights rows on the workers; ``dropout`` draws the masks of
+    a single process (on more than one worker it needs ``shuffle=False`` and no
+    ``early_stopping``: each shard's rows must be contiguous in every global batch).
 
     Parameters
     ----------

@@ -302,6 +302,65 @@ def test_leaky_relu_slope_equals_local(client):
     np.testing.assert_array_equal(est.predict(X), ref.predict(X))
 
 
+def test_engine_dropout_row0_shards_add_up_to_the_batch():
+    """Engine.raw_sums with dropout: two contiguous parts of a batch, each given its row
+    offset, draw the whole batch's masks (their sums add up to the batch's); without the
+    offset the second part draws other masks."""
+    Engine = fastmlp.backend.Engine
+    rs = np.random.RandomState(0)
+    X, Y = rs.normal(size=(50, 4)), rs.normal(size=(50, 2))
+    eng = Engine([4, 9, 7, 2], activation="relu", max_rows=50)
+    params = rs.normal(size=eng.n_params) * 0.4
+    rates, key = np.array([0.4, 0.25]), (12345 << 32) | 7
+    whole = np.empty(eng.n_params)
+    loss, n = eng.raw_sums(params, X, Y, out=whole, dropout=rates, dropout_key=key)
+    parts, shifted = np.empty(eng.n_params), np.empty(eng.n_params)
+    l1, n1 = eng.raw_sums(params, X[:20], Y[:20], out=parts, dropout=rates, dropout_key=key)
+    l2, n2 = eng.raw_sums(params, X[20:], Y[20:], out=shifted, dropout=rates,
+                          dropout_key=key, row0=20)
+    np.testing.assert_allclose(parts + shifted, whole, rtol=1e-12, atol=1e-14)
+    assert (l1 + l2, n1 + n2) == (pytest.approx(loss, rel=1e-13), n)
+    eng.raw_sums(params, X[20:], Y[20:], out=shifted, dropout=rates, dropout_key=key)
+    assert np.abs(parts + shifted - whole).max() > 1e-3
+    plain = np.empty(eng.n_params)
+    eng.raw_sums(params, X, Y, out=plain)
+    assert np.abs(plain - whole).max() > 1e-3  # the masks do drop units
+    with pytest.raises(ValueError, match="row0"):
+        eng.raw_sums(params, X[20:], Y[20:], out=shifted, dropout=rates, row0=21)
+    with pytest.raises(ValueError, match="dropout must be"):
+        eng.raw_sums(params, X, Y, out=shifted, dropout=[0.5])
+
+
+@pytest.mark.parametrize("solver, activation", [("adam", "gelu"), ("sgd", "relu")])
+def test_dropout_equals_local(client, solver, activation):
+    """Two workers, unshuffled batches: each shard draws, at its rows' positions in the
+    global batch, the masks one process draws."""
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(8, 5), solver=solver, activation=activation, batch_size=64,
+              random_state=0, max_iter=3, dropout=[0.3, 0.2], shuffle=False,
+              learning_rate_init=0.05)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    plain = fastmlp.MLPClassifier(**dict(kw, dropout=None)).fit(X, y)
+    assert _max_rel(_params(plain), _params(ref)) > 1e-3
+    est = fdask.MLPClassifier(**kw, client=client).fit(*_uneven(X, y))
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+    np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        fdask.MLPClassifier(**dict(kw, shuffle=True), client=client).fit(X, y)
+    with pytest.raises(ValueError, match="dropout needs solver"):
+        fdask.MLPClassifier(**dict(kw, solver="lbfgs"), client=client).fit(X, y)
+
+
+def test_dropout_one_worker_shuffled_is_bitwise(one_worker):
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(8,), solver="adam", batch_size=50, random_state=0,
+              max_iter=3, dropout=0.4)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=one_worker).fit(X, y)
+    for a, b in zip(_params(est), _params(ref)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_partial_fit_equals_local(client):
     X, y = _data(n=300)
     kw = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=32, random_state=0,
