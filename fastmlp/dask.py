@@ -828,6 +828,14 @@ class _DaskMLP:
             n_shards = len(_live_workers(client))
             if n_shards < 1:
                 raise ClusterLostError("the cluster has no workers")
+            if (self._dropout_rates(len(hidden)) is not None and n_shards > 1
+                    and (self.shuffle or self.early_stopping)):
+                raise ValueError(
+                    "fastmlp.dask supports dropout on more than one worker only with "
+                    "shuffle=False and early_stopping=False: a dropout mask depends on each "
+                    "row's position in its global batch, and a shard's rows must be "
+                    "contiguous there to draw the masks one process draws (shuffle the rows "
+                    "once beforehand, or train on one worker)")
             shards, n, dtype, binarizer, n_out, labels = self._shards(
                 client, X, y, sample_weight, n_shards, incremental)
             first_pass = not hasattr(self, "coefs_") or (not self.warm_start
@@ -851,13 +859,6 @@ class _DaskMLP:
                     shard.extra = dict(train_pos=pos[shard.lo:shard.hi])
             batch_size = self._batch_size(n_train) if stochastic else None
             dropout = self._dropout_rates(len(hidden))
-            if dropout is not None and n_shards > 1 and (self.shuffle or n_train < n):
-                raise ValueError(
-                    "fastmlp.dask supports dropout on more than one worker only with "
-                    "shuffle=False and early_stopping=False: a dropout mask depends on each "
-                    "row's position in its global batch, and a shard's rows must be "
-                    "contiguous there to draw the masks one process draws (shuffle the rows "
-                    "once beforehand, or train on one worker)")
             spec = dict(sizes=list(layer_units), activation=self.activation,
                         out_activation=self.out_activation_, loss=self._train_loss,
                         dtype=(np.result_type(dtype, param_dtype) if not stochastic

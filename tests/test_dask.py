@@ -529,6 +529,18 @@ def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys,
     ("d.csv", ["--dask", "local:0"], "number of local workers"),
     ("d.csv", ["--dask", "mars://x"], "expected local:N"),
     ("d.csv", ["--dask", "local:2", "--resume", "m.npz"], "--resume is not supported"),
+    ("d.csv", ["--dask", "local:2", "--out", "m.npz", "--checkpoint-every", "2"],
+     "--checkpoint-every is not supported"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "d.csv"], "--val-data is not supported"),
+    ("d.csv", ["--dask", "local:2", "--early-stopping", "3"],
+     "--early-stopping is not supported"),
+    ("d.csv", ["--dask", "local:2", "--threads", "2"], "--threads is not supported"),
+    ("d.csv", ["--dask", "local:2", "--plot", "curve.pdf"], "name it *.png"),
+    ("d.csv", ["--dask", "local:2", "--out", "d.csv"], "would overwrite a data file"),
+    ("d.csv", ["--dask", "local:2", "--solver", "lbfgs", "--dropout", "0.5"],
+     "--dropout needs --solver sgd or adam"),
+    ("d.csv", ["--dask", "local:1", "--task", "regress", "--class-weight", "balanced"],
+     "--class-weight needs a classification task"),
     ("nothing/*.parquet", ["--dask", "local:1"], "no Parquet or CSV files"),
     ("d.csv", ["--dask", "local:1", "--target", "zz"], "no column 'zz'"),
 ])
@@ -556,6 +568,36 @@ def test_asv_benchmark_runs_once(client, monkeypatch):
     assert b.track_communication_ms(cache, 32) >= 0
     with pytest.raises(NotImplementedError, match="fastmlp"):
         b.setup(None, 32)
+
+
+def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkeypatch):
+    """--alpha, --class-weight and --dropout train on the cluster (none silently dropped),
+    --plot draws the loss curve, and dropout's rule on two shuffled workers is one line."""
+    pytest.importorskip("matplotlib")
+    X, y = _data(n=300)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
+    frame["label"] = y
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    seen = {}
+    original = fdask.MLPClassifier.fit
+
+    def spy(self, X, y, sample_weight=None):
+        seen.update(self.get_params())
+        return original(self, X, y, sample_weight)
+    monkeypatch.setattr(fdask.MLPClassifier, "fit", spy)
+    address = client.scheduler.address
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--alpha",
+                        "0.01", "--class-weight", "balanced", "--plot", "curve.png",
+                        "--quiet", "--json", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 0, err
+    assert (seen["alpha"], seen["class_weight"]) == (0.01, "balanced")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--dropout",
+                        "0.3", "--out", "m.npz", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 2 and err.startswith("fastmlp: error:") and "shuffle=False" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.npz").exists()
 
 
 def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monkeypatch):
