@@ -952,7 +952,12 @@ class _DaskMLP:
         with early_stopping, each epoch scored on the engines' held-out rows."""
         layout = Layout(layer_units)
         n_coef = layout.n_coef
+        best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
         params = self._live_params(layout, dtype)
+        if best_aliases_coefs:
+            # as the local fit (and scikit-learn): after an early-stopped fit `_best_coefs`
+            # IS coefs_, which the next warm-started fit goes on updating
+            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
         grads = np.empty_like(params)
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()

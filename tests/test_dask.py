@@ -275,6 +275,20 @@ def test_early_stopping_classifier_equals_local(client, k, extra):
         assert est.cluster_stats_["steps"] == est.n_iter_ * 10
 
 
+def test_early_stopping_warm_start_equals_local(client):
+    """A second warm-started fit after an early-stopped one: scikit-learn's best weights
+    then alias the live ones, and the cluster fit keeps that."""
+    X, y = _data(n=200, k=2)
+    kw = dict(hidden_layer_sizes=(5,), early_stopping=True, max_iter=3, warm_start=True,
+              random_state=0)
+    ref, est = fastmlp.MLPClassifier(**kw), fdask.MLPClassifier(**kw, client=client)
+    for _ in range(2):
+        ref.fit(X, y)
+        est.fit(X, y)
+    assert len(est.validation_scores_) == len(ref.validation_scores_) == 6
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+
+
 def test_early_stopping_regressor_equals_local(client):
     X, _ = _data(n=301)
     y = np.c_[X[:, 0] - X[:, 1], np.sin(X[:, 2])]
