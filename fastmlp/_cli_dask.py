@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -141,6 +142,7 @@ def run_train_dask(args):
     if args.data is None:
         raise UserError("--dask needs DATA (a Parquet/CSV file, folder or glob)")
     from ._cli_record import record
+    from ._cli_run import StopOnSignal
     from ._cli_train import check_outputs
     from .dask import ClusterLostError, MLPClassifier, MLPRegressor
     from .persistence import save
@@ -167,13 +169,16 @@ def run_train_dask(args):
         raise UserError(f"--dropout: one rate, or one per hidden layer ({len(s['hidden'])}), "
                         f"got {len(s['dropout'])}")
     X, y, names, target, fingerprint = read_lazy(args.data, s["target"])
-    with _client(args.dask) as client:
+    holder = []
+    # SIGINT/SIGTERM during the fit: stop after the current step and save it, as locally
+    with StopOnSignal(lambda: holder[-1] if holder else None) as stop, \
+            _client(args.dask) as client:
         return _train(args, s, client, X, y, names, target, fingerprint, record, save,
-                      MLPClassifier, MLPRegressor, ClusterLostError)
+                      MLPClassifier, MLPRegressor, ClusterLostError, stop, holder)
 
 
 def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPClassifier,
-           MLPRegressor, ClusterLostError):
+           MLPRegressor, ClusterLostError, stop, holder):
     import dask
     task = s["task"]
     if task == "auto":
@@ -236,8 +241,11 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     history = {"val_score": [], "seconds": 0.0}
     start = time.perf_counter()
     lost = None
+    holder.append(est)
+    stop.deferring = True
     try:
-        est.fit(Xa, ya)
+        if stop.signum is None:  # a signal before the fit starts: do not start it
+            est.fit(Xa, ya)
     except ClusterLostError as exc:
         lost = exc
     except ValueError as exc:  # a setting the cluster fit refuses (e.g. dropout's rule)
@@ -252,6 +260,18 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
         save(local, args.out, extra=record(s, args.data, fingerprint, task, target, metric,
                                            history, status, n_train, n_val))
 
+    if stop.signum is not None:
+        from ._cli_run import EXIT_SIGNAL
+        if args.out and hasattr(est, "coefs_"):
+            save_model("interrupted")
+            kept = (f"the last completed step is saved to {args.out} (a cluster run cannot "
+                    "be resumed)")
+        else:
+            kept = "nothing saved" + ("" if args.out else " (no --out)")
+        what = "L-BFGS iterations" if s["solver"] == "lbfgs" else "epochs"
+        print(f"fastmlp: interrupted by {signal.Signals(stop.signum).name} after "
+              f"{getattr(est, 'n_iter_', 0)} {what}; {kept}", file=sys.stderr)
+        return EXIT_SIGNAL[stop.signum]
     if lost is not None:
         if args.out and hasattr(est, "coefs_"):
             save_model("interrupted")

@@ -694,11 +694,16 @@ class _DaskMLP:
                 after(fleet.steps)
             return total / weight_sum, (total_grads / weight_sum).astype(dtype)
 
+        def on_iteration(intermediate_result):
+            if self._trainer.stop_requested:  # request_stop(): after this iteration
+                raise StopIteration
+
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         opt_res = scipy.optimize.minimize(
             loss_grad, params.astype(param_dtype), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                     **_get_additional_lbfgs_options_dict("iprint", iprint)})
+                     **_get_additional_lbfgs_options_dict("iprint", iprint)},
+            callback=on_iteration)
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
         if dtype == opt_res.x.dtype:
@@ -748,6 +753,7 @@ class _DaskMLP:
                 fleet.rng_states.append(pre)
                 rs.set_state(post)
             total = 0.0
+            interrupted = False
             for b in range(n_batches):
                 key = 0 if seed is None else ((seed << 32) | (step & 0xFFFFFFFF))
                 step += 1
@@ -767,6 +773,12 @@ class _DaskMLP:
                 total += batch_loss * (min((b + 1) * B, n_samples) - b * B)
                 if after is not None:
                     after(fleet.steps)
+                if self._trainer.stop_requested and b + 1 < n_batches:
+                    interrupted = True  # request_stop(): after this batch, as locally
+                    break
+            if interrupted:
+                warnings.warn("Training interrupted by user.")
+                break
             if self._end_epoch(total / n_samples, n_samples, validation) or incremental:
                 break
             if self.n_iter_ == self.max_iter:

@@ -375,6 +375,24 @@ def test_dropout_one_worker_shuffled_is_bitwise(one_worker):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_request_stop_stops_after_the_current_step(one_worker, solver):
+    X, y = _data()
+    est = fdask.MLPClassifier((4,), solver=solver, batch_size=30, max_iter=20,
+                              random_state=0, client=one_worker)
+    est._after_step = lambda step: est.request_stop() if step == 5 else None
+    if solver == "adam":
+        with pytest.warns(UserWarning, match="interrupted by user"):
+            est.fit(X, y)
+        assert (est.cluster_stats_["steps"], est.n_iter_) == (5, 0)
+    else:
+        est.fit(X, y)
+        assert est.cluster_stats_["steps"] < 10 and est.n_iter_ <= 5
+    est._after_step = None
+    est.fit(X, y)  # the request was used up
+    assert est.n_iter_ == 20
+
+
 def test_partial_fit_equals_local(client):
     X, y = _data(n=300)
     kw = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=32, random_state=0,
@@ -612,6 +630,27 @@ def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkey
                         monkeypatch=monkeypatch)
     assert rc == 2 and err.startswith("fastmlp: error:") and "shuffle=False" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.npz").exists()
+
+
+def test_cli_dask_sigint_saves_the_last_step(client, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a cluster fit stops after the current step and saves it to --out."""
+    X, y = _data(n=300)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
+    frame["label"] = y
+    frame.to_csv(tmp_path / "d.csv", index=False)
+
+    def after_step(self, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(fdask._DaskMLP, "_after_step", after_step, raising=False)
+    rc, out, err = _cli("train", "d.csv", "--dask", client.scheduler.address, "--epochs",
+                        "50", "--batch-size", "32", "--val-fraction", "0", "--out", "m.npz",
+                        "--quiet", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert rc == 130, err
+    assert err.strip().splitlines()[-1].startswith("fastmlp: interrupted by SIGINT after 0 "
+                                                   "epochs; the last completed step is saved")
+    model = fastmlp.load(tmp_path / "m.npz")
+    assert isinstance(model, fastmlp.MLPClassifier) and model.coefs_[0].shape == (6, 100)
 
 
 def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monkeypatch):
