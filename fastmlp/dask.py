@@ -530,6 +530,9 @@ class _DaskMLP:
             if params[name] is not defaults.get(name) and params[name] != defaults.get(name):
                 raise ValueError(f"fastmlp.dask does not support {name}={params[name]!r} "
                                  f"yet (only its default, {defaults.get(name)!r})")
+        if getattr(self, "_skl_callbacks", None):
+            raise ValueError("fastmlp.dask does not run scikit-learn callbacks "
+                             "(set_callbacks); cluster_stats_ and loss_curve_ report the fit")
         if self.scoring not in (None, "loss"):
             raise ValueError(f"fastmlp.dask supports scoring=None (accuracy / R^2) or 'loss', "
                              f"got {self.scoring!r}: the engines score their own held-out "

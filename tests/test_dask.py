@@ -428,6 +428,27 @@ def test_partial_fit_equals_local(client):
     assert _max_rel(_params(dreg), _params(reg)) < 1e-12
 
 
+def test_callbacks_are_refused_not_ignored(one_worker):
+    class Callback:
+        def setup(self, *args, **kwargs):
+            pass
+
+        def teardown(self, *args, **kwargs):
+            pass
+
+        def on_fit_task_begin(self, *args, **kwargs):
+            pass
+
+        def on_fit_task_end(self, *args, **kwargs):
+            pass
+    X, y = _data(n=60)
+    est = fdask.MLPClassifier((3,), max_iter=2, client=one_worker)
+    est.set_callbacks(Callback())
+    with pytest.raises(ValueError, match="callbacks"):
+        est.fit(X, y)
+    assert not hasattr(est, "coefs_")
+
+
 def test_missing_dask_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     X, y = _data(n=20)
