@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -21,8 +22,20 @@ import numpy as np
 from ._cli_data import UserError
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
-_UNSUPPORTED = {"resume": "--resume", "checkpoint_every": "--checkpoint-every",
-                "plot": "--plot"}
+# Options of `fastmlp train` that a cluster run refuses, and why (the rest apply as in a
+# local run; --plot draws the loss curve).
+_UNSUPPORTED = {
+    "resume": ("--resume", "a cluster run cannot continue a checkpoint to the bit (its "
+                           "model file holds the weights, not the run's optimizer and "
+                           "shuffling state)"),
+    "checkpoint_every": ("--checkpoint-every", "a cluster run saves --out when it ends, or its "
+                                               "last completed step when the cluster is lost"),
+    "val_data": ("--val-data", "the held-out rows are --val-fraction of DATA"),
+    "early_stopping": ("--early-stopping", "use fastmlp.dask's early_stopping=True from "
+                                           "Python"),
+    "threads": ("--threads", "each worker's threads are set where it starts (dask worker "
+                             "--nthreads)"),
+}
 
 
 def parse_cluster(spec):
@@ -123,16 +136,21 @@ def run_train_dask(args):
         raise UserError("--dask needs dask and distributed: pip install 'fastmlp[dask]'") \
             from None
     parse_cluster(args.dask)
-    for attr, option in _UNSUPPORTED.items():
-        if getattr(args, attr, None):
-            raise UserError(f"{option} is not supported with --dask")
+    for attr, (option, why) in _UNSUPPORTED.items():
+        if getattr(args, attr, None) is not None:
+            raise UserError(f"{option} is not supported with --dask: {why}")
     if args.data is None:
         raise UserError("--dask needs DATA (a Parquet/CSV file, folder or glob)")
     from ._cli_record import record
-    from ._cli_run import check_output_path
+    from ._cli_run import StopOnSignal
+    from ._cli_train import check_outputs
     from .dask import ClusterLostError, MLPClassifier, MLPRegressor
     from .persistence import save
-    check_output_path(args.out, "--out")
+    check_outputs(args)
+    paths, _ = _files(args.data)
+    for path in (args.out, args.plot):
+        if path is not None and os.path.abspath(path) in map(os.path.abspath, paths):
+            raise UserError(f"{path}: would overwrite a data file")
 
     solver = args.solver or "adam"
     s = dict(target=args.target, task=args.task or "auto", hidden=args.hidden or [100],
@@ -143,15 +161,24 @@ def run_train_dask(args):
              val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
              seed=0 if args.seed is None else args.seed,
              momentum=0.9 if args.momentum is None else args.momentum,
-             scale=args.scale is not False)
+             scale=args.scale is not False, alpha=args.alpha or 0.0, dropout=args.dropout,
+             class_weight=args.class_weight)
+    if s["solver"] == "lbfgs" and s["dropout"] is not None:
+        raise UserError("--dropout needs --solver sgd or adam")
+    if s["dropout"] is not None and len(s["dropout"]) not in (1, len(s["hidden"])):
+        raise UserError(f"--dropout: one rate, or one per hidden layer ({len(s['hidden'])}), "
+                        f"got {len(s['dropout'])}")
     X, y, names, target, fingerprint = read_lazy(args.data, s["target"])
-    with _client(args.dask) as client:
+    holder = []
+    # SIGINT/SIGTERM during the fit: stop after the current step and save it, as locally
+    with StopOnSignal(lambda: holder[-1] if holder else None) as stop, \
+            _client(args.dask) as client:
         return _train(args, s, client, X, y, names, target, fingerprint, record, save,
-                      MLPClassifier, MLPRegressor, ClusterLostError)
+                      MLPClassifier, MLPRegressor, ClusterLostError, stop, holder)
 
 
 def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPClassifier,
-           MLPRegressor, ClusterLostError):
+           MLPRegressor, ClusterLostError, stop, holder):
     import dask
     task = s["task"]
     if task == "auto":
@@ -163,6 +190,8 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     elif task == "regress" and y.dtype.kind not in "biuf":
         raise UserError(f"{args.data}: target {target!r} is not numeric: cannot regress "
                         "(use --task classify)")
+    if task == "regress" and s["class_weight"] is not None:
+        raise UserError("--class-weight needs a classification task")
     frame = X.assign(**{"__target__": y})
     if s["val_fraction"] > 0:
         train, held = frame.random_split([1 - s["val_fraction"], s["val_fraction"]],
@@ -200,18 +229,27 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     n_train = int(Xa.shape[0])
     n_val = 0 if held_arrays is None else int(held_arrays[0].shape[0])
     cls = MLPClassifier if task == "classify" else MLPRegressor
+    dropout = s["dropout"]
+    kw = {} if task != "classify" else {"class_weight": s["class_weight"]}
     est = cls(hidden_layer_sizes=tuple(s["hidden"]), activation=s["activation"],
               solver=s["solver"], max_iter=s["epochs"], batch_size=s["batch_size"],
               learning_rate_init=s["lr"], momentum=s["momentum"], random_state=s["seed"],
-              verbose=not args.quiet, client=client)
+              alpha=s["alpha"], verbose=not args.quiet, client=client,
+              dropout=dropout * len(s["hidden"]) if dropout and len(dropout) == 1
+              else dropout, **kw)
     metric = "accuracy" if task == "classify" else "R^2"
     history = {"val_score": [], "seconds": 0.0}
     start = time.perf_counter()
     lost = None
+    holder.append(est)
+    stop.deferring = True
     try:
-        est.fit(Xa, ya)
+        if stop.signum is None:  # a signal before the fit starts: do not start it
+            est.fit(Xa, ya)
     except ClusterLostError as exc:
         lost = exc
+    except ValueError as exc:  # a setting the cluster fit refuses (e.g. dropout's rule)
+        raise UserError(str(exc).splitlines()[0]) from None
     history["seconds"] = time.perf_counter() - start
 
     def save_model(status):
@@ -222,6 +260,18 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
         save(local, args.out, extra=record(s, args.data, fingerprint, task, target, metric,
                                            history, status, n_train, n_val))
 
+    if stop.signum is not None:
+        from ._cli_run import EXIT_SIGNAL
+        if args.out and hasattr(est, "coefs_"):
+            save_model("interrupted")
+            kept = (f"the last completed step is saved to {args.out} (a cluster run cannot "
+                    "be resumed)")
+        else:
+            kept = "nothing saved" + ("" if args.out else " (no --out)")
+        what = "L-BFGS iterations" if s["solver"] == "lbfgs" else "epochs"
+        print(f"fastmlp: interrupted by {signal.Signals(stop.signum).name} after "
+              f"{getattr(est, 'n_iter_', 0)} {what}; {kept}", file=sys.stderr)
+        return EXIT_SIGNAL[stop.signum]
     if lost is not None:
         if args.out and hasattr(est, "coefs_"):
             save_model("interrupted")
@@ -237,6 +287,10 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     history["val_score"] = [scores.get("held_out")] if "held_out" in scores else []
     if args.out:
         save_model("complete")
+    if args.plot:
+        from ._cli_train import _plot
+        curve = est.loss_curve_ if s["solver"] != "lbfgs" else [float(est.loss_)]
+        _plot(args.plot, curve, [], metric, args.data)
     stats = est.cluster_stats_
     result = {"task": task, "metric": metric, "train": scores["train"],
               "held_out": scores.get("held_out"), "n_train": n_train, "n_val": n_val,

@@ -210,7 +210,8 @@ def _print_notes(ds, args):
         print(f"fastmlp: note: {note}", file=sys.stderr)
 
 
-def _run_train(args, holder, stop):
+def check_outputs(args):
+    """--out and --plot can be written (and --plot is a PNG that matplotlib can draw)."""
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
         check_output_path(path, option)
     if args.plot is not None:
@@ -220,6 +221,10 @@ def _run_train(args, holder, stop):
             import matplotlib  # noqa: F401
         except ImportError:
             raise UserError("--plot needs matplotlib: pip install 'fastmlp[plot]'") from None
+
+
+def _run_train(args, holder, stop):
+    check_outputs(args)
 
     model = None
     info = None

@@ -327,7 +327,8 @@ default="identity"
         return out
 
     def raw_sums(self, params: np.ndarray, X, Y, sample_weight=None,
-                 out: Optional[np.ndarray] = None, X_grad: Optional[np.ndarray] = None):
+                 out: Optional[np.ndarray] = None, X_grad: Optional[np.ndarray] = None, *,
+                 dropout: Optional[np.ndarray] = None, dropout_key: int = 0, row0: int = 0):
         """Unnormalised sums over the rows of one batch, for data-parallel callers.
 
         For rows i with weights w_i (1 without ``sample_weight``) and per-row loss l_i
@@ -356,6 +357,17 @@ default="identity"
             Overwritten with the raw gradient sums (allocated when None).
         X_grad : ndarray of shape (N, n_inputs), optional
             Overwritten with the raw input gradients.
+        dropout : ndarray of shape (n_hidden_layers,), optional
+            Inverted-dropout rates in [0, 1) of the hidden layers (a training step).
+        dropout_key : int, default=0
+            The step's mask key, as fastmlp's training core forms it: the fit's seed in the
+            high 32 bits, the step count in the low 32.
+        row0 : int, default=0
+            Position in its batch of X's first row: the dropout masks are those of batch
+            rows ``row0 .. row0 + N``, so that a data-parallel shard holding a contiguous
+            part of a batch draws the masks one process draws for those rows.  With
+            dropout, the buffers must hold ``row0 + N`` rows (``max_rows``), and ``X`` must
+            be dense without ``X_grad``.
 
         Returns
         -------
@@ -368,7 +380,34 @@ default="identity"
         Y, sw = self._check_targets(X, Y, sample_weight)
         out = self._check_grads_out(out, params)
         X_grad = self._check_X_grad(X_grad, X)
+        if dropout is not None:
+            return self._dropout_sums(params, X, Y, sw, out, X_grad, dropout, dropout_key,
+                                      row0)
         return self._sums(params, X, Y, sw, out, X_grad)
+
+    def _dropout_sums(self, params, X, Y, sw, grads, X_grad, rates, key, row0):
+        """raw_sums of one training step with dropout: one kernel call on buffer rows
+        ``row0 .. row0 + N`` (the masks' batch rows)."""
+        rates = np.asarray(rates, dtype=np.float64)
+        if rates.shape != (len(self.layer_sizes) - 2,) or not (
+                (rates >= 0) & (rates < 1)).all():
+            raise ValueError(f"dropout must be one rate in [0, 1) per hidden layer "
+                             f"({len(self.layer_sizes) - 2}), got {rates.tolist()}")
+        row0, n = int(row0), X.shape[0]
+        if row0 < 0 or (self.max_rows is not None and row0 + n > self.max_rows):
+            raise ValueError(f"row0={row0} with {n} rows needs buffers of row0 + N rows "
+                             f"(max_rows={self.max_rows})")
+        if sp.issparse(X) or X_grad is not None:
+            raise ValueError("dropout needs a dense X and no X_grad")
+        self._reserve(row0 + n, backward=True, sparse=False)
+        act, out_act, loss = self.codes
+        no_sw = self._no_sw if sw is None else sw
+        with thread_limits(self.n_threads):
+            total = K.backprop_rows(grads, params, self._acts, self._deltas, X, Y, no_sw,
+                                    self._sizes, self._capacity, row0, act, out_act, loss,
+                                    self.slope, np.ascontiguousarray(rates),
+                                    np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF))
+        return float(total), float(K.weight_sum(no_sw, n))
 
     def finish(self, params: np.ndarray, grads: np.ndarray, loss_sum: float,
                weight_sum: float, alpha: float = 0.0) -> float:

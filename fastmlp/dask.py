@@ -30,16 +30,23 @@ worker the fit equals :class:`fastmlp.MLPClassifier` bit for bit; with more, to 
 order.  To reproduce a fit locally, fit the fastmlp (or scikit-learn) estimator with the same
 parameters on the rows in the same order (``X.compute()``).
 
+Early stopping.  The driver draws scikit-learn's train/validation split over the row numbers
+(``train_test_split`` with the same ``random_state``); the rows stay where they are.  Each
+engine gets its rows' positions in the training order (or -1 for a held-out row): the global
+batches are drawn from those positions exactly as a single process draws them from its
+training set, and after each epoch every engine scores its held-out rows and returns sums
+(loss, weight, accuracy's hits or R^2's squares) -- only numbers reach the driver.
+
 Faults.  A worker that dies mid-fit is replaced: its shard is recomputed from the dask graph (or
 re-sent from the driver's NumPy array) on a live worker, a new engine replays the epoch
 shuffles, and the interrupted step is repeated with the same parameters -- the result does not
 change.  When no worker is left, :class:`ClusterLostError` is raised and the estimator keeps
 the parameters of the last completed step.
 
-Why one module of ~900 lines: the driver's loop, the worker-side engine (actor), the fault
-handling that rebuilds a lost shard and the two estimator front-ends share one protocol (the
-shard layout, the step numbering, the replayed shuffles); keeping them together keeps that
-protocol readable in one place.  Dask itself is imported lazily: ``import fastmlp`` never
+Layout: the worker side (the engine actor) is ``fastmlp._dask_engine``; this module (~1000
+lines) keeps the driver's loop, the fault handling that rebuilds a lost shard and the two
+estimator front-ends together, as they share one protocol (the shard layout, the step
+numbering, the replayed shuffles).  Dask itself is imported lazily: ``import fastmlp`` never
 loads it.
 """
 from __future__ import annotations
@@ -55,12 +62,14 @@ from sklearn.base import _clone_parametrized
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
+from sklearn.utils._available_if import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import check_is_fitted
 
 from . import kernels as K
-from ._engine import Engine
+from ._dask_engine import _ShardEngine
 from ._workspace import Layout
 from .estimators import _STOCHASTIC_SOLVERS
 from .estimators import MLPClassifier as _LocalClassifier
@@ -69,8 +78,6 @@ from .estimators import MLPRegressor as _LocalRegressor
 __all__ = ["MLPClassifier", "MLPRegressor", "ClusterLostError"]
 
 INSTALL_HINT = "fastmlp.dask needs dask and distributed: pip install 'fastmlp[dask]'"
-# Rows per kernel call when an engine sums its whole shard (L-BFGS): bounds its workspace.
-FULL_BATCH_CHUNK = 8192
 # Seconds to wait for a live worker after losing one before giving up.
 RECOVERY_TIMEOUT = 60.0
 MAX_RECOVERIES = 20
@@ -91,142 +98,6 @@ def _import_distributed():
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
     return distributed
-
-
-# ---------------------------------------------------------------------------------------------
-# Worker side
-# ---------------------------------------------------------------------------------------------
-class _RawSums:
-    """The one adapter between an engine and fastmlp's compute core
-    (:class:`fastmlp.backend.Engine`): the raw sums of a batch.
-
-    ``__call__(params, X, Y, sw, out)`` writes the raw gradient sums of the rows of X into
-    ``out`` (P,) and returns ``(loss_sum, weight_sum)`` -- no L2 term.  X (N, n_in), Y
-    (N, n_out), sw (N,) or None: C-contiguous arrays of the engine's dtype.  Rows beyond
-    ``max_rows`` are processed in chunks whose sums are added.  Nothing is allocated per call.
-    """
-
-    def __init__(self, sizes, activation, out_activation, loss, dtype, max_rows, n_threads):
-        self._engine = Engine(sizes, activation=activation, out_activation=out_activation,
-                              loss=loss, dtype=dtype, max_rows=max_rows, n_threads=n_threads)
-
-    def __call__(self, params, X, Y, sw, out):
-        if X.shape[0] == 0:  # a global batch with none of this shard's rows
-            out[:] = 0
-            return 0.0, 0.0
-        return self._engine.raw_sums(params, X, Y, sw, out=out)
-
-
-def _worker_threads():
-    try:
-        from distributed import get_worker
-        return int(get_worker().state.nthreads)
-    except Exception:  # not on a worker (threads of an in-process cluster, tests)
-        return None
-
-
-class _ShardEngine:
-    """One shard's rows and workspace, living on a worker as a Dask actor.
-
-    Rows ``lo .. lo + n`` of the global data: X (n, n_in), Y (n, n_out), sw (n,) or None, in
-    the training dtype.  ``spec`` describes the network and the batching; ``rng_states`` are
-    the epoch shuffles applied so far (a replacement engine replays them).
-    """
-
-    def __init__(self, X, y, sw, spec, rng_states=()):
-        dtype = np.dtype(spec["dtype"])
-        X = np.ascontiguousarray(X, dtype)
-        if X.ndim != 2 or X.shape[1] != spec["sizes"][0]:
-            raise ValueError(f"a partition of X has shape {X.shape}; expected "
-                             f"(rows, {spec['sizes'][0]})")
-        if not np.isfinite(X).all():
-            raise ValueError("Input X contains NaN or infinity.")
-        y = np.asarray(y)
-        if spec["binarizer"] is not None:
-            y = spec["binarizer"].transform(y)
-        elif not np.isfinite(y.astype(np.float64, copy=False)).all():
-            raise ValueError("Input y contains NaN or infinity.")
-        Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype)
-        if Y.shape != (X.shape[0], spec["sizes"][-1]):
-            raise ValueError(f"a partition of y has {Y.shape[0]} rows and {Y.shape[1]} "
-                             f"outputs; expected {X.shape[0]} and {spec['sizes'][-1]}")
-        if sw is not None:
-            sw = np.ascontiguousarray(sw, dtype).ravel()
-            if sw.shape[0] != X.shape[0] or not np.isfinite(sw).all():
-                raise ValueError("sample_weight must be finite, one weight per row")
-        self.X, self.Y, self.sw = X, Y, sw
-        self.lo, self.n, self.n_total = int(spec["lo"]), X.shape[0], int(spec["n_rows"])
-        B = spec["batch_size"]
-        cap = max(1, min(self.n, B if B else FULL_BATCH_CHUNK))
-        self.sums = _RawSums(spec["sizes"], spec["activation"], spec["out_activation"],
-                             spec["loss"], dtype, cap, _worker_threads())
-        P = Layout(spec["sizes"]).n_params
-        self.params = np.zeros(P, dtype)
-        self.grads = np.zeros(P, dtype)
-        self.batch_size = B
-        self.seconds = 0.0
-        if B:
-            self.xb = np.zeros((cap, X.shape[1]), dtype)
-            self.yb = np.zeros((cap, Y.shape[1]), dtype)
-            self.swb = None if sw is None else np.zeros(cap, dtype)
-            n_batches = -(-self.n_total // B)
-            self.bounds = np.minimum(np.arange(n_batches + 1, dtype=np.int64) * B, self.n_total)
-            self.order = (np.arange(self.n_total, dtype=np.int64) if spec["shuffle"]
-                          else None)
-            self.local = None
-            self.offsets = np.clip(self.bounds - self.lo, 0, self.n)
-            rs = np.random.RandomState()
-            for state in rng_states:
-                rs.set_state(state)
-                rs.shuffle(self.order)
-            if rng_states:
-                self._locate()
-
-    def _locate(self):
-        """This shard's rows in the epoch's global order: ``local`` (its row indices, in global
-        order) and ``offsets`` (where each global batch starts in ``local``)."""
-        positions = np.flatnonzero((self.order >= self.lo) & (self.order < self.lo + self.n))
-        self.local = self.order[positions] - self.lo
-        self.offsets = np.searchsorted(positions, self.bounds)
-
-    def begin_epoch(self, rng_state):
-        """Shuffle the global order as ``RandomState.shuffle`` from ``rng_state`` does; returns
-        the generator's state afterwards."""
-        rs = np.random.RandomState()
-        rs.set_state(rng_state)
-        rs.shuffle(self.order)
-        self._locate()
-        return rs.get_state()
-
-    def step(self, params, b):
-        """Raw sums of this shard's rows of global batch b: (loss sum, weight sum, gradient
-        sums (P,), compute seconds)."""
-        t0 = time.perf_counter()
-        start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
-        if self.local is None:  # unshuffled: the batch's rows are a contiguous range
-            X, Y = self.X[start:stop], self.Y[start:stop]
-            sw = None if self.sw is None else self.sw[start:stop]
-        else:
-            m = stop - start
-            idx = self.local[start:stop]
-            X, Y = self.xb[:m], self.yb[:m]
-            K.gather_rows(X, self.X, idx)
-            K.gather_rows(Y, self.Y, idx)
-            sw = None
-            if self.sw is not None:
-                sw = self.swb[:m]
-                K.gather_vector(sw, self.sw, idx)
-        loss_sum, weight_sum = self.sums(params, X, Y, sw, self.grads)
-        return loss_sum, weight_sum, self.grads, time.perf_counter() - t0
-
-    def full(self, params):
-        """Raw sums of the whole shard (a full-batch L-BFGS evaluation)."""
-        t0 = time.perf_counter()
-        loss_sum, weight_sum = self.sums(params, self.X, self.Y, self.sw, self.grads)
-        return loss_sum, weight_sum, self.grads, time.perf_counter() - t0
-
-    def ping(self):
-        return os.getpid()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +147,8 @@ class _Shard:
         self.source = source    # the driver's NumPy (X, y, sw) slices, or None for dask input
         self.actor = None
         self.engine = None  # the actor's future: releasing it destroys the actor
+        self.extra = {}     # per-shard additions to the engines' spec
+        self.address = None  # the worker holding the engine
 
 
 def _is_dask(obj):
@@ -311,7 +184,7 @@ class _Fleet:
         self.recoveries = 0
 
     def _spec(self, shard):
-        return dict(self.spec, lo=shard.lo)
+        return dict(self.spec, lo=shard.lo, **shard.extra)
 
     def start(self, workers):
         futs = []
@@ -321,6 +194,13 @@ class _Fleet:
                                            workers=[worker], allow_other_workers=True))
         for shard, f in zip(self.shards, futs):
             shard.actor, shard.engine = f.result(), f  # the future keeps the actor alive
+            shard.address = self._holder(f)
+
+    def _holder(self, future):
+        """The worker holding an engine: the scheduler's ``who_has`` for the future that
+        created the actor (public API; ``distributed.Actor`` exposes no public address)."""
+        holders = self.client.who_has([future]).get(future.key) or ()
+        return next(iter(holders), None)
 
     def close(self):
         for shard in self.shards:
@@ -365,8 +245,8 @@ class _Fleet:
             try:
                 return future.result(timeout=POLL_SECONDS)
             except TimeoutError:
-                if shard.actor._address not in _live_workers(self.client):
-                    raise OSError(f"worker {shard.actor._address} left the cluster") from None
+                if shard.address not in _live_workers(self.client):
+                    raise OSError(f"worker {shard.address} left the cluster") from None
 
     def _rebuild(self, i):
         """A new engine for shard i on a live worker (its rows recomputed from the dask graph
@@ -391,6 +271,7 @@ class _Fleet:
                                        list(self.rng_states), actor=True, pure=False)
                 shard.actor = f.result(timeout=max(1.0, deadline - time.monotonic()))
                 shard.engine = f
+                shard.address = self._holder(f)
                 return
             except (ValueError, TypeError):
                 raise
@@ -419,23 +300,75 @@ def _dask_init(local_cls):
     return __init__
 
 
-# Parameters of the local estimators that the cluster fit does not implement yet, with the
-# only value it accepts, and why.
-_UNSUPPORTED = {
-    "early_stopping": (False, "the validation split would have to be drawn across the "
-                              "cluster; hold out a validation set yourself"),
-    "class_weight": (None, "pass the class weights as sample_weight"),
-    "leaky_relu_slope": (0.01, "the cluster engines use the default slope"),
-    "dropout": (None, "the engines compute exact gradient sums, without dropout masks"),
-}
-# Parameters the cluster fit implements (scikit-learn's, and fastmlp's that only matter with a
-# validation set).  Any other parameter the local estimators gain must keep its default.
+# Parameters of the local estimators that the cluster fit does not implement, with the only
+# value it accepts, and why.
+_UNSUPPORTED = {}
+# Parameters the cluster fit implements.  Any other parameter the local estimators gain must
+# keep its default.
 _IMPLEMENTED = {
     "hidden_layer_sizes", "activation", "solver", "alpha", "batch_size", "learning_rate",
     "learning_rate_init", "power_t", "max_iter", "loss", "shuffle", "random_state", "tol",
     "verbose", "warm_start", "momentum", "nesterovs_momentum", "early_stopping",
     "validation_fraction", "beta_1", "beta_2", "epsilon", "n_iter_no_change", "max_fun",
-    "scoring", "restore_best_weights", "client"}
+    "scoring", "restore_best_weights", "class_weight", "leaky_relu_slope", "dropout",
+    "client"}
+
+
+class _DriverTrainer:
+    """The driver's stand-in for the local ``Trainer`` during a cluster fit.  The local
+    estimators' per-epoch bookkeeping (``_update_no_improvement_count``) asks the trainer for
+    the validation set's output; on a cluster the engines score their own held-out rows, so
+    this returns None and ``_DaskMLP._evaluate`` asks the engines.  ``stop_requested`` is set
+    by ``request_stop()``."""
+
+    def __init__(self, stop_requested=False):
+        self.stop_requested = stop_requested
+
+    def forward(self, X):
+        return None
+
+
+class _ParamsView:
+    """What the local estimators' ``_state_for`` reads of a trainer: its parameters."""
+
+    def __init__(self, params):
+        self.params, self.dtype = params, params.dtype
+
+
+class _ClusterValidation:
+    """early_stopping's held-out rows, spread over the engines with the rows they belong to:
+    each evaluation sends the parameters and receives a few sums per engine (the loss, the
+    weight, accuracy's hits or R^2's squares), never rows or predictions."""
+
+    X = None  # there is nothing for the driver to run the network on
+
+    def __init__(self, fleet, params, classify):
+        self.fleet, self.params, self.classify = fleet, params, classify
+        self.sw = True  # (read by the base class only through _evaluate, overridden)
+        self.mean = None
+        if not classify:
+            moments = fleet.call("validation_moments")
+            weight = sum(m[0] for m in moments)
+            total = sum(m[1] for m in moments if m[1] is not None)
+            self.mean = total / weight  # np.average(y, axis=0, weights=sw), as r2_score
+
+    def evaluate(self):
+        """(validation loss, score): the mean loss without the L2 term, and accuracy or R^2
+        (scikit-learn's uniform average over outputs, with its rules for constant targets)."""
+        results = [r for r in self.fleet.call("validate", self.params, self.classify,
+                                              self.mean) if r[2] is not None]
+        loss = sum(r[0] for r in results) / sum(r[1] for r in results)
+        if self.classify:
+            return loss, sum(r[2][0] for r in results) / sum(r[2][1] for r in results)
+        ss_res = sum(r[2][0] for r in results)
+        ss_tot = sum(r[2][1] for r in results)
+        if not np.isfinite(ss_res).all():
+            return loss, np.nan
+        r2 = np.ones(len(ss_res))
+        valid = (ss_tot != 0) & (ss_res != 0)
+        r2[valid] = 1 - ss_res[valid] / ss_tot[valid]
+        r2[(ss_res != 0) & (ss_tot == 0)] = 0.0
+        return loss, float(np.mean(r2))
 
 
 class _DaskMLP:
@@ -459,15 +392,18 @@ class _DaskMLP:
         return state
 
     # -- data ---------------------------------------------------------------------------------
-    def _shards(self, client, X, y, sample_weight, n_shards):
+    def _shards(self, client, X, y, sample_weight, n_shards, incremental):
         """Validate the input, set the input-dependent fitted attributes and spread the rows
-        into n_shards contiguous shards.  Returns (shards, n_rows, dtype, binarizer)."""
+        into n_shards contiguous shards.  Returns (shards, n_rows, dtype, binarizer, n_out,
+        labels): ``labels()`` computes a classifier's (class counts, class index of every
+        row for a binary problem, else None) -- reductions the class weights and the
+        stratified validation split need."""
         if not _is_dask(X):
             if _is_dask(y) or _is_dask(sample_weight):
                 raise ValueError("X is a NumPy array but y or sample_weight is a dask "
                                  "collection; pass all of them as dask or as NumPy")
-            first = not hasattr(self, "coefs_") or not self.warm_start
-            X, Y = self._validate_input(X, y, False, reset=first)
+            first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+            X, Y = self._validate_input(X, y, incremental, reset=first)
             if sample_weight is not None:
                 from sklearn.utils.validation import _check_sample_weight
                 sample_weight = _check_sample_weight(sample_weight, X)
@@ -486,7 +422,13 @@ class _DaskMLP:
                              for a in src)
                 shards.append(_Shard(lo, hi, futs, src))
             # validate_data/label binarizer ran on the driver: the engines get float Y
-            return shards, n, X.dtype, None, Y.shape[1]
+
+            def labels():
+                index = Y[:, 0] > 0.5 if Y.shape[1] == 1 else Y.argmax(axis=1)
+                counts = np.bincount(index.astype(np.intp), minlength=max(2, Y.shape[1]))
+                return counts, (index.astype(np.int8) if Y.shape[1] == 1 else None)
+            return shards, n, X.dtype, None, Y.shape[1], labels
+        import dask
         import dask.array as da
         if hasattr(X, "columns"):
             names = np.asarray(X.columns, dtype=object)
@@ -510,11 +452,18 @@ class _DaskMLP:
                                  f"is expecting {self.n_features_in_} features as input.")
         self.n_features_in_ = Xa.shape[1]
         binarizer = None
+        counts = None
         if hasattr(self, "_label_binarizer_for"):
             if ya.ndim != 1:
                 raise ValueError("fastmlp.dask classifiers take a 1-D y (multilabel targets "
                                  "are not supported on a cluster)")
-            binarizer = self._label_binarizer_for(da.unique(ya).compute())
+            if incremental and hasattr(self, "_label_binarizer"):
+                binarizer = self._label_binarizer  # set by partial_fit's classes
+            else:
+                classes, counts = da.unique(ya, return_counts=True)
+                classes, counts = dask.compute(classes, counts)
+                binarizer = self._label_binarizer_for(classes)
+                counts = counts[np.argsort(classes, kind="stable")]
             n_out = len(binarizer.classes_) if len(binarizer.classes_) > 2 else 1
         else:
             if ya.ndim > 2:
@@ -543,7 +492,13 @@ class _DaskMLP:
                                                                  allow_other_workers=True)
                          for p in parts)
             shards.append(_Shard(int(bounds[k]), int(bounds[k + 1]), futs, None))
-        return shards, n, dtype, binarizer, n_out
+
+        def labels():
+            index = None
+            if binarizer is not None and n_out == 1:
+                index = (ya == binarizer.classes_[-1]).astype(np.int8).compute()
+            return counts, index
+        return shards, n, dtype, binarizer, n_out, labels
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -561,6 +516,9 @@ class _DaskMLP:
         -------
         self : object
         """
+        return self._fit_cluster(X, y, sample_weight, incremental=False)
+
+    def _check_cluster_params(self, incremental):
         self._validate_params()
         params = self.get_params(deep=False)
         for name, (allowed, why) in _UNSUPPORTED.items():
@@ -572,17 +530,78 @@ class _DaskMLP:
             if params[name] is not defaults.get(name) and params[name] != defaults.get(name):
                 raise ValueError(f"fastmlp.dask does not support {name}={params[name]!r} "
                                  f"yet (only its default, {defaults.get(name)!r})")
+        if getattr(self, "_skl_callbacks", None):
+            raise ValueError("fastmlp.dask does not run scikit-learn callbacks "
+                             "(set_callbacks); cluster_stats_ and loss_curve_ report the fit")
+        if self.scoring not in (None, "loss"):
+            raise ValueError(f"fastmlp.dask supports scoring=None (accuracy / R^2) or 'loss', "
+                             f"got {self.scoring!r}: the engines score their own held-out "
+                             "rows and only sums reach the driver, which a scorer cannot use")
+        stochastic = self.solver in _STOCHASTIC_SOLVERS
+        if incremental and stochastic and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if (incremental and isinstance(getattr(self, "class_weight", None), str)):
+            raise ValueError("class_weight='balanced' is not supported by partial_fit: one "
+                             "batch's class frequencies are not the data set's. Pass a dict, "
+                             "e.g. from sklearn.utils.class_weight.compute_class_weight.")
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
+        self._dropout_rates(len(hidden))  # dropout needs sgd/adam
+        return hidden
+
+    def _class_weight_vector(self, counts):
+        """``class_weight`` as one weight per class of ``classes_`` (the engines multiply
+        each row's weight by its class's), or None: what
+        :func:`sklearn.utils.class_weight.compute_sample_weight` gives every row of a class."""
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return None
+        from sklearn.utils.class_weight import compute_sample_weight
+        if isinstance(class_weight, str):  # 'balanced', from the class counts
+            counts = np.asarray(counts, np.float64)
+            present = counts > 0
+            weights = np.zeros(len(counts))
+            weights[present] = counts.sum() / (present.sum() * counts[present])
+            return weights
+        return compute_sample_weight(class_weight, self.classes_)
+
+    def _cluster_validation_split(self, labels, n):
+        """early_stopping's held-out rows, drawn as scikit-learn draws them (its
+        ``train_test_split`` with the same ``random_state``, stratified for a binary
+        classifier): ``pos`` (n,), each row's position in the training order or -1 when held
+        out, and the number of training rows.  Only row numbers (and a binary classifier's
+        labels) are on the driver, never features."""
+        from sklearn.model_selection import train_test_split
+        stratify = labels()[1] if hasattr(self, "_label_binarizer_for") else None
+        train, test = train_test_split(np.arange(n), random_state=self._random_state,
+                                       test_size=self.validation_fraction, stratify=stratify)
+        if len(test) < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        pos = np.full(n, -1, np.int64)
+        pos[train] = np.arange(len(train))
+        return pos, len(train)
+
+    def _fit_cluster(self, X, y, sample_weight, incremental):
+        hidden = self._check_cluster_params(incremental)
         with _client_for(self.client) as client:
             n_shards = len(_live_workers(client))
             if n_shards < 1:
                 raise ClusterLostError("the cluster has no workers")
-            shards, n, dtype, binarizer, n_out = self._shards(client, X, y, sample_weight,
-                                                              n_shards)
-            first_pass = not hasattr(self, "coefs_") or not self.warm_start
+            if (self._dropout_rates(len(hidden)) is not None and n_shards > 1
+                    and (self.shuffle or self.early_stopping)):
+                raise ValueError(
+                    "fastmlp.dask supports dropout on more than one worker only with "
+                    "shuffle=False and early_stopping=False: a dropout mask depends on each "
+                    "row's position in its global batch, and a shard's rows must be "
+                    "contiguous there to draw the masks one process draws (shuffle the rows "
+                    "once beforehand, or train on one worker)")
+            shards, n, dtype, binarizer, n_out, labels = self._shards(
+                client, X, y, sample_weight, n_shards, incremental)
+            first_pass = not hasattr(self, "coefs_") or (not self.warm_start
+                                                         and not incremental)
             layer_units = [self.n_features_in_] + hidden + [n_out]
             self._random_state = check_random_state(self.random_state)
             if first_pass or [c.shape for c in self.coefs_] != list(
@@ -591,20 +610,35 @@ class _DaskMLP:
             self.n_outputs_ = n_out
             param_dtype = self.coefs_[0].dtype
             stochastic = self.solver in _STOCHASTIC_SOLVERS
-            batch_size = self._batch_size(n) if stochastic else None
+            class_weight = None
+            if getattr(self, "class_weight", None) is not None:
+                class_weight = self._class_weight_vector(
+                    labels()[0] if isinstance(self.class_weight, str) else None)
+            n_train = n
+            if stochastic and self.early_stopping:
+                pos, n_train = self._cluster_validation_split(labels, n)
+                for shard in shards:
+                    shard.extra = dict(train_pos=pos[shard.lo:shard.hi])
+            batch_size = self._batch_size(n_train) if stochastic else None
+            dropout = self._dropout_rates(len(hidden))
             spec = dict(sizes=list(layer_units), activation=self.activation,
                         out_activation=self.out_activation_, loss=self._train_loss,
                         dtype=(np.result_type(dtype, param_dtype) if not stochastic
                                else param_dtype).name,
-                        n_rows=n, batch_size=batch_size, shuffle=bool(self.shuffle),
-                        binarizer=binarizer)
+                        n_rows=n, n_train=n_train, batch_size=batch_size,
+                        shuffle=bool(self.shuffle), binarizer=binarizer,
+                        classes=(self.classes_ if incremental and binarizer is not None
+                                 else None),
+                        class_weight=class_weight, dropout=dropout,
+                        leaky_relu_slope=float(self.leaky_relu_slope))
             fleet = _Fleet(client, shards, spec)
             workers = _live_workers(client)
             fleet.start([workers[k % len(workers)] for k in range(len(shards))])
-            self._trainer = None
+            self._trainer = _DriverTrainer(getattr(self, "_stop_requested", False))
             try:
                 if stochastic:
-                    self._fit_stochastic_dask(fleet, n, layer_units, param_dtype)
+                    self._fit_stochastic_dask(fleet, n_train, layer_units, param_dtype,
+                                              incremental)
                 else:
                     self._optimizer = self._optimizer_state = None
                     self._fit_lbfgs_dask(fleet, layer_units, np.dtype(spec["dtype"]),
@@ -616,10 +650,21 @@ class _DaskMLP:
                     communication_seconds=max(0.0, fleet.wall - fleet.compute),
                     worker_losses=fleet.recoveries)
                 fleet.close()
+                self._trainer = None
+                self._stop_requested = False
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
         return self
+
+    def _evaluate(self, validation, output):
+        """The validation score (and, appended to ``validation_loss_curve_``, the validation
+        loss) computed by the engines on their held-out rows."""
+        if not isinstance(validation, _ClusterValidation):
+            return super()._evaluate(validation, output)
+        loss, score = validation.evaluate()
+        self.validation_loss_curve_.append(loss)
+        return -loss if self.scoring == "loss" else score
 
     def _live_params(self, layout, dtype):
         """The driver's flat parameters, with coefs_/intercepts_ as views of them (so the
@@ -652,11 +697,16 @@ class _DaskMLP:
                 after(fleet.steps)
             return total / weight_sum, (total_grads / weight_sum).astype(dtype)
 
+        def on_iteration(intermediate_result):
+            if self._trainer.stop_requested:  # request_stop(): after this iteration
+                raise StopIteration
+
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         opt_res = scipy.optimize.minimize(
             loss_grad, params.astype(param_dtype), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                     **_get_additional_lbfgs_options_dict("iprint", iprint)})
+                     **_get_additional_lbfgs_options_dict("iprint", iprint)},
+            callback=on_iteration)
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
         if dtype == opt_res.x.dtype:
@@ -664,29 +714,53 @@ class _DaskMLP:
         else:  # float32 evaluations, float64 result (as scikit-learn)
             self.coefs_, self.intercepts_ = layout.views(opt_res.x)
 
-    def _fit_stochastic_dask(self, fleet, n_samples, layer_units, dtype):
-        """scikit-learn's epochs of sgd/adam, each batch's gradient summed over the shards."""
+    def _fit_stochastic_dask(self, fleet, n_samples, layer_units, dtype, incremental):
+        """scikit-learn's epochs of sgd/adam, each batch's gradient summed over the shards;
+        with early_stopping, each epoch scored on the engines' held-out rows."""
         layout = Layout(layer_units)
         n_coef = layout.n_coef
+        best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
         params = self._live_params(layout, dtype)
+        if best_aliases_coefs:
+            # as the local fit (and scikit-learn): after an early-stopped fit `_best_coefs`
+            # IS coefs_, which the next warm-started fit goes on updating
+            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
         grads = np.empty_like(params)
-        opt = self._optimizer = self._make_optimizer()
-        state = self._optimizer_state = opt.init(params)
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._make_optimizer()
+            self._optimizer_state = None
+        opt = self._optimizer
+        state = self._state_for(_ParamsView(params))
+        validation = None
+        if self.early_stopping:
+            validation = _ClusterValidation(fleet, params,
+                                            hasattr(self, "_label_binarizer_for"))
+            self._start_validation(validation)
         B = fleet.spec["batch_size"]
         n_batches = -(-n_samples // B)
         alpha = self.alpha
         after = getattr(self, "_after_step", None)
         rs = self._random_state
+        # dropout: the local trainer's mask seed (drawn only with dropout on, after the
+        # validation split) and step count
+        seed = None if fleet.spec["dropout"] is None else rs.randint(np.iinfo(np.int32).max)
+        step = 0
         self.n_iter_ = 0
         for _ in range(self.max_iter):
+            if self._trainer.stop_requested:
+                warnings.warn("Training interrupted by user.")
+                break
             if self.shuffle:
                 pre = rs.get_state()
                 post = fleet.call("begin_epoch", pre)[0]
                 fleet.rng_states.append(pre)
                 rs.set_state(post)
             total = 0.0
+            interrupted = False
             for b in range(n_batches):
-                results = fleet.call("step", params, b)
+                key = 0 if seed is None else ((seed << 32) | (step & 0xFFFFFFFF))
+                step += 1
+                results = fleet.call("step", params, b, key)
                 loss_sum = weight_sum = 0.0
                 for k, (ls, w, g, _) in enumerate(results):
                     if k == 0:
@@ -702,12 +776,21 @@ class _DaskMLP:
                 total += batch_loss * (min((b + 1) * B, n_samples) - b * B)
                 if after is not None:
                     after(fleet.steps)
-            if self._end_epoch(total / n_samples, n_samples, None):
+                if self._trainer.stop_requested and b + 1 < n_batches:
+                    interrupted = True  # request_stop(): after this batch, as locally
+                    break
+            if interrupted:
+                warnings.warn("Training interrupted by user.")
+                break
+            if self._end_epoch(total / n_samples, n_samples, validation) or incremental:
                 break
             if self.n_iter_ == self.max_iter:
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
                               "the optimization hasn't converged yet." % self.max_iter,
                               ConvergenceWarning)
+        if self._restores_best(validation) and not incremental:
+            self.coefs_ = self._best_coefs
+            self.intercepts_ = self._best_intercepts
 
     def to_local(self):
         """The fitted model as fastmlp's own estimator (:class:`fastmlp.MLPClassifier` or
@@ -727,11 +810,6 @@ class _DaskMLP:
             state.pop(k, None)
         est.__dict__.update(state)
         return est
-
-    def partial_fit(self, *args, **kwargs):
-        raise NotImplementedError(
-            "fastmlp.dask estimators do not support partial_fit; use fit (or fastmlp's "
-            "estimators under dask-ml's Incremental for block-by-block training)")
 
     # -- prediction ---------------------------------------------------------------------------
     def _dask_forward(self, X, decode):
@@ -800,8 +878,11 @@ class MLPClassifier(_DaskMLP, _LocalClassifier):
     The parameters, fitted attributes and numbers of :class:`fastmlp.MLPClassifier`
     (scikit-learn's ``MLPClassifier``), plus ``client``.  ``fit`` takes dask arrays, dask
     DataFrames (the rows stay on the workers) or NumPy arrays (scattered once);
-    ``predict``/``predict_proba`` return dask arrays for dask input.  ``early_stopping`` and
-    ``partial_fit`` are not supported.
+    ``predict``/``predict_proba`` return dask arrays for dask input.  ``early_stopping``
+    holds out scikit-learn's rows and scores them on the workers (``scoring`` None or
+    'loss'); ``class_weight`` weights rows on the workers; ``dropout`` draws the masks of
+    a single process (on more than one worker it needs ``shuffle=False`` and no
+    ``early_stopping``: each shard's rows must be contiguous in every global batch).
 
     Parameters
     ----------
@@ -853,6 +934,26 @@ n_iter_no_change, max_fun
                              f"`y` has {classes}")
         return self._label_binarizer
 
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One pass (one epoch of sgd/adam) over the given rows on the cluster, as
+        :meth:`fastmlp.MLPClassifier.partial_fit`: ``classes`` (all the labels across calls)
+        is required on the first call; the optimizer's state is kept between calls.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit` (dask or NumPy).
+        classes : array-like of shape (n_classes,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer().fit(classes)
+        return self._fit_cluster(X, y, sample_weight, incremental=True)
+
     def predict_proba(self, X):
         """Probability estimates (n_samples, n_classes): a dask array for dask input."""
         check_is_fitted(self)
@@ -892,6 +993,24 @@ class MLPRegressor(_DaskMLP, _LocalRegressor):
                                     "client": "no_validation"}
 
     __init__ = _dask_init(_LocalRegressor)
+
+    # scikit-learn's MLPRegressor.partial_fit exists for lbfgs too (a warm-started lbfgs
+    # fit); fastmlp.MLPRegressor keeps that, and so does this one
+    @available_if(lambda est: est._check_solver)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One pass (one epoch of sgd/adam) over the given rows on the cluster, as
+        :meth:`fastmlp.MLPRegressor.partial_fit`.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit` (dask or NumPy).
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit_cluster(X, y, sample_weight, incremental=True)
 
     @staticmethod
     def _dask_score(y, pred, w):

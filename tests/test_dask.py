@@ -214,14 +214,239 @@ def test_bad_input_is_a_clear_error(client):
         est.fit(da.from_array(X, chunks=100), da.from_array(y[:-1], chunks=100))
     with pytest.raises(ValueError, match="NaN"):
         est.fit(Xn, y)
-    with pytest.raises(ValueError, match="early_stopping"):
-        fdask.MLPClassifier(early_stopping=True, client=client).fit(X, y)
-    with pytest.raises(ValueError, match="dropout"):
-        fdask.MLPClassifier(dropout=0.5, client=client).fit(X, y)
-    with pytest.raises(ValueError, match="class_weight"):
-        fdask.MLPClassifier(class_weight="balanced", client=client).fit(X, y)
+    with pytest.raises(ValueError, match="scoring"):
+        fdask.MLPClassifier(early_stopping=True, scoring="roc_auc", client=client).fit(X, y)
+    with pytest.raises(ValueError, match="validation set is too small"):
+        fdask.MLPClassifier(early_stopping=True, validation_fraction=0.001,
+                            client=client).fit(X, y)
+    with pytest.raises(ValueError, match="leaky_relu_slope"):
+        fdask.MLPClassifier(leaky_relu_slope=-1, client=client).fit(X, y)
     with pytest.raises(ValueError, match="dask"):
         est.fit(X, da.from_array(y))
+
+
+# -- fastmlp's parameters beyond scikit-learn's, and early stopping, on the cluster -----------
+# Tolerances: L-BFGS amplifies summation-order differences over its iterations (seen: up to
+# 1.2e-13 relative); sgd/adam on the same global batches stay within 1e-12 (seen: 4e-16).
+@pytest.mark.parametrize("k, class_weight", [(2, "balanced"), (3, {0: 2.0, 2: 0.5})])
+def test_class_weight_lbfgs_equals_local(client, k, class_weight):
+    X, y = _data(k=k)
+    sw = np.random.RandomState(4).uniform(0.5, 2.0, len(X))
+    kw = dict(hidden_layer_sizes=(7,), solver="lbfgs", random_state=0, max_iter=30,
+              class_weight=class_weight)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y, sample_weight=sw)
+    plain = fastmlp.MLPClassifier(**dict(kw, class_weight=None)).fit(X, y, sample_weight=sw)
+    assert _max_rel(_params(plain), _params(ref)) > 1e-3  # the weights do change the fit
+    dX, dy = _uneven(X, y)
+    est = fdask.MLPClassifier(**kw, client=client).fit(dX, dy, sample_weight=da.from_array(
+        sw, chunks=100))
+    assert est.n_iter_ == ref.n_iter_
+    assert _max_rel(_params(est), _params(ref)) < 1e-10
+    est = fdask.MLPClassifier(**kw, client=client).fit(X, y, sample_weight=sw)  # NumPy input
+    assert _max_rel(_params(est), _params(ref)) < 1e-10
+
+
+@pytest.mark.parametrize("k, extra", [
+    (2, dict(solver="adam")),                                   # stratified split
+    (3, dict(solver="sgd", shuffle=False, scoring="loss", learning_rate_init=0.3)),
+    (3, dict(solver="adam", class_weight="balanced", restore_best_weights=False)),
+])
+def test_early_stopping_classifier_equals_local(client, k, extra):
+    X, y = _data(n=401, k=k)
+    sw = np.random.RandomState(5).uniform(0.5, 2.0, len(X))
+    kw = dict(dict(hidden_layer_sizes=(7,), batch_size=32, learning_rate_init=0.02,
+                   random_state=3, max_iter=40, early_stopping=True, validation_fraction=0.2,
+                   n_iter_no_change=3), **extra)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y, sample_weight=sw)
+    assert ref.n_iter_ < 40  # it did stop early
+    dX, dy = _uneven(X, y, chunks=(50, 120, 31, 100, 100))
+    for inputs in [(dX, dy, da.from_array(sw, chunks=90)), (X, y, sw)]:
+        est = fdask.MLPClassifier(**kw, client=client).fit(*inputs)
+        assert est.n_iter_ == ref.n_iter_
+        np.testing.assert_allclose(est.validation_scores_, ref.validation_scores_,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(est.validation_loss_curve_, ref.validation_loss_curve_,
+                                   rtol=1e-12)
+        assert est.best_validation_score_ == pytest.approx(ref.best_validation_score_,
+                                                           rel=1e-12)
+        np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+        assert _max_rel(_params(est), _params(ref)) < 1e-12
+        # scikit-learn's split holds out ceil(0.2 * 401) = 81 rows: 320 train, 10 steps an epoch
+        assert est.cluster_stats_["steps"] == est.n_iter_ * 10
+
+
+def test_early_stopping_warm_start_equals_local(client):
+    """A second warm-started fit after an early-stopped one: scikit-learn's best weights
+    then alias the live ones, and the cluster fit keeps that."""
+    X, y = _data(n=200, k=2)
+    kw = dict(hidden_layer_sizes=(5,), early_stopping=True, max_iter=3, warm_start=True,
+              random_state=0)
+    ref, est = fastmlp.MLPClassifier(**kw), fdask.MLPClassifier(**kw, client=client)
+    for _ in range(2):
+        ref.fit(X, y)
+        est.fit(X, y)
+    assert len(est.validation_scores_) == len(ref.validation_scores_) == 6
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+
+
+def test_early_stopping_regressor_equals_local(client):
+    X, _ = _data(n=301)
+    y = np.c_[X[:, 0] - X[:, 1], np.sin(X[:, 2])]
+    kw = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=32, random_state=0,
+              max_iter=60, early_stopping=True, n_iter_no_change=3, learning_rate_init=0.01)
+    ref = fastmlp.MLPRegressor(**kw).fit(X, y)
+    est = fdask.MLPRegressor(**kw, client=client).fit(da.from_array(X, chunks=70),
+                                                      da.from_array(y, chunks=70))
+    assert est.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(est.validation_scores_, ref.validation_scores_, rtol=1e-12)
+    np.testing.assert_allclose(est.validation_loss_curve_, ref.validation_loss_curve_,
+                               rtol=1e-12)
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+
+
+def test_leaky_relu_slope_equals_local(client):
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(8,), activation="leaky_relu", leaky_relu_slope=0.3,
+              solver="adam", batch_size=40, random_state=0, max_iter=3)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    other = fastmlp.MLPClassifier(**dict(kw, leaky_relu_slope=0.01)).fit(X, y)
+    assert _max_rel(_params(other), _params(ref)) > 1e-3
+    est = fdask.MLPClassifier(**kw, client=client).fit(*_uneven(X, y))
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+    np.testing.assert_array_equal(est.predict(X), ref.predict(X))
+
+
+def test_engine_dropout_row0_shards_add_up_to_the_batch():
+    """Engine.raw_sums with dropout: two contiguous parts of a batch, each given its row
+    offset, draw the whole batch's masks (their sums add up to the batch's); without the
+    offset the second part draws other masks."""
+    Engine = fastmlp.backend.Engine
+    rs = np.random.RandomState(0)
+    X, Y = rs.normal(size=(50, 4)), rs.normal(size=(50, 2))
+    eng = Engine([4, 9, 7, 2], activation="relu", max_rows=50)
+    params = rs.normal(size=eng.n_params) * 0.4
+    rates, key = np.array([0.4, 0.25]), (12345 << 32) | 7
+    whole = np.empty(eng.n_params)
+    loss, n = eng.raw_sums(params, X, Y, out=whole, dropout=rates, dropout_key=key)
+    parts, shifted = np.empty(eng.n_params), np.empty(eng.n_params)
+    l1, n1 = eng.raw_sums(params, X[:20], Y[:20], out=parts, dropout=rates, dropout_key=key)
+    l2, n2 = eng.raw_sums(params, X[20:], Y[20:], out=shifted, dropout=rates,
+                          dropout_key=key, row0=20)
+    np.testing.assert_allclose(parts + shifted, whole, rtol=1e-12, atol=1e-14)
+    assert (l1 + l2, n1 + n2) == (pytest.approx(loss, rel=1e-13), n)
+    eng.raw_sums(params, X[20:], Y[20:], out=shifted, dropout=rates, dropout_key=key)
+    assert np.abs(parts + shifted - whole).max() > 1e-3
+    plain = np.empty(eng.n_params)
+    eng.raw_sums(params, X, Y, out=plain)
+    assert np.abs(plain - whole).max() > 1e-3  # the masks do drop units
+    with pytest.raises(ValueError, match="row0"):
+        eng.raw_sums(params, X[20:], Y[20:], out=shifted, dropout=rates, row0=21)
+    with pytest.raises(ValueError, match="dropout must be"):
+        eng.raw_sums(params, X, Y, out=shifted, dropout=[0.5])
+
+
+@pytest.mark.parametrize("solver, activation", [("adam", "gelu"), ("sgd", "relu")])
+def test_dropout_equals_local(client, solver, activation):
+    """Two workers, unshuffled batches: each shard draws, at its rows' positions in the
+    global batch, the masks one process draws."""
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(8, 5), solver=solver, activation=activation, batch_size=64,
+              random_state=0, max_iter=3, dropout=[0.3, 0.2], shuffle=False,
+              learning_rate_init=0.05)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    plain = fastmlp.MLPClassifier(**dict(kw, dropout=None)).fit(X, y)
+    assert _max_rel(_params(plain), _params(ref)) > 1e-3
+    est = fdask.MLPClassifier(**kw, client=client).fit(*_uneven(X, y))
+    assert _max_rel(_params(est), _params(ref)) < 1e-12
+    np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+    with pytest.raises(ValueError, match="shuffle=False"):
+        fdask.MLPClassifier(**dict(kw, shuffle=True), client=client).fit(X, y)
+    with pytest.raises(ValueError, match="dropout needs solver"):
+        fdask.MLPClassifier(**dict(kw, solver="lbfgs"), client=client).fit(X, y)
+
+
+def test_dropout_one_worker_shuffled_is_bitwise(one_worker):
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(8,), solver="adam", batch_size=50, random_state=0,
+              max_iter=3, dropout=0.4)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=one_worker).fit(X, y)
+    for a, b in zip(_params(est), _params(ref)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_request_stop_stops_after_the_current_step(one_worker, solver):
+    X, y = _data()
+    est = fdask.MLPClassifier((4,), solver=solver, batch_size=30, max_iter=20,
+                              random_state=0, client=one_worker)
+    est._after_step = lambda step: est.request_stop() if step == 5 else None
+    if solver == "adam":
+        with pytest.warns(UserWarning, match="interrupted by user"):
+            est.fit(X, y)
+        assert (est.cluster_stats_["steps"], est.n_iter_) == (5, 0)
+    else:
+        est.fit(X, y)
+        assert est.cluster_stats_["steps"] < 10 and est.n_iter_ <= 5
+    est._after_step = None
+    est.fit(X, y)  # the request was used up
+    assert est.n_iter_ == 20
+
+
+def test_partial_fit_equals_local(client):
+    X, y = _data(n=300)
+    kw = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=32, random_state=0,
+              class_weight={0: 2.0})
+    ref, est = fastmlp.MLPClassifier(**kw), fdask.MLPClassifier(**kw, client=client)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        est.partial_fit(X, y)
+    for i, (a, b) in enumerate([(0, 100), (100, 200), (200, 300)]):
+        ref.partial_fit(X[a:b], y[a:b], classes=[0, 1, 2])
+        if i % 2:  # later calls may leave classes out
+            est.partial_fit(*_uneven(X[a:b], y[a:b], chunks=(40, 60)))
+        else:
+            est.partial_fit(X[a:b], y[a:b], classes=[0, 1, 2])
+        assert est.t_ == ref.t_ == b and est.n_iter_ == ref.n_iter_
+        assert _max_rel(_params(est), _params(ref)) < 1e-12
+    np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+    with pytest.raises(ValueError, match="classes not in"):
+        est.partial_fit(*_uneven(X[:100], y[:100] + 5, chunks=(40, 60)))
+    with pytest.raises(ValueError, match="early_stopping"):
+        fdask.MLPClassifier(early_stopping=True, client=client).partial_fit(
+            X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="balanced"):
+        fdask.MLPClassifier(class_weight="balanced", client=client).partial_fit(
+            X, y, classes=[0, 1, 2])
+    assert not hasattr(fdask.MLPClassifier(solver="lbfgs"), "partial_fit")
+    reg = fastmlp.MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", random_state=0,
+                               batch_size=50)
+    dreg = fdask.MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", random_state=0,
+                              batch_size=50, client=client)
+    for _ in range(2):
+        reg.partial_fit(X, X[:, 0])
+        dreg.partial_fit(da.from_array(X, chunks=70), da.from_array(X[:, 0], chunks=70))
+    assert _max_rel(_params(dreg), _params(reg)) < 1e-12
+
+
+def test_callbacks_are_refused_not_ignored(one_worker):
+    class Callback:
+        def setup(self, *args, **kwargs):
+            pass
+
+        def teardown(self, *args, **kwargs):
+            pass
+
+        def on_fit_task_begin(self, *args, **kwargs):
+            pass
+
+        def on_fit_task_end(self, *args, **kwargs):
+            pass
+    X, y = _data(n=60)
+    est = fdask.MLPClassifier((3,), max_iter=2, client=one_worker)
+    est.set_callbacks(Callback())
+    with pytest.raises(ValueError, match="callbacks"):
+        est.fit(X, y)
+    assert not hasattr(est, "coefs_")
 
 
 def test_missing_dask_names_the_extra(monkeypatch):
@@ -357,6 +582,18 @@ def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys,
     ("d.csv", ["--dask", "local:0"], "number of local workers"),
     ("d.csv", ["--dask", "mars://x"], "expected local:N"),
     ("d.csv", ["--dask", "local:2", "--resume", "m.npz"], "--resume is not supported"),
+    ("d.csv", ["--dask", "local:2", "--out", "m.npz", "--checkpoint-every", "2"],
+     "--checkpoint-every is not supported"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "d.csv"], "--val-data is not supported"),
+    ("d.csv", ["--dask", "local:2", "--early-stopping", "3"],
+     "--early-stopping is not supported"),
+    ("d.csv", ["--dask", "local:2", "--threads", "2"], "--threads is not supported"),
+    ("d.csv", ["--dask", "local:2", "--plot", "curve.pdf"], "name it *.png"),
+    ("d.csv", ["--dask", "local:2", "--out", "d.csv"], "would overwrite a data file"),
+    ("d.csv", ["--dask", "local:2", "--solver", "lbfgs", "--dropout", "0.5"],
+     "--dropout needs --solver sgd or adam"),
+    ("d.csv", ["--dask", "local:1", "--task", "regress", "--class-weight", "balanced"],
+     "--class-weight needs a classification task"),
     ("nothing/*.parquet", ["--dask", "local:1"], "no Parquet or CSV files"),
     ("d.csv", ["--dask", "local:1", "--target", "zz"], "no column 'zz'"),
 ])
@@ -384,6 +621,57 @@ def test_asv_benchmark_runs_once(client, monkeypatch):
     assert b.track_communication_ms(cache, 32) >= 0
     with pytest.raises(NotImplementedError, match="fastmlp"):
         b.setup(None, 32)
+
+
+def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkeypatch):
+    """--alpha, --class-weight and --dropout train on the cluster (none silently dropped),
+    --plot draws the loss curve, and dropout's rule on two shuffled workers is one line."""
+    pytest.importorskip("matplotlib")
+    X, y = _data(n=300)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
+    frame["label"] = y
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    seen = {}
+    original = fdask.MLPClassifier.fit
+
+    def spy(self, X, y, sample_weight=None):
+        seen.update(self.get_params())
+        return original(self, X, y, sample_weight)
+    monkeypatch.setattr(fdask.MLPClassifier, "fit", spy)
+    address = client.scheduler.address
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--alpha",
+                        "0.01", "--class-weight", "balanced", "--plot", "curve.png",
+                        "--quiet", "--json", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 0, err
+    assert (seen["alpha"], seen["class_weight"]) == (0.01, "balanced")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--dropout",
+                        "0.3", "--out", "m.npz", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 2 and err.startswith("fastmlp: error:") and "shuffle=False" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.npz").exists()
+
+
+def test_cli_dask_sigint_saves_the_last_step(client, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a cluster fit stops after the current step and saves it to --out."""
+    X, y = _data(n=300)
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
+    frame["label"] = y
+    frame.to_csv(tmp_path / "d.csv", index=False)
+
+    def after_step(self, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(fdask._DaskMLP, "_after_step", after_step, raising=False)
+    rc, out, err = _cli("train", "d.csv", "--dask", client.scheduler.address, "--epochs",
+                        "50", "--batch-size", "32", "--val-fraction", "0", "--out", "m.npz",
+                        "--quiet", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert rc == 130, err
+    assert err.strip().splitlines()[-1].startswith("fastmlp: interrupted by SIGINT after 0 "
+                                                   "epochs; the last completed step is saved")
+    model = fastmlp.load(tmp_path / "m.npz")
+    assert isinstance(model, fastmlp.MLPClassifier) and model.coefs_[0].shape == (6, 100)
 
 
 def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monkeypatch):
