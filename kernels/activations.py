@@ -1,7 +1,10 @@
 """Activations, fused with the bias add that precedes them, and their derivatives.
 
-Codes are resolved from strings once, in Python (``fastmlp._validation``); kernels branch on
-the code once per row, never per element.
+Codes are resolved from strings once, in Python (``fastmlp._validation``).  The per-row leaves
+(:func:`activate_row`, :func:`preactivate_row`, :func:`dactivation_row`, :func:`drop_row`)
+are chosen when Numba types the call: a kernel specialised on its codes (see
+``network.train_kernels``) compiles the one activation it uses; a code known only at run time
+dispatches once per row, never per element.
 
 What backprop reads.  Identity, logistic, tanh, ReLU, leaky ReLU and exp have derivatives
 written from the activation's OUTPUT A (as scikit-learn does), so the forward pass's A[l] is
@@ -25,9 +28,10 @@ position in the batch: not on the thread count or on how rows are split between 
 Shapes: Z, A, D, P, G are (N, n) row-major; b is (n,).
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from ._config import JIT
+from ._config import JIT, JIT_OVERLOAD
 from .expfn import vdgelu, vdsilu, vexp, vgelu, vsigmoid, vsilu, vtanh
 
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RELU, GELU, SILU = range(9)
@@ -74,170 +78,341 @@ def keeps_preactivation(act):
     return act == GELU or act == SILU
 
 
-@njit(**JIT)
-def _bias_activate_rows(Z, P, b, act, slope, r0, r1, rate=0.0, key=np.uint64(0), row0=0):
-    # Z (N, n) in/out, P (N, n) or (0, 0), b (n,): rows r0..r1 of Z <- f(Z + b), and
-    # P <- Z + b first when P has rows (the pre-activation, kept for GELU/SiLU's backprop);
-    # then, with rate > 0, the dropout mask of batch rows row0 + i
-    m = Z.shape[1]
-    keep = P.shape[0] > 0
-    for i in range(r0, r1):
-        z = Z[i]
-        _activate_row(z, P[i] if keep else z[:0], b, act, slope)
-        if rate > 0:
-            threshold = _threshold(rate)
-            scale = z.dtype.type(1 / (1 - rate))
-            base = (row0 + i) * m
-            for j in range(m):
-                z[j] = z[j] * scale if dropout_kept(key, base + j, threshold) else z[j] * 0
+# -- the per-activation leaves -------------------------------------------------------------
+# Each leaf is a stub whose implementation Numba chooses when it types the call: for a literal
+# activation code (a constant of a specialised kernel, see ``network.train_kernels``) the one
+# function of that activation, so nothing else is compiled; for a code known only at run time
+# (a generic kernel called from Python) a dispatch over all of them.
 
 
-@njit(**JIT)
-def _activate_row(z, p, b, act, slope):
-    # z (n,) <- f(z + b); with p of size n, p <- z + b first and z <- f(p)
+def activate_row(z, b, act, slope):
+    """z (n,) <- f(z + b), f the activation ``act``; slope leaky ReLU's.  Kernels only."""
+    raise NotImplementedError("activate_row is only callable from Numba kernels")
+
+
+def preactivate_row(z, p, b, act):
+    """GELU/SiLU in training: p (n,) <- z + b, then z (n,) <- f(p).  Kernels only."""
+    raise NotImplementedError("preactivate_row is only callable from Numba kernels")
+
+
+def dactivation_row(d, a, s, act, slope):
+    """d (n,) <- d * f'(a) (f' from the output a) and s (n,) += the new d; for GELU/SiLU
+    d <- a * f'(d) (d holds the pre-activation, a the incoming gradient).  Kernels only."""
+    raise NotImplementedError("dactivation_row is only callable from Numba kernels")
+
+
+def _logistic(z, b, act, slope):
+    for j in range(z.shape[0]):
+        z[j] = vsigmoid(z[j] + b[j])
+
+
+def _tanh(z, b, act, slope):
+    for j in range(z.shape[0]):
+        z[j] = vtanh(z[j] + b[j])
+
+
+def _relu(z, b, act, slope):
+    for j in range(z.shape[0]):
+        v = z[j] + b[j]
+        z[j] = v if v > 0 else v * 0  # keeps NaN; max(v, 0) would drop it
+
+
+def _leaky_relu(z, b, act, slope):
+    for j in range(z.shape[0]):
+        v = z[j] + b[j]
+        z[j] = v if v > 0 else v * slope
+
+
+def _gelu(z, b, act, slope):
+    for j in range(z.shape[0]):
+        z[j] = vgelu(z[j] + b[j])
+
+
+def _silu(z, b, act, slope):
+    for j in range(z.shape[0]):
+        z[j] = vsilu(z[j] + b[j])
+
+
+def _exp(z, b, act, slope):
+    for j in range(z.shape[0]):
+        z[j] = vexp(z[j] + b[j])
+
+
+def _softmax(z, b, act, slope):
+    # exp(z - rowmax) / rowsum, as scikit-learn computes it
     m = z.shape[0]
-    keep = p.shape[0] > 0
-    if keep:
-        for j in range(m):
-            p[j] = z[j] + b[j]
-        if act == GELU:
-            for j in range(m):
-                z[j] = vgelu(p[j])
-        else:  # SILU
-            for j in range(m):
-                z[j] = vsilu(p[j])
-    elif act == LOGISTIC:
-        for j in range(m):
-            z[j] = vsigmoid(z[j] + b[j])
+    zmax = z[0] + b[0]
+    for j in range(m):
+        v = z[j] + b[j]
+        z[j] = v
+        zmax = max(zmax, v)
+    s = z[0] * 0
+    for j in range(m):
+        e = vexp(z[j] - zmax)
+        z[j] = e
+        s += e
+    inv = 1 / s
+    for j in range(m):
+        z[j] *= inv
+
+
+def _identity(z, b, act, slope):
+    for j in range(z.shape[0]):
+        z[j] += b[j]
+
+
+def _any_activation(z, b, act, slope):
+    if act == LOGISTIC:
+        activate_row(z, b, LOGISTIC, slope)
     elif act == TANH:
-        for j in range(m):
-            z[j] = vtanh(z[j] + b[j])
+        activate_row(z, b, TANH, slope)
     elif act == RELU:
-        for j in range(m):
-            v = z[j] + b[j]
-            z[j] = v if v > 0 else v * 0  # keeps NaN; max(v, 0) would drop it
+        activate_row(z, b, RELU, slope)
     elif act == LEAKY_RELU:
-        for j in range(m):
-            v = z[j] + b[j]
-            z[j] = v if v > 0 else v * slope
+        activate_row(z, b, LEAKY_RELU, slope)
     elif act == GELU:
-        for j in range(m):
-            z[j] = vgelu(z[j] + b[j])
+        activate_row(z, b, GELU, slope)
     elif act == SILU:
-        for j in range(m):
-            z[j] = vsilu(z[j] + b[j])
+        activate_row(z, b, SILU, slope)
     elif act == EXP:
-        for j in range(m):
-            z[j] = vexp(z[j] + b[j])
+        activate_row(z, b, EXP, slope)
     elif act == SOFTMAX:
-        # exp(z - rowmax) / rowsum, as scikit-learn computes it
-        zmax = z[0] + b[0]
-        for j in range(m):
-            v = z[j] + b[j]
-            z[j] = v
-            zmax = max(zmax, v)
-        s = z[0] * 0
-        for j in range(m):
-            e = vexp(z[j] - zmax)
-            z[j] = e
-            s += e
-        inv = 1 / s
-        for j in range(m):
-            z[j] *= inv
-    else:  # IDENTITY
-        for j in range(m):
-            z[j] += b[j]
+        activate_row(z, b, SOFTMAX, slope)
+    else:
+        activate_row(z, b, IDENTITY, slope)
+
+
+def _pre_gelu(z, p, b, act):
+    for j in range(z.shape[0]):
+        p[j] = z[j] + b[j]
+    for j in range(z.shape[0]):
+        z[j] = vgelu(p[j])
+
+
+def _pre_silu(z, p, b, act):
+    for j in range(z.shape[0]):
+        p[j] = z[j] + b[j]
+    for j in range(z.shape[0]):
+        z[j] = vsilu(p[j])
+
+
+def _pre_none(z, p, b, act):
+    pass
+
+
+def _any_preactivation(z, p, b, act):
+    if act == GELU:
+        preactivate_row(z, p, b, GELU)
+    elif act == SILU:
+        preactivate_row(z, p, b, SILU)
+
+
+def _dlogistic(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = d[j] * (a[j] * (1 - a[j]))
+        d[j] = v
+        s[j] += v
+
+
+def _dtanh(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = d[j] * (1 - a[j] * a[j])
+        d[j] = v
+        s[j] += v
+
+
+def _drelu(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = d[j] if a[j] > 0 else d[j] * 0
+        d[j] = v
+        s[j] += v
+
+
+def _dleaky_relu(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = d[j] if a[j] > 0 else d[j] * slope
+        d[j] = v
+        s[j] += v
+
+
+def _dgelu(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = a[j] * vdgelu(d[j])
+        d[j] = v
+        s[j] += v
+
+
+def _dsilu(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = a[j] * vdsilu(d[j])
+        d[j] = v
+        s[j] += v
+
+
+def _dexp(d, a, s, act, slope):
+    for j in range(d.shape[0]):
+        v = d[j] * a[j]
+        d[j] = v
+        s[j] += v
+
+
+def _didentity(d, a, s, act, slope):
+    # the column sums alone (also softmax's: its delta is fused with the loss)
+    for j in range(d.shape[0]):
+        s[j] += d[j]
+
+
+def _any_dactivation(d, a, s, act, slope):
+    if act == LOGISTIC:
+        dactivation_row(d, a, s, LOGISTIC, slope)
+    elif act == TANH:
+        dactivation_row(d, a, s, TANH, slope)
+    elif act == RELU:
+        dactivation_row(d, a, s, RELU, slope)
+    elif act == LEAKY_RELU:
+        dactivation_row(d, a, s, LEAKY_RELU, slope)
+    elif act == GELU:
+        dactivation_row(d, a, s, GELU, slope)
+    elif act == SILU:
+        dactivation_row(d, a, s, SILU, slope)
+    elif act == EXP:
+        dactivation_row(d, a, s, EXP, slope)
+    else:
+        dactivation_row(d, a, s, IDENTITY, slope)
+
+
+_FORWARD = {LOGISTIC: _logistic, TANH: _tanh, RELU: _relu, LEAKY_RELU: _leaky_relu,
+            GELU: _gelu, SILU: _silu, EXP: _exp, SOFTMAX: _softmax, IDENTITY: _identity}
+_PRE = {GELU: _pre_gelu, SILU: _pre_silu}
+_BACKWARD = {LOGISTIC: _dlogistic, TANH: _dtanh, RELU: _drelu, LEAKY_RELU: _dleaky_relu,
+             GELU: _dgelu, SILU: _dsilu, EXP: _dexp}
+
+
+def _choose(act, table, generic, default):
+    # the implementation for the type of ``act``: one activation's for a literal code
+    if isinstance(act, types.IntegerLiteral):
+        return table.get(act.literal_value, default)
+    return generic
+
+
+@overload(activate_row, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _activate_row_typed(z, b, act, slope):
+    return _choose(act, _FORWARD, _any_activation, _identity)
+
+
+@overload(preactivate_row, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _preactivate_row_typed(z, p, b, act):
+    return _choose(act, _PRE, _any_preactivation, _pre_none)
+
+
+@overload(dactivation_row, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _dactivation_row_typed(d, a, s, act, slope):
+    return _choose(act, _BACKWARD, _any_dactivation, _didentity)
+
+
+def drop_row(z, rate, key, base, dropout):
+    """Inverted dropout of one row: z (n,) <- z * mask / (1 - rate) when rate > 0, the mask of
+    units base..base+n (see the module's note).  ``dropout`` a literal False (a specialised
+    kernel without dropout) compiles to nothing.  Kernels only."""
+    raise NotImplementedError("drop_row is only callable from Numba kernels")
+
+
+def _drop(z, rate, key, base, dropout):
+    if rate > 0:
+        threshold = _threshold(rate)
+        scale = z.dtype.type(1 / (1 - rate))
+        for j in range(z.shape[0]):
+            z[j] = z[j] * scale if dropout_kept(key, base + j, threshold) else z[j] * 0
+
+
+def _no_drop(z, rate, key, base, dropout):
+    pass
+
+
+@overload(drop_row, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _drop_row_typed(z, rate, key, base, dropout):
+    if isinstance(dropout, types.BooleanLiteral) and not dropout.literal_value:
+        return _no_drop
+    return _drop
+
+
+def layer_key(seed, layer, dropout):
+    """The dropout mask key of ``layer`` in the step of ``seed`` (:func:`dropout_key`); 0
+    without any compiled code for a literal ``dropout`` False.  Kernels only."""
+    raise NotImplementedError("layer_key is only callable from Numba kernels")
+
+
+def _key(seed, layer, dropout):
+    return dropout_key(seed, layer)
+
+
+def _no_key(seed, layer, dropout):
+    return np.uint64(0)
+
+
+@overload(layer_key, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _layer_key_typed(seed, layer, dropout):
+    if isinstance(dropout, types.BooleanLiteral) and not dropout.literal_value:
+        return _no_key
+    return _key
 
 
 @njit(**JIT)
 def bias_activate(Z, b, act, slope=0.01):
     """Z <- f(Z + b) in place (overwrites).  Z (N, n), b (n,), act an activation code, slope
     leaky ReLU's (ignored by the others).  Serial."""
-    _bias_activate_rows(Z, Z[:0], b, act, slope, 0, Z.shape[0])
+    for i in range(Z.shape[0]):
+        activate_row(Z[i], b, act, slope)
 
 
 @njit(**JIT)
-def bias_activate_keep(Z, P, b, act, slope=0.01, rate=0.0, key=np.uint64(0), row0=0):
+def bias_activate_keep(Z, P, b, act, slope=0.01, rate=0.0, key=np.uint64(0), row0=0,
+                       dropout=True):
     """The training forward epilogue of a hidden layer: Z <- f(Z + b), keeping P <- Z + b
     first when backprop needs the pre-activation (``keeps_preactivation(act)``; P untouched
     otherwise), then, with rate > 0, inverted dropout: Z <- Z * mask / (1 - rate), the mask
     that of batch rows row0.. with ``key`` (see the module docstring).  Overwrites Z (and P).
-    Z, P (N, n), b (n,); rate in [0, 1); key from :func:`dropout_key`."""
-    if keeps_preactivation(act):
-        _bias_activate_rows(Z, P, b, act, slope, 0, Z.shape[0], rate, key, row0)
-    else:
-        _bias_activate_rows(Z, Z[:0], b, act, slope, 0, Z.shape[0], rate, key, row0)
+    Z, P (N, n), b (n,); rate in [0, 1); key from :func:`dropout_key`; ``dropout`` False
+    (a constant in a specialised kernel) leaves the dropout code out, whatever the rate."""
+    m = Z.shape[1]
+    for i in range(Z.shape[0]):
+        if act == GELU or act == SILU:
+            preactivate_row(Z[i], P[i], b, act)
+        else:
+            activate_row(Z[i], b, act, slope)
+        if dropout:
+            drop_row(Z[i], rate, key, (row0 + i) * m, dropout)
 
 
 @njit(**JIT)
-def _dactivation_cols(D, A, act, slope, db, c0, c1, rate=0.0, key=np.uint64(0), row0=0):
-    # D (N, n) in/out, A (N, n), db (n,) out: for columns c0..c1,
-    # D <- D * f'(A) (f' from the output A) and db <- the column sums of the new D; for
-    # GELU/SiLU, D <- A * f'(D): D holds the pre-activation P and A the incoming gradient G.
-    # With dropout (rate > 0) the incoming gradient is first masked and scaled as the forward
-    # epilogue did, and A (dropped and scaled there) is scaled back: both are spent after this.
-    # Inner loops run from 0 over row views: no negative-index wraparound, so they vectorise.
+def _dactivation_colsum(D, A, act, slope, db, rate, key, row0, dropout):
+    # D (N, n) in/out, A (N, n), db (n,) out: D <- D * f'(A) (f' from the output A) and
+    # db <- the column sums of the new D; for GELU/SiLU, D <- A * f'(D): D holds the
+    # pre-activation P and A the incoming gradient G.  With dropout (rate > 0) the incoming
+    # gradient is first masked and scaled as the forward epilogue did, and A (dropped and
+    # scaled there) is scaled back: both are spent after this.  Inner loops run from 0 over
+    # row views: no negative-index wraparound, so they vectorise.
     n = D.shape[0]
     m = D.shape[1]
-    s = db[c0:c1]
+    s = db
     s[:] = 0
-    pre = keeps_preactivation(act)
     for i in range(n):
-        d = D[i, c0:c1]
-        a = A[i, c0:c1]
-        if rate > 0:
-            threshold = _threshold(rate)
-            scale = d.dtype.type(1 / (1 - rate))
-            unscale = d.dtype.type(1 - rate)
-            base = (row0 + i) * m + c0
-            g = a if pre else d
-            for j in range(d.shape[0]):
-                g[j] = g[j] * scale if dropout_kept(key, base + j, threshold) else g[j] * 0
-            if not pre:
-                for j in range(d.shape[0]):
+        d = D[i]
+        a = A[i]
+        if dropout and rate > 0:
+            if act == GELU or act == SILU:
+                drop_row(a, rate, key, (row0 + i) * m, dropout)
+            else:
+                drop_row(d, rate, key, (row0 + i) * m, dropout)
+                unscale = d.dtype.type(1 - rate)
+                for j in range(m):
                     a[j] *= unscale
-        if act == LOGISTIC:
-            for j in range(d.shape[0]):
-                v = d[j] * (a[j] * (1 - a[j]))
-                d[j] = v
-                s[j] += v
-        elif act == TANH:
-            for j in range(d.shape[0]):
-                v = d[j] * (1 - a[j] * a[j])
-                d[j] = v
-                s[j] += v
-        elif act == RELU:
-            for j in range(d.shape[0]):
-                v = d[j] if a[j] > 0 else d[j] * 0
-                d[j] = v
-                s[j] += v
-        elif act == LEAKY_RELU:
-            for j in range(d.shape[0]):
-                v = d[j] if a[j] > 0 else d[j] * slope
-                d[j] = v
-                s[j] += v
-        elif act == GELU:
-            for j in range(d.shape[0]):
-                v = a[j] * vdgelu(d[j])
-                d[j] = v
-                s[j] += v
-        elif act == SILU:
-            for j in range(d.shape[0]):
-                v = a[j] * vdsilu(d[j])
-                d[j] = v
-                s[j] += v
-        elif act == EXP:
-            for j in range(d.shape[0]):
-                v = d[j] * a[j]
-                d[j] = v
-                s[j] += v
-        else:  # IDENTITY: the column sums alone
-            for j in range(d.shape[0]):
-                s[j] += d[j]
+        dactivation_row(d, a, s, act, slope)
 
 
 @njit(**JIT)
-def dactivation_colsum(D, A, act, db, slope=0.01, rate=0.0, key=np.uint64(0), row0=0):
+def dactivation_colsum(D, A, act, db, slope=0.01, rate=0.0, key=np.uint64(0), row0=0,
+                       dropout=True):
     """The fused backward delta's epilogue: D <- D * f'(A) in place (f' from the activation
     output A), and db <- sum over rows of the new D (overwrites db): the bias gradient comes
     out of the same pass instead of a second read of D.
@@ -247,14 +422,15 @@ def dactivation_colsum(D, A, act, db, slope=0.01, rate=0.0, key=np.uint64(0), ro
 
     With dropout on the layer (rate > 0, the forward epilogue's key and row0): D is the
     incoming gradient, masked and scaled here, and A the dropped, scaled activation (both
-    overwritten)."""
-    _dactivation_cols(D, A, act, slope, db, 0, D.shape[1], rate, key, row0)
+    overwritten).  ``dropout`` False (a constant in a specialised kernel) leaves that code
+    out."""
+    _dactivation_colsum(D, A, act, slope, db, rate, key, row0, dropout)
 
 
 @njit(**JIT)
-def dpreactivation_colsum(P, G, act, db, rate=0.0, key=np.uint64(0), row0=0):
+def dpreactivation_colsum(P, G, act, db, rate=0.0, key=np.uint64(0), row0=0, dropout=True):
     """The same epilogue from the pre-activation, for GELU/SiLU: P <- G * f'(P) in place
     (P held the pre-activation, it now holds delta), and db <- sum over rows of the new P.
     P (N, n), G (N, n) the incoming gradient ``delta[l+1] @ W[l].T`` (masked and scaled
     here with dropout, as in :func:`dactivation_colsum`), db (n,)."""
-    _dactivation_cols(P, G, act, 0.0, db, 0, P.shape[1], rate, key, row0)
+    _dactivation_colsum(P, G, act, 0.0, db, rate, key, row0, dropout)

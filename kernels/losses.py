@@ -11,9 +11,10 @@ Each kernel returns the weighted SUM over the batch; the caller divides by the w
 Shapes: D, A, Y are (N, n_out); sw is (N,) or (0,) for unit weights.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from ._config import JIT
+from ._config import JIT, JIT_OVERLOAD
 
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = 0, 1, 2, 3
 
@@ -22,6 +23,69 @@ SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = 0, 1, 2, 3
 def _xlogy(x, y):
     # scipy.special.xlogy: 0 where x == 0, x * log(y) elsewhere
     return x * np.log(y) if x != 0 else x * 0
+
+
+def loss_row(d, a, y, w, loss):
+    """One sample's output delta and loss: d (n_out,) <- (a - y) * w; returns the row's loss
+    (unweighted; squared error not yet halved and averaged).  The implementation of ``loss``
+    alone is compiled when ``loss`` is a literal code (a specialised kernel).  Kernels only."""
+    raise NotImplementedError("loss_row is only callable from Numba kernels")
+
+
+def _squared_error(d, a, y, w, loss):
+    row = 0.0
+    for j in range(a.shape[0]):
+        d[j] = (a[j] - y[j]) * w
+        row += (a[j] - y[j]) * (a[j] - y[j])
+    return row
+
+
+def _poisson(d, a, y, w, loss):
+    row = 0.0
+    for j in range(a.shape[0]):
+        d[j] = (a[j] - y[j]) * w
+        row += _xlogy(y[j], y[j] / a[j]) - y[j] + a[j]
+    return row
+
+
+def _log_loss(d, a, y, w, loss):
+    eps = np.finfo(a.dtype).eps
+    row = 0.0
+    for j in range(a.shape[0]):
+        d[j] = (a[j] - y[j]) * w
+        row -= _xlogy(y[j], min(max(a[j], eps), 1 - eps))
+    return row
+
+
+def _binary_log_loss(d, a, y, w, loss):
+    eps = np.finfo(a.dtype).eps
+    row = 0.0
+    for j in range(a.shape[0]):
+        d[j] = (a[j] - y[j]) * w
+        p = min(max(a[j], eps), 1 - eps)
+        row -= _xlogy(y[j], p) + _xlogy(1 - y[j], 1 - p)
+    return row
+
+
+def _any_loss(d, a, y, w, loss):
+    if loss == SQUARED_ERROR:
+        return loss_row(d, a, y, w, SQUARED_ERROR)
+    elif loss == POISSON:
+        return loss_row(d, a, y, w, POISSON)
+    elif loss == LOG_LOSS:
+        return loss_row(d, a, y, w, LOG_LOSS)
+    return loss_row(d, a, y, w, BINARY_LOG_LOSS)
+
+
+_LOSSES = {SQUARED_ERROR: _squared_error, POISSON: _poisson, LOG_LOSS: _log_loss,
+           BINARY_LOG_LOSS: _binary_log_loss}
+
+
+@overload(loss_row, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _loss_row_typed(d, a, y, w, loss):
+    if isinstance(loss, types.IntegerLiteral):
+        return _LOSSES[loss.literal_value]
+    return _any_loss
 
 
 @njit(**JIT)
@@ -33,26 +97,10 @@ def output_delta_loss(D, A, Y, sw, loss):
     region would need per-thread partial sums for a pass that is ~1% of a step."""
     n, m = A.shape
     weighted = sw.shape[0] > 0
-    eps = np.finfo(A.dtype).eps
     total = 0.0
     for i in range(n):
         w = sw[i] if weighted else A.dtype.type(1)
-        row = 0.0
-        for j in range(m):
-            a = A[i, j]
-            y = Y[i, j]
-            D[i, j] = (a - y) * w
-            if loss == SQUARED_ERROR:
-                row += (a - y) * (a - y)
-            elif loss == POISSON:
-                row += _xlogy(y, y / a) - y + a
-            else:
-                p = min(max(a, eps), 1 - eps)
-                if loss == LOG_LOSS:
-                    row -= _xlogy(y, p)
-                else:  # BINARY_LOG_LOSS
-                    row -= _xlogy(y, p) + _xlogy(1 - y, 1 - p)
-        total += w * row
+        total += w * loss_row(D[i], A[i], Y[i], w, loss)
     if loss == SQUARED_ERROR:
         total *= 0.5 / m
     return total

@@ -16,13 +16,26 @@ Threads, two ways (chosen per network by ``fastmlp._planner``; see ``fastmlp._th
          them with single-threaded BLAS.  Every thread writes its own rows of acts/deltas (so
          they hold the same batch-wide A[l]/delta[l] as the blas way) and its own gradient sums;
          the sums are added in thread order (bit-identical run to run for a thread count).
+
+Specialised kernels.  The entry points that run a step or a prediction are made once per
+(activation, output activation, loss, dropout) by :func:`train_kernels` and
+:func:`forward_kernels`, with those codes as constants of a closure: Numba types them as
+literals, every function below is compiled for those literals, and the per-activation and
+per-loss leaves are chosen from them at typing time, so a fit compiles only the code of its own
+activation and loss (cold start-up; see ``_config``), cached on disk per specialisation.  The
+generic functions of the same names (codes as arguments) look the specialised kernel up and
+call it; the building blocks called from Python with a code known at run time compile a
+dispatch over every activation instead.
 """
+import functools
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
 from ._config import JIT, PJIT
-from .activations import (IDENTITY, bias_activate, bias_activate_keep, dactivation_colsum,
-                          dpreactivation_colsum, dropout_key, keeps_preactivation)
+from .activations import (IDENTITY, GELU, SILU, bias_activate, bias_activate_keep,
+                          _dactivation_colsum, layer_key)
 from .losses import SQUARED_ERROR, output_delta_loss
 
 
@@ -70,38 +83,32 @@ def row_block(buf, sizes, capacity, l, r0, r1):
 
 @njit(**JIT)
 def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
-                 rates, seed):
+                 rates, seed, train, dropout):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for batch rows r0..r0+N of every layer (overwrites those
     rows of acts); returns their A[L] (N, n_out).  X (N, sizes[0]) holds those rows of A[0];
-    slope leaky ReLU's.  With deltas of nonzero size (a training step), each hidden layer's
-    Z + b is kept in those rows of its delta block when backprop needs it (GELU/SiLU), and
-    dropout with ``rates`` ((L-1,), or (0,) for none) and the step's mask ``seed`` (uint64)
-    is applied to the hidden layers; the mask of a unit depends on its batch row, not on r0's
-    block (so every way of splitting a batch draws the same mask)."""
+    slope leaky ReLU's.  With ``train`` (a training step), each hidden layer's Z + b is kept in
+    those rows of its delta block when backprop needs it (GELU/SiLU), and with ``dropout``
+    the ``rates`` ((L-1,)) and the step's mask ``seed`` (uint64) drop hidden units; the mask
+    of a unit depends on its batch row, not on r0's block (so every way of splitting a batch
+    draws the same mask).  ``train``/``dropout`` are constants in the specialised kernels."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
     A = X
-    for l in range(L):
+    for l in range(L - 1):
         Z = row_block(acts, sizes, capacity, l + 1, r0, r0 + n)
         np.dot(A, coef_view(params, sizes, l), Z)
         b = intercept_view(params, sizes, l)
-        if l < L - 1 and deltas.shape[0] > 0:
-            rate = rates[l] if rates.shape[0] > 0 else 0.0
+        if train:
+            rate = rates[l] if dropout else 0.0
             bias_activate_keep(Z, row_block(deltas, sizes, capacity, l + 1, r0, r0 + n), b,
-                               act, slope, rate, dropout_key(seed, l), r0)
+                               act, slope, rate, layer_key(seed, l, dropout), r0, dropout)
         else:
-            bias_activate(Z, b, out_act if l == L - 1 else act, slope)
+            bias_activate(Z, b, act, slope)
         A = Z
-    return A
-
-
-@njit(**JIT)
-def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
-    """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
-    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
-    slope leaky ReLU's."""
-    return forward_rows(params, acts, acts[:0], X, sizes, capacity, 0, act, out_act, slope,
-                        _NO_RATES, np.uint64(0))
+    Z = row_block(acts, sizes, capacity, L, r0, r0 + n)
+    np.dot(A, coef_view(params, sizes, L - 1), Z)
+    bias_activate(Z, intercept_view(params, sizes, L - 1), out_act, slope)
+    return Z
 
 
 @njit(**JIT)
@@ -127,7 +134,7 @@ def sum_squares(x, n):
 
 @njit(**JIT)
 def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
-                  act, out_act, loss, slope, rates, seed):
+                  act, out_act, loss, slope, rates, seed, dropout):
     """Forward pass, loss and backprop for batch rows r0..r0+N (X, Y, sw hold those rows).
     Overwrites those rows of acts and deltas, and grads with the rows' RAW sums
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``.  Returns the rows' loss sum (weighted,
@@ -141,34 +148,37 @@ def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
     fused epilogue then makes delta[l-1] from both in place.  So after such a step acts holds
     those gradients, not the activations.
 
-    Dropout: ``rates`` (L-1,) of the hidden layers or (0,) for none, ``seed`` (uint64) the
+    Dropout (``dropout`` True): ``rates`` (L-1,) of the hidden layers, ``seed`` (uint64) the
     step's mask seed (see ``activations``): the forward epilogue drops and scales A[l], and
     the backward epilogue recomputes the same mask for delta[l]."""
     n = X.shape[0]
     L = sizes.shape[0] - 1
-    keep = keeps_preactivation(act)
     out = forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
-                       rates, seed)
+                       rates, seed, True, dropout)
     D = row_block(deltas, sizes, capacity, L, r0, r0 + n)
     total = output_delta_loss(D, out, Y, sw, loss)
     # the output delta's epilogue: f'(A) for a non-canonical pair, and db[L-1] either way
-    dactivation_colsum(D, out, out_act if loss == SQUARED_ERROR else IDENTITY,
-                       intercept_view(grads, sizes, L - 1), slope)
+    if loss == SQUARED_ERROR:
+        _dactivation_colsum(D, out, out_act, slope, intercept_view(grads, sizes, L - 1), 0.0,
+                            np.uint64(0), 0, False)
+    else:
+        _dactivation_colsum(D, out, IDENTITY, slope, intercept_view(grads, sizes, L - 1), 0.0,
+                            np.uint64(0), 0, False)
     for l in range(L - 1, -1, -1):
         A_prev = X if l == 0 else row_block(acts, sizes, capacity, l, r0, r0 + n)
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
         if l > 0:
             D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
-            rate = rates[l - 1] if rates.shape[0] > 0 else 0.0
-            key = dropout_key(seed, l - 1)
-            if keep:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
+            rate = rates[l - 1] if dropout else 0.0
+            key = layer_key(seed, l - 1, dropout)
+            if act == GELU or act == SILU:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
                 np.dot(D, coef_view(params, sizes, l).T, A_prev)
-                dpreactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
-                                      rate, key, r0)
+                _dactivation_colsum(D_prev, A_prev, act, slope * 0,
+                                    intercept_view(grads, sizes, l - 1), rate, key, r0, dropout)
             else:
                 np.dot(D, coef_view(params, sizes, l).T, D_prev)
-                dactivation_colsum(D_prev, A_prev, act, intercept_view(grads, sizes, l - 1),
-                                   slope, rate, key, r0)
+                _dactivation_colsum(D_prev, A_prev, act, slope,
+                                    intercept_view(grads, sizes, l - 1), rate, key, r0, dropout)
             D = D_prev
     return total
 
@@ -193,7 +203,124 @@ def batch_loss(total, wsum, params, sizes, alpha):
     return value
 
 
-@njit(**JIT)
+_REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several tasks per thread
+# Up to this many parameters the per-thread sums are added serially (a few microseconds),
+# keeping the step to one parallel region; above it, in a second region over chunks.
+_SERIAL_REDUCE_MAX = 1 << 16
+
+
+class TrainKernels(NamedTuple):
+    """A step's kernels for one (activation, output activation, loss, dropout)."""
+    forward_backward: object
+    split_step: object
+
+
+class ForwardKernels(NamedTuple):
+    """A prediction's kernels for one (activation, output activation)."""
+    forward_pass: object
+    split_forward: object
+
+
+@functools.lru_cache(maxsize=None)
+def train_kernels(act, out_act, loss, dropout):
+    """The step's kernels specialised on the codes ``act``, ``out_act``, ``loss`` (ints) and
+    ``dropout`` (bool): the same arguments as the generic :func:`forward_backward` and
+    :func:`split_step` without those codes (``rates`` always given, (0,) without dropout).
+    Made once per process per specialisation; compiled on first call, cached on disk."""
+    act, out_act, loss, dropout = int(act), int(out_act), int(loss), bool(dropout)
+
+    @njit(**JIT)
+    def fused_forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity, alpha,
+                               slope, rates, seed):
+        total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
+                              act, out_act, loss, slope, rates, seed, dropout)
+        wsum = weight_sum(sw, X.shape[0])
+        return batch_loss(total, wsum, params, sizes, alpha), wsum
+
+    @njit(**PJIT)
+    def fused_split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X,
+                         Y, sw, idx, sizes, capacity, alpha, slope, rates, seed, n_blocks):
+        m = idx.shape[0]
+        T = min(n_blocks, m)
+        for t in prange(T):
+            r0 = m * t // T
+            r1 = m * (t + 1) // T
+            rows = idx[r0:r1]
+            xb = Xb[r0:r1]
+            yb = Yb[r0:r1]
+            gather_rows(xb, X, rows)
+            gather_rows(yb, Y, rows)
+            swt = sw[:0]
+            if sw.shape[0] > 0:
+                swt = swb[r0:r1]
+                gather_vector(swt, sw, rows)
+            g = grads if t == 0 else thread_grads[t - 1]
+            partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity,
+                                       r0, act, out_act, loss, slope, rates, seed, dropout)
+        P = grads.shape[0]
+        if T > 1 and P <= _SERIAL_REDUCE_MAX:
+            # small networks: the calling thread adds the sums, so that the step is one
+            # parallel region (each region ends in a barrier, costly when the machine is
+            # oversubscribed)
+            for t in range(1, T):
+                gt = thread_grads[t - 1]
+                for k in range(P):
+                    grads[k] += gt[k]
+        elif T > 1:
+            for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
+                g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+                for t in range(1, T):
+                    gt = thread_grads[t - 1, c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+                    for k in range(g0.shape[0]):
+                        g0[k] += gt[k]
+        total = 0.0
+        for t in range(T):
+            total += partial[t]
+        wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
+        return batch_loss(total, wsum, params, sizes, alpha), wsum
+
+    return TrainKernels(fused_forward_backward, fused_split_step)
+
+
+@functools.lru_cache(maxsize=None)
+def forward_kernels(act, out_act):
+    """The prediction kernels specialised on ``act`` and ``out_act`` (ints): the arguments of
+    the generic :func:`forward_pass` and :func:`split_forward` without the codes."""
+    act, out_act = int(act), int(out_act)
+
+    @njit(**JIT)
+    def fused_forward_pass(params, acts, X, sizes, capacity, slope):
+        return forward_rows(params, acts, acts, X, sizes, capacity, 0, act, out_act, slope,
+                            _NO_RATES, np.uint64(0), False, False)
+
+    @njit(**PJIT)
+    def fused_split_forward(out, params, acts, X, sizes, capacity, slope, n_blocks):
+        m = X.shape[0]
+        T = min(n_blocks, m)
+        for t in prange(T):
+            r0 = m * t // T
+            r1 = m * (t + 1) // T
+            A = forward_rows(params, acts, acts, X[r0:r1], sizes, capacity, r0, act, out_act,
+                             slope, _NO_RATES, np.uint64(0), False, False)
+            o = out[r0:r1]
+            for i in range(r1 - r0):
+                for j in range(o.shape[1]):
+                    o[i, j] = A[i, j]
+
+    return ForwardKernels(fused_forward_pass, fused_split_forward)
+
+
+def _has_dropout(rates):
+    return rates is not None and rates.shape[0] > 0
+
+
+def forward_pass(params, acts, X, sizes, capacity, act, out_act, slope=0.01):
+    """A[l+1] = f(A[l] @ W[l] + b[l]) for every layer (overwrites acts); returns A[L] (N, n_out).
+    params (P,), acts (B * sum(sizes[1:]),), X (N, sizes[0]) with N <= B, sizes (L+1,);
+    slope leaky ReLU's.  (The kernel specialised on act/out_act: :func:`forward_kernels`.)"""
+    return forward_kernels(act, out_act).forward_pass(params, acts, X, sizes, capacity, slope)
+
+
 def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
                      act, out_act, loss, alpha, slope=0.01, dropout=None, seed=np.uint64(0)):
     """One batch: forward pass, loss, and backprop.  Overwrites grads, acts and deltas.
@@ -208,21 +335,14 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     the batch's weight sum (its row count without weights).  grads holds the RAW sums
     ``A[l].T @ delta[l+1]`` and ``sum_rows(delta[l+1])``: the gradient of the batch loss is
     ``grads / n`` plus ``alpha / n * W`` -- ``finish_grads`` forms it in place, and the
-    optimizer kernels form it on the fly (one pass over the parameters instead of two)."""
-    rates = _NO_RATES if dropout is None else dropout
-    total = backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, 0,
-                          act, out_act, loss, slope, rates, seed)
-    wsum = weight_sum(sw, X.shape[0])
-    return batch_loss(total, wsum, params, sizes, alpha), wsum
+    optimizer kernels form it on the fly (one pass over the parameters instead of two).
+    (The kernel specialised on the codes: :func:`train_kernels`.)"""
+    drop = _has_dropout(dropout)
+    return train_kernels(act, out_act, loss, drop).forward_backward(
+        params, grads, acts, deltas, X, Y, sw, sizes, capacity, alpha, slope,
+        dropout if drop else _NO_RATES, seed)
 
 
-_REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several tasks per thread
-# Up to this many parameters the per-thread sums are added serially (a few microseconds),
-# keeping the step to one parallel region; above it, in a second region over chunks.
-_SERIAL_REDUCE_MAX = 1 << 16
-
-
-@njit(**PJIT)
 def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx,
                sizes, capacity, act, out_act, loss, alpha, slope, rates, seed, n_blocks):
     """forward_backward over the batch rows X[idx] in one parallel region (the ``split`` way).
@@ -237,62 +357,19 @@ def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, 
     acts/deltas hold the whole batch's A[l]/delta[l].
     grads (P,); thread_grads (>= T-1, P) and partial (>= T,) scratch (overwritten);
     Xb (B, sizes[0]), Yb (B, n_out), swb (B,) gather buffers (overwritten); X (M, sizes[0]),
-    Y (M, n_out), sw (M,) or (0,) the data; idx (N,) int64 row numbers, N <= B."""
-    m = idx.shape[0]
-    T = min(n_blocks, m)
-    for t in prange(T):
-        r0 = m * t // T
-        r1 = m * (t + 1) // T
-        rows = idx[r0:r1]
-        xb = Xb[r0:r1]
-        yb = Yb[r0:r1]
-        gather_rows(xb, X, rows)
-        gather_rows(yb, Y, rows)
-        swt = sw[:0]
-        if sw.shape[0] > 0:
-            swt = swb[r0:r1]
-            gather_vector(swt, sw, rows)
-        g = grads if t == 0 else thread_grads[t - 1]
-        partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity, r0,
-                                   act, out_act, loss, slope, rates, seed)
-    P = grads.shape[0]
-    if T > 1 and P <= _SERIAL_REDUCE_MAX:
-        # small networks: the calling thread adds the sums, so that the step is one parallel
-        # region (each region ends in a barrier, costly when the machine is oversubscribed)
-        for t in range(1, T):
-            gt = thread_grads[t - 1]
-            for k in range(P):
-                grads[k] += gt[k]
-    elif T > 1:
-        for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
-            g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
-            for t in range(1, T):
-                gt = thread_grads[t - 1, c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
-                for k in range(g0.shape[0]):
-                    g0[k] += gt[k]
-    total = 0.0
-    for t in range(T):
-        total += partial[t]
-    wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
-    return batch_loss(total, wsum, params, sizes, alpha), wsum
+    Y (M, n_out), sw (M,) or (0,) the data; idx (N,) int64 row numbers, N <= B.
+    (The kernel specialised on the codes: :func:`train_kernels`.)"""
+    return train_kernels(act, out_act, loss, _has_dropout(rates)).split_step(
+        grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx, sizes,
+        capacity, alpha, slope, rates, seed, n_blocks)
 
 
-@njit(**PJIT)
 def split_forward(out, params, acts, X, sizes, capacity, act, out_act, slope, n_blocks):
     """out <- the network's output for X (overwrites), in one parallel region of n_blocks row
     blocks, each running forward_rows with single-threaded BLAS.  out (N, n_out),
     X (N, sizes[0]), N <= capacity; acts as forward_pass's (overwritten)."""
-    m = X.shape[0]
-    T = min(n_blocks, m)
-    for t in prange(T):
-        r0 = m * t // T
-        r1 = m * (t + 1) // T
-        A = forward_rows(params, acts, acts[:0], X[r0:r1], sizes, capacity, r0, act, out_act,
-                         slope, _NO_RATES, np.uint64(0))
-        o = out[r0:r1]
-        for i in range(r1 - r0):
-            for j in range(o.shape[1]):
-                o[i, j] = A[i, j]
+    forward_kernels(act, out_act).split_forward(out, params, acts, X, sizes, capacity, slope,
+                                                n_blocks)
 
 
 @njit(**JIT)

@@ -104,9 +104,10 @@ def test_training_loop_allocates_nothing_per_batch():
     # wraps one of its array arguments -- no buffer is allocated
     t = m._trainer
     args = (t.params, t.grads, t.ws.acts, t.ws.deltas, X[:32], Y[:32], t.ws.no_sw,
-            t.layout.sizes)
+            t.layout.sizes, np.zeros(0))  # the last: the (0,) dropout rates
+    step = K.train_kernels(K.LOGISTIC, K.IDENTITY, K.SQUARED_ERROR, False).forward_backward
     before = rtsys.get_allocation_stats()
-    K.forward_backward(*args, 32, K.LOGISTIC, K.IDENTITY, K.SQUARED_ERROR, 0.0)
+    step(*args[:8], 32, 0.0, 0.01, args[8], np.uint64(0))
     K.sgd_update(t.params, t.grads, m._opt_state.velocity, 0.1, 0.9, True, 1 / 32, 0.0, 10)
     after = rtsys.get_allocation_stats()
     assert after.alloc - before.alloc == len(args) + 3
