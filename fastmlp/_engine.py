@@ -406,7 +406,7 @@ default="identity"
             total = K.backprop_rows(grads, params, self._acts, self._deltas, X, Y, no_sw,
                                     self._sizes, self._capacity, row0, act, out_act, loss,
                                     self.slope, np.ascontiguousarray(rates),
-                                    np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF))
+                                    np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), True)
         return float(total), float(K.weight_sum(no_sw, n))
 
     def finish(self, params: np.ndarray, grads: np.ndarray, loss_sum: float,
