@@ -64,6 +64,10 @@ class _ShardEngine:
     the training dtype.  ``spec`` describes the network and the batching; ``rng_states`` are
     the epoch shuffles applied so far (a replacement engine replays them).
 
+    With ``spec["part"] = (k, W)`` the engine holds every row (the driver replicates them
+    for dropout on shuffled batches) and computes the k-th of W contiguous parts of each
+    global batch, so that its rows' dropout masks are those of their batch positions.
+
     The training rows.  Global batches are drawn from ``n_train`` *positions*; without a
     validation split position p is global row p, with one (``spec["train_pos"]``: this
     shard's rows' positions in the training order, -1 for a held-out row) the split's order.
@@ -110,9 +114,15 @@ class _ShardEngine:
         self.n_train = int(spec.get("n_train", spec["n_rows"]))
         pos = spec.get("train_pos")
         self.val = None
+        # replicated (dropout on shuffled batches): every engine holds every row and takes
+        # part k of W of each global batch -- and of the held-out rows
+        self.part = spec.get("part")
         if pos is not None:
             pos = np.asarray(pos, np.int64)
             held = np.flatnonzero(pos < 0)
+            if self.part is not None:
+                k, W = self.part
+                held = held[len(held) * k // W:len(held) * (k + 1) // W]
             if len(held):
                 self.val = (np.ascontiguousarray(X[held]), np.ascontiguousarray(Y[held]),
                             None if sw is None else np.ascontiguousarray(sw[held]))
@@ -138,7 +148,7 @@ class _ShardEngine:
             n_batches = -(-self.n_train // B)
             self.bounds = np.minimum(np.arange(n_batches + 1, dtype=np.int64) * B,
                                      self.n_train)
-            if pos is None and not spec["shuffle"]:
+            if pos is None and not spec["shuffle"] and self.part is None:
                 # the batches' rows of this shard are a contiguous range of its rows
                 self.offsets = np.clip(self.bounds - self.lo, 0, self.n)
             else:
@@ -178,9 +188,16 @@ class _ShardEngine:
         """Raw sums of this shard's rows of global batch b: (loss sum, weight sum, gradient
         sums (P,), compute seconds).  ``key``: the step's dropout mask key (with dropout)."""
         t0 = time.perf_counter()
-        start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
         row0 = 0
-        if self.dropout is not None and stop > start:
+        if self.part is not None:  # part k of W of the batch's positions
+            k, W = self.part
+            first, end = int(self.bounds[b]), int(self.bounds[b + 1])
+            start = first + (end - first) * k // W
+            stop = first + (end - first) * (k + 1) // W
+            row0 = start - first
+        else:
+            start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
+        if self.dropout is not None and stop > start and self.part is None:
             # the batch position of this shard's first row of the batch; its rows must be
             # contiguous there (the driver allows dropout only where they are)
             first = self.lo + start if self.local is None else int(self.positions[start])

@@ -37,6 +37,11 @@ batches are drawn from those positions exactly as a single process draws them fr
 training set, and after each epoch every engine scores its held-out rows and returns sums
 (loss, weight, accuracy's hits or R^2's squares) -- only numbers reach the driver.
 
+Dropout.  A mask depends on the step and on the row's position in its global batch; each
+engine passes its rows' offset in the batch (``row0``) to the kernels.  Where a shard's rows
+are not contiguous in the batches (shuffled or split batches on more than one worker), every
+engine holds every row and computes the k-th of W contiguous parts of each batch instead.
+
 Faults.  A worker that dies mid-fit is replaced: its shard is recomputed from the dask graph (or
 re-sent from the driver's NumPy array) on a live worker, a new engine replays the epoch
 shuffles, and the interrupted step is repeated with the same parameters -- the result does not
@@ -392,12 +397,13 @@ class _DaskMLP:
         return state
 
     # -- data ---------------------------------------------------------------------------------
-    def _shards(self, client, X, y, sample_weight, n_shards, incremental):
+    def _shards(self, client, X, y, sample_weight, n_shards, incremental, replicate=False):
         """Validate the input, set the input-dependent fitted attributes and spread the rows
-        into n_shards contiguous shards.  Returns (shards, n_rows, dtype, binarizer, n_out,
-        labels): ``labels()`` computes a classifier's (class counts, class index of every
-        row for a binary problem, else None) -- reductions the class weights and the
-        stratified validation split need."""
+        into n_shards contiguous shards (``replicate``: n_shards engines that each hold every
+        row).  Returns (shards, n_rows, dtype, binarizer, n_out, labels): ``labels()``
+        computes a classifier's (class counts, class index of every row for a binary
+        problem, else None) -- reductions the class weights and the stratified validation
+        split need."""
         if not _is_dask(X):
             if _is_dask(y) or _is_dask(sample_weight):
                 raise ValueError("X is a NumPy array but y or sample_weight is a dask "
@@ -409,18 +415,24 @@ class _DaskMLP:
                 sample_weight = _check_sample_weight(sample_weight, X)
             Y = Y.reshape(len(Y), -1)
             n = X.shape[0]
-            sizes = _split_sizes(n, n_shards)
-            bounds = np.concatenate([[0], np.cumsum(sizes)])
-            workers = _live_workers(client)
-            shards = []
-            for k in range(n_shards):
-                lo, hi = int(bounds[k]), int(bounds[k + 1])
-                src = (X[lo:hi], Y[lo:hi],
-                       None if sample_weight is None else sample_weight[lo:hi])
+            if replicate:  # every engine gets the same rows (sent once to every worker)
+                src = (X, Y, sample_weight)
                 futs = tuple(None if a is None else
-                             client.scatter(a, workers=[workers[k % len(workers)]], hash=False)
-                             for a in src)
-                shards.append(_Shard(lo, hi, futs, src))
+                             client.scatter(a, broadcast=True, hash=False) for a in src)
+                shards = [_Shard(0, n, futs, src) for _ in range(n_shards)]
+            else:
+                bounds = np.concatenate([[0], np.cumsum(_split_sizes(n, n_shards))])
+                workers = _live_workers(client)
+                shards = []
+                for k in range(n_shards):
+                    lo, hi = int(bounds[k]), int(bounds[k + 1])
+                    src = (X[lo:hi], Y[lo:hi],
+                           None if sample_weight is None else sample_weight[lo:hi])
+                    futs = tuple(None if a is None else
+                                 client.scatter(a, workers=[workers[k % len(workers)]],
+                                                hash=False)
+                                 for a in src)
+                    shards.append(_Shard(lo, hi, futs, src))
             # validate_data/label binarizer ran on the driver: the engines get float Y
 
             def labels():
@@ -475,7 +487,7 @@ class _DaskMLP:
                 else da.from_array(np.asarray(sample_weight, dtype=dtype))
             if sw.shape != (n,):
                 raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
-        sizes = _split_sizes(n, n_shards)
+        sizes = _split_sizes(n, 1 if replicate else n_shards)
         # plain task-based rechunking: one block per shard, moved between the workers once
         Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]), method="tasks")
         ya = ya.rechunk((sizes,) + ya.shape[1:], method="tasks")
@@ -488,6 +500,9 @@ class _DaskMLP:
         shards = []
         for k in range(n_shards):
             w = workers[k % len(workers)]
+            if replicate and k:  # one block, computed once, copied to each engine's worker
+                shards.append(_Shard(0, n, shards[0].futures, None))
+                continue
             futs = tuple(None if p is None else client.compute(p[k], workers=[w],
                                                                  allow_other_workers=True)
                          for p in parts)
@@ -590,16 +605,16 @@ class _DaskMLP:
             n_shards = len(_live_workers(client))
             if n_shards < 1:
                 raise ClusterLostError("the cluster has no workers")
-            if (self._dropout_rates(len(hidden)) is not None and n_shards > 1
-                    and (self.shuffle or self.early_stopping)):
-                raise ValueError(
-                    "fastmlp.dask supports dropout on more than one worker only with "
-                    "shuffle=False and early_stopping=False: a dropout mask depends on each "
-                    "row's position in its global batch, and a shard's rows must be "
-                    "contiguous there to draw the masks one process draws (shuffle the rows "
-                    "once beforehand, or train on one worker)")
+            # dropout's masks follow each row's position in its global batch: with shuffled
+            # (or split) batches a shard's rows are scattered over the batch, so every
+            # engine holds every row and computes one contiguous part of each batch
+            replicate = (self._dropout_rates(len(hidden)) is not None and n_shards > 1
+                         and (self.shuffle or bool(self.early_stopping)))
             shards, n, dtype, binarizer, n_out, labels = self._shards(
-                client, X, y, sample_weight, n_shards, incremental)
+                client, X, y, sample_weight, n_shards, incremental, replicate)
+            if replicate:
+                for k, shard in enumerate(shards):
+                    shard.extra = dict(part=(k, n_shards))
             first_pass = not hasattr(self, "coefs_") or (not self.warm_start
                                                          and not incremental)
             layer_units = [self.n_features_in_] + hidden + [n_out]
@@ -618,7 +633,7 @@ class _DaskMLP:
             if stochastic and self.early_stopping:
                 pos, n_train = self._cluster_validation_split(labels, n)
                 for shard in shards:
-                    shard.extra = dict(train_pos=pos[shard.lo:shard.hi])
+                    shard.extra = dict(shard.extra, train_pos=pos[shard.lo:shard.hi])
             batch_size = self._batch_size(n_train) if stochastic else None
             dropout = self._dropout_rates(len(hidden))
             spec = dict(sizes=list(layer_units), activation=self.activation,
@@ -881,8 +896,8 @@ class MLPClassifier(_DaskMLP, _LocalClassifier):
     ``predict``/``predict_proba`` return dask arrays for dask input.  ``early_stopping``
     holds out scikit-learn's rows and scores them on the workers (``scoring`` None or
     'loss'); ``class_weight`` weights rows on the workers; ``dropout`` draws the masks of
-    a single process (on more than one worker it needs ``shuffle=False`` and no
-    ``early_stopping``: each shard's rows must be contiguous in every global batch).
+    a single process (with shuffled batches on more than one worker, every worker then
+    holds all the training rows and computes a contiguous part of each global batch).
 
     Parameters
     ----------

@@ -345,24 +345,47 @@ def test_engine_dropout_row0_shards_add_up_to_the_batch():
         eng.raw_sums(params, X, Y, out=shifted, dropout=[0.5])
 
 
-@pytest.mark.parametrize("solver, activation", [("adam", "gelu"), ("sgd", "relu")])
-def test_dropout_equals_local(client, solver, activation):
-    """Two workers, unshuffled batches: each shard draws, at its rows' positions in the
-    global batch, the masks one process draws."""
+@pytest.mark.parametrize("solver, activation, extra", [
+    ("adam", "gelu", dict(shuffle=False)),  # contiguous shards: each its rows' offset
+    ("sgd", "relu", dict(shuffle=True)),    # shuffled: replicated rows, a part of each batch
+    ("adam", "relu", dict(shuffle=True, early_stopping=True, n_iter_no_change=1,
+                          max_iter=10)),
+])
+def test_dropout_equals_local(client, solver, activation, extra):
+    """Two workers: each engine draws, at its rows' positions in the global batch, the masks
+    one process draws."""
     X, y = _data()
-    kw = dict(hidden_layer_sizes=(8, 5), solver=solver, activation=activation, batch_size=64,
-              random_state=0, max_iter=3, dropout=[0.3, 0.2], shuffle=False,
-              learning_rate_init=0.05)
+    kw = dict(dict(hidden_layer_sizes=(8, 5), solver=solver, activation=activation,
+                   batch_size=64, random_state=0, max_iter=3, dropout=[0.3, 0.2],
+                   learning_rate_init=0.05), **extra)
     ref = fastmlp.MLPClassifier(**kw).fit(X, y)
     plain = fastmlp.MLPClassifier(**dict(kw, dropout=None)).fit(X, y)
     assert _max_rel(_params(plain), _params(ref)) > 1e-3
     est = fdask.MLPClassifier(**kw, client=client).fit(*_uneven(X, y))
+    assert est.n_iter_ == ref.n_iter_
     assert _max_rel(_params(est), _params(ref)) < 1e-12
     np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
-    with pytest.raises(ValueError, match="shuffle=False"):
-        fdask.MLPClassifier(**dict(kw, shuffle=True), client=client).fit(X, y)
+    if kw.get("early_stopping"):
+        np.testing.assert_allclose(est.validation_scores_, ref.validation_scores_,
+                                   rtol=1e-12)
     with pytest.raises(ValueError, match="dropout needs solver"):
         fdask.MLPClassifier(**dict(kw, solver="lbfgs"), client=client).fit(X, y)
+
+
+@pytest.mark.slow
+def test_worker_killed_with_replicated_rows_changes_nothing(client):
+    X, y = _data(n=300)
+    kw = dict(hidden_layer_sizes=(5,), solver="adam", batch_size=50, random_state=2,
+              max_iter=2, dropout=0.3, client=client)
+    ref = fdask.MLPClassifier(**kw).fit(X, y)
+    client.wait_for_workers(2, timeout=60)
+    est = fdask.MLPClassifier(**kw)
+    est._after_step = _kill_one_worker_at(client, 4)
+    est.fit(X, y)
+    assert est.cluster_stats_["worker_losses"] >= 1
+    for a, b in zip(_params(est), _params(ref)):
+        np.testing.assert_array_equal(a, b)
+    client.wait_for_workers(2, timeout=60)
 
 
 def test_dropout_one_worker_shuffled_is_bitwise(one_worker):
@@ -625,7 +648,7 @@ def test_asv_benchmark_runs_once(client, monkeypatch):
 
 def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkeypatch):
     """--alpha, --class-weight and --dropout train on the cluster (none silently dropped),
-    --plot draws the loss curve, and dropout's rule on two shuffled workers is one line."""
+    --plot draws the loss curve; a bad --dropout is one error line."""
     pytest.importorskip("matplotlib")
     X, y = _data(n=300)
     frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
@@ -647,10 +670,15 @@ def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkey
     assert (seen["alpha"], seen["class_weight"]) == (0.01, "balanced")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--dropout",
-                        "0.3", "--out", "m.npz", cwd=tmp_path, capsys=capsys,
+                        "0.3", "--out", "m.npz", "--quiet", cwd=tmp_path, capsys=capsys,
                         monkeypatch=monkeypatch)
-    assert rc == 2 and err.startswith("fastmlp: error:") and "shuffle=False" in err
-    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.npz").exists()
+    assert rc == 0, err
+    assert seen["dropout"] == [0.3] and (tmp_path / "m.npz").exists()
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--hidden",
+                        "4,4", "--dropout", "0.3,0.2,0.1", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 2 and err.startswith("fastmlp: error: --dropout: one rate")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_dask_sigint_saves_the_last_step(client, tmp_path, capsys, monkeypatch):
