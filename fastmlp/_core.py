@@ -13,13 +13,19 @@ from . import kernels as K
 from ._threads import (blas_threads, blas_versions, parallel_regions_allowed, region_guard,
                        resolve_n_threads, thread_limits, threading_layer)
 from ._validation import check_dtype, check_leaky_relu_slope, resolve
-from ._workspace import Layout, Workspace
+from ._workspace import STEPS_PER_CALL, Layout, Workspace
 
 # OpenBLAS releases whose gemm gives wrong results when several threads call it at once (the
 # split way does): fixed in 0.3.30.
 _RACY_OPENBLAS = ("0.3.28", "0.3.29")
 
 _NO_DROPOUT = np.zeros(0)  # the split way's "no dropout": (0,) rates
+_NO_ORDER = np.zeros(0, np.int64)  # the kernels' "rows in order, used in place"
+_NO_HYPER = np.zeros(6)  # no optimizer update (NO_UPDATE)
+
+# A multi-step kernel call runs about this many FLOP (a few milliseconds): short enough that a
+# stop request (Ctrl-C) is honoured promptly, long enough that the call's cost is nothing.
+FLOP_PER_CALL = 1e9
 
 # Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
 # sparse input): bounds the workspace, and sparse input is densified one chunk at a time.
@@ -78,6 +84,7 @@ class Trainer:
         self.plan = None
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
+        self.steps_per_call = None  # run_epoch's steps per kernel call (None: by FLOP)
         self.set_dropout(None)
 
     def set_dropout(self, rates, seed=0):
@@ -177,16 +184,28 @@ class Trainer:
                 K.gather_vector(ws.sw[:m], sw, idx)
                 sw = ws.sw[:m]
             X, Y, idx = ws.X, ws.Y, self._identity_rows(m)
-        act, out_act, loss = self.codes
         ws.n_rows = m
+        kern = self._kernels().split_steps
+        grads = self.grads if grads is None else grads
         with region_guard():
-            return K.split_step(self.grads if grads is None else grads, ws.thread_grads,
-                                ws.partial, ws.X, ws.Y, ws.sw, self.params, ws.acts, ws.deltas,
-                                X, Y, ws.no_sw if sw is None else sw, idx, self.layout.sizes,
-                                ws.capacity, act, out_act, loss, self.alpha,
-                                self.dtype.type(self.slope),
-                                _NO_DROPOUT if self.dropout is None else self.dropout,
-                                self._dropout_key(), n_threads)
+            kern(grads, ws.thread_grads, ws.partial, ws.X, ws.Y, ws.sw, self.params, grads, grads,
+                 ws.acts, ws.deltas, X, Y, ws.no_sw if sw is None else sw, idx, 0, m, m, 1,
+                 self.layout.sizes, ws.capacity, self.alpha, self.dtype.type(self.slope),
+                 self._rates(), *self._seed_parts(), n_threads, K.NO_UPDATE, _NO_HYPER, ws.lr_ts,
+                 self.layout.n_coef, ws.step_losses, ws.step_wsums)
+        return ws.step_losses[0], ws.step_wsums[0]
+
+    def _kernels(self):
+        """The training kernels specialised on this network's codes and dropout."""
+        return K.train_kernels(*self.codes, self.dropout is not None)
+
+    def _rates(self):
+        return _NO_DROPOUT if self.dropout is None else self.dropout
+
+    def _seed_parts(self):
+        """(seed_hi, step0) of the kernels' dropout seeds: the fit's seed in the high 32 bits,
+        the step count (low 32 bits added per step by the kernels)."""
+        return np.uint64(self.dropout_seed << 32), self.dropout_step & 0xFFFFFFFF
 
     def _identity_rows(self, n):
         """0..n-1 (int64), kept between calls."""
@@ -251,33 +270,90 @@ class Trainer:
         forward, backprop and an optimizer step per batch.  X is a validated (N, n_in) array
         or CSR matrix of the trainer's dtype, Y (N, n_out).  Returns the sum over batches of
         batch loss * batch rows, and the position reached in the order (N unless
-        ``stop_requested`` was set during the epoch)."""
-        B = self.batch_size
-        n_coef = self.layout.n_coef
-        total = 0.0
-        done = start  # a stop request is cleared by the front-end that honours it, never here
+        ``stop_requested`` was set during the epoch).
+
+        Dense input runs many steps per kernel call (``train_kernels(...).steps`` /
+        ``split_steps``; about FLOP_PER_CALL each, at most STEPS_PER_CALL, or
+        ``steps_per_call`` when set): the same steps, bit for bit, as one call per batch, and
+        a stop request is seen between two calls.  Sparse input runs one batch per call, its
+        rows densified batch by batch."""
         N = X.shape[0]
         with thread_limits(self.n_threads) as nt:
             plan = self._set_plan(nt, X, Y, sample_weight, order, start)
             split = plan.strategy == "split"
-            rows = None
-            if split:
-                rows = self._identity_rows(N) if order is None else order
             with blas_threads(1 if split else nt):
-                for first in range(start, N, B):
-                    stop = min(first + B, N)
-                    if split:
-                        batch_loss, n = self._split(X, Y, sample_weight, rows[first:stop], nt)
-                    else:
-                        batch_loss, n = self._step(*self._batch(X, Y, sample_weight, order,
-                                                                first, stop))
-                    self.dropout_step += 1
-                    optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n,
-                                     n_coef)
-                    total += batch_loss * (stop - first)
-                    done = stop
-                    if self.stop_requested:
-                        break
+                if sp.issparse(X):
+                    return self._run_batches(X, Y, optimizer, state, order, sample_weight,
+                                             start, split, nt)
+                return self._run_steps(X, Y, optimizer, state, order, sample_weight, start,
+                                       split, nt)
+
+    def _steps_per_call(self):
+        if self.steps_per_call is not None:
+            return max(1, int(self.steps_per_call))
+        flop = 6.0 * self.layout.n_coef * self.batch_size
+        return int(min(STEPS_PER_CALL, max(1, FLOP_PER_CALL // flop)))
+
+    def _steps_done(self, n_steps):
+        """Called after each kernel call of run_epoch with the steps it took (a hook)."""
+
+    def _run_steps(self, X, Y, optimizer, state, order, sw, start, split, nt):
+        ws, B, N = self.ws, self.batch_size, X.shape[0]
+        kern = self._kernels()
+        opt, s1, s2, hyper = optimizer.kernel_args(state)
+        if order is None:
+            order = self._identity_rows(N) if split else _NO_ORDER
+        sw = ws.no_sw if sw is None else sw
+        sizes, slope, rates = self.layout.sizes, self.dtype.type(self.slope), self._rates()
+        per_call = self._steps_per_call()
+        total, pos = 0.0, start  # a stop request is cleared by the front-end, never here
+        while pos < N:
+            n = min(per_call, -(-(N - pos) // B))
+            optimizer.step_rates(state, ws.lr_ts[:n])
+            seed_hi, step0 = self._seed_parts()
+            if split:
+                with region_guard():
+                    k = kern.split_steps(self.grads, ws.thread_grads, ws.partial, ws.X, ws.Y,
+                                         ws.sw, self.params, s1, s2, ws.acts, ws.deltas, X, Y,
+                                         sw, order, pos, N, B, n, sizes, ws.capacity,
+                                         self.alpha, slope, rates, seed_hi, step0, nt, opt,
+                                         hyper, ws.lr_ts, self.layout.n_coef, ws.step_losses,
+                                         ws.step_wsums)
+            else:
+                k = kern.steps(self.params, self.grads, s1, s2, ws.acts, ws.deltas, ws.X, ws.Y,
+                               ws.sw, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity,
+                               self.alpha, slope, rates, seed_hi, step0, opt, hyper, ws.lr_ts,
+                               self.layout.n_coef, ws.step_losses, ws.step_wsums)
+            optimizer.advance(state, k)
+            self.dropout_step += k
+            for i in range(k):
+                m = min(B, N - pos)
+                total += float(ws.step_losses[i]) * m
+                pos += m
+            ws.n_rows = m
+            self._steps_done(k)
+            if self.stop_requested:
+                break
+        return total, pos
+
+    def _run_batches(self, X, Y, optimizer, state, order, sw, start, split, nt):
+        """run_epoch one batch per kernel call (sparse input)."""
+        B, N, n_coef = self.batch_size, X.shape[0], self.layout.n_coef
+        total, done = 0.0, start
+        rows = (self._identity_rows(N) if order is None else order) if split else None
+        for first in range(start, N, B):
+            stop = min(first + B, N)
+            if split:
+                batch_loss, n = self._split(X, Y, sw, rows[first:stop], nt)
+            else:
+                batch_loss, n = self._step(*self._batch(X, Y, sw, order, first, stop))
+            self.dropout_step += 1
+            optimizer.update(state, self.params, self.grads, 1.0 / n, self.alpha / n, n_coef)
+            total += float(batch_loss) * (stop - first)
+            done = stop
+            self._steps_done(1)
+            if self.stop_requested:
+                break
         return total, done
 
     def loss_and_grads(self, X, Y, sample_weight=None):

@@ -3,6 +3,9 @@ import numpy as np
 
 from .kernels import layer_view
 
+# The most training steps one kernel call runs (``Trainer.run_epoch``).
+STEPS_PER_CALL = 256
+
 
 class Layout:
     """Where each W[l] and b[l] lives in the flat parameter vector (P,): all W[l] raveled in
@@ -67,6 +70,11 @@ class Workspace:
         self.n_rows = 0  # rows in the last batch that ran
         self.thread_grads = np.zeros((0, layout.n_params), dtype)
         self.partial = np.zeros(1, np.float64)
+        # per step of one multi-step kernel call: batch losses, weight sums, Adam's rates
+        steps = STEPS_PER_CALL if training else 0
+        self.step_losses = np.zeros(steps, np.float64)
+        self.step_wsums = np.zeros(steps, np.float64)
+        self.lr_ts = np.zeros(steps, np.float64)
         self.plan = None
 
     def ensure_split(self, n_threads):
@@ -89,4 +97,5 @@ class Workspace:
     @property
     def nbytes(self):
         return sum(a.nbytes for a in (self.acts, self.deltas, self.X, self.Y, self.sw,
-                                      self.thread_grads, self.partial))
+                                      self.thread_grads, self.partial, self.step_losses,
+                                      self.step_wsums, self.lr_ts))

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from .kernels import adam_update, sgd_update
+from .kernels import optim as _kernel_codes
 
 
 class SGDState(NamedTuple):
@@ -43,6 +44,19 @@ class SGD:
         sgd_update(params, grads, state.velocity, t(self.learning_rate), t(self.momentum),
                    self.nesterov, t(scale), t(l2), n_coef)
 
+    def kernel_args(self, state):
+        """(code, s1, s2, hyper) for the training kernels' ``apply_update``: the same step as
+        :meth:`update`, taken inside a multi-step kernel call."""
+        hyper = np.array([self.learning_rate, self.momentum, float(self.nesterov), 0, 0, 0])
+        return _kernel_codes.SGD, state.velocity, state.velocity, hyper
+
+    def step_rates(self, state, out):
+        """Per-step learning rates of the next ``len(out)`` steps: SGD's is constant (in
+        ``hyper``), so nothing to fill."""
+
+    def advance(self, state, n_steps):
+        """Record ``n_steps`` steps taken by a kernel (SGD keeps no count)."""
+
 
 class Adam:
     """Adam (Kingma & Ba), as scikit-learn's AdamOptimizer: eps added to sqrt(v)."""
@@ -61,10 +75,29 @@ class Adam:
     def update(self, state, params, grads, scale=1.0, l2=0.0, n_coef=0):
         """One step from the gradient ``scale * grads + l2 * params[:n_coef]``."""
         state.count[0] += 1
-        t = int(state.count[0])
-        lr_t = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        lr_t = self._rate(int(state.count[0]))
         adam_update(params, grads, state.mu, state.nu, float(lr_t), self.beta_1, self.beta_2,
                     self.epsilon, scale, l2, n_coef)
+
+    def _rate(self, t):
+        return self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+
+    def kernel_args(self, state):
+        """(code, s1, s2, hyper) for the training kernels' ``apply_update``: the same step as
+        :meth:`update`, taken inside a multi-step kernel call."""
+        hyper = np.array([0, 0, 0, self.beta_1, self.beta_2, self.epsilon], np.float64)
+        return _kernel_codes.ADAM, state.mu, state.nu, hyper
+
+    def step_rates(self, state, out):
+        """out[k] <- the bias-corrected rate of step count + 1 + k (the same expression as
+        :meth:`update`'s, so a kernel's steps equal the Python ones bit for bit)."""
+        t = int(state.count[0])
+        for k in range(out.shape[0]):
+            out[k] = self._rate(t + 1 + k)
+
+    def advance(self, state, n_steps):
+        """Record ``n_steps`` steps taken by a kernel."""
+        state.count[0] += n_steps
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -12,7 +12,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 FASTMATH_STRICT = {"nsz", "contract"}
 
 # parallel=True only where one region covers a whole training step or prediction chunk
-# (``network.split_step`` / ``split_forward``): every other kernel is serial, so that the
+# (``network.train_kernels(...).split_steps`` / ``split_forward``): every other kernel is serial, so that the
 # BLAS-threaded path never wakes Numba's pool (its OpenMP workers busy-wait after a region and
 # took the cores from OpenBLAS's threads: 10x slower per epoch, measured on 2 cores) and so
 # that a forked child, where GNU OpenMP must not run, still has a complete serial path.

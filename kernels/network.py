@@ -11,9 +11,9 @@ For a batch of N <= B rows every (N, n_l) view is the leading, contiguous part o
 Threads, two ways (chosen per network by ``fastmlp._planner``; see ``fastmlp._threads``):
   blas   forward_backward / forward_pass: the products on BLAS's threads (``np.dot`` -> SciPy's
          OpenBLAS), every epilogue serial on the calling thread.
-  split  split_step / split_forward: one parallel region; thread t takes a contiguous block of
-         the batch's rows, gathers them, and runs the forward pass, the loss and backprop on
-         them with single-threaded BLAS.  Every thread writes its own rows of acts/deltas (so
+  split  train_kernels(...).split_steps / split_forward: one parallel region per step; thread
+         t takes a contiguous block of the batch's rows, gathers them, and runs the forward
+         pass, the loss and backprop on them with single-threaded BLAS.  Every thread writes its own rows of acts/deltas (so
          they hold the same batch-wide A[l]/delta[l] as the blas way) and its own gradient sums;
          the sums are added in thread order (bit-identical run to run for a thread count).
 
@@ -37,6 +37,7 @@ from ._config import JIT, JIT_INNER, PJIT
 from .activations import (IDENTITY, GELU, SILU, bias_activate, bias_activate_keep,
                           _dactivation_colsum, layer_key)
 from .losses import SQUARED_ERROR, output_delta_loss
+from .optim import apply_update
 
 
 @njit(**JIT_INNER)
@@ -164,22 +165,23 @@ def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
     else:
         _dactivation_colsum(D, out, IDENTITY, slope, intercept_view(grads, sizes, L - 1), 0.0,
                             np.uint64(0), 0, False)
-    for l in range(L - 1, -1, -1):
-        A_prev = X if l == 0 else row_block(acts, sizes, capacity, l, r0, r0 + n)
+    for l in range(L - 1, 0, -1):
+        A_prev = row_block(acts, sizes, capacity, l, r0, r0 + n)
         np.dot(A_prev.T, D, coef_view(grads, sizes, l))
-        if l > 0:
-            D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
-            rate = rates[l - 1] if dropout else 0.0
-            key = layer_key(seed, l - 1, dropout)
-            if act == GELU or act == SILU:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
-                np.dot(D, coef_view(params, sizes, l).T, A_prev)
-                _dactivation_colsum(D_prev, A_prev, act, slope * 0,
-                                    intercept_view(grads, sizes, l - 1), rate, key, r0, dropout)
-            else:
-                np.dot(D, coef_view(params, sizes, l).T, D_prev)
-                _dactivation_colsum(D_prev, A_prev, act, slope,
-                                    intercept_view(grads, sizes, l - 1), rate, key, r0, dropout)
-            D = D_prev
+        D_prev = row_block(deltas, sizes, capacity, l, r0, r0 + n)
+        rate = rates[l - 1] if dropout else 0.0
+        key = layer_key(seed, l - 1, dropout)
+        if act == GELU or act == SILU:  # D_prev holds Z + b; A_prev's block takes delta @ W.T
+            np.dot(D, coef_view(params, sizes, l).T, A_prev)
+            _dactivation_colsum(D_prev, A_prev, act, slope * 0,
+                                intercept_view(grads, sizes, l - 1), rate, key, r0, dropout)
+        else:
+            np.dot(D, coef_view(params, sizes, l).T, D_prev)
+            _dactivation_colsum(D_prev, A_prev, act, slope,
+                                intercept_view(grads, sizes, l - 1), rate, key, r0, dropout)
+        D = D_prev
+    # the input layer: its weight gradient only (X may be a read-only view of the data)
+    np.dot(X.T, D, coef_view(grads, sizes, 0))
     return total
 
 
@@ -203,6 +205,16 @@ def batch_loss(total, wsum, params, sizes, alpha):
     return value
 
 
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+@njit(**JIT_INNER)
+def step_seed(seed_hi, step):
+    """The dropout mask seed of training step ``step``: seed_hi (uint64, the fit's seed in its
+    high 32 bits) | the step count's low 32 bits."""
+    return seed_hi | (np.uint64(step) & _LOW32)
+
+
 _REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several tasks per thread
 # Up to this many parameters the per-thread sums are added serially (a few microseconds),
 # keeping the step to one parallel region; above it, in a second region over chunks.
@@ -212,7 +224,8 @@ _SERIAL_REDUCE_MAX = 1 << 16
 class TrainKernels(NamedTuple):
     """A step's kernels for one (activation, output activation, loss, dropout)."""
     forward_backward: object
-    split_step: object
+    steps: object
+    split_steps: object
 
 
 class ForwardKernels(NamedTuple):
@@ -223,10 +236,36 @@ class ForwardKernels(NamedTuple):
 
 @functools.lru_cache(maxsize=None)
 def train_kernels(act, out_act, loss, dropout):
-    """The step's kernels specialised on the codes ``act``, ``out_act``, ``loss`` (ints) and
-    ``dropout`` (bool): the same arguments as the generic :func:`forward_backward` and
-    :func:`split_step` without those codes (``rates`` always given, (0,) without dropout).
-    Made once per process per specialisation; compiled on first call, cached on disk."""
+    """The training kernels specialised on the codes ``act``, ``out_act``, ``loss`` (ints) and
+    ``dropout`` (bool); made once per process per specialisation, compiled on first call,
+    cached on disk.
+
+    ``forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity, alpha, slope,
+    rates, seed)``: one batch, as the generic :func:`forward_backward` (``rates`` always
+    given, (0,) without dropout).
+
+    ``steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first, stop,
+    batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, opt, hyper, lr_ts,
+    n_coef, losses, wsums)`` (the ``blas`` way) and ``split_steps(grads, thread_grads,
+    partial, Xb, Yb, swb, params, s1, s2, acts, deltas, X, Y, sw, order, first, stop, batch,
+    n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, lr_ts,
+    n_coef, losses, wsums)`` (the ``split`` way, one parallel region per step: thread t of
+    T = min(n_blocks, rows) takes the t-th contiguous block of the batch's rows, gathers them,
+    and runs forward, loss and backprop into its own sums -- grads for t = 0,
+    thread_grads[t - 1] otherwise -- which are then added in thread order): up to ``n_steps``
+    training steps in one call, over the batches ``[pos, min(pos + batch, stop))`` for
+    pos = first, first + batch, ...; each step is forward, loss, backprop and the optimizer
+    update ``opt`` (``optim.apply_update``: s1, s2 its state, hyper its scalars, lr_ts[k]
+    Adam's rate of step k; NO_UPDATE leaves params alone).  The rows of a batch are
+    order[pos:end], gathered into Xb, Yb, swb, or, with ``order`` of shape (0,) (blas way
+    only), the contiguous rows X[pos:end] used in place.  Step k's dropout seed is
+    ``seed_hi | (step0 + k)`` (low 32 bits).  losses[k], wsums[k] <- step k's batch loss (L2
+    term included) and weight sum.  Returns the number of steps taken.  Shapes: params, grads,
+    s1, s2 (P,); thread_grads (>= T-1, P), partial (>= T,) scratch; Xb (B, n_in), Yb (B, n_out),
+    swb (B,) gather buffers; X (M, n_in), Y (M, n_out), sw (M,) or (0,) the data; order (M,)
+    int64 or (0,); hyper (6,); lr_ts, losses, wsums (>= n_steps,) float64.  Running many
+    steps per call takes the per-step Python and dispatch cost out of small networks' epochs,
+    and keeps the split way's thread pool awake from one step's region to the next."""
     act, out_act, loss, dropout = int(act), int(out_act), int(loss), bool(dropout)
 
     @njit(**JIT)
@@ -237,49 +276,97 @@ def train_kernels(act, out_act, loss, dropout):
         wsum = weight_sum(sw, X.shape[0])
         return batch_loss(total, wsum, params, sizes, alpha), wsum
 
-    @njit(**PJIT)
-    def fused_split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X,
-                         Y, sw, idx, sizes, capacity, alpha, slope, rates, seed, n_blocks):
-        m = idx.shape[0]
-        T = min(n_blocks, m)
-        for t in prange(T):
-            r0 = m * t // T
-            r1 = m * (t + 1) // T
-            rows = idx[r0:r1]
-            xb = Xb[r0:r1]
-            yb = Yb[r0:r1]
-            gather_rows(xb, X, rows)
-            gather_rows(yb, Y, rows)
-            swt = sw[:0]
-            if sw.shape[0] > 0:
-                swt = swb[r0:r1]
-                gather_vector(swt, sw, rows)
-            g = grads if t == 0 else thread_grads[t - 1]
-            partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes, capacity,
-                                       r0, act, out_act, loss, slope, rates, seed, dropout)
-        P = grads.shape[0]
-        if T > 1 and P <= _SERIAL_REDUCE_MAX:
-            # small networks: the calling thread adds the sums, so that the step is one
-            # parallel region (each region ends in a barrier, costly when the machine is
-            # oversubscribed)
-            for t in range(1, T):
-                gt = thread_grads[t - 1]
-                for k in range(P):
-                    grads[k] += gt[k]
-        elif T > 1:
-            for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
-                g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
-                for t in range(1, T):
-                    gt = thread_grads[t - 1, c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
-                    for k in range(g0.shape[0]):
-                        g0[k] += gt[k]
-        total = 0.0
-        for t in range(T):
-            total += partial[t]
-        wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
-        return batch_loss(total, wsum, params, sizes, alpha), wsum
+    @njit(**JIT)
+    def fused_steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first,
+                    stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0,
+                    opt, hyper, lr_ts, n_coef, losses, wsums):
+        k = 0
+        pos = first
+        while k < n_steps and pos < stop:
+            end = min(pos + batch, stop)
+            m = end - pos
+            if order.shape[0] > 0:
+                # gather through the buffers' own names: xb may be unified with a read-only X
+                rows = order[pos:end]
+                gather_rows(Xb[:m], X, rows)
+                gather_rows(Yb[:m], Y, rows)
+                if sw.shape[0] > 0:
+                    gather_vector(swb[:m], sw, rows)
+                xb = Xb[:m]
+                yb = Yb[:m]
+                swt = swb[:m] if sw.shape[0] > 0 else sw[:0]
+            else:
+                xb = X[pos:end]
+                yb = Y[pos:end]
+                swt = sw[pos:end] if sw.shape[0] > 0 else sw[:0]
+            total = backprop_rows(grads, params, acts, deltas, xb, yb, swt, sizes, capacity, 0,
+                                  act, out_act, loss, slope, rates,
+                                  step_seed(seed_hi, step0 + k), dropout)
+            wsum = weight_sum(swt, m)
+            losses[k] = batch_loss(total, wsum, params, sizes, alpha)
+            wsums[k] = wsum
+            apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum,
+                         n_coef)
+            pos = end
+            k += 1
+        return k
 
-    return TrainKernels(fused_forward_backward, fused_split_step)
+    @njit(**PJIT)
+    def fused_split_steps(grads, thread_grads, partial, Xb, Yb, swb, params, s1, s2, acts,
+                          deltas, X, Y, sw, order, first, stop, batch, n_steps, sizes, capacity,
+                          alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, lr_ts,
+                          n_coef, losses, wsums):
+        P = grads.shape[0]
+        k = 0
+        pos = first
+        while k < n_steps and pos < stop:
+            end = min(pos + batch, stop)
+            m = end - pos
+            T = min(n_blocks, m)
+            seed = step_seed(seed_hi, step0 + k)
+            for t in prange(T):
+                r0 = m * t // T
+                r1 = m * (t + 1) // T
+                rows = order[pos + r0:pos + r1]
+                xb = Xb[r0:r1]
+                yb = Yb[r0:r1]
+                gather_rows(xb, X, rows)
+                gather_rows(yb, Y, rows)
+                if sw.shape[0] > 0:
+                    gather_vector(swb[r0:r1], sw, rows)
+                swt = swb[r0:r1] if sw.shape[0] > 0 else sw[:0]
+                g = grads if t == 0 else thread_grads[t - 1]
+                partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes,
+                                           capacity, r0, act, out_act, loss, slope, rates,
+                                           seed, dropout)
+            if T > 1 and P <= _SERIAL_REDUCE_MAX:
+                # small networks: the calling thread adds the sums, so that the step is one
+                # parallel region (each region ends in a barrier, costly when the machine is
+                # oversubscribed)
+                for t in range(1, T):
+                    gt = thread_grads[t - 1]
+                    for j in range(P):
+                        grads[j] += gt[j]
+            elif T > 1:
+                for c in prange((P + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK):
+                    g0 = grads[c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+                    for t in range(1, T):
+                        gt = thread_grads[t - 1, c * _REDUCE_CHUNK:min(P, (c + 1) * _REDUCE_CHUNK)]
+                        for j in range(g0.shape[0]):
+                            g0[j] += gt[j]
+            total = 0.0
+            for t in range(T):
+                total += partial[t]
+            wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
+            losses[k] = batch_loss(total, wsum, params, sizes, alpha)
+            wsums[k] = wsum
+            apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum,
+                         n_coef)
+            pos = end
+            k += 1
+        return k
+
+    return TrainKernels(fused_forward_backward, fused_steps, fused_split_steps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -341,27 +428,6 @@ def forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity,
     return train_kernels(act, out_act, loss, drop).forward_backward(
         params, grads, acts, deltas, X, Y, sw, sizes, capacity, alpha, slope,
         dropout if drop else _NO_RATES, seed)
-
-
-def split_step(grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx,
-               sizes, capacity, act, out_act, loss, alpha, slope, rates, seed, n_blocks):
-    """forward_backward over the batch rows X[idx] in one parallel region (the ``split`` way).
-
-    Block t = rows (N t // T) .. (N (t+1) // T) of the batch, T = min(n_blocks, N): thread t
-    gathers its rows into Xb, Yb, swb, runs the forward pass, the loss and backprop on them
-    (single-threaded BLAS expected) into its own gradient sums -- grads for t = 0,
-    thread_grads[t - 1] otherwise -- and then grads += thread_grads[t - 1] for t = 1..T-1 in
-    that order (serially for small networks: one parallel region per step; else parallel over
-    parameter chunks, the same sums).  Same outputs and return value as
-    forward_backward (dropout: ``rates`` (L-1,) or (0,), ``seed``; the same masks);
-    acts/deltas hold the whole batch's A[l]/delta[l].
-    grads (P,); thread_grads (>= T-1, P) and partial (>= T,) scratch (overwritten);
-    Xb (B, sizes[0]), Yb (B, n_out), swb (B,) gather buffers (overwritten); X (M, sizes[0]),
-    Y (M, n_out), sw (M,) or (0,) the data; idx (N,) int64 row numbers, N <= B.
-    (The kernel specialised on the codes: :func:`train_kernels`.)"""
-    return train_kernels(act, out_act, loss, _has_dropout(rates)).split_step(
-        grads, thread_grads, partial, Xb, Yb, swb, params, acts, deltas, X, Y, sw, idx, sizes,
-        capacity, alpha, slope, rates, seed, n_blocks)
 
 
 def split_forward(out, params, acts, X, sizes, capacity, act, out_act, slope, n_blocks):

@@ -71,3 +71,24 @@ def adam_update(params, grads, m, v, lr_t, beta1, beta2, eps, scale, l2, n_coef)
     c = n_coef
     _adam_span(params[:c], grads[:c], m[:c], v[:c], lr_t, beta1, beta2, eps, scale, l2)
     _adam_span(params[c:], grads[c:], m[c:], v[c:], lr_t, beta1, beta2, eps, scale, 0.0)
+
+
+# What a multi-step kernel (``network.train_kernels``) applies after each batch's gradient.
+NO_UPDATE, SGD, ADAM = 0, 1, 2
+
+
+@njit(**JIT_INNER)
+def apply_update(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
+    """The optimizer step ``opt`` (NO_UPDATE, SGD or ADAM) from the raw sums in grads, as
+    :func:`sgd_update` (s1 the velocity; hyper[0..2] = lr, momentum, nesterov, rounded to the
+    parameters' dtype as the Python optimizer does) or :func:`adam_update` (s1, s2 = m, v;
+    lr_t this step's corrected rate; hyper[3..5] = beta1, beta2, eps).  params, grads, s1,
+    s2 (P,); hyper (6,) float64; scale, l2 float64."""
+    if opt == SGD:
+        t = params.dtype.type
+        sgd_update(params, grads, s1, t(hyper[0]), t(hyper[1]), hyper[2] != 0, t(scale), t(l2),
+                   n_coef)
+    elif opt == ADAM:
+        adam_update(params, grads, s1, s2, lr_t, hyper[3], hyper[4], hyper[5], scale, l2,
+                    n_coef)
+

@@ -640,14 +640,16 @@ def test_threads_option_reaches_both_solvers(data, capsys, monkeypatch):
     from fastmlp import kernels
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two cores to tell one thread from the default")
+    from fastmlp._core import Trainer
     seen = []
-    real = kernels.forward_backward
+    real, done = kernels.forward_backward, Trainer._steps_done
 
-    def spy(*args, **kwargs):  # every training step, of either solver, runs this kernel
+    def spy(*args, **kwargs):  # L-BFGS's evaluations run this kernel, adam's epochs the hook
         blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
         seen.append((numba.get_num_threads(), max(blas)))
-        return real(*args, **kwargs)
+        return (real if len(args) > 2 else done)(*args, **kwargs)
     monkeypatch.setattr(kernels, "forward_backward", spy)
+    monkeypatch.setattr(Trainer, "_steps_done", spy)
     for solver in ("adam", "lbfgs"):
         seen.clear()
         _train_json(capsys, data / "cls.csv", "--solver", solver, "--epochs", 2)

@@ -382,14 +382,17 @@ def test_stop_requested_ends_fit_cleanly(monkeypatch):
     est = MLPClassifier(**dict(BASE, max_iter=50))
     calls = []
 
-    class StoppingAdam(fastmlp.optimizers.Adam):
-        def update(self, *args):
-            super().update(*args)
-            calls.append(1)
-            if len(calls) == 10:  # mid-way through the third epoch (4 batches per epoch)
-                est._trainer.stop_requested = True
+    def one_step_per_call(self):  # so that the request lands after any batch
+        return 1
 
-    monkeypatch.setitem(fastmlp.optimizers.OPTIMIZERS, "adam", StoppingAdam)
+    def steps_done(self, n_steps):
+        calls.append(n_steps)
+        if len(calls) == 10:  # mid-way through the third epoch (4 batches per epoch)
+            self.stop_requested = True
+
+    from fastmlp._core import Trainer
+    monkeypatch.setattr(Trainer, "_steps_per_call", one_step_per_call)
+    monkeypatch.setattr(Trainer, "_steps_done", steps_done)
     with pytest.warns(UserWarning, match="Training interrupted by user"):
         est.fit(X, y)
     assert est.n_iter_ == 2 and len(est.loss_curve_) == 2 and len(calls) == 10

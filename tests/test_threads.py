@@ -216,7 +216,8 @@ def _data(n=2400, n_in=40, n_out=3, dtype="float64"):
 
 
 def _train(strategy, dtype="float64", n_threads=2, opt=Adam, sw=None, sparse=False,
-           epochs=2, batch_size=128, sizes=(40, 32, 16, 3), activation="tanh"):
+           epochs=2, batch_size=128, sizes=(40, 32, 16, 3), activation="tanh", per_call=None,
+           dropout=None):
     X, Y = _data(dtype=dtype)
     if sparse:
         import scipy.sparse as sp
@@ -225,6 +226,9 @@ def _train(strategy, dtype="float64", n_threads=2, opt=Adam, sw=None, sparse=Fal
                 loss="log_loss", dtype=dtype, batch_size=batch_size, alpha=1e-3,
                 n_threads=n_threads, strategy=strategy)
     t.init_params(np.random.RandomState(0))
+    t.steps_per_call = per_call
+    if dropout is not None:
+        t.set_dropout(dropout, seed=5)
     o = opt()
     state = o.init(t.params)
     order = np.random.RandomState(1).permutation(X.shape[0]).astype(np.int64)
@@ -249,6 +253,35 @@ def test_every_strategy_gives_the_same_numbers(case):
         np.testing.assert_allclose(l2, losses, rtol=tol)
         np.testing.assert_allclose(p2, params, rtol=tol, atol=tol)
         np.testing.assert_allclose(g2, grads, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("strategy", _planner.STRATEGIES)
+@pytest.mark.parametrize("case", [dict(), dict(dtype="float32", opt=lambda: SGD(0.1, 0.9, True)),
+                                  dict(sw=np.linspace(0.5, 2, 2400)), dict(dropout=[0.2, 0.1]),
+                                  dict(batch_size=7, epochs=1)],
+                         ids=["f64-adam", "f32-nesterov", "weights", "dropout", "tiny-batch"])
+def test_many_steps_per_call_equal_one_step_per_call(strategy, case):
+    """run_epoch's multi-step kernel calls (auto: here the whole epoch in a few calls; 5 steps)
+    take exactly the steps of one call per batch: same losses, parameters, optimizer state."""
+    runs = [_train(strategy, per_call=k, **case) for k in (1, 5, None)]
+    for t, losses, params, grads in runs[1:]:
+        assert t._steps_per_call() > 1
+        np.testing.assert_array_equal(losses, runs[0][1])
+        np.testing.assert_array_equal(params, runs[0][2])
+        np.testing.assert_array_equal(grads, runs[0][3])
+
+
+def test_a_stop_request_is_seen_between_kernel_calls():
+    X, Y = _data()
+    t = Trainer([40, 32, 3], activation="relu", out_activation="softmax", loss="log_loss",
+                dtype="float64", batch_size=100, n_threads=1)
+    t.init_params(np.random.RandomState(0))
+    t.steps_per_call = 4
+    o = Adam()
+    state = o.init(t.params)
+    t._steps_done = lambda k: setattr(t, "stop_requested", True)
+    total, done = t.run_epoch(X, Y, o, state)
+    assert done == 400 and state.count[0] == 4  # one call of 4 batches, then the stop
 
 
 @pytest.mark.parametrize("strategy", _planner.STRATEGIES)
