@@ -289,6 +289,33 @@ def test_early_stopping_warm_start_equals_local(client):
     assert _max_rel(_params(est), _params(ref)) < 1e-12
 
 
+@pytest.mark.parametrize("extra", [
+    dict(solver="adam", early_stopping=True, n_iter_no_change=2, max_iter=30),
+    dict(solver="sgd", max_iter=5, restore_best_weights=True, scoring="loss"),
+    dict(solver="lbfgs", max_iter=15, restore_best_weights=True),
+])
+def test_user_validation_set_equals_local(client, extra):
+    """fit(X_val=, y_val=, sample_weight_val=): spread over the engines, scored there each
+    epoch (each L-BFGS iteration), the same scores, losses and kept weights as locally."""
+    X, y = _data()
+    Xv, yv = _data(n=77, seed=9)
+    swv = np.random.RandomState(6).uniform(0.5, 2.0, len(Xv))
+    kw = dict(hidden_layer_sizes=(8,), batch_size=40, random_state=3, **extra)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y, X_val=Xv, y_val=yv, sample_weight_val=swv)
+    est = fdask.MLPClassifier(**kw, client=client).fit(*_uneven(X, y), X_val=Xv, y_val=yv,
+                                                       sample_weight_val=swv)
+    assert est.n_iter_ == ref.n_iter_
+    assert len(est.validation_scores_) == len(ref.validation_scores_) > 1
+    np.testing.assert_allclose(est.validation_scores_, ref.validation_scores_, rtol=1e-12)
+    np.testing.assert_allclose(est.validation_loss_curve_, ref.validation_loss_curve_,
+                               rtol=1e-12 if extra["solver"] != "lbfgs" else 1e-10)
+    assert _max_rel(_params(est), _params(ref)) < 1e-10
+    with pytest.raises(ValueError, match="y_val was not provided"):
+        est.fit(X, y, X_val=Xv)
+    with pytest.raises(ValueError, match="in-memory arrays"):
+        est.fit(X, y, X_val=da.from_array(Xv), y_val=yv)
+
+
 def test_early_stopping_regressor_equals_local(client):
     X, _ = _data(n=301)
     y = np.c_[X[:, 0] - X[:, 1], np.sin(X[:, 2])]
