@@ -16,7 +16,7 @@ FASTMATH_STRICT = {"nsz", "contract"}
 # BLAS-threaded path never wakes Numba's pool (its OpenMP workers busy-wait after a region and
 # took the cores from OpenBLAS's threads: 10x slower per epoch, measured on 2 cores) and so
 # that a forked child, where GNU OpenMP must not run, still has a complete serial path.
-JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy", no_cfunc_wrapper=True)
 PJIT = dict(JIT, parallel=True)
 JIT_STRICT = dict(JIT, fastmath=FASTMATH_STRICT)
 # Start-up.  Every jitted function is a compilation unit of its own (~65 ms of fixed cost cold,
@@ -27,8 +27,13 @@ JIT_STRICT = dict(JIT, fastmath=FASTMATH_STRICT)
 # the calls, and the per-activation and per-loss leaves (``activations.activate_row`` etc.,
 # ``losses.loss_row``) are chosen at typing time from it: a fit compiles the code of its own
 # activation and loss only, never the other eight (cold first fit of an iris
-# MLPClassifier: 11 s -> 6.9 s, measured).  Numba's IR inlining (``inline="always"``) would
+# MLPClassifier: 11 s -> ~6 s, measured).  Numba's IR inlining (``inline="always"``) would
 # prune more but deep-copies the IR at every call site: it made the same fit slower (24 s).
 # The leaves' options: JIT without ``cache`` (they are compiled into, and cached with, their
 # caller).
 JIT_OVERLOAD = {k: v for k, v in JIT.items() if k != "cache"}
+# No kernel is passed around as a first-class function, so none needs Numba's C-callable
+# wrapper (``no_cfunc_wrapper`` in JIT); functions only ever called from other kernels need no
+# Python entry point either (the wrapper boxes and unboxes every argument: ~half of a small
+# unit's compile time, measured).
+JIT_INNER = dict(JIT, no_cpython_wrapper=True, no_cfunc_wrapper=True)

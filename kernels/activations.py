@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._config import JIT, JIT_OVERLOAD
+from ._config import JIT, JIT_INNER, JIT_OVERLOAD
 from .expfn import vdgelu, vdsilu, vexp, vgelu, vsigmoid, vsilu, vtanh
 
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RELU, GELU, SILU = range(9)
@@ -40,7 +40,7 @@ IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RELU, GELU, SILU = range(9)
 _U32 = np.uint64(0xFFFFFFFF)
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _mix32(x):
     # lowbias32 (C. Wellons' integer hash; a bijection on 32 bits, strong avalanche), on uint64
     # arithmetic masked to 32 bits so that it vectorises and never mixes signed and unsigned
@@ -60,14 +60,14 @@ def dropout_key(seed, layer):
     return _mix32(_mix32(_mix32(seed >> np.uint64(32)) ^ (seed & _U32)) ^ np.uint64(layer))
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def dropout_kept(key, index, threshold):
     """Whether the unit at ``index`` (row * n + column in its layer) is kept: a hash of
     (key, index) at least threshold = rate * 2^32."""
     return _mix32(_mix32(np.uint64(index) ^ key) + key) >= threshold
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _threshold(rate):
     return np.uint64(rate * 4294967296.0)
 
@@ -384,7 +384,7 @@ def bias_activate_keep(Z, P, b, act, slope=0.01, rate=0.0, key=np.uint64(0), row
             drop_row(Z[i], rate, key, (row0 + i) * m, dropout)
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _dactivation_colsum(D, A, act, slope, db, rate, key, row0, dropout):
     # D (N, n) in/out, A (N, n), db (n,) out: D <- D * f'(A) (f' from the output A) and
     # db <- the column sums of the new D; for GELU/SiLU, D <- A * f'(D): D holds the

@@ -14,12 +14,12 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._config import JIT, JIT_OVERLOAD
+from ._config import JIT, JIT_INNER, JIT_OVERLOAD
 
 SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = 0, 1, 2, 3
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _xlogy(x, y):
     # scipy.special.xlogy: 0 where x == 0, x * log(y) elsewhere
     return x * np.log(y) if x != 0 else x * 0

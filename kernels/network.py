@@ -33,13 +33,13 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, PJIT
+from ._config import JIT, JIT_INNER, PJIT
 from .activations import (IDENTITY, GELU, SILU, bias_activate, bias_activate_keep,
                           _dactivation_colsum, layer_key)
 from .losses import SQUARED_ERROR, output_delta_loss
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def coef_view(params, sizes, l):
     """W[l] (sizes[l], sizes[l+1]) as a view of params (P,)."""
     off = 0
@@ -48,7 +48,7 @@ def coef_view(params, sizes, l):
     return params[off:off + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def intercept_view(params, sizes, l):
     """b[l] (sizes[l+1],) as a view of params (P,)."""
     off = 0
@@ -72,7 +72,7 @@ def layer_view(buf, sizes, capacity, l, n):
 _NO_RATES = np.zeros(0)
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def row_block(buf, sizes, capacity, l, r0, r1):
     """Rows r0..r1 of A[l] or delta[l], l >= 1: a contiguous (r1 - r0, sizes[l]) view of buf."""
     off = 0
@@ -81,7 +81,7 @@ def row_block(buf, sizes, capacity, l, r0, r1):
     return buf[off + r0 * sizes[l]:off + r1 * sizes[l]].reshape(r1 - r0, sizes[l])
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slope,
                  rates, seed, train, dropout):
     """A[l+1] = f(A[l] @ W[l] + b[l]) for batch rows r0..r0+N of every layer (overwrites those
@@ -111,7 +111,7 @@ def forward_rows(params, acts, deltas, X, sizes, capacity, r0, act, out_act, slo
     return Z
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def scale_grads(grads, params, n_coef, scale, l2):
     """grads <- scale * grads + l2 * params on the first n_coef entries (the W part: L2 does
     not touch intercepts), grads <- scale * grads on the rest.  grads, params (P,).
@@ -194,7 +194,7 @@ def weight_sum(sw, n):
     return s
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def batch_loss(total, wsum, params, sizes, alpha):
     """scikit-learn's batch loss from a loss sum: total / n + alpha / (2 n) * sum(W ** 2)."""
     value = total / wsum
@@ -387,7 +387,7 @@ def finish_grads(grads, params, sizes, weight_sum, alpha):
     scale_grads(grads, params, n_coef(sizes), 1.0 / weight_sum, alpha / weight_sum)
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _copy_row(out, X, i, r):
     # element by element: a slice assignment may copy through a temporary when it cannot
     # rule out overlap
@@ -403,7 +403,7 @@ def gather_rows(out, X, idx):
         _copy_row(out, X, i, idx[i])
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _csr_row(out, data, indices, indptr, i, r):
     row = out[i]
     row[:] = 0

@@ -14,10 +14,10 @@ size measured on 2 cores.  Serial kernels also compile in a fraction of a parall
 import numpy as np
 from numba import njit
 
-from ._config import JIT
+from ._config import JIT, JIT_INNER
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _sgd_span(p, g, vel, lr, momentum, nesterov, scale, l2):
     # p, g, vel: (k,) views of one span with one L2 factor (0 for intercepts).  Loops run
     # from 0 over views: no branch on the index and no negative-index wraparound, so LLVM
@@ -51,7 +51,7 @@ def sgd_update(params, grads, velocity, lr, momentum, nesterov, scale, l2, n_coe
               scale, l2 * 0)
 
 
-@njit(**JIT)
+@njit(**JIT_INNER)
 def _adam_span(p, g, m, v, lr_t, beta1, beta2, eps, scale, l2):
     # as _sgd_span: views, loops from 0
     for k in range(p.shape[0]):
