@@ -634,7 +634,13 @@ def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys,
     ("d.csv", ["--dask", "local:2", "--resume", "m.npz"], "--resume is not supported"),
     ("d.csv", ["--dask", "local:2", "--out", "m.npz", "--checkpoint-every", "2"],
      "--checkpoint-every is not supported"),
-    ("d.csv", ["--dask", "local:2", "--val-data", "d.csv"], "--val-data is not supported"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "d.csv", "--val-fraction", "0.1"],
+     "--val-data replaces --val-fraction"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "v.csv"], "are not DATA's"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "v.csv", "--plot", "v.csv"],
+     "name it *.png"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "v.csv", "--out", "v.csv"],
+     "would overwrite a data file"),
     ("d.csv", ["--dask", "local:2", "--early-stopping", "3"],
      "--early-stopping is not supported"),
     ("d.csv", ["--dask", "local:2", "--threads", "2"], "--threads is not supported"),
@@ -649,12 +655,13 @@ def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys,
 ])
 def test_cli_dask_errors_are_one_line(tmp_path, capsys, monkeypatch, data, argv, message):
     (tmp_path / "d.csv").write_text("a,b\n1,0\n2,1\n")
+    (tmp_path / "v.csv").write_text("z,b\n1,0\n2,1\n")
     rc, out, err = _cli("train", data, *argv, cwd=tmp_path, capsys=capsys,
                         monkeypatch=monkeypatch)
     assert rc == 2
     assert err.startswith("fastmlp: error:") and message in err
     assert len(err.strip().splitlines()) == 1
-    assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "v.csv"]
 
 
 def test_asv_benchmark_runs_once(client, monkeypatch):
@@ -695,6 +702,16 @@ def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkey
                         monkeypatch=monkeypatch)
     assert rc == 0, err
     assert (seen["alpha"], seen["class_weight"]) == (0.01, "balanced")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n_train"] + result["n_val"] == 300 and result["n_val"] > 0
+    frame.iloc[:40].to_csv(tmp_path / "v.csv", index=False)
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--val-data",
+                        "v.csv", "--json", "--quiet", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["n_train"], result["n_val"]) == (300, 40)
+    assert 0 <= result["held_out"] <= 1
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--dropout",
                         "0.3", "--out", "m.npz", "--quiet", cwd=tmp_path, capsys=capsys,
