@@ -346,15 +346,15 @@ class _ParamsView:
 
 
 class _ClusterValidation:
-    """early_stopping's held-out rows, spread over the engines with the rows they belong to:
-    each evaluation sends the parameters and receives a few sums per engine (the loss, the
-    weight, accuracy's hits or R^2's squares), never rows or predictions."""
+    """The validation rows on the engines -- early_stopping's held-out rows (each on the
+    engine that holds it) or the user's validation set (a part per engine): each evaluation
+    sends the parameters and receives a few sums per engine (the loss, the weight, accuracy's
+    hits or R^2's squares), never rows or predictions."""
 
     X = None  # there is nothing for the driver to run the network on
 
     def __init__(self, fleet, params, classify):
         self.fleet, self.params, self.classify = fleet, params, classify
-        self.sw = True  # (read by the base class only through _evaluate, overridden)
         self.mean = None
         if not classify:
             moments = fleet.call("validation_moments")
