@@ -30,7 +30,6 @@ _UNSUPPORTED = {
                            "shuffling state)"),
     "checkpoint_every": ("--checkpoint-every", "a cluster run saves --out when it ends, or its "
                                                "last completed step when the cluster is lost"),
-    "val_data": ("--val-data", "the held-out rows are --val-fraction of DATA"),
     "early_stopping": ("--early-stopping", "use fastmlp.dask's early_stopping=True from "
                                            "Python"),
     "threads": ("--threads", "each worker's threads are set where it starts (dask worker "
@@ -148,6 +147,10 @@ def run_train_dask(args):
     from .persistence import save
     check_outputs(args)
     paths, _ = _files(args.data)
+    if args.val_data is not None:
+        if args.val_fraction is not None:
+            raise UserError("--val-data replaces --val-fraction: give one of them")
+        paths = paths + _files(args.val_data)[0]
     for path in (args.out, args.plot):
         if path is not None and os.path.abspath(path) in map(os.path.abspath, paths):
             raise UserError(f"{path}: would overwrite a data file")
@@ -169,6 +172,13 @@ def run_train_dask(args):
         raise UserError(f"--dropout: one rate, or one per hidden layer ({len(s['hidden'])}), "
                         f"got {len(s['dropout'])}")
     X, y, names, target, fingerprint = read_lazy(args.data, s["target"])
+    if args.val_data is not None:  # held-out rows from their own files: every row of DATA trains
+        Xv, yv, val_names, _, _ = read_lazy(args.val_data, target)
+        if val_names != names:
+            raise UserError(f"{args.val_data}: its feature columns {val_names[:8]} are not "
+                            f"DATA's {names[:8]}")
+        s.update(val_fraction=0.0, val_data=os.path.abspath(args.val_data))
+        s["held_out"] = Xv.assign(**{"__target__": yv})
     holder = []
     # SIGINT/SIGTERM during the fit: stop after the current step and save it, as locally
     with StopOnSignal(lambda: holder[-1] if holder else None) as stop, \
@@ -193,7 +203,9 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     if task == "regress" and s["class_weight"] is not None:
         raise UserError("--class-weight needs a classification task")
     frame = X.assign(**{"__target__": y})
-    if s["val_fraction"] > 0:
+    if "held_out" in s:
+        train, held = frame, s.pop("held_out")
+    elif s["val_fraction"] > 0:
         train, held = frame.random_split([1 - s["val_fraction"], s["val_fraction"]],
                                          random_state=s["seed"])
     else:

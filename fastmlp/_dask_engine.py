@@ -73,11 +73,13 @@ class _ShardEngine:
     shard's rows' positions in the training order, -1 for a held-out row) the split's order.
     Each epoch's order permutes the positions (``RandomState.shuffle``), as a single process
     permutes the rows of its training set.  Held-out rows are scored by :meth:`validate`.
+    ``val``: this engine's part of the user's validation set (X, encoded Y, weights), also
+    scored by :meth:`validate`.
     ``spec["class_weight"]`` (per class, in ``classes_`` order) multiplies each row's weight
     by its class's, here on the worker.
     """
 
-    def __init__(self, X, y, sw, spec, rng_states=()):
+    def __init__(self, X, y, sw, spec, rng_states=(), val=None):
         dtype = np.dtype(spec["dtype"])
         X = np.ascontiguousarray(X, dtype)
         if X.ndim != 2 or X.shape[1] != spec["sizes"][0]:
@@ -126,6 +128,13 @@ class _ShardEngine:
             if len(held):
                 self.val = (np.ascontiguousarray(X[held]), np.ascontiguousarray(Y[held]),
                             None if sw is None else np.ascontiguousarray(sw[held]))
+        if val is not None:  # its part of the user's validation set (validated, Y encoded)
+            Xv, Yv, swv = val
+            self.val = (np.ascontiguousarray(Xv, dtype),
+                        np.ascontiguousarray(np.asarray(Yv).reshape(len(Xv), -1), dtype),
+                        None if swv is None else np.ascontiguousarray(swv, dtype))
+            if len(Xv) == 0:
+                self.val = None
         self.X, self.Y, self.sw = X, Y, sw
         B = spec["batch_size"]
         cap = max(1, min(self.n, B if B else FULL_BATCH_CHUNK))

@@ -153,6 +153,7 @@ class _Shard:
         self.actor = None
         self.engine = None  # the actor's future: releasing it destroys the actor
         self.extra = {}     # per-shard additions to the engines' spec
+        self.val_source = self.val_futures = None  # its part of the user's validation set
         self.address = None  # the worker holding the engine
 
 
@@ -195,8 +196,9 @@ class _Fleet:
         futs = []
         for shard, worker in zip(self.shards, workers):
             futs.append(self.client.submit(_ShardEngine, *shard.futures, self._spec(shard),
-                                           list(self.rng_states), actor=True, pure=False,
-                                           workers=[worker], allow_other_workers=True))
+                                           list(self.rng_states), shard.val_futures,
+                                           actor=True, pure=False, workers=[worker],
+                                           allow_other_workers=True))
         for shard, f in zip(self.shards, futs):
             shard.actor, shard.engine = f.result(), f  # the future keeps the actor alive
             shard.address = self._holder(f)
@@ -272,8 +274,11 @@ class _Fleet:
                     shard.futures = tuple(
                         None if a is None else self.client.scatter(a, hash=False)
                         for a in shard.source)
+                if shard.val_source is not None:
+                    shard.val_futures = self.client.scatter(shard.val_source, hash=False)
                 f = self.client.submit(_ShardEngine, *shard.futures, self._spec(shard),
-                                       list(self.rng_states), actor=True, pure=False)
+                                       list(self.rng_states), shard.val_futures, actor=True,
+                                       pure=False)
                 shard.actor = f.result(timeout=max(1.0, deadline - time.monotonic()))
                 shard.engine = f
                 shard.address = self._holder(f)
@@ -341,15 +346,15 @@ class _ParamsView:
 
 
 class _ClusterValidation:
-    """early_stopping's held-out rows, spread over the engines with the rows they belong to:
-    each evaluation sends the parameters and receives a few sums per engine (the loss, the
-    weight, accuracy's hits or R^2's squares), never rows or predictions."""
+    """The validation rows on the engines -- early_stopping's held-out rows (each on the
+    engine that holds it) or the user's validation set (a part per engine): each evaluation
+    sends the parameters and receives a few sums per engine (the loss, the weight, accuracy's
+    hits or R^2's squares), never rows or predictions."""
 
     X = None  # there is nothing for the driver to run the network on
 
     def __init__(self, fleet, params, classify):
         self.fleet, self.params, self.classify = fleet, params, classify
-        self.sw = True  # (read by the base class only through _evaluate, overridden)
         self.mean = None
         if not classify:
             moments = fleet.call("validation_moments")
@@ -516,7 +521,8 @@ class _DaskMLP:
         return shards, n, dtype, binarizer, n_out, labels
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the model on the cluster.
 
         Parameters
@@ -526,12 +532,16 @@ class _DaskMLP:
         y : dask array or dask Series of shape (n_samples,) (or (n_samples, n_outputs) for a
             regressor), or array-like for a NumPy X
         sample_weight : dask array, array-like of shape (n_samples,) or None
+        X_val, y_val, sample_weight_val : array-like, default=None
+            A validation set of one's own, as in :meth:`fastmlp.MLPClassifier.fit`
+            (in-memory arrays; spread over the workers, which score it and return sums).
 
         Returns
         -------
         self : object
         """
-        return self._fit_cluster(X, y, sample_weight, incremental=False)
+        return self._fit_cluster(X, y, sample_weight, incremental=False,
+                                 validation=(X_val, y_val, sample_weight_val))
 
     def _check_cluster_params(self, incremental):
         self._validate_params()
@@ -599,7 +609,24 @@ class _DaskMLP:
         pos[train] = np.arange(len(train))
         return pos, len(train)
 
-    def _fit_cluster(self, X, y, sample_weight, incremental):
+    def _user_validation(self, client, validation, shards):
+        """The user's validation set (X_val, y_val, sample_weight_val), validated on the
+        driver as locally, split into one contiguous part per engine; False when none."""
+        if any(_is_dask(a) for a in validation):
+            raise ValueError("fastmlp.dask takes X_val, y_val and sample_weight_val as "
+                             "in-memory arrays (NumPy, pandas), not dask collections")
+        v = self._check_validation_set(*validation)
+        if v is None:
+            return False
+        Xv = v.X.toarray() if hasattr(v.X, "toarray") else np.asarray(v.X)
+        Yv = np.asarray(v.Y).reshape(len(Xv), -1)
+        bounds = np.concatenate([[0], np.cumsum(_split_sizes(len(Xv), len(shards)))])
+        for shard, lo, hi in zip(shards, bounds[:-1], bounds[1:]):
+            shard.val_source = (Xv[lo:hi], Yv[lo:hi], None if v.sw is None else v.sw[lo:hi])
+            shard.val_futures = client.scatter(shard.val_source, hash=False)
+        return True
+
+    def _fit_cluster(self, X, y, sample_weight, incremental, validation=(None, None, None)):
         hidden = self._check_cluster_params(incremental)
         with _client_for(self.client) as client:
             n_shards = len(_live_workers(client))
@@ -608,8 +635,10 @@ class _DaskMLP:
             # dropout's masks follow each row's position in its global batch: with shuffled
             # (or split) batches a shard's rows are scattered over the batch, so every
             # engine holds every row and computes one contiguous part of each batch
+            split = (bool(self.early_stopping) and validation[0] is None
+                     and validation[1] is None)
             replicate = (self._dropout_rates(len(hidden)) is not None and n_shards > 1
-                         and (self.shuffle or bool(self.early_stopping)))
+                         and (self.shuffle or split))
             shards, n, dtype, binarizer, n_out, labels = self._shards(
                 client, X, y, sample_weight, n_shards, incremental, replicate)
             if replicate:
@@ -629,8 +658,9 @@ class _DaskMLP:
             if getattr(self, "class_weight", None) is not None:
                 class_weight = self._class_weight_vector(
                     labels()[0] if isinstance(self.class_weight, str) else None)
+            user_val = self._user_validation(client, validation, shards)
             n_train = n
-            if stochastic and self.early_stopping:
+            if stochastic and self.early_stopping and not user_val:
                 pos, n_train = self._cluster_validation_split(labels, n)
                 for shard in shards:
                     shard.extra = dict(shard.extra, train_pos=pos[shard.lo:shard.hi])
@@ -653,11 +683,12 @@ class _DaskMLP:
             try:
                 if stochastic:
                     self._fit_stochastic_dask(fleet, n_train, layer_units, param_dtype,
-                                              incremental)
+                                              incremental,
+                                              user_val or bool(self.early_stopping))
                 else:
                     self._optimizer = self._optimizer_state = None
                     self._fit_lbfgs_dask(fleet, layer_units, np.dtype(spec["dtype"]),
-                                         param_dtype)
+                                         param_dtype, user_val)
             finally:
                 self.cluster_stats_ = dict(
                     n_workers=n_shards, steps=fleet.steps, wall_seconds=fleet.wall,
@@ -689,7 +720,7 @@ class _DaskMLP:
         self.coefs_, self.intercepts_ = layout.views(params)
         return params
 
-    def _fit_lbfgs_dask(self, fleet, layer_units, dtype, param_dtype):
+    def _fit_lbfgs_dask(self, fleet, layer_units, dtype, param_dtype, has_validation):
         layout = Layout(layer_units)
         n_coef = layout.n_coef
         params = self._live_params(layout, dtype)
@@ -712,7 +743,28 @@ class _DaskMLP:
                 after(fleet.steps)
             return total / weight_sum, (total_grads / weight_sum).astype(dtype)
 
+        validation = None
+        if has_validation:  # scored after every iteration, as locally
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.validation_loss_curve_ = []
+            validation = _ClusterValidation(fleet, params,
+                                            hasattr(self, "_label_binarizer_for"))
+            self._start_validation(validation)
+        keep_best = self._restores_best(validation)
+        best = {}
+
         def on_iteration(intermediate_result):
+            if validation is not None:
+                np.copyto(params, intermediate_result.x)  # each evaluation copies its own
+                score = self._evaluate(validation, None)
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print("Validation score: %f" % score)
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    if keep_best:
+                        best.update(x=intermediate_result.x.copy(),
+                                    fun=float(intermediate_result.fun))
             if self._trainer.stop_requested:  # request_stop(): after this iteration
                 raise StopIteration
 
@@ -724,12 +776,16 @@ class _DaskMLP:
             callback=on_iteration)
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = opt_res.fun
-        if dtype == opt_res.x.dtype:
-            np.copyto(params, opt_res.x)
+        x = opt_res.x
+        if best:
+            x, self.loss_ = best["x"], best["fun"]
+        if dtype == x.dtype:
+            np.copyto(params, x)
         else:  # float32 evaluations, float64 result (as scikit-learn)
-            self.coefs_, self.intercepts_ = layout.views(opt_res.x)
+            self.coefs_, self.intercepts_ = layout.views(x)
 
-    def _fit_stochastic_dask(self, fleet, n_samples, layer_units, dtype, incremental):
+    def _fit_stochastic_dask(self, fleet, n_samples, layer_units, dtype, incremental,
+                             has_validation):
         """scikit-learn's epochs of sgd/adam, each batch's gradient summed over the shards;
         with early_stopping, each epoch scored on the engines' held-out rows."""
         layout = Layout(layer_units)
@@ -747,7 +803,7 @@ class _DaskMLP:
         opt = self._optimizer
         state = self._state_for(_ParamsView(params))
         validation = None
-        if self.early_stopping:
+        if has_validation:  # early_stopping's held-out rows, or the user's validation set
             validation = _ClusterValidation(fleet, params,
                                             hasattr(self, "_label_binarizer_for"))
             self._start_validation(validation)
@@ -950,7 +1006,8 @@ n_iter_no_change, max_fun
         return self._label_binarizer
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None, *, X_val=None, y_val=None,
+                    sample_weight_val=None):
         """One pass (one epoch of sgd/adam) over the given rows on the cluster, as
         :meth:`fastmlp.MLPClassifier.partial_fit`: ``classes`` (all the labels across calls)
         is required on the first call; the optimizer's state is kept between calls.
@@ -960,6 +1017,8 @@ n_iter_no_change, max_fun
         X, y, sample_weight
             As in :meth:`fit` (dask or NumPy).
         classes : array-like of shape (n_classes,), default=None
+        X_val, y_val, sample_weight_val : array-like, default=None
+            As in :meth:`fit`: the epoch's validation score and loss are recorded.
 
         Returns
         -------
@@ -967,7 +1026,8 @@ n_iter_no_change, max_fun
         """
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer().fit(classes)
-        return self._fit_cluster(X, y, sample_weight, incremental=True)
+        return self._fit_cluster(X, y, sample_weight, incremental=True,
+                                 validation=(X_val, y_val, sample_weight_val))
 
     def predict_proba(self, X):
         """Probability estimates (n_samples, n_classes): a dask array for dask input."""
@@ -1012,7 +1072,8 @@ class MLPRegressor(_DaskMLP, _LocalRegressor):
     # scikit-learn's MLPRegressor.partial_fit exists for lbfgs too (a warm-started lbfgs
     # fit); fastmlp.MLPRegressor keeps that, and so does this one
     @available_if(lambda est: est._check_solver)
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+                    sample_weight_val=None):
         """One pass (one epoch of sgd/adam) over the given rows on the cluster, as
         :meth:`fastmlp.MLPRegressor.partial_fit`.
 
@@ -1020,12 +1081,15 @@ class MLPRegressor(_DaskMLP, _LocalRegressor):
         ----------
         X, y, sample_weight
             As in :meth:`fit` (dask or NumPy).
+        X_val, y_val, sample_weight_val : array-like, default=None
+            As in :meth:`fit`: the epoch's validation score and loss are recorded.
 
         Returns
         -------
         self : object
         """
-        return self._fit_cluster(X, y, sample_weight, incremental=True)
+        return self._fit_cluster(X, y, sample_weight, incremental=True,
+                                 validation=(X_val, y_val, sample_weight_val))
 
     @staticmethod
     def _dask_score(y, pred, w):

@@ -289,6 +289,33 @@ def test_early_stopping_warm_start_equals_local(client):
     assert _max_rel(_params(est), _params(ref)) < 1e-12
 
 
+@pytest.mark.parametrize("extra", [
+    dict(solver="adam", early_stopping=True, n_iter_no_change=2, max_iter=30),
+    dict(solver="sgd", max_iter=5, restore_best_weights=True, scoring="loss"),
+    dict(solver="lbfgs", max_iter=15, restore_best_weights=True),
+])
+def test_user_validation_set_equals_local(client, extra):
+    """fit(X_val=, y_val=, sample_weight_val=): spread over the engines, scored there each
+    epoch (each L-BFGS iteration), the same scores, losses and kept weights as locally."""
+    X, y = _data()
+    Xv, yv = _data(n=77, seed=9)
+    swv = np.random.RandomState(6).uniform(0.5, 2.0, len(Xv))
+    kw = dict(hidden_layer_sizes=(8,), batch_size=40, random_state=3, **extra)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y, X_val=Xv, y_val=yv, sample_weight_val=swv)
+    est = fdask.MLPClassifier(**kw, client=client).fit(*_uneven(X, y), X_val=Xv, y_val=yv,
+                                                       sample_weight_val=swv)
+    assert est.n_iter_ == ref.n_iter_
+    assert len(est.validation_scores_) == len(ref.validation_scores_) > 1
+    np.testing.assert_allclose(est.validation_scores_, ref.validation_scores_, rtol=1e-12)
+    np.testing.assert_allclose(est.validation_loss_curve_, ref.validation_loss_curve_,
+                               rtol=1e-12 if extra["solver"] != "lbfgs" else 1e-10)
+    assert _max_rel(_params(est), _params(ref)) < 1e-10
+    with pytest.raises(ValueError, match="y_val was not provided"):
+        est.fit(X, y, X_val=Xv)
+    with pytest.raises(ValueError, match="in-memory arrays"):
+        est.fit(X, y, X_val=da.from_array(Xv), y_val=yv)
+
+
 def test_early_stopping_regressor_equals_local(client):
     X, _ = _data(n=301)
     y = np.c_[X[:, 0] - X[:, 1], np.sin(X[:, 2])]
@@ -607,7 +634,13 @@ def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys,
     ("d.csv", ["--dask", "local:2", "--resume", "m.npz"], "--resume is not supported"),
     ("d.csv", ["--dask", "local:2", "--out", "m.npz", "--checkpoint-every", "2"],
      "--checkpoint-every is not supported"),
-    ("d.csv", ["--dask", "local:2", "--val-data", "d.csv"], "--val-data is not supported"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "d.csv", "--val-fraction", "0.1"],
+     "--val-data replaces --val-fraction"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "v.csv"], "are not DATA's"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "v.csv", "--plot", "v.csv"],
+     "name it *.png"),
+    ("d.csv", ["--dask", "local:2", "--val-data", "v.csv", "--out", "v.csv"],
+     "would overwrite a data file"),
     ("d.csv", ["--dask", "local:2", "--early-stopping", "3"],
      "--early-stopping is not supported"),
     ("d.csv", ["--dask", "local:2", "--threads", "2"], "--threads is not supported"),
@@ -622,12 +655,13 @@ def test_cli_trains_a_folder_of_parquet_on_the_cluster(client, tmp_path, capsys,
 ])
 def test_cli_dask_errors_are_one_line(tmp_path, capsys, monkeypatch, data, argv, message):
     (tmp_path / "d.csv").write_text("a,b\n1,0\n2,1\n")
+    (tmp_path / "v.csv").write_text("z,b\n1,0\n2,1\n")
     rc, out, err = _cli("train", data, *argv, cwd=tmp_path, capsys=capsys,
                         monkeypatch=monkeypatch)
     assert rc == 2
     assert err.startswith("fastmlp: error:") and message in err
     assert len(err.strip().splitlines()) == 1
-    assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "v.csv"]
 
 
 def test_asv_benchmark_runs_once(client, monkeypatch):
@@ -668,6 +702,16 @@ def test_cli_dask_options_reach_the_cluster_fit(client, tmp_path, capsys, monkey
                         monkeypatch=monkeypatch)
     assert rc == 0, err
     assert (seen["alpha"], seen["class_weight"]) == (0.01, "balanced")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n_train"] + result["n_val"] == 300 and result["n_val"] > 0
+    frame.iloc[:40].to_csv(tmp_path / "v.csv", index=False)
+    rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--val-data",
+                        "v.csv", "--json", "--quiet", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["n_train"], result["n_val"]) == (300, 40)
+    assert 0 <= result["held_out"] <= 1
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rc, out, err = _cli("train", "d.csv", "--dask", address, "--epochs", "2", "--dropout",
                         "0.3", "--out", "m.npz", "--quiet", cwd=tmp_path, capsys=capsys,
