@@ -253,7 +253,8 @@ class Trainer:
             with blas_threads(1):
                 self._split(X, Y, sw, idx, n_threads, grads=scratch)
 
-        seconds = _planner.time_ways({"blas": blas, "split": split})
+        seconds = _planner.time_ways({"blas": blas, "split": split},
+                                     settle={"split": _planner.let_blas_threads_sleep})
         best = min(seconds, key=seconds.get)
         return _planner.store(key, _planner.Plan(best, "timed", seconds))
 

@@ -12,8 +12,9 @@ Two ways compute the same step (see ``fastmlp.kernels.network``):
 
 No single way wins everywhere, so, as FFTW and cuDNN do, the first fit of a (layer sizes,
 batch size, dtype, threads) runs one batch's forward and backward pass a few times each way on
-scratch gradients (the training itself is untouched), and the fastest way is kept for that
-key for the rest of the process.  Networks whose whole epoch is a few milliseconds skip the
+scratch gradients (the training itself is untouched), the blas way first, then, once
+OpenBLAS's threads have gone back to sleep (``BLAS_SPIN_SECONDS``), the split way, and the
+fastest way is kept for that key for the rest of the process.  Networks whose whole epoch is a few milliseconds skip the
 trial (``blas``: no parallel kernel to compile).  ``FASTMLP_STRATEGY=blas|split`` or the
 ``strategy`` argument of the training core forces one way.
 
@@ -31,8 +32,7 @@ ENV_VAR = "FASTMLP_STRATEGY"
 # Below this many FLOP per epoch a fit takes milliseconds: timing (and compiling the parallel
 # kernel) would cost more than any choice could save.
 MIN_PLANNED_FLOP = 2e8
-TRIAL_REPEATS = 3  # rounds of timed runs per way, after one untimed (it may load or compile kernels)
-TRIAL_BURST = 3    # runs of one way in a row per round (its pool awake, as in training)
+TRIAL_RUNS = 9  # timed runs of each way in a row, after one untimed (it may load or compile)
 
 
 class Plan(NamedTuple):
@@ -89,20 +89,34 @@ def clear():
         _plans.clear()
 
 
-def time_ways(runners, repeats=TRIAL_REPEATS, burst=TRIAL_BURST):
-    """{name: fastest timed call of runner()} over ``repeats`` rounds in which every way runs
-    ``burst`` times back to back, after one untimed call each.  The ways take turns round by
-    round, so that a change in the machine's load hits all of them alike; within a round a way
-    runs several steps in a row, as training does: a way's first step after another way's
-    finds its thread pool asleep (measured here: the split way's first step after a blas step
-    took 2.5-4x a blas step, its steps in a row 0.7-0.9x)."""
-    for run in runners.values():
+# After a threaded call, OpenBLAS's idle worker threads busy-wait about 2**28 CPU cycles
+# (~0.1 s; OPENBLAS_THREAD_TIMEOUT) before they sleep, and on a machine with as many cores as
+# threads they take the time slices that the split way's threads need: a split step timed right
+# after blas steps measured 0.5-0.8 ms instead of 0.12-0.15 ms (scikit-learn's default shapes,
+# 2 cores), and the planner chose the blas way for networks where the split way trains 1.4x
+# faster.  So the split way is timed after its pool has had this long to settle.
+BLAS_SPIN_SECONDS = 0.15
+
+
+def time_ways(runners, runs=TRIAL_RUNS, settle=None):
+    """{name: fastest timed call of runner()}: each way in turn (in the order given) runs
+    once untimed (it may load or compile kernels), then ``runs`` timed calls in a row, as
+    training runs steps back to back (a way's first step after another way's finds its thread
+    pool asleep: the split way's first step after a blas step took 2.5-4x a blas step).  ``settle[name]()``, when given, runs before that way starts (see
+    BLAS_SPIN_SECONDS)."""
+    best = {}
+    for name, run in runners.items():
+        if settle and name in settle:
+            settle[name]()
         run()
-    best = {name: float("inf") for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            for _ in range(burst):
-                t0 = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - t0)
+        best[name] = float("inf")
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def let_blas_threads_sleep():
+    """Wait BLAS_SPIN_SECONDS: OpenBLAS's threads, woken by a threaded call, go back to sleep."""
+    time.sleep(BLAS_SPIN_SECONDS)
