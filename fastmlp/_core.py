@@ -273,8 +273,8 @@ class Trainer:
         batch loss * batch rows, and the position reached in the order (N unless
         ``stop_requested`` was set during the epoch).
 
-        Dense input runs many steps per kernel call (``train_kernels(...).steps`` /
-        ``split_steps``; about FLOP_PER_CALL each, at most STEPS_PER_CALL, or
+        Dense input runs many steps per kernel call (``steps_kernel(...)`` /
+        ``train_kernels(...).split_steps``; about FLOP_PER_CALL each, at most STEPS_PER_CALL, or
         ``steps_per_call`` when set): the same steps, bit for bit, as one call per batch, and
         a stop request is seen between two calls.  Sparse input runs one batch per call, its
         rows densified batch by batch."""
@@ -302,6 +302,7 @@ class Trainer:
         ws, B, N = self.ws, self.batch_size, X.shape[0]
         kern = self._kernels()
         opt, s1, s2, hyper = optimizer.kernel_args(state)
+        steps = None if split else K.steps_kernel(*self.codes, self.dropout is not None, opt)
         if order is None:
             order = self._identity_rows(N) if split else _NO_ORDER
         sw = ws.no_sw if sw is None else sw
@@ -321,10 +322,10 @@ class Trainer:
                                          hyper, ws.lr_ts, self.layout.n_coef, ws.step_losses,
                                          ws.step_wsums)
             else:
-                k = kern.steps(self.params, self.grads, s1, s2, ws.acts, ws.deltas, ws.X, ws.Y,
-                               ws.sw, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity,
-                               self.alpha, slope, rates, seed_hi, step0, opt, hyper, ws.lr_ts,
-                               self.layout.n_coef, ws.step_losses, ws.step_wsums)
+                k = steps(self.params, self.grads, s1, s2, ws.acts, ws.deltas, ws.X, ws.Y,
+                          ws.sw, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity, self.alpha,
+                          slope, rates, seed_hi, step0, hyper, ws.lr_ts, self.layout.n_coef,
+                          ws.step_losses, ws.step_wsums)
             optimizer.advance(state, k)
             self.dropout_step += k
             for i in range(k):

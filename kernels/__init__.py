@@ -21,7 +21,7 @@ from .network import (coef_view, intercept_view, layer_view, row_block, forward_
                       forward_pass, backprop_rows, forward_backward, weight_sum, batch_loss,
                       split_forward, finish_grads, n_coef,
                       scale_grads, sum_squares, gather_rows, gather_csr_rows, gather_vector,
-                      csr_slice_to_dense, train_kernels, forward_kernels)
+                      csr_slice_to_dense, train_kernels, steps_kernel, forward_kernels)
 from .optim import sgd_update, adam_update, apply_update, NO_UPDATE, SGD, ADAM
 from . import expfn
 from .expfn import (exp32, exp64, sigmoid32, sigmoid64, tanh32, tanh64, vexp, vsigmoid,

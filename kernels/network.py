@@ -224,7 +224,6 @@ _SERIAL_REDUCE_MAX = 1 << 16
 class TrainKernels(NamedTuple):
     """A step's kernels for one (activation, output activation, loss, dropout)."""
     forward_backward: object
-    steps: object
     split_steps: object
 
 
@@ -245,8 +244,9 @@ def train_kernels(act, out_act, loss, dropout):
     given, (0,) without dropout).
 
     ``steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first, stop,
-    batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, opt, hyper, lr_ts,
-    n_coef, losses, wsums)`` (the ``blas`` way) and ``split_steps(grads, thread_grads,
+    batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, hyper, lr_ts,
+    n_coef, losses, wsums)`` (the ``blas`` way, made by :func:`steps_kernel` with ``opt`` a
+    constant) and ``split_steps(grads, thread_grads,
     partial, Xb, Yb, swb, params, s1, s2, acts, deltas, X, Y, sw, order, first, stop, batch,
     n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, lr_ts,
     n_coef, losses, wsums)`` (the ``split`` way, one parallel region per step: thread t of
@@ -275,41 +275,6 @@ def train_kernels(act, out_act, loss, dropout):
                               act, out_act, loss, slope, rates, seed, dropout)
         wsum = weight_sum(sw, X.shape[0])
         return batch_loss(total, wsum, params, sizes, alpha), wsum
-
-    @njit(**JIT)
-    def fused_steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first,
-                    stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0,
-                    opt, hyper, lr_ts, n_coef, losses, wsums):
-        k = 0
-        pos = first
-        while k < n_steps and pos < stop:
-            end = min(pos + batch, stop)
-            m = end - pos
-            if order.shape[0] > 0:
-                # gather through the buffers' own names: xb may be unified with a read-only X
-                rows = order[pos:end]
-                gather_rows(Xb[:m], X, rows)
-                gather_rows(Yb[:m], Y, rows)
-                if sw.shape[0] > 0:
-                    gather_vector(swb[:m], sw, rows)
-                xb = Xb[:m]
-                yb = Yb[:m]
-                swt = swb[:m] if sw.shape[0] > 0 else sw[:0]
-            else:
-                xb = X[pos:end]
-                yb = Y[pos:end]
-                swt = sw[pos:end] if sw.shape[0] > 0 else sw[:0]
-            total = backprop_rows(grads, params, acts, deltas, xb, yb, swt, sizes, capacity, 0,
-                                  act, out_act, loss, slope, rates,
-                                  step_seed(seed_hi, step0 + k), dropout)
-            wsum = weight_sum(swt, m)
-            losses[k] = batch_loss(total, wsum, params, sizes, alpha)
-            wsums[k] = wsum
-            apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum,
-                         n_coef)
-            pos = end
-            k += 1
-        return k
 
     @njit(**PJIT)
     def fused_split_steps(grads, thread_grads, partial, Xb, Yb, swb, params, s1, s2, acts,
@@ -366,7 +331,54 @@ def train_kernels(act, out_act, loss, dropout):
             k += 1
         return k
 
-    return TrainKernels(fused_forward_backward, fused_steps, fused_split_steps)
+    return TrainKernels(fused_forward_backward, fused_split_steps)
+
+
+@functools.lru_cache(maxsize=None)
+def steps_kernel(act, out_act, loss, dropout, opt):
+    """The blas way's multi-step kernel ``steps`` (see :func:`train_kernels`) specialised on the
+    optimizer too: ``opt`` (optim.SGD, ADAM or NO_UPDATE) is a constant, so only that
+    optimizer's update is compiled into it, and its arguments are ``steps``'s without ``opt``.
+    The kernel that small fits, which the planner skips, spend their first seconds
+    compiling."""
+    act, out_act, loss, dropout, opt = int(act), int(out_act), int(loss), bool(dropout), int(opt)
+
+    @njit(**JIT)
+    def fused_steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first,
+                    stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0,
+                    hyper, lr_ts, n_coef, losses, wsums):
+        k = 0
+        pos = first
+        while k < n_steps and pos < stop:
+            end = min(pos + batch, stop)
+            m = end - pos
+            if order.shape[0] > 0:
+                # gather through the buffers' own names: xb may be unified with a read-only X
+                rows = order[pos:end]
+                gather_rows(Xb[:m], X, rows)
+                gather_rows(Yb[:m], Y, rows)
+                if sw.shape[0] > 0:
+                    gather_vector(swb[:m], sw, rows)
+                xb = Xb[:m]
+                yb = Yb[:m]
+                swt = swb[:m] if sw.shape[0] > 0 else sw[:0]
+            else:
+                xb = X[pos:end]
+                yb = Y[pos:end]
+                swt = sw[pos:end] if sw.shape[0] > 0 else sw[:0]
+            total = backprop_rows(grads, params, acts, deltas, xb, yb, swt, sizes, capacity, 0,
+                                  act, out_act, loss, slope, rates,
+                                  step_seed(seed_hi, step0 + k), dropout)
+            wsum = weight_sum(swt, m)
+            losses[k] = batch_loss(total, wsum, params, sizes, alpha)
+            wsums[k] = wsum
+            apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum,
+                         n_coef)
+            pos = end
+            k += 1
+        return k
+
+    return fused_steps
 
 
 @functools.lru_cache(maxsize=None)

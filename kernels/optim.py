@@ -12,9 +12,10 @@ a thread-pool launch (~50-70 us with the workqueue layer) cost more than it save
 size measured on 2 cores.  Serial kernels also compile in a fraction of a parallel one's time.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from ._config import JIT, JIT_INNER
+from ._config import JIT, JIT_INNER, JIT_OVERLOAD
 
 
 @njit(**JIT_INNER)
@@ -77,18 +78,39 @@ def adam_update(params, grads, m, v, lr_t, beta1, beta2, eps, scale, l2, n_coef)
 NO_UPDATE, SGD, ADAM = 0, 1, 2
 
 
-@njit(**JIT_INNER)
 def apply_update(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
     """The optimizer step ``opt`` (NO_UPDATE, SGD or ADAM) from the raw sums in grads, as
     :func:`sgd_update` (s1 the velocity; hyper[0..2] = lr, momentum, nesterov, rounded to the
     parameters' dtype as the Python optimizer does) or :func:`adam_update` (s1, s2 = m, v;
     lr_t this step's corrected rate; hyper[3..5] = beta1, beta2, eps).  params, grads, s1,
-    s2 (P,); hyper (6,) float64; scale, l2 float64."""
-    if opt == SGD:
-        t = params.dtype.type
-        sgd_update(params, grads, s1, t(hyper[0]), t(hyper[1]), hyper[2] != 0, t(scale), t(l2),
-                   n_coef)
-    elif opt == ADAM:
-        adam_update(params, grads, s1, s2, lr_t, hyper[3], hyper[4], hyper[5], scale, l2,
-                    n_coef)
+    s2 (P,); hyper (6,) float64; scale, l2 float64.  A literal ``opt`` (a constant of a
+    specialised kernel) compiles that optimizer alone.  Kernels only."""
+    raise NotImplementedError("apply_update is only callable from Numba kernels")
 
+
+def _sgd_step(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
+    t = params.dtype.type
+    sgd_update(params, grads, s1, t(hyper[0]), t(hyper[1]), hyper[2] != 0, t(scale), t(l2),
+               n_coef)
+
+
+def _adam_step(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
+    adam_update(params, grads, s1, s2, lr_t, hyper[3], hyper[4], hyper[5], scale, l2, n_coef)
+
+
+def _no_step(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
+    pass
+
+
+def _any_step(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
+    if opt == SGD:
+        apply_update(SGD, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef)
+    elif opt == ADAM:
+        apply_update(ADAM, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef)
+
+
+@overload(apply_update, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _apply_update_typed(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
+    if isinstance(opt, types.IntegerLiteral):
+        return {SGD: _sgd_step, ADAM: _adam_step}.get(opt.literal_value, _no_step)
+    return _any_step
