@@ -10,7 +10,6 @@ and raises ``ValueError`` naming the argument; a Numba typing error never reache
 """
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import Optional, Sequence
 
@@ -25,24 +24,6 @@ from ._workspace import Layout
 
 __all__ = ["Engine"]
 
-
-@functools.lru_cache(maxsize=None)
-def _sums_at_kernel(act, out_act, loss):
-    """``backprop_rows`` with dropout on buffer rows r0.. (a shard's part of a batch),
-    specialised on the codes as the kernels' own ``train_kernels`` are, so that only this
-    network's activation and loss are compiled.  Arguments: grads, params, acts, deltas, X,
-    Y, sw, sizes, capacity, r0, slope, rates, seed (see ``kernels.backprop_rows``)."""
-    from numba import njit
-
-    from .kernels._config import JIT
-    act, out_act, loss = int(act), int(out_act), int(loss)
-
-    @njit(**JIT)
-    def sums_at(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0, slope, rates,
-                seed):
-        return K.backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
-                               act, out_act, loss, slope, rates, seed, True)
-    return sums_at
 
 _add_reduce = np.add.reduce
 
@@ -423,7 +404,7 @@ default="identity"
         act, out_act, loss = self.codes
         no_sw = self._no_sw if sw is None else sw
         with thread_limits(self.n_threads):
-            total = _sums_at_kernel(act, out_act, loss)(
+            total = K.train_kernels(act, out_act, loss, True).rows_sums(
                 grads, params, self._acts, self._deltas, X, Y, no_sw, self._sizes,
                 self._capacity, row0, self.slope, np.ascontiguousarray(rates),
                 np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF))

@@ -225,6 +225,7 @@ class TrainKernels(NamedTuple):
     """A step's kernels for one (activation, output activation, loss, dropout)."""
     forward_backward: object
     split_steps: object
+    rows_sums: object
 
 
 class ForwardKernels(NamedTuple):
@@ -241,7 +242,9 @@ def train_kernels(act, out_act, loss, dropout):
 
     ``forward_backward(params, grads, acts, deltas, X, Y, sw, sizes, capacity, alpha, slope,
     rates, seed)``: one batch, as the generic :func:`forward_backward` (``rates`` always
-    given, (0,) without dropout).
+    given, (0,) without dropout).  ``rows_sums(grads, params, acts, deltas, X, Y, sw, sizes,
+    capacity, r0, slope, rates, seed)``: :func:`backprop_rows` for rows r0.. of a batch (a
+    shard's part of it: its dropout masks are those of its rows' places in the batch).
 
     ``steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first, stop,
     batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, hyper, lr_ts,
@@ -331,7 +334,13 @@ def train_kernels(act, out_act, loss, dropout):
             k += 1
         return k
 
-    return TrainKernels(fused_forward_backward, fused_split_steps)
+    @njit(**JIT)
+    def fused_rows_sums(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0, slope,
+                        rates, seed):
+        return backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0, act,
+                             out_act, loss, slope, rates, seed, dropout)
+
+    return TrainKernels(fused_forward_backward, fused_split_steps, fused_rows_sums)
 
 
 @functools.lru_cache(maxsize=None)
