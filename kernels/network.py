@@ -221,6 +221,17 @@ _REDUCE_CHUNK = 1 << 14  # parameters per reduction task: L1-sized, several task
 _SERIAL_REDUCE_MAX = 1 << 16
 
 
+@njit(**JIT_INNER)
+def finish_step(k, total, wsum, opt, params, grads, s1, s2, hyper, lr_ts, sizes, alpha, n_coef,
+                losses, wsums):
+    """The end of step k of a multi-step kernel: losses[k] <- the batch loss from the loss sum
+    ``total`` and weight sum ``wsum`` (L2 term included), wsums[k] <- wsum, then the optimizer
+    update ``opt`` (see ``optim.apply_update``; a literal opt compiles that optimizer only)."""
+    losses[k] = batch_loss(total, wsum, params, sizes, alpha)
+    wsums[k] = wsum
+    apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum, n_coef)
+
+
 class TrainKernels(NamedTuple):
     """A step's kernels for one (activation, output activation, loss, dropout)."""
     forward_backward: object
@@ -325,11 +336,8 @@ def train_kernels(act, out_act, loss, dropout):
             total = 0.0
             for t in range(T):
                 total += partial[t]
-            wsum = weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m)
-            losses[k] = batch_loss(total, wsum, params, sizes, alpha)
-            wsums[k] = wsum
-            apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum,
-                         n_coef)
+            finish_step(k, total, weight_sum(swb[:m] if sw.shape[0] > 0 else sw, m), opt,
+                        params, grads, s1, s2, hyper, lr_ts, sizes, alpha, n_coef, losses, wsums)
             pos = end
             k += 1
         return k
@@ -378,11 +386,8 @@ def steps_kernel(act, out_act, loss, dropout, opt):
             total = backprop_rows(grads, params, acts, deltas, xb, yb, swt, sizes, capacity, 0,
                                   act, out_act, loss, slope, rates,
                                   step_seed(seed_hi, step0 + k), dropout)
-            wsum = weight_sum(swt, m)
-            losses[k] = batch_loss(total, wsum, params, sizes, alpha)
-            wsums[k] = wsum
-            apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum,
-                         n_coef)
+            finish_step(k, total, weight_sum(swt, m), opt, params, grads, s1, s2, hyper, lr_ts,
+                        sizes, alpha, n_coef, losses, wsums)
             pos = end
             k += 1
         return k
