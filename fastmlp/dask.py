@@ -62,15 +62,12 @@ import os
 import time
 import warnings
 import numpy as np
-import scipy.optimize
 from sklearn.base import _clone_parametrized
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call
-from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
-from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import check_is_fitted
 
 from . import kernels as K
@@ -768,17 +765,7 @@ class _DaskMLP:
             if self._trainer.stop_requested:  # request_stop(): after this iteration
                 raise StopIteration
 
-        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        opt_res = scipy.optimize.minimize(
-            loss_grad, params.astype(param_dtype), method="L-BFGS-B", jac=True,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                     **_get_additional_lbfgs_options_dict("iprint", iprint)},
-            callback=on_iteration)
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        self.loss_ = opt_res.fun
-        x = opt_res.x
-        if best:
-            x, self.loss_ = best["x"], best["fun"]
+        x = self._minimize_lbfgs(loss_grad, params.astype(param_dtype), on_iteration, best)
         if dtype == x.dtype:
             np.copyto(params, x)
         else:  # float32 evaluations, float64 result (as scikit-learn)

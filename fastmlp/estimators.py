@@ -359,6 +359,24 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             return float(validation.scorer(self, validation.X_score, validation.y_score,
                                            **kwargs))
 
+    def _minimize_lbfgs(self, loss_grad, x0, on_iteration, best):
+        """scikit-learn's L-BFGS-B call on ``loss_grad`` (x -> (loss, gradient)) from x0, with
+        its options and its convergence check; sets ``n_iter_`` and ``loss_`` and returns the
+        solution, or ``best["x"]`` (and its loss) when the callback kept a best iterate.
+        Shared by the local fit and the cluster fit (``fastmlp.dask``)."""
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        opt_res = scipy.optimize.minimize(
+            loss_grad, x0, method="L-BFGS-B", jac=True,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                     **_get_additional_lbfgs_options_dict("iprint", iprint)},
+            callback=on_iteration)
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.loss_ = opt_res.fun
+        if best:
+            self.loss_ = best["fun"]
+            return best["x"]
+        return opt_res.x
+
     def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype, validation, tasks):
         # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (x0 packs coefs_, so
         # the weights' dtype) and keeps its own iterate in float64: float32 weights and data
@@ -433,17 +451,7 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
 
         x0 = t.params.astype(param_dtype)
         tasks.begin(*t.layout.views(x0))
-        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        opt_res = scipy.optimize.minimize(
-            loss_grad, x0, method="L-BFGS-B", jac=True,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                     **_get_additional_lbfgs_options_dict("iprint", iprint)},
-            callback=on_iteration)
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        self.loss_ = opt_res.fun
-        x = opt_res.x
-        if best:
-            x, self.loss_ = best["x"], best["fun"]
+        x = self._minimize_lbfgs(loss_grad, x0, on_iteration, best)
         if t.dtype == x.dtype:
             np.copyto(t.params, x)
         else:  # float32 evaluations, float64 result: the trainer no longer holds coefs_
