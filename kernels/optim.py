@@ -7,9 +7,11 @@ weights, only) on the fly, so a training step makes one pass over the parameters
 Shapes: params, grads and every state vector are (P,).  Scalars arrive in float64, so for
 float32 parameters the update is computed in float64 and rounded once.
 
-Serial on purpose: these passes are memory-bound, one core nearly saturates the bandwidth, and
-a thread-pool launch (~50-70 us with the workqueue layer) cost more than it saved at every
-size measured on 2 cores.  Serial kernels also compile in a fraction of a parallel one's time.
+The kernels here are serial: the ``blas`` way runs them on the calling thread (waking Numba's
+pool there would set its spinning workers against OpenBLAS's threads), and the ``split`` way
+runs :func:`apply_update_span` on each thread's span of the parameters in a second parallel
+region (``network.train_kernels``) once a network has enough parameters to pay for it.
+Serial kernels also compile in a fraction of a parallel one's time.
 """
 import numpy as np
 from numba import njit, types
@@ -107,6 +109,16 @@ def _any_step(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef):
         apply_update(SGD, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef)
     elif opt == ADAM:
         apply_update(ADAM, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef)
+
+
+@njit(**JIT_INNER)
+def apply_update_span(opt, params, grads, s1, s2, hyper, lr_t, scale, l2, n_coef, lo, hi):
+    """:func:`apply_update` on the parameters lo:hi only (one chunk of a parallel update: the
+    update is elementwise, so any split into spans gives the same numbers).  s1, s2 shorter
+    than P (SGD without momentum: never read) are sliced as far as they go."""
+    c = min(max(n_coef - lo, 0), hi - lo)
+    apply_update(opt, params[lo:hi], grads[lo:hi], s1[lo:hi], s2[lo:hi], hyper, lr_t, scale,
+                 l2, c)
 
 
 @overload(apply_update, prefer_literal=True, jit_options=JIT_OVERLOAD)

@@ -258,8 +258,11 @@ def test_every_strategy_gives_the_same_numbers(case):
 @pytest.mark.parametrize("strategy", _planner.STRATEGIES)
 @pytest.mark.parametrize("case", [dict(), dict(dtype="float32", opt=lambda: SGD(0.1, 0.9, True)),
                                   dict(sw=np.linspace(0.5, 2, 2400)), dict(dropout=[0.2, 0.1]),
-                                  dict(batch_size=7, epochs=1)],
-                         ids=["f64-adam", "f32-nesterov", "weights", "dropout", "tiny-batch"])
+                                  dict(batch_size=7, epochs=1), dict(sizes=(40, 300, 250, 3)),
+                                  dict(sizes=(40, 300, 250, 3), opt=lambda: SGD(0.1, 0.9, True),
+                                       dtype="float32")],
+                         ids=["f64-adam", "f32-nesterov", "weights", "dropout", "tiny-batch",
+                              "parallel-update-adam", "parallel-update-nesterov"])
 def test_many_steps_per_call_equal_one_step_per_call(strategy, case):
     """run_epoch's multi-step kernel calls (auto: here the whole epoch in a few calls; 5 steps)
     take exactly the steps of one call per batch: same losses, parameters, optimizer state."""
