@@ -38,6 +38,7 @@ from .activations import (IDENTITY, GELU, SILU, bias_activate, bias_activate_kee
                           _dactivation_colsum, layer_key)
 from .losses import SQUARED_ERROR, output_delta_loss
 from .optim import apply_update, apply_update_span
+from .prefetch import PREFETCH_AHEAD, prefetch_row
 
 
 @njit(**JIT_INNER)
@@ -503,8 +504,14 @@ def _copy_row(out, X, i, r):
 @njit(**JIT)
 def gather_rows(out, X, idx):
     """out[i] = X[idx[i]] (overwrites).  out (N, n), X (M, n), idx (N,) int64.
-    Serial: a memory-bound copy (see optim.py's note)."""
-    for i in range(out.shape[0]):
+    Serial: a memory-bound copy (see optim.py's note).  Rows PREFETCH_AHEAD ahead are
+    prefetched, so that several of a shuffled batch's cache misses are in flight at once."""
+    n = out.shape[0]
+    for i in range(min(PREFETCH_AHEAD, n)):
+        prefetch_row(X, idx[i])
+    for i in range(n):
+        if i + PREFETCH_AHEAD < n:
+            prefetch_row(X, idx[i + PREFETCH_AHEAD])
         _copy_row(out, X, i, idx[i])
 
 

@@ -219,3 +219,23 @@ def test_gathers_match_numpy_indexing():
     out2 = np.empty((20, 7))
     K.csr_slice_to_dense(out2, S.data, S.indices, S.indptr, 13)
     np.testing.assert_array_equal(out2, S[13:33].toarray())
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, K.network.PREFETCH_AHEAD, 20])
+@pytest.mark.parametrize("layout", ["C", "F", "readonly"])
+def test_gather_rows_prefetching_changes_nothing(n_rows, layout):
+    """gather_rows asks for rows PREFETCH_AHEAD ahead: fewer rows than that, rows of any
+    layout (an F-ordered source's rows are not contiguous: the hint covers other bytes) and a
+    read-only source gather exactly, and the source is left as it was."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(50, 33)).astype(np.float32)
+    if layout == "F":
+        X = np.asfortranarray(X)
+    elif layout == "readonly":
+        X.flags.writeable = False
+    before = X.copy()
+    idx = rng.integers(0, 50, n_rows).astype(np.int64)
+    out = np.full((n_rows, 33), np.nan, np.float32)
+    K.gather_rows(out, X, idx)
+    np.testing.assert_array_equal(out, before[idx])
+    np.testing.assert_array_equal(X, before)
