@@ -24,5 +24,5 @@ from .network import (coef_view, intercept_view, layer_view, row_block, forward_
                       csr_slice_to_dense, train_kernels, steps_kernel, forward_kernels)
 from .optim import sgd_update, adam_update, apply_update, NO_UPDATE, SGD, ADAM
 from . import expfn
-from .expfn import (exp32, exp64, sigmoid32, sigmoid64, tanh32, tanh64, vexp, vsigmoid,
-                    vtanh, vgelu, vdgelu, vsilu, vdsilu)
+from .expfn import (exp32, exp64, log32, log64, sigmoid32, sigmoid64, tanh32, tanh64, vexp,
+                    vlog, vsigmoid, vtanh, vgelu, vdgelu, vsilu, vdsilu)

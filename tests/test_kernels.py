@@ -63,6 +63,36 @@ def test_saturation_and_nan(dtype):
     assert np.isfinite(out[:4]).all()  # clamped, never overflowing to inf
 
 
+@njit
+def _apply_log(out, x):
+    for i in range(x.size):
+        out[i] = K.vlog(x[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_within_an_ulp_over_the_whole_range(dtype):
+    """vlog (the log loss's log) against NumPy's: every binade from the smallest subnormal to
+    the largest float, the region around 1 where log cancels, and the specials."""
+    finfo = np.finfo(dtype)
+    rng = np.random.default_rng(3)
+    lo = np.log(float(finfo.smallest_subnormal))
+    x = np.concatenate([np.exp(rng.uniform(lo, np.log(float(finfo.max)), 200000)),
+                        rng.uniform(0.5, 2, 100000), 1 + rng.uniform(-1e-4, 1e-4, 20000),
+                        [finfo.smallest_subnormal, finfo.tiny, finfo.eps, 1 - finfo.epsneg,
+                         1.0, 2.0, 0.5, finfo.max]]).astype(dtype)
+    x = x[(x > 0) & np.isfinite(x)]
+    out = np.empty_like(x)
+    _apply_log(out, x)
+    ref = np.log(x.astype(np.longdouble))
+    ulps = np.abs(out - ref) / np.spacing(np.abs(ref).astype(dtype)).astype(np.longdouble)
+    assert float(ulps.max()) <= 1.0, (x[ulps.argmax()], float(ulps.max()))
+    specials = np.array([0.0, -0.0, -1.0, -np.inf, np.inf, np.nan], dtype)
+    out = np.empty_like(specials)
+    _apply_log(out, specials)
+    assert out[0] == out[1] == -np.inf and out[4] == np.inf
+    assert np.isnan(out[[2, 3, 5]]).all()
+
+
 def _naive_act(z, act):
     if act == K.LOGISTIC:
         return expit(z)
