@@ -13,8 +13,9 @@ Two ways compute the same step (see ``fastmlp.kernels.network``):
 No single way wins everywhere, so, as FFTW and cuDNN do, the first fit of a (layer sizes,
 batch size, dtype, threads) runs one batch's forward and backward pass a few times each way on
 scratch gradients (the training itself is untouched), the blas way first, then, once
-OpenBLAS's threads have gone back to sleep (``BLAS_SPIN_SECONDS``), the split way, and the
-fastest way is kept for that key for the rest of the process.  Networks whose whole epoch is a few milliseconds skip the
+OpenBLAS's threads have gone back to sleep (``BLAS_SPIN_SECONDS``), the split way, twice over
+(``ROUNDS``), and the way with the fastest step is kept for that key for the rest of the
+process.  Networks whose whole epoch is a few milliseconds skip the
 trial (``blas``: no parallel kernel to compile).  ``FASTMLP_STRATEGY=blas|split`` or the
 ``strategy`` argument of the training core forces one way.
 
@@ -98,22 +99,39 @@ def clear():
 BLAS_SPIN_SECONDS = 0.15
 
 
-def time_ways(runners, runs=TRIAL_RUNS, settle=None):
-    """{name: fastest timed call of runner()}: each way in turn (in the order given) runs
-    once untimed (it may load or compile kernels), then ``runs`` timed calls in a row, as
-    training runs steps back to back (a way's first step after another way's finds its thread
-    pool asleep: the split way's first step after a blas step took 2.5-4x a blas step).  ``settle[name]()``, when given, runs before that way starts (see
-    BLAS_SPIN_SECONDS)."""
-    best = {}
-    for name, run in runners.items():
-        if settle and name in settle:
-            settle[name]()
-        run()
-        best[name] = float("inf")
-        for _ in range(runs):
-            t0 = time.perf_counter()
+# Each way is timed in ROUNDS separate rounds (the ways alternate: blas, split, blas, split)
+# and keeps its fastest step: a single round let one slow spell decide, and it did: on
+# scikit-learn's default shapes a trial that timed split at 0.23 ms (its usual 0.13) kept the
+# blas way for a whole fit, 1.6x slower per epoch (measured).
+ROUNDS = 2
+# A round stops after this many seconds of one way's steps (but runs at least MIN_RUNS): big
+# networks' steps take tens of milliseconds, and the trial's steps are not training.
+ROUND_SECONDS = 0.05
+MIN_RUNS = 2
+
+
+def time_ways(runners, runs=TRIAL_RUNS, settle=None, rounds=ROUNDS):
+    """{name: fastest timed call of runner()} over ``rounds`` rounds; in each round every way
+    in turn (in the order given) runs once untimed (it may load or compile kernels, and its
+    thread pool wakes), then up to ``runs`` timed calls in a row (at least MIN_RUNS, and no
+    more once ROUND_SECONDS have passed), as training runs steps back to back (a way's first
+    step after another way's finds its thread pool asleep: the split way's first step after
+    a blas step took 2.5-4x a blas step).  ``settle[name]()``, when given, runs before that
+    way starts (see BLAS_SPIN_SECONDS)."""
+    best = {name: float("inf") for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            if settle and name in settle:
+                settle[name]()
             run()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            start = time.perf_counter()
+            for i in range(runs):
+                t0 = time.perf_counter()
+                run()
+                t1 = time.perf_counter()
+                best[name] = min(best[name], t1 - t0)
+                if i + 1 >= MIN_RUNS and t1 - start > ROUND_SECONDS:
+                    break
     return best
 
 
