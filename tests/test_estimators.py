@@ -581,6 +581,24 @@ def test_clone_pipeline_gridsearch():
     assert isinstance(search.best_estimator_, MLPClassifier)
 
 
+def test_gridsearch_on_threads_equals_one_job():
+    """The README's recipe for grid searches (joblib's threading backend, fits running
+    concurrently in one process) scores every setting exactly as one job does."""
+    from joblib import parallel_config
+    X, y = make_data("multiclass")
+    est = make_pipeline(StandardScaler(), MLPClassifier(**dict(BASE, max_iter=8)))
+    grid = {"mlpclassifier__alpha": [1e-4, 1e-2], "mlpclassifier__hidden_layer_sizes": [(8,), (16,)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = GridSearchCV(est, grid, cv=3, n_jobs=1).fit(X, y)
+        with parallel_config(backend="threading"):
+            threads = GridSearchCV(est, grid, cv=3, n_jobs=2).fit(X, y)
+    for key in ("mean_test_score", "split0_test_score", "split2_test_score"):
+        np.testing.assert_array_equal(threads.cv_results_[key], one.cv_results_[key])
+    np.testing.assert_array_equal(threads.best_estimator_[-1].coefs_[0],
+                                  one.best_estimator_[-1].coefs_[0])
+
+
 def test_same_parameter_constraints_and_defaults():
     for ours, ref in ((MLPClassifier, sknn.MLPClassifier), (MLPRegressor, sknn.MLPRegressor)):
         # fastmlp's extensions are extra parameters whose defaults keep scikit-learn's
