@@ -11,8 +11,10 @@ Two ways compute the same step (see ``fastmlp.kernels.network``):
     layers, where a product is too small to share and per-call overhead dominates.
 
 No single way wins everywhere, so, as FFTW and cuDNN do, the first fit of a (layer sizes,
-batch size, dtype, threads) runs one batch's forward and backward pass a few times each way on
-scratch gradients (the training itself is untouched), the blas way first, then, once
+batch size, dtype, threads) runs a few training steps each way -- the kernels training runs,
+on consecutive batches, the optimizer update included, on scratch copies of the parameters and
+of the optimizer's state (for L-BFGS and sparse input, one batch's forward and backward pass on
+scratch gradients); the training itself is untouched -- the blas way first, then, once
 OpenBLAS's threads have gone back to sleep (``BLAS_SPIN_SECONDS``), the split way, twice over
 (``ROUNDS``), and the way with the fastest step is kept for that key for the rest of the
 process.  Networks whose whole epoch is a few milliseconds skip the
