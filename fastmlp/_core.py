@@ -271,13 +271,14 @@ class Trainer:
         return {"blas": blas, "split": split}
 
     def _step_trial(self, n_threads, X, Y, sw, order, start, batch, optimizer):
-        """The planner's runners for a training epoch: each call is one training step (the
-        kernels training runs: gather, forward, loss, backward, reduction, update) on the next
-        batch, wrapping round at the end of the data, on scratch parameters and optimizer
-        state (the trial's memory: 2-3 parameter vectors, freed before training starts) and
-        the trainer's gradients, which every training step overwrites.  A trial that repeated one batch found its rows in cache and left
-        the update out: it made the two ways look alike where the blas way's serial gather,
-        epilogues and update cost it 4-9% an epoch (784-512-512-10, batch 4096, measured)."""
+        """The planner's runners for a training epoch: each call is one training step (the kernels
+        training runs: gather, forward, loss, backward, reduction, update) on the next batch,
+        wrapping round at the end of the data, on scratch parameters and optimizer state (the
+        trial's memory: 2-3 parameter vectors, freed before training starts) and the trainer's
+        gradients, which every training step overwrites. A trial that repeated one batch found
+        its rows in cache and left the update out: it made the two ways look alike where the
+        blas way's serial gather, epilogues and update cost it 4-9% an epoch (784-512-512-10,
+        batch 4096, measured)."""
         params = self.params.copy()
         grads = self.grads
         state = optimizer.init(params)

@@ -3,13 +3,13 @@
 Numba's ``math.exp``/``np.exp`` lower to scalar libm calls (no SVML since Numba 0.62) and
 ``math.tanh`` is ~40x slower than ``np.tanh``, so the activations use these instead: Cephes'
 range reduction ``exp(x) = 2**k * exp(r)``, ``|r| <= ln2/2``, a polynomial (float32) or Pade
-form (float64) for ``exp(r)``, and ``2**k`` built directly in the exponent bits.  Inputs are
-clamped so that ``2**k`` stays a normal number: no overflow, no inf, and +-inf saturate cleanly.
-NaN propagates.  ``log`` is Cephes' too: ``log(x) = k ln2 + log(m)``, m in [sqrt(1/2), sqrt(2)),
-k and m read from the bits, a polynomial (float32) or rational form (float64) for log(m); the
-log loss calls it on every output entry, where libm's log ran once per entry, unvectorised
-(100 x 10 log-loss rows took 5.8 us, measured).  Every function here is branch-free in the value, so LLVM vectorises loops that
-call it.
+form (float64) for ``exp(r)``, and ``2**k`` built directly in the exponent bits. Inputs are
+clamped so that ``2**k`` stays a normal number: no overflow, no inf, and +-inf saturate
+cleanly. NaN propagates. ``log`` is Cephes' too: ``log(x) = k ln2 + log(m)``, m in [sqrt(1/2),
+sqrt(2)), k and m read from the bits, a polynomial (float32) or rational form (float64) for
+log(m); the log loss calls it on every output entry, where libm's log ran once per entry,
+unvectorised (100 x 10 log-loss rows took 5.8 us, measured). Every function here is branch-free
+in the value, so LLVM vectorises loops that call it.
 """
 import numpy as np
 from numba import njit, types
@@ -18,36 +18,22 @@ from numba.extending import intrinsic, overload
 from ._config import JIT, JIT_STRICT
 
 
-@intrinsic
-def _bits_to_f32(typingctx, bits):
-    """Reinterpret an int32 as float32 (a bitcast, no conversion)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-    return types.float32(types.int32), codegen
+# int32 <-> float32 and int64 <-> float64: the same bits read as the other kind
+_BITCAST = {types.int32: types.float32, types.float32: types.int32,
+            types.int64: types.float64, types.float64: types.int64}
 
 
 @intrinsic
-def _bits_to_f64(typingctx, bits):
-    """Reinterpret an int64 as float64 (a bitcast, no conversion)."""
+def _bitcast(typingctx, x):
+    """Reinterpret x's bits as the same-width type of the other kind (int32 <-> float32,
+    int64 <-> float64): a bitcast, no conversion."""
+    to = _BITCAST.get(x)
+    if to is None:
+        return None
+
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def _f32_to_bits(typingctx, x):
-    """Reinterpret a float32 as int32 (a bitcast, no conversion)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _f64_to_bits(typingctx, x):
-    """Reinterpret a float64 as int64 (a bitcast, no conversion)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-    return types.int64(types.float64), codegen
+        return builder.bitcast(args[0], context.get_value_type(to))
+    return to(x), codegen
 
 
 _LOG2E = 1.4426950408889634
@@ -71,7 +57,7 @@ def exp32(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     y = p * r2 + r + np.float32(1.0)
-    scale = _bits_to_f32(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
+    scale = _bitcast(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
     y = y * scale
     return x if x != x else y
 
@@ -89,7 +75,7 @@ def exp64(x):
     q = (((3.00198505138664455042e-6 * r2 + 2.52448340349684104192e-3) * r2
           + 2.27265548208155028766e-1) * r2 + 2.00000000000000000009e0)
     y = 1.0 + 2.0 * (p / (q - p))
-    scale = _bits_to_f64(np.int64((np.int64(k) + np.int64(1023)) << np.int64(52)))
+    scale = _bitcast(np.int64((np.int64(k) + np.int64(1023)) << np.int64(52)))
     y = y * scale
     return x if x != x else y
 
@@ -106,10 +92,10 @@ def log32(x):
     log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN propagates."""
     sub = x < np.float32(1.17549435e-38)
     xs = x * np.float32(33554432.0) if sub else x  # 2**25
-    bits = _f32_to_bits(xs)
+    bits = _bitcast(xs)
     k = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
     k = k - np.int32(25) if sub else k
-    m = _bits_to_f32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F000000))  # [0.5, 1)
+    m = _bitcast(np.int32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F000000)))  # [0.5, 1)
     low = m < np.float32(_SQRTH)
     fk = np.float32(k - np.int32(1)) if low else np.float32(k)
     t = (m + m - np.float32(1.0)) if low else (m - np.float32(1.0))
@@ -139,10 +125,11 @@ def log64(x):
     propagates."""
     sub = x < 2.2250738585072014e-308
     xs = x * 18014398509481984.0 if sub else x  # 2**54
-    bits = _f64_to_bits(xs)
+    bits = _bitcast(xs)
     k = ((bits >> np.int64(52)) & np.int64(0x7FF)) - np.int64(1022)
     k = k - np.int64(54) if sub else k
-    m = _bits_to_f64((bits & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FE0000000000000))
+    m = _bitcast(np.int64((bits & np.int64(0x000FFFFFFFFFFFFF))
+                          | np.int64(0x3FE0000000000000)))
     low = m < _SQRTH
     fk = np.float64(k - np.int64(1)) if low else np.float64(k)
     t = (m + m - 1.0) if low else (m - 1.0)

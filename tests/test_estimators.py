@@ -587,7 +587,8 @@ def test_gridsearch_on_threads_equals_one_job():
     from joblib import parallel_config
     X, y = make_data("multiclass")
     est = make_pipeline(StandardScaler(), MLPClassifier(**dict(BASE, max_iter=8)))
-    grid = {"mlpclassifier__alpha": [1e-4, 1e-2], "mlpclassifier__hidden_layer_sizes": [(8,), (16,)]}
+    grid = {"mlpclassifier__alpha": [1e-4, 1e-2],
+            "mlpclassifier__hidden_layer_sizes": [(8,), (16,)]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         one = GridSearchCV(est, grid, cv=3, n_jobs=1).fit(X, y)
