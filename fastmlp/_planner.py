@@ -112,25 +112,25 @@ ROUND_SECONDS = 0.05
 MIN_RUNS = 2
 
 
-def time_ways(runners, runs=TRIAL_RUNS, settle=None, rounds=ROUNDS):
+def time_ways(runners, runs=TRIAL_RUNS, settle=None, rounds=ROUNDS, clock=time.perf_counter):
     """{name: fastest timed call of runner()} over ``rounds`` rounds; in each round every way
     in turn (in the order given) runs once untimed (it may load or compile kernels, and its
     thread pool wakes), then up to ``runs`` timed calls in a row (at least MIN_RUNS, and no
     more once ROUND_SECONDS have passed), as training runs steps back to back (a way's first
     step after another way's finds its thread pool asleep: the split way's first step after
     a blas step took 2.5-4x a blas step).  ``settle[name]()``, when given, runs before that
-    way starts (see BLAS_SPIN_SECONDS)."""
+    way starts (see BLAS_SPIN_SECONDS); ``clock`` reads seconds."""
     best = {name: float("inf") for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             if settle and name in settle:
                 settle[name]()
             run()
-            start = time.perf_counter()
+            start = clock()
             for i in range(runs):
-                t0 = time.perf_counter()
+                t0 = clock()
                 run()
-                t1 = time.perf_counter()
+                t1 = clock()
                 best[name] = min(best[name], t1 - t0)
                 if i + 1 >= MIN_RUNS and t1 - start > ROUND_SECONDS:
                     break

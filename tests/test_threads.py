@@ -338,13 +338,12 @@ def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch):
     assert small.workspace_.plan.source == "small"
 
 
-def test_planner_rounds_alternate_and_a_slow_spell_does_not_decide(monkeypatch):
+def test_planner_rounds_alternate_and_a_slow_spell_does_not_decide():
     """time_ways on a scripted clock: the ways alternate round by round, the settle hook runs
     before each of its way's rounds, each way keeps its fastest step over the rounds (so a
     round where split was slow, as a noisy machine makes it, does not hand the plan to
     blas), and a way whose steps are slow stops its round after ROUND_SECONDS."""
     clock = [0.0]
-    monkeypatch.setattr(_planner.time, "perf_counter", lambda: clock[0])
     calls = []
     step = {"blas": lambda r: 3e-3, "split": lambda r: 9e-3 if r == 0 else 2e-3}
     rounds_seen = {"blas": -1, "split": -1}
@@ -359,7 +358,8 @@ def test_planner_rounds_alternate_and_a_slow_spell_does_not_decide(monkeypatch):
 
     settled = []
     best = _planner.time_ways({"blas": runner("blas"), "split": runner("split")},
-                              settle={"split": lambda: settled.append(len(calls))})
+                              settle={"split": lambda: settled.append(len(calls))},
+                              clock=lambda: clock[0])
     order = [name for i, (name, _) in enumerate(calls) if i == 0 or calls[i - 1][0] != name]
     assert order == ["blas", "split"] * _planner.ROUNDS
     assert len(settled) == _planner.ROUNDS
@@ -368,7 +368,7 @@ def test_planner_rounds_alternate_and_a_slow_spell_does_not_decide(monkeypatch):
     # ROUND_SECONDS have passed
     calls.clear()
     step["blas"] = lambda r: 0.04
-    _planner.time_ways({"blas": runner("blas")}, rounds=1)
+    _planner.time_ways({"blas": runner("blas")}, rounds=1, clock=lambda: clock[0])
     expected = 1 + max(_planner.MIN_RUNS, int(np.ceil(_planner.ROUND_SECONDS / 0.04)))
     assert len(calls) == expected
 
