@@ -222,7 +222,6 @@ def step_seed(seed_hi, step):
 # parameter on one core: 27 of a 165 us step at scikit-learn's default shapes, measured,
 # against a few microseconds for the second region's launch and barrier).
 _PARALLEL_UPDATE_MIN = 4096
-_SPANS_PER_THREAD = 1
 
 
 @njit(**JIT_INNER)
@@ -341,10 +340,9 @@ def train_kernels(act, out_act, loss, dropout):
                 # parameters, in thread order, and applies the update to that span
                 losses[k] = batch_loss(total, wsum, params, sizes, alpha)
                 wsums[k] = wsum
-                n_spans = T * _SPANS_PER_THREAD
-                for c in prange(n_spans):
-                    lo = (P * c // n_spans) & ~7
-                    hi = P if c == n_spans - 1 else (P * (c + 1) // n_spans) & ~7
+                for c in prange(T):  # span c of the parameters, its edges on multiples of 8
+                    lo = (P * c // T) & ~7
+                    hi = P if c == T - 1 else (P * (c + 1) // T) & ~7
                     g0 = grads[lo:hi]
                     for t in range(1, T):
                         gt = thread_grads[t - 1, lo:hi]
@@ -504,7 +502,7 @@ def _copy_row(out, X, i, r):
 @njit(**JIT)
 def gather_rows(out, X, idx):
     """out[i] = X[idx[i]] (overwrites).  out (N, n), X (M, n), idx (N,) int64.
-    Serial: a memory-bound copy (see optim.py's note).  Rows PREFETCH_AHEAD ahead are
+    Serial: a memory-bound copy.  Rows PREFETCH_AHEAD ahead are
     prefetched, so that several of a shuffled batch's cache misses are in flight at once."""
     n = out.shape[0]
     for i in range(min(PREFETCH_AHEAD, n)):
