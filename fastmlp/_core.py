@@ -292,17 +292,14 @@ class Trainer:
             optimizer.step_rates(state, self.ws.lr_ts[:1])
             return pos
 
-        def blas():
-            with blas_threads(n_threads):
-                self._steps_call(False, n_threads, params, grads, s1, s2, opt, hyper, X, Y, sw,
-                                 order, next_batch(), 1)
+        def runner(split):
+            def run():
+                with blas_threads(1 if split else n_threads):
+                    self._steps_call(split, n_threads, params, grads, s1, s2, opt, hyper, X, Y,
+                                     sw, order, next_batch(), 1)
+            return run
 
-        def split():
-            with blas_threads(1):
-                self._steps_call(True, n_threads, params, grads, s1, s2, opt, hyper, X, Y, sw,
-                                 order, next_batch(), 1)
-
-        return {"blas": blas, "split": split}
+        return {"blas": runner(False), "split": runner(True)}
 
     def _set_plan(self, n_threads, X, Y, sw, order, start, optimizer=None):
         plan = self._make_plan(n_threads, X, Y, sw, order, start, optimizer)
