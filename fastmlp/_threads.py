@@ -5,7 +5,9 @@ fastmlp runs a training step in one of two ways (``fastmlp._planner`` picks one 
 * ``blas``: the matrix products on OpenBLAS's threads, every other kernel serial on the
   calling thread; Numba's pool is never woken;
 * ``split``: one Numba parallel region per step, each thread working on its share of the
-  batch's rows with single-threaded BLAS; OpenBLAS's pool is never woken.
+  batch's rows with single-threaded BLAS (and, from 4096 parameters on, a second region in
+  which each thread adds and updates its span of the parameters); OpenBLAS's pool is never
+  woken.
 
 So the two pools never alternate.  That matters because the OpenMP layer's workers busy-wait
 after a region (GOMP_SPINCOUNT, 300000 spins by default) and took the cores OpenBLAS's threads

@@ -13,9 +13,12 @@ Threads, two ways (chosen per network by ``fastmlp._planner``; see ``fastmlp._th
          OpenBLAS), every epilogue serial on the calling thread.
   split  train_kernels(...).split_steps / split_forward: one parallel region per step; thread
          t takes a contiguous block of the batch's rows, gathers them, and runs the forward
-         pass, the loss and backprop on them with single-threaded BLAS.  Every thread writes its own rows of acts/deltas (so
-         they hold the same batch-wide A[l]/delta[l] as the blas way) and its own gradient sums;
-         the sums are added in thread order (bit-identical run to run for a thread count).
+         pass, the loss and backprop on them with single-threaded BLAS.  Every thread writes
+         its own rows of acts/deltas (so they hold the same batch-wide A[l]/delta[l] as the
+         blas way) and its own gradient sums; the sums are added in thread order
+         (bit-identical run to run for a thread count), by the calling thread for small
+         networks, else in a second region where each thread adds and updates its span of
+         the parameters.
 
 Specialised kernels.  The entry points that run a step or a prediction are made once per
 (activation, output activation, loss, dropout) by :func:`train_kernels` and
