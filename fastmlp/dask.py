@@ -753,15 +753,8 @@ class _DaskMLP:
         def on_iteration(intermediate_result):
             if validation is not None:
                 np.copyto(params, intermediate_result.x)  # each evaluation copies its own
-                score = self._evaluate(validation, None)
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print("Validation score: %f" % score)
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    if keep_best:
-                        best.update(x=intermediate_result.x.copy(),
-                                    fun=float(intermediate_result.fun))
+                self._score_lbfgs_iterate(validation, None, intermediate_result.x,
+                                          intermediate_result.fun, keep_best, best)
             if self._trainer.stop_requested:  # request_stop(): after this iteration
                 raise StopIteration
 

@@ -359,6 +359,20 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             return float(validation.scorer(self, validation.X_score, validation.y_score,
                                            **kwargs))
 
+    def _score_lbfgs_iterate(self, validation, output, x, fun, keep_best, best):
+        """Early stopping's bookkeeping for one L-BFGS iterate ``x`` (loss ``fun``) whose
+        parameters gave ``output`` on the validation rows (None: the validation scores itself,
+        as a cluster's does): record its score, print it when verbose, and keep it in ``best``
+        (``x``, ``fun``) when it is the best so far and ``keep_best``."""
+        score = self._evaluate(validation, output)
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print("Validation score: %f" % score)
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            if keep_best:
+                best.update(x=x.copy(), fun=float(fun))
+
     def _minimize_lbfgs(self, loss_grad, x0, on_iteration, best):
         """scikit-learn's L-BFGS-B call on ``loss_grad`` (x -> (loss, gradient)) from x0, with
         its options and its convergence check; sets ``n_iter_`` and ``loss_`` and returns the
@@ -436,14 +450,8 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                 print("Iteration %d, loss = %.8f" % (iteration[0], intermediate_result.fun))
             if validation is not None:
                 np.copyto(t.params, x)  # every evaluation copies its own point in again
-                score = self._evaluate(validation, t.forward(validation.X))
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print("Validation score: %f" % score)
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    if keep_best:
-                        best.update(x=x.copy(), fun=float(intermediate_result.fun))
+                self._score_lbfgs_iterate(validation, t.forward(validation.X), x,
+                                          intermediate_result.fun, keep_best, best)
             stop = tasks.end(*t.layout.views(x))
             tasks.begin(*t.layout.views(x))
             if t.stop_requested or stop:
