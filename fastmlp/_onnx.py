@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import SKLEARN_ACTIVATIONS as _SKL2ONNX_ACTIVATIONS  # what skl2onnx knows
+
 __all__ = ["to_onnx"]
 
 _MULTILABEL = (
@@ -124,10 +126,6 @@ def _shape_classifier(operator):
     probabilities = operator.outputs[0].type
     operator.outputs[1].type = probabilities
     operator.outputs[0].type = Int64TensorType(list(probabilities.shape))
-
-
-# the hidden activations skl2onnx's MLP classifier converter knows
-_SKL2ONNX_ACTIVATIONS = ("identity", "tanh", "logistic", "relu")
 
 
 def _convert_classifier(scope, operator, container):

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from ._state import ARRAY_KINDS as _ARRAY_KINDS, available_memory
+from ._version import __version__
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2  # the newest this version reads and writes
@@ -67,7 +68,6 @@ def register(kind, cls):
 # ---------------------------------------------------------------------------------------------
 # JSON
 def _fastmlp_version():
-    from . import __version__
     return __version__
 
 
