@@ -53,7 +53,7 @@ from .estimators import MLPClassifier, MLPRegressor
 from ._version import __version__
 
 
-def __getattr__(name):
+def __getattr__(name: str):
     # imported on first use: ``python -m fastmlp.patch`` must find fastmlp.patch not yet
     # imported, and the ONNX extra is optional
     if name in ("patch_sklearn", "unpatch_sklearn"):

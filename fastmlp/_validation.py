@@ -26,9 +26,9 @@ ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGI
                "tanh": K.TANH, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU, "gelu": K.GELU,
                "silu": K.SILU}
 # scikit-learn's own four hidden activations (what skl2onnx's MLP converters know)
-SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+SKLEARN_ACTIVATIONS: tuple[str, ...] = ("identity", "logistic", "tanh", "relu")
 # the estimators' names: scikit-learn's spelling, without the "sigmoid" alias
-ESTIMATOR_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "sigmoid")
+ESTIMATOR_ACTIVATIONS: tuple[str, ...] = tuple(a for a in ACTIVATIONS if a != "sigmoid")
 # GELU/SiLU backprop needs the pre-activation, which only hidden layers keep
 OUT_ACTIVATIONS = dict({k: v for k, v in ACTIVATIONS.items() if k not in ("gelu", "silu")},
                        softmax=K.SOFTMAX, exp=K.EXP)
@@ -38,7 +38,7 @@ LOSSES = {"squared_error": K.SQUARED_ERROR, "log_loss": K.LOG_LOSS,
 _CANONICAL = {"log_loss": ("softmax", "logistic"), "binary_log_loss": ("logistic",),
               "poisson": ("exp",)}
 # the stochastic solvers (fastmlp.optimizers), then scikit-learn's full-batch L-BFGS
-SOLVERS = (*OPTIMIZERS, "lbfgs")
+SOLVERS: tuple[str, ...] = (*OPTIMIZERS, "lbfgs")
 DTYPES = (np.float32, np.float64)
 
 # -- hyper-parameters -------------------------------------------------------------------------
@@ -110,7 +110,7 @@ MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
         _VALID[key] = True
 
 
-_VALID = {}  # check_hyperparams' memory of valid settings
+_VALID: dict = {}  # check_hyperparams' memory of valid settings
 
 
 def check_layer_sizes(layer_sizes, name="layer_sizes"):

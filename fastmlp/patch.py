@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 import warnings
+from typing import Optional, Sequence
 
 __all__ = ["patch_sklearn", "unpatch_sklearn", "is_patched"]
 
@@ -270,7 +271,7 @@ Run a Python program with scikit-learn's MLPClassifier/MLPRegressor running on f
 (fastmlp.patch_sklearn() first).  FASTMLP_PATCH_LOG=1 logs which code each fit ran."""
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m fastmlp.patch``: patch, then run the script or module as ``__main__``."""
     import runpy
     argv = list(sys.argv[1:] if argv is None else argv)

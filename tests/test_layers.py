@@ -53,3 +53,19 @@ def test_the_backend_does_not_import_the_trainer():
             tree = ast.parse(f.read())
         for module, _ in _imports(tree, 0):
             assert module != "fastmlp._core", f"{rel} imports fastmlp._core"
+
+
+def test_the_package_is_typed():
+    """PEP 561: ``py.typed`` marks the package's hints for its users' type checkers, and the
+    install carries it (package-data)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import pytest
+        tomllib = pytest.importorskip("tomli")
+    assert os.path.isfile(os.path.join(PACKAGE, "py.typed"))
+    pyproject = os.path.join(os.path.dirname(PACKAGE), "pyproject.toml")
+    with open(pyproject, "rb") as f:
+        config = tomllib.load(f)
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["fastmlp"]
+    assert config["tool"]["mypy"]["ignore_missing_imports"] is True
