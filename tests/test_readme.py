@@ -104,3 +104,13 @@ def test_docs_links_resolve(path):
 def test_ci_runs_the_readme_test_command():
     assert TEST_COMMAND in _read(README)
     assert TEST_COMMAND in _read(os.path.join(ROOT, ".ci", "run")).splitlines()
+
+
+def test_the_docs_list_every_activation():
+    """The command line's page lists --activation's choices from fastmlp._validation's one
+    list (a new activation shows up here as a failing test until the page names it)."""
+    from fastmlp._validation import ACTIVATIONS
+    text = _read(os.path.join(ROOT, "docs", "command-line.md"))
+    m = re.search(r"`--activation\s+([a-z_|]+)`", text)
+    assert m, "docs/command-line.md does not spell out --activation's choices"
+    assert m.group(1).split("|") == list(ACTIVATIONS)
