@@ -13,6 +13,11 @@ estimator and is registered as a (virtual) subclass of scikit-learn's original c
 * scikit-learn's private methods that fastmlp does not implement (``_loss_grad_lbfgs``,
   ``_backprop``, ``_forward_pass``, ...) run scikit-learn's own code, on the estimator's
   fitted state -- a fallback, never a failure;
+* the patch follows the program into joblib's process workers (``n_jobs`` with the default
+  loky backend, as in ``GridSearchCV``): a patched estimator sent to a worker arrives there as
+  a patched estimator and patches that worker, so that its fits run on fastmlp too (only
+  loky's pickler does this; the ``multiprocessing`` backend's workers run scikit-learn's
+  code, threads share the patch);
 * a pickle of a patched estimator names scikit-learn's class and holds only NumPy and
   scikit-learn objects: it loads as a patched estimator where the patch is on, and as
   scikit-learn's own estimator anywhere else, fastmlp installed or not (the stochastic
@@ -39,6 +44,7 @@ SUPPORTED = ((1, 9),)
 _logger = logging.getLogger("fastmlp.patch")
 _originals: dict = {}   # name -> scikit-learn's class, while patched
 _patched: dict = {}     # name -> the patched class (built once)
+_ever_patched = False   # whether patch_sklearn() patched this process once
 _depth = threading.local()  # nesting of scikit-learn fallback calls (log the outermost)
 
 
@@ -218,7 +224,7 @@ def _reduce_for_worker(est):
 def _rebuild_in_worker(name, state, patch):
     """A patched estimator from its state, in a process that may not be patched yet (a fresh
     loky worker): patch it as the sender was, so that the fit runs on fastmlp there too."""
-    if patch and not _originals:
+    if patch and not _ever_patched:  # a fresh worker; never a process that unpatched
         with warnings.catch_warnings():  # the worker's modules are the library's, not user's
             warnings.simplefilter("ignore", UserWarning)
             patch_sklearn()
@@ -301,6 +307,7 @@ def patch_sklearn() -> bool:
     ...         "_fastmlp_patched")
     False
     """
+    global _ever_patched
     if _originals:
         return True
     version, text = _sklearn_version()
@@ -324,6 +331,7 @@ def patch_sklearn() -> bool:
         for n in _NAMES:
             setattr(module, n, _patched[n])
     _originals.update(originals)
+    _ever_patched = True
     _follow_into_workers()
     _log("scikit-learn's MLPClassifier and MLPRegressor now run on fastmlp")
     if stale:
