@@ -32,6 +32,7 @@ from sklearn.callback import CallbackSupportMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, check_scoring, r2_score
 from sklearn.model_selection import train_test_split
+from sklearn.neural_network._base import LOSS_FUNCTIONS as _SKLEARN_LOSSES
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
@@ -390,6 +391,30 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             return best["x"]
         return opt_res.x
 
+    def _lbfgs_sums_as_sklearn(self, t, Y, sw):
+        """The loss of the full batch the trainer ``t`` just ran, and its output layer's
+        intercept gradient (set in ``t.grads``), summed as scikit-learn sums them: its loss
+        function on the outputs (a pairwise sum), ``np.dot`` for the L2 term, ``np.sum`` over
+        the rows.  The kernel's sums differ from these by a few ulps, and L-BFGS amplifies
+        ulps into visible differences after ~50-100 iterations; with these, and the kernel's
+        other sums (the weights' gradients, the hidden intercepts') in scikit-learn's order
+        already, the iterates stay scikit-learn's.  O(rows x outputs): small next to the
+        backprop."""
+        L = t.layout.n_layers
+        out, delta = t.ws.A(L), t.ws.delta(L)
+        name = self._train_loss
+        if name == "log_loss" and self.out_activation_ == "logistic":
+            name = "binary_log_loss"
+        loss = _SKLEARN_LOSSES[name](Y, out, sw)
+        sw_sum = Y.shape[0] if sw is None else sw.sum()
+        values = 0
+        for s in t.layout.views(t.params)[0]:
+            s = s.ravel()
+            values += np.dot(s, s)
+        loss += (0.5 * self.alpha) * values / sw_sum
+        t.layout.views(t.grads)[1][-1][:] = np.sum(delta, axis=0) / sw_sum
+        return loss
+
     def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype, validation, tasks):
         # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (x0 packs coefs_, so
         # the weights' dtype) and keeps its own iterate in float64: float32 weights and data
@@ -412,7 +437,8 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         def loss_grad(packed):
             np.copyto(t.params, packed)
             if not sparse:
-                return t.loss_and_grads(X, Y, sw), t.grads.copy()
+                t.loss_and_grads(X, Y, sw)
+                return self._lbfgs_sums_as_sklearn(t, Y, sw), t.grads.copy()
             total, weight_sum = 0.0, 0.0
             chunk_grads[:] = 0
             for start in range(0, n, chunk):
