@@ -14,7 +14,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import (Interval, StrOptions,
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, StrOptions,
+                                             make_constraint,
                                              validate_parameter_constraints)
 
 from . import kernels as K
@@ -96,6 +97,13 @@ MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
         key = None
     validate_parameter_constraints({k: constraints[k] for k in params}, params,
                                    caller_name=caller)
+    for k, v in params.items():  # scikit-learn's intervals take True for 1: numbers only
+        if isinstance(v, (bool, np.bool_)) and not any(
+                c == "boolean" or not isinstance(c, Interval) and c is not None
+                for c in constraints[k]):
+            allowed = " or ".join(str(make_constraint(c)) for c in constraints[k])
+            raise InvalidParameterError(f"The {k!r} parameter of {caller} must be {allowed}. "
+                                        f"Got {v!r} instead.")
     if key is not None:
         if len(_VALID) >= 256:
             _VALID.clear()
