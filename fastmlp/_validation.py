@@ -327,6 +327,26 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     return sw
 
 
+def check_class_weight(class_weight):
+    """``class_weight`` unchanged when it is None, a string (checked by the estimator's
+    constraints) or dicts of finite non-negative numbers; a ``ValueError`` naming the class
+    otherwise (NaN, infinity or a negative weight would train to NaN)."""
+    if class_weight is None or isinstance(class_weight, str):
+        return class_weight
+    single = isinstance(class_weight, dict)
+    for i, weights in enumerate([class_weight] if single else class_weight):
+        where = "class_weight" if single else f"class_weight[{i}]"
+        if not isinstance(weights, dict):
+            raise ValueError(f"{where} must be a dict of class -> weight, got "
+                             f"{type(weights).__name__}")
+        for label, w in weights.items():
+            if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real) or \
+                    not np.isfinite(w) or w < 0:
+                raise ValueError(f"{where}[{label!r}] must be a finite non-negative number, "
+                                 f"got {w!r}")
+    return class_weight
+
+
 def check_finite_result(result, what):
     """``result`` (an array or a number computed from validated inputs) unchanged when it is
     finite; a ``ValueError`` saying that the computation overflowed otherwise (inputs,
