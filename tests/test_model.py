@@ -352,3 +352,16 @@ def test_fit_settings_in_a_state_are_checked_and_older_states_keep_the_optimizer
         state["model"]["fit_settings"].update(bad)
         with pytest.raises(ValueError, match="fit settings"):
             fastmlp.MLP._from_state(state)
+
+
+@pytest.mark.parametrize("kw", [dict(epochs=True), dict(batch_size=True),
+                                 dict(learning_rate=True), dict(momentum=False)])
+def test_booleans_are_not_numbers_for_numeric_settings(kw):
+    """scikit-learn's intervals take True for 1; fastmlp's numeric settings do not (as
+    Engine(max_rows=True) and n_threads=True are refused)."""
+    X, Y = _data(n=20, n_in=3, n_out=1)
+    with pytest.raises(ValueError, match=f"'{next(iter(kw))}' parameter of MLP.fit must be "
+                                         f".*Got {next(iter(kw.values()))} instead"):
+        fastmlp.MLP((3, 2, 1)).fit(X, Y, **kw)
+    with pytest.raises(ValueError, match="'alpha' parameter of MLP must be"):
+        fastmlp.MLP((3, 2, 1), alpha=True)
