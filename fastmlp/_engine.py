@@ -102,8 +102,9 @@ default="identity"
 
     Notes
     -----
-    Buffers are reused across calls, so one Engine must not be called from two threads at
-    once; build one per thread (they are cheap).  Arrays returned as views (``unpack``, the
+    Buffers are reused across calls, so one Engine serves one call at a time: a call made
+    while another thread's call runs raises ``RuntimeError``; build one per thread (they are
+    cheap).  Buffers beyond the available memory raise ``MemoryError`` before allocating.  Arrays returned as views (``unpack``, the
     hidden activations of ``forward``) stay valid only until the next call that writes them.
 
     Shapes: ``X`` (N, n_inputs), ``Y`` (N, n_outputs) (1-D allowed when n_outputs == 1),
