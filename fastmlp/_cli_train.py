@@ -72,8 +72,9 @@ def _split(ds, task, val_fraction, seed):
     return train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
 
 
-def _validation_file(path, ds, target, task):
-    """(X, y) of the --val-data file: DATA's columns, target and task."""
+def _validation_file(path, ds, target, task, classes=None):
+    """(X, y) of the --val-data file: DATA's columns, target and task; for classification,
+    only ``classes`` (the training rows' labels)."""
     vds = read_data(path, target=target)
     if vds.X.shape[1] != ds.X.shape[1] or (
             ds.feature_names is not None and vds.feature_names is not None
@@ -85,7 +86,19 @@ def _validation_file(path, ds, target, task):
         if vds.y.dtype.kind not in "biuf":
             raise UserError(f"--val-data {path}: the target is not numeric")
         return vds.X, vds.y.astype(np.float64)
-    return vds.X, class_labels(vds.y)
+    y = class_labels(vds.y)
+    known = set(np.unique(classes).tolist())
+    unknown = [v for v in np.unique(y).tolist() if v not in known]
+    if unknown:  # an output no training row teaches (as MLPClassifier refuses such a y_val)
+        raise UserError(f"--val-data {path}: {'class' if len(unknown) == 1 else 'classes'} "
+                        f"{_few(unknown, 5)} not in DATA's training rows (its classes: "
+                        f"{_few(sorted(known, key=str))})")
+    return vds.X, y
+
+
+def _few(values, n=10):
+    return ", ".join(map(repr, values[:n])) + (f", ... ({len(values)} in all)"
+                                               if len(values) > n else "")
 
 
 def _fit_scaling(Xtr, ytr, task, source, names):
@@ -272,7 +285,8 @@ def _run_train(args, holder, stop):
             raise UserError("--class-weight is for classification")
         Xtr, Xva, ytr, yva = _split(ds, task, s["val_fraction"], s["seed"])
         if s["val_data"] is not None:
-            Xva, yva = _validation_file(s["val_data"], ds, s["target"], task)
+            Xva, yva = _validation_file(s["val_data"], ds, s["target"], task,
+                                        ytr if task == "classify" else None)
     if info is not None and info.get("data_sha256") != fingerprint:
         raise UserError(f"{source}: not the data the checkpoint {args.resume} was trained on")
     # -- scaling: the training rows' mean/std (after the split), or the checkpoint's ----------

@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from ._cli_data import UserError, data_format, predictions, read_data, score, to_dtype
+from ._cli_data import (UserError, class_labels, data_format, predictions, read_data, score,
+                        to_dtype)
 from ._validation import ACTIVATIONS, SOLVERS
 from ._version import __version__
 from .persistence import atomic_write
@@ -300,6 +301,30 @@ def add_evaluate_parser(sub):
     p.set_defaults(func=run_evaluate)
 
 
+def _check_labels(path, ds, classes):
+    """A classifier's accuracy needs labels of its kind: a continuous target, or one none of
+    whose values is a class, is refused (as scikit-learn refuses "continuous and
+    multiclass"); some values that are not classes are counted as wrong, with a note."""
+    y, classes = class_labels(ds.y), np.asarray(classes)
+    target = f"the target {ds.target_name!r}" if ds.target_name else "the target"
+    if y.dtype.kind == "f" and classes.dtype.kind != "f":
+        example = y[np.flatnonzero(np.mod(y, 1) != 0)[:1]].tolist() or y[:1].tolist()
+        raise UserError(f"{path}: {target} has continuous values (e.g. {example[0]!r}), but "
+                        f"this model is a classifier (classes: {_short(classes)}); a "
+                        f"regressor scores such a target")
+    if y.dtype.kind != classes.dtype.kind:  # compared as the scores compare them
+        y, classes = y.astype(str), classes.astype(str)
+    known = np.isin(y, classes)
+    if not known.any():
+        raise UserError(f"{path}: no value of {target} ({_short(np.unique(y))}) is one of the "
+                        f"model's classes ({_short(classes)}); is it the right target?")
+    if not known.all():
+        unknown = np.unique(y[~known])
+        print(f"fastmlp: note: {int((~known).sum())} of {len(y)} rows have labels that are not "
+              f"among the model's classes ({_short(unknown)}): they count as wrong",
+              file=sys.stderr)
+
+
 def run_evaluate(args):
     model, meta, record = _load_model(args.model)
     ds, classes, task = _features(args.data, model, record, target=args.target,
@@ -312,6 +337,8 @@ def run_evaluate(args):
                             f"regressor")
         if len(ds.y) < 2:
             raise UserError(f"{args.data}: R^2 needs at least two rows")
+    else:
+        _check_labels(args.data, ds, classes)
     value = score(task, ds.y, predictions(model, _model_inputs(model, ds)))
     metric = "accuracy" if task == "classify" else "R^2"
     if args.json:

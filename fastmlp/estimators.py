@@ -48,7 +48,8 @@ from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
 from ._estimator_state import EstimatorState
-from ._validation import ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_dropout
+from ._validation import (ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_class_weight,
+                          check_dropout)
 from ._workspace import Layout
 from .optimizers import make_optimizer
 
@@ -870,9 +871,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError("class_weight='balanced' is not supported by partial_fit: one "
                              "batch's class frequencies are not the data set's. Pass a dict, "
                              "e.g. from sklearn.utils.class_weight.compute_class_weight.")
+        check_class_weight(self.class_weight)
         expanded = compute_sample_weight(self.class_weight,
                                          self._label_binarizer.inverse_transform(y))
-        return expanded if sample_weight is None else sample_weight * expanded
+        weights = expanded if sample_weight is None else sample_weight * expanded
+        total = weights.sum(dtype=np.float64)
+        if not total > 0:
+            raise ValueError("class_weight gives every training sample zero weight"
+                             + ("" if sample_weight is None else " (with sample_weight)")
+                             + ": at least one class present in y needs a positive weight")
+        if not np.isfinite(total):
+            raise ValueError("class_weight" + ("" if sample_weight is None else
+                                               " (with sample_weight)")
+                             + " sums to infinity over the training samples: scale the "
+                             "weights down")
+        return weights
 
     def _callback_targets(self, y):
         # the labels, decoded only when a callback asks for them

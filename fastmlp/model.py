@@ -21,11 +21,14 @@ from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dropout, check
                           check_hyperparams, check_layer_sizes, check_leaky_relu_slope,
                           check_sample_weight, check_X, check_Y, resolve)
 from ._workspace import Workspace
-from .optimizers import make_optimizer
+from .optimizers import OPTIMIZERS, make_optimizer
 
 ArrayLike = Union[np.ndarray, sp.spmatrix, sp.sparray, Sequence]
 DTypeLike = Union[str, type, np.dtype]
 RandomStateLike = Union[None, int, np.random.RandomState]
+# partial_fit's settings before any training (in this order)
+_FIT_DEFAULTS = {"batch_size": 256, "learning_rate": 0.1, "optimizer": "sgd", "momentum": 0.0,
+                 "shuffle": True}
 
 
 class MLP:
@@ -107,6 +110,7 @@ class MLP:
         # an epoch stopped mid-way: {"order", "position", "loss_sum"}
         self._pending: Optional[dict[str, Any]] = None
         self._stop = False
+        self._settings: dict[str, Any] = dict(_FIT_DEFAULTS)  # partial_fit's, as the last call left them
         self.loss_curve_ = []
 
     # -- state --------------------------------------------------------------------------------
@@ -253,6 +257,7 @@ class MLP:
         self._optimizer = None
         self._opt_state = None
         self._pending = None
+        self._settings = dict(_FIT_DEFAULTS)
         self._rs = check_random_state(self.random_state)
         self.loss_curve_ = []
         return self.partial_fit(X, Y, epochs=epochs, batch_size=batch_size,
@@ -260,12 +265,19 @@ class MLP:
                                 momentum=momentum, shuffle=shuffle, callback=callback,
                                 sample_weight=sample_weight)
 
-    def partial_fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1, batch_size: int = 256,
-                    learning_rate: float = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
-                    shuffle: bool = True,
+    def partial_fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1,
+                    batch_size: Optional[int] = None, learning_rate: Optional[float] = None,
+                    optimizer: Optional[str] = None, momentum: Optional[float] = None,
+                    shuffle: Optional[bool] = None,
                     callback: Optional[Callable[[int, float], Optional[bool]]] = None,
                     sample_weight: Optional[ArrayLike] = None) -> MLP:
         """Continue training (weights, optimizer and shuffle state kept) for ``epochs`` passes.
+
+        Settings not given (``batch_size``, ``learning_rate``, ``optimizer``, ``momentum``,
+        ``shuffle``) are those the model was last trained with, by :meth:`fit` or
+        ``partial_fit`` (saved with the model), so ``fit(epochs=k)`` followed by
+        ``partial_fit(X, Y)`` trains exactly as ``fit(epochs=k + 1)``; before any training
+        they are the defaults below.
 
         Each shuffled epoch's order is a permutation drawn from the model's RandomState
         (saved with it), so how the epochs are split into calls does not change the result.  An epoch stopped mid-way by
@@ -281,16 +293,18 @@ class MLP:
             Targets (non-negative with ``loss='poisson'``).
         epochs : int, default=1
             Passes over the data (>= 0).
-        batch_size : int, default=256
-            Rows per gradient step (>= 1; clipped to n_samples).
-        learning_rate : float, default=0.1
-            Step size (> 0).
-        optimizer : {'sgd', 'adam'}, default='sgd'
-            The optimizer; changing it starts a fresh optimizer state.
-        momentum : float, default=0.0
-            SGD momentum, in [0, 1).
-        shuffle : bool, default=True
-            Shuffle the rows before each epoch.
+        batch_size : int, default=None
+            Rows per gradient step (>= 1; clipped to n_samples).  None: as the model was
+            last trained (256 before any training); so for each setting below.
+        learning_rate : float, default=None
+            Step size (> 0); 0.1 before any training.
+        optimizer : {'sgd', 'adam'}, default=None
+            The optimizer ('sgd' before any training); changing it starts a fresh optimizer
+            state.
+        momentum : float, default=None
+            SGD momentum, in [0, 1); 0.0 before any training.
+        shuffle : bool, default=None
+            Shuffle the rows before each epoch; True before any training.
         callback : callable or None, default=None
             ``callback(epoch, loss)`` runs after each epoch; returning True stops training.
         sample_weight : array-like of shape (n_samples,) or None, default=None
@@ -322,10 +336,15 @@ class MLP:
         >>> np.array_equal(stepwise.predict(X), at_once.predict(X))
         True
         """
-        check_hyperparams(FIT_CONSTRAINTS, {
-            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-            "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle,
-            "callback": callback}, "MLP.partial_fit")
+        given = {"batch_size": batch_size, "learning_rate": learning_rate,
+                 "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle}
+        given = {k: v for k, v in given.items() if v is not None}
+        check_hyperparams(FIT_CONSTRAINTS, {"epochs": epochs, "callback": callback, **given},
+                          "MLP.partial_fit")
+        settings: dict[str, Any] = {**self._settings, **given}
+        batch_size, learning_rate, optimizer, momentum, shuffle = (
+            settings["batch_size"], settings["learning_rate"], settings["optimizer"],
+            settings["momentum"], settings["shuffle"])
         X, Y = self._check_xy(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         epochs = int(epochs)
@@ -347,6 +366,9 @@ class MLP:
         self._optimizer.learning_rate = float(learning_rate)
         if optimizer == "sgd":
             self._optimizer.momentum = float(momentum)
+        self._settings = {"batch_size": int(settings["batch_size"]),
+                          "learning_rate": float(learning_rate), "optimizer": str(optimizer),
+                          "momentum": float(momentum), "shuffle": bool(shuffle)}
         try:
             for _ in range(epochs):
                 if self._stop:
@@ -437,6 +459,7 @@ class MLP:
         model["rng"], arrays["rng/keys"] = S.rng_state(self._rs)
         t = self._trainer
         model["fitted"] = t is not None
+        model["fit_settings"] = dict(self._settings)
         if t is not None:
             model["batch_size"] = int(t.batch_size)
             arrays["params"] = t.params
@@ -485,6 +508,36 @@ class MLP:
             S.bad(f"bad model description ({exc})")
         m._set_state(state)
         return m
+
+    @staticmethod
+    def _stored_settings(model, batch_size, opt):
+        """partial_fit's settings from a state: its ``fit_settings``, checked; a file
+        written before they were saved: its optimizer's and batch size, else the defaults."""
+        settings = dict(_FIT_DEFAULTS)
+        if batch_size is not None:
+            settings["batch_size"] = batch_size
+        if opt is not None:
+            settings.update(optimizer=opt.name, learning_rate=opt.learning_rate)
+            if opt.name == "sgd":
+                settings["momentum"] = opt.momentum
+        stored = model.get("fit_settings")
+        if stored is None:
+            return settings
+        if not isinstance(stored, dict) or set(stored) != set(_FIT_DEFAULTS) or \
+                not isinstance(stored["shuffle"], bool):
+            S.bad("bad fit settings")
+        settings = {
+            "batch_size": S.get_int(stored, "batch_size", "fit settings' batch size", low=1),
+            "learning_rate": S.get_float(stored, "learning_rate", "fit settings' learning rate",
+                                         low=0.0),
+            "optimizer": S.get_str(stored, "optimizer", tuple(OPTIMIZERS),
+                                   "fit settings' optimizer"),
+            "momentum": S.get_float(stored, "momentum", "fit settings' momentum", low=0.0,
+                                    high=1.0),
+            "shuffle": stored["shuffle"]}
+        if not settings["learning_rate"] > 0 or not settings["momentum"] < 1:
+            S.bad("bad fit settings (learning rate or momentum)")
+        return settings
 
     def _set_state(self, state):
         """Load a state from :meth:`_get_state` (or an untrusted file) into this model, whose
@@ -540,6 +593,7 @@ class MLP:
             loss_sum = S.get_float(ep, "loss_sum", "interrupted-epoch loss", finite=False)
             pending = {"order": order, "position": position, "loss_sum": loss_sum,
                        "n_rows": len(order)}
+        settings = self._stored_settings(model, batch_size, opt)
         labels = {}
         for name, n, unique in (("classes_", n_out, True), ("feature_names_in_", n_in, False)):
             a = arrays.pop(f"attr/{name}", None)
@@ -563,6 +617,7 @@ class MLP:
         self._rs = rs
         self.loss_curve_ = curve
         self._pending = pending
+        self._settings = settings
         for name in ("classes_", "feature_names_in_"):
             if name in labels:
                 setattr(self, name, labels[name])
