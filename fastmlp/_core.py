@@ -6,7 +6,7 @@ the command line) trains through it; inputs arrive validated (``fastmlp._validat
 A step runs one of two ways, ``blas`` or ``split`` (``fastmlp._planner`` says which and why;
 ``fastmlp._threads`` how the thread pools are kept out of each other's way)."""
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +45,14 @@ def glorot_uniform(layout, rs, dtype, activation):
         coefs.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
         intercepts.append(rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False))
     return coefs, intercepts
+
+
+class _Session:
+    """A trainer's thread settings held across epochs: the budget ``n_threads``, the stack
+    ``held`` of the way's settings, and ``way`` = (split, threads) they are for (None: none)."""
+
+    def __init__(self, n_threads, held):
+        self.n_threads, self.held, self.way = n_threads, held, None
 
 
 class Trainer:
@@ -89,6 +97,7 @@ class Trainer:
         self.plan = None
         self._watch = None  # the epochs' watch of an auto plan (fastmlp._planner.Watch)
         self._split_ok = None  # the BLAS allows the split way (checked once)
+        self._session = None  # the thread settings held across epochs (session())
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
         self.steps_per_call = None  # run_epoch's steps per kernel call (None: by FLOP)
@@ -266,6 +275,7 @@ class Trainer:
             return _planner.Plan("blas", "small", {}, n_threads), None
         plan = _planner.load(key, n_threads)
         if plan is None:
+            self._release_threads()  # each candidate sets its own counts
             self.ws.ensure_split(n_threads)
             if step:
                 runners = self._step_trial(n_threads, X, Y, sw, order, start, batch, optimizer)
@@ -372,6 +382,39 @@ class Trainer:
         if new is not None:
             _planner.store(watch.key, new, replace=True)
 
+    @contextmanager
+    def session(self):
+        """Hold this trainer's thread settings from one run_epoch to the next (a fit's epoch
+        loop): the thread counts are set when the first epoch starts, changed only when the
+        plan changes, and restored when the block ends, instead of being set and restored
+        around every epoch.  Nested sessions are one.  While the block runs, code between the
+        epochs (callbacks, scoring) sees the same limits as the epochs (BLAS on one thread
+        under the split way)."""
+        if self._session is not None:
+            yield
+            return
+        with thread_limits(self.n_threads) as nt, ExitStack() as held:
+            self._session = _Session(nt, held)
+            try:
+                yield
+            finally:
+                self._session = None
+
+    @staticmethod
+    @contextmanager
+    def _way_threads(split, k, nt):
+        """Inside thread_limits(nt): Numba's and BLAS's counts for the way and its k threads."""
+        with (thread_limits(k) if k < nt else nullcontext()), (
+                blas_threads(1) if split else nullcontext()):
+            yield
+
+    def _release_threads(self):
+        """Restore the session's own limits (before a trial sets each candidate's)."""
+        s = self._session
+        if s is not None and s.way is not None:
+            s.held.close()
+            s.way = None
+
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
         """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
         from row ``start`` of that order (to resume an interrupted epoch):
@@ -385,23 +428,32 @@ class Trainer:
         ``steps_per_call`` when set): the same steps, bit for bit, as one call per batch, and
         a stop request is seen between two calls.  Sparse input runs one batch per call, its
         rows densified batch by batch.  The epoch's time (``clock``) goes to the plan's
-        watch."""
-        N = X.shape[0]
-        with thread_limits(self.n_threads) as nt:
-            plan = self._set_plan(nt, X, Y, sample_weight, order, start, optimizer)
-            split, k = plan.strategy == "split", plan.threads
-            with thread_limits(k), blas_threads(1 if split else k):
-                t0 = self.clock()
-                if sp.issparse(X):
-                    total, done = self._run_batches(X, Y, optimizer, state, order,
-                                                    sample_weight, start, split, k)
-                else:
-                    total, done = self._run_steps(X, Y, optimizer, state, order, sample_weight,
-                                                  start, split, k)
-                seconds = self.clock() - t0
-            if done > start:
-                self._epoch_timed(seconds, -(-(done - start) // self.batch_size))
-            return total, done
+        watch.  Runs in a :meth:`session` (its own when none is open)."""
+        if self._session is None:
+            with self.session():
+                return self._epoch(X, Y, optimizer, state, order, sample_weight, start)
+        return self._epoch(X, Y, optimizer, state, order, sample_weight, start)
+
+    def _epoch(self, X, Y, optimizer, state, order, sample_weight, start):
+        s = self._session
+        nt = s.n_threads
+        plan = self._set_plan(nt, X, Y, sample_weight, order, start, optimizer)
+        split, k = plan.strategy == "split", plan.threads
+        if s.way != (split, k):
+            s.held.close()
+            s.held.enter_context(self._way_threads(split, k, nt))
+            s.way = (split, k)
+        t0 = self.clock()
+        if sp.issparse(X):
+            total, done = self._run_batches(X, Y, optimizer, state, order, sample_weight, start,
+                                            split, k)
+        else:
+            total, done = self._run_steps(X, Y, optimizer, state, order, sample_weight, start,
+                                          split, k)
+        seconds = self.clock() - t0
+        if done > start:
+            self._epoch_timed(seconds, -(-(done - start) // self.batch_size))
+        return total, done
 
     def _steps_per_call(self):
         if self.steps_per_call is not None:

@@ -212,3 +212,30 @@ def test_steady_epochs_keep_the_plan(fresh, monkeypatch):
     t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-5}, 6,
                                 monkeypatch)
     assert ran == [("blas/2", "timed")] * 6
+
+
+@pytest.mark.parametrize("strategy", _planner.STRATEGIES)
+def test_thread_settings_are_made_once_per_fit_not_per_epoch(monkeypatch, strategy):
+    """The estimators' and MLP's epoch loops hold the thread settings (Trainer.session): the
+    limits are set when the fit starts and restored when it ends, not around every epoch."""
+    import fastmlp
+    import fastmlp._core as core
+    from fastmlp.estimators import MLPClassifier
+    monkeypatch.setenv("FASTMLP_STRATEGY", strategy)
+    entered = []
+    real = core.thread_limits
+
+    def counting(n=None):
+        entered.append(n)
+        return real(n)
+    monkeypatch.setattr(core, "thread_limits", counting)
+    X, Y = _data(n=2000)
+    y = Y.argmax(1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = MLPClassifier(max_iter=6, tol=0, n_iter_no_change=100, random_state=0).fit(X, y)
+    assert m.n_iter_ == 6 and len(entered) == 1
+    entered.clear()
+    fastmlp.MLP(SIZES, dtype="float64", n_threads=2, random_state=0).fit(X, Y, epochs=5)
+    assert len(entered) == 1
