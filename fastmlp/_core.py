@@ -289,7 +289,11 @@ class Trainer:
                                "%.3f s (%s)", plan.label, list(key[3]), batch, self.dtype,
                                n_threads, time.perf_counter() - t0,
                                ", ".join(f"{lb} {s * 1e3:.3g} ms" for lb, s in seconds.items()))
-            _planner.save(key, plan)
+            if _planner.machine_busy():
+                _planner.log.debug("fastmlp: the machine is busy: plan %s kept for this "
+                                   "process only", plan.label)
+            else:
+                _planner.save(key, plan)
         else:
             _planner.log.debug("fastmlp: plan %s for %s, batch %d, %s, %d threads: from %s",
                                plan.label, list(key[3]), batch, self.dtype, n_threads,

@@ -25,7 +25,8 @@ How a plan is made, first found first used:
    next to Numba's cache, written atomically.  A file that cannot be read, is not valid JSON,
    holds another key or names no valid candidate is ignored (and overwritten by the next
    trial); its content is never used for anything but choosing among the valid candidates.
-   ``FASTMLP_PLAN_CACHE=0`` turns the files off; any other value is the folder to use;
+   ``FASTMLP_PLAN_CACHE=0`` turns the files off; any other value is the folder to use.  A
+   trial taken while the machine is busy (``machine_busy``) is not written;
 4. a trial (``source='timed'``): a few training steps of each candidate on scratch copies of
    the parameters and optimizer state (the training is untouched), about ``TRIAL_SECONDS``
    in all, in an order that keeps OpenBLAS's spinning threads (after a threaded call they
@@ -296,6 +297,18 @@ def load(key, budget, split=True) -> Optional[Plan]:
     if not is_valid(strategy, threads, budget, split):
         return None
     return Plan(strategy, "disk", {}, threads)
+
+
+def machine_busy():
+    """Whether the machine runs more threads than it has cores (the 1-minute load average
+    above the core count): a trial taken then is kept for the process only, never written to
+    disk, so that a busy spell does not decide for every later process.  False where the load
+    average is unknown."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load > (os.cpu_count() or 1)
 
 
 def save(key, plan):

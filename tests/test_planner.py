@@ -32,8 +32,9 @@ def _trainer(n_threads=2):
 
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
-    """No plan in this process, an empty plan folder, no forced way."""
+    """No plan in this process, an empty plan folder, no forced way, an idle machine."""
     monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
+    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
     monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
     _planner.clear()
     yield tmp_path
@@ -52,6 +53,7 @@ FIT = r"""
 import json, sys, numpy as np
 from fastmlp import _planner
 from fastmlp.estimators import MLPClassifier
+_planner.machine_busy = lambda: False  # (the test machine's load must not decide)
 if sys.argv[1] == "no-trial":
     def refuse(*a, **k):
         raise AssertionError("a trial ran")
@@ -125,6 +127,24 @@ def test_a_corrupt_or_hostile_plan_file_is_ignored(fresh, content):
         assert json.load(f)["plan"] == "split/2"
     assert _planner.load(key, 2) == _planner.Plan("split", "disk", {}, 2)
     assert _planner.load(key, 1) is None  # a budget too small for the plan on disk
+
+
+def test_a_trial_on_a_busy_machine_is_not_written(fresh, monkeypatch, caplog):
+    """...and the debug log says how the plan was made."""
+    caplog.set_level("DEBUG", logger="fastmlp")
+    X, Y = _data()
+    monkeypatch.setattr(_planner, "machine_busy", lambda: True)
+    calls = []
+    monkeypatch.setattr(_planner, "time_candidates",
+                        _fake_trial({"split/2": 1e-3, "blas/1": 3e-3, "blas/2": 2e-3}, calls))
+    t = _trainer()
+    o = Adam()
+    t.run_epoch(X, Y, o, o.init(t.params))
+    assert t.plan.source == "timed" and calls
+    assert not list(fresh.glob("plan-*"))
+    text = caplog.text
+    assert "plan split/2 for [100, 64, 3], batch 200" in text and "timed in" in text
+    assert "busy: plan split/2 kept for this process only" in text
 
 
 def test_the_thread_count_never_exceeds_the_budget(fresh, monkeypatch):
