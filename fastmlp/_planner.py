@@ -185,6 +185,10 @@ MIN_RUNS = 2
 ROUNDS = 2
 # Candidates within this fraction of the fastest count as equal: the fewest threads win.
 TIE = 0.05
+# A round whose timed calls have taken this many shares stops after one call; a candidate
+# this many times slower than the fastest so far is not timed again.
+SLOW_ROUND = 4
+PRUNE = 8
 
 
 def time_candidates(runners, seconds=TRIAL_SECONDS, rounds=ROUNDS, clock=time.perf_counter,
@@ -194,7 +198,10 @@ def time_candidates(runners, seconds=TRIAL_SECONDS, rounds=ROUNDS, clock=time.pe
     OpenBLAS's threads, which spin after each threaded call, never share the cores with
     another candidate's steps.  In each round a candidate runs once untimed (its first call
     may load a kernel, and its thread pool wakes), then timed calls in a row, as training
-    runs them, until its share of ``seconds`` has passed (at least MIN_RUNS).  ``setup``,
+    runs them, until its share of ``seconds`` has passed (at least MIN_RUNS, but only one
+    once SLOW_ROUND shares have passed: on a busy machine a threaded call can take 100 ms).
+    A candidate over PRUNE times the fastest so far skips its later rounds (and its timed
+    calls, when its untimed call alone took that long and SLOW_ROUND shares).  ``setup``,
     when given, is called with a label and returns a context manager that each of that
     candidate's rounds runs in (its thread counts)."""
     labels = list(runners)
@@ -203,12 +210,20 @@ def time_candidates(runners, seconds=TRIAL_SECONDS, rounds=ROUNDS, clock=time.pe
     share = seconds / max(1, rounds * len(labels))
     best = {lb: math.inf for lb in labels}
     for group in (quiet, loud):
-        for _ in range(rounds):
+        for r in range(rounds):
             for lb in group:
+                if r > 0 and best[lb] > PRUNE * min(best.values()):
+                    continue
                 run = runners[lb]
                 with (setup(lb) if setup is not None else contextlib.nullcontext()):
+                    t0 = clock()
                     run()
                     start = clock()
+                    if start - t0 >= SLOW_ROUND * share and (
+                            start - t0 > PRUNE * min(best.values())):
+                        # hopeless: its first call alone took PRUNE times the fastest step
+                        best[lb] = min(best[lb], start - t0)
+                        continue
                     runs = 0
                     while True:
                         t0 = clock()
@@ -216,7 +231,8 @@ def time_candidates(runners, seconds=TRIAL_SECONDS, rounds=ROUNDS, clock=time.pe
                         t1 = clock()
                         best[lb] = min(best[lb], t1 - t0)
                         runs += 1
-                        if runs >= MIN_RUNS and t1 - start >= share:
+                        if t1 - start >= share and (runs >= MIN_RUNS
+                                                    or t1 - start >= SLOW_ROUND * share):
                             break
     return best
 

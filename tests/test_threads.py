@@ -344,12 +344,13 @@ def test_planner_trial_order_rounds_and_choice():
     """time_candidates on a scripted clock: the split candidates and blas on one thread run
     before any threaded blas candidate (whose OpenBLAS threads spin afterwards), each in
     ROUNDS rounds; a candidate keeps its fastest step, so one slow round (a noisy machine)
-    does not decide; each round is one untimed call and at least MIN_RUNS timed ones; among
-    candidates within TIE of the fastest, the fewest threads win."""
+    does not decide; a round is one untimed call and MIN_RUNS timed ones (one when that call
+    alone took SLOW_ROUND shares); a candidate PRUNE times slower than the fastest is not
+    timed again; among candidates within TIE of the fastest, the fewest threads win."""
     clock = [0.0]
     calls = []
-    step = {"split/4": lambda r: 9e-3 if r == 0 else 1e-3, "split/2": lambda r: 1.02e-3,
-            "blas/1": lambda r: 5e-3, "blas/2": lambda r: 2e-3, "blas/4": lambda r: 3e-3}
+    step = {"split/4": lambda r: 6e-3 if r == 0 else 1e-3, "split/2": lambda r: 1.02e-3,
+            "blas/1": lambda r: 9e-3, "blas/2": lambda r: 2e-3, "blas/4": lambda r: 3e-3}
     rounds = {lb: -1 for lb in step}
 
     def runner(lb):
@@ -362,11 +363,16 @@ def test_planner_trial_order_rounds_and_choice():
 
     labels = [_planner.label(w, k) for w, k in _planner.candidates(4)]
     assert labels == ["split/4", "split/2", "blas/1", "blas/2", "blas/4"]
+    share = _planner.TRIAL_SECONDS / (_planner.ROUNDS * len(labels))
+    assert 9e-3 >= _planner.SLOW_ROUND * share > 6e-3
+    assert 9e-3 > _planner.PRUNE * 1.02e-3 > 6e-3
     best = _planner.time_candidates({lb: runner(lb) for lb in labels}, clock=lambda: clock[0])
     runs = [lb for i, lb in enumerate(calls) if i == 0 or calls[i - 1] != lb]
-    assert runs == ["split/4", "split/2", "blas/1"] * _planner.ROUNDS + ["blas/2", "blas/4"] * \
-        _planner.ROUNDS
-    assert all(calls.count(lb) >= _planner.ROUNDS * (1 + _planner.MIN_RUNS) for lb in labels)
+    assert runs == ["split/4", "split/2", "blas/1", "split/4", "split/2",
+                    "blas/2", "blas/4", "blas/2", "blas/4"]
+    # blas/1: its untimed call took SLOW_ROUND shares and 8.8x the fastest step: no timed
+    # call, no second round
+    assert calls.count("blas/1") == 1
     assert best == pytest.approx({lb: step[lb](1) for lb in labels})
     assert _planner.choose(best) == "split/2"  # within TIE of split/4, on fewer threads
     assert _planner.ranking(best)[:3] == ["split/2", "split/4", "blas/2"]
