@@ -62,8 +62,10 @@ class Trainer:
     is allocated per batch: rows are gathered into the workspace (or used in place when the
     input is already contiguous and in order), and every kernel writes into preallocated
     buffers.  Set ``stop_requested`` (e.g. from a signal handler) to stop after the current
-    batch.  ``strategy`` forces how a step runs ('blas' or 'split'; None or 'auto': timed
-    once per process, see ``fastmlp._planner``); the way used last is ``plan`` (and
+    batch.  ``strategy`` forces how a step runs ('blas' or 'split'; None or 'auto': the
+    planner's way and thread count, see ``fastmlp._planner``: timed once per process or
+    read from the plan files, and watched epoch by epoch through ``clock``, which a test may
+    replace); the way used last is ``plan`` (and
     ``ws.plan``).
     """
 
