@@ -537,27 +537,9 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                  if self.shuffle or sp.issparse(X) else None)
         try:
             self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if t.stop_requested:  # set between two epochs
-                    warnings.warn("Training interrupted by user.")
-                    break
-                tasks.begin(self.coefs_, self.intercepts_)
-                if self.shuffle:
-                    self._random_state.shuffle(order)
-                total, done = t.run_epoch(X, Y, opt, state, order=order,
-                                          sample_weight=sample_weight)
-                if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
-                    warnings.warn("Training interrupted by user.")
-                    break
-                stop = self._end_epoch(total / n_samples, n_samples, validation)
-                if tasks.end(self.coefs_, self.intercepts_) or stop:
-                    break
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
-                                  "the optimization hasn't converged yet." % self.max_iter,
-                                  ConvergenceWarning)
+            with t.session():  # thread settings held across the epochs, set once
+                self._epochs(t, X, Y, sample_weight, order, opt, state, n_samples,
+                             validation, tasks, incremental)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
 
@@ -565,6 +547,31 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         if self._restores_best(validation) and not incremental:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
+
+    def _epochs(self, t, X, Y, sample_weight, order, opt, state, n_samples, validation, tasks,
+                incremental):
+        """The epoch loop of _fit_stochastic."""
+        for _ in range(self.max_iter):
+            if t.stop_requested:  # set between two epochs
+                warnings.warn("Training interrupted by user.")
+                break
+            tasks.begin(self.coefs_, self.intercepts_)
+            if self.shuffle:
+                self._random_state.shuffle(order)
+            total, done = t.run_epoch(X, Y, opt, state, order=order,
+                                      sample_weight=sample_weight)
+            if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
+                warnings.warn("Training interrupted by user.")
+                break
+            stop = self._end_epoch(total / n_samples, n_samples, validation)
+            if tasks.end(self.coefs_, self.intercepts_) or stop:
+                break
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
+                              "the optimization hasn't converged yet." % self.max_iter,
+                              ConvergenceWarning)
 
     def _validation_split(self, X, y, sample_weight, dtype):
         """(X_train, y_train, sw_train, _Validation or None)."""

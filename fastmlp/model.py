@@ -370,30 +370,31 @@ class MLP:
                           "learning_rate": float(learning_rate), "optimizer": str(optimizer),
                           "momentum": float(momentum), "shuffle": bool(shuffle)}
         try:
-            for _ in range(epochs):
-                if self._stop:
-                    break
-                pending = self._pending
-                if pending is not None:  # finish the epoch that was stopped mid-way
-                    order, start, before = (pending["order"], pending["position"],
-                                            pending["loss_sum"])
-                else:
-                    start, before, order = 0, 0.0, None
-                    if shuffle:
-                        order = np.arange(n, dtype=np.int64)
-                        self._rs.shuffle(order)
-                total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
-                                          order=order, sample_weight=sample_weight,
-                                          start=start)
-                if done < n:
-                    self._pending = {"order": order, "position": int(done),
-                                     "loss_sum": before + total, "n_rows": n}
-                    break
-                self._pending = None
-                self.loss_curve_.append((before + total) / n)
-                if callback is not None and callback(len(self.loss_curve_),
-                                                     self.loss_curve_[-1]):
-                    break
+            with t.session():  # thread settings held across the epochs
+                for _ in range(epochs):
+                    if self._stop:
+                        break
+                    pending = self._pending
+                    if pending is not None:  # finish the epoch that was stopped mid-way
+                        order, start, before = (pending["order"], pending["position"],
+                                                pending["loss_sum"])
+                    else:
+                        start, before, order = 0, 0.0, None
+                        if shuffle:
+                            order = np.arange(n, dtype=np.int64)
+                            self._rs.shuffle(order)
+                    total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
+                                              order=order, sample_weight=sample_weight,
+                                              start=start)
+                    if done < n:
+                        self._pending = {"order": order, "position": int(done),
+                                         "loss_sum": before + total, "n_rows": n}
+                        break
+                    self._pending = None
+                    self.loss_curve_.append((before + total) / n)
+                    if callback is not None and callback(len(self.loss_curve_),
+                                                         self.loss_curve_[-1]):
+                        break
         finally:  # a stop request is used up by the call it stopped
             if self._stop or t.stop_requested:
                 self._stop = t.stop_requested = False

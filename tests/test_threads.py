@@ -314,21 +314,23 @@ def test_split_deltas_hold_the_whole_batch():
     np.testing.assert_allclose(ws["blas"][2], ws["split"][2], rtol=1e-10, atol=1e-14)
 
 
-def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch):
+def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))  # no plan file yet
     _planner.clear()
     X, Y = _data(n=4000, n_in=100)
     m = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
     m.fit(X, Y, epochs=1, batch_size=200)
     plan = m.workspace_.plan
     assert plan.source == "timed" and plan.strategy in _planner.STRATEGIES
-    assert set(plan.seconds) == set(_planner.STRATEGIES)
+    assert set(plan.seconds) == {_planner.label(w, k) for w, k in _planner.candidates(2)}
+    assert plan.label == _planner.choose(plan.seconds)
     m2 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
     m2.fit(X, Y, epochs=1, batch_size=200)
     assert m2.workspace_.plan is plan  # kept for the process
     # the trial runs on scratch gradients: the fit equals a fit forced to the chosen way
     monkeypatch.setenv("FASTMLP_STRATEGY", plan.strategy)
-    m3 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
+    m3 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=plan.threads, random_state=0)
     m3.fit(X, Y, epochs=1, batch_size=200)
     np.testing.assert_array_equal(m3.coefs_[0], m.coefs_[0])
     # tiny fits are not worth a trial (nor compiling the parallel kernel)
@@ -338,39 +340,44 @@ def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch):
     assert small.workspace_.plan.source == "small"
 
 
-def test_planner_rounds_alternate_and_a_slow_spell_does_not_decide():
-    """time_ways on a scripted clock: the ways alternate round by round, the settle hook runs
-    before each of its way's rounds, each way keeps its fastest step over the rounds (so a
-    round where split was slow, as a noisy machine makes it, does not hand the plan to
-    blas), and a way whose steps are slow stops its round after ROUND_SECONDS."""
+def test_planner_trial_order_rounds_and_choice():
+    """time_candidates on a scripted clock: the split candidates and blas on one thread run
+    before any threaded blas candidate (whose OpenBLAS threads spin afterwards), each in
+    ROUNDS rounds; a candidate keeps its fastest step, so one slow round (a noisy machine)
+    does not decide; a round is one untimed call and MIN_RUNS timed ones (one when that call
+    alone took SLOW_ROUND shares); a candidate PRUNE times slower than the fastest is not
+    timed again; among candidates within TIE of the fastest, the fewest threads win."""
     clock = [0.0]
     calls = []
-    step = {"blas": lambda r: 3e-3, "split": lambda r: 9e-3 if r == 0 else 2e-3}
-    rounds_seen = {"blas": -1, "split": -1}
+    step = {"split/4": lambda r: 6e-3 if r == 0 else 1e-3, "split/2": lambda r: 1.02e-3,
+            "blas/1": lambda r: 9e-3, "blas/2": lambda r: 2e-3, "blas/4": lambda r: 3e-3}
+    rounds = {lb: -1 for lb in step}
 
-    def runner(name):
+    def runner(lb):
         def run():
-            if not calls or calls[-1][0] != name:
-                rounds_seen[name] += 1
-            calls.append((name, rounds_seen[name]))
-            clock[0] += step[name](rounds_seen[name])
+            if not calls or calls[-1] != lb:
+                rounds[lb] += 1
+            calls.append(lb)
+            clock[0] += step[lb](rounds[lb])
         return run
 
-    settled = []
-    best = _planner.time_ways({"blas": runner("blas"), "split": runner("split")},
-                              settle={"split": lambda: settled.append(len(calls))},
-                              clock=lambda: clock[0])
-    order = [name for i, (name, _) in enumerate(calls) if i == 0 or calls[i - 1][0] != name]
-    assert order == ["blas", "split"] * _planner.ROUNDS
-    assert len(settled) == _planner.ROUNDS
-    assert best == pytest.approx({"blas": 3e-3, "split": 2e-3})
-    # a slow way: each round is its untimed call plus at least MIN_RUNS, and stops once
-    # ROUND_SECONDS have passed
-    calls.clear()
-    step["blas"] = lambda r: 0.04
-    _planner.time_ways({"blas": runner("blas")}, rounds=1, clock=lambda: clock[0])
-    expected = 1 + max(_planner.MIN_RUNS, int(np.ceil(_planner.ROUND_SECONDS / 0.04)))
-    assert len(calls) == expected
+    labels = [_planner.label(w, k) for w, k in _planner.candidates(4)]
+    assert labels == ["split/4", "split/2", "blas/1", "blas/2", "blas/4"]
+    share = _planner.TRIAL_SECONDS / (_planner.ROUNDS * len(labels))
+    assert 9e-3 >= _planner.SLOW_ROUND * share > 6e-3
+    assert 9e-3 > _planner.PRUNE * 1.02e-3 > 6e-3
+    best = _planner.time_candidates({lb: runner(lb) for lb in labels}, clock=lambda: clock[0])
+    runs = [lb for i, lb in enumerate(calls) if i == 0 or calls[i - 1] != lb]
+    assert runs == ["split/4", "split/2", "blas/1", "split/4", "split/2",
+                    "blas/2", "blas/4", "blas/2", "blas/4"]
+    # blas/1: its untimed call took SLOW_ROUND shares and 8.8x the fastest step: no timed
+    # call, no second round
+    assert calls.count("blas/1") == 1
+    assert best == pytest.approx({lb: step[lb](1) for lb in labels})
+    assert _planner.choose(best) == "split/2"  # within TIE of split/4, on fewer threads
+    assert _planner.ranking(best)[:3] == ["split/2", "split/4", "blas/2"]
+    assert _planner.thread_counts(12) == [1, 2, 4, 8, 12]
+    assert _planner.candidates(1) == [("blas", 1)]
 
 
 def test_one_thread_runs_the_blas_way():
