@@ -145,6 +145,115 @@ def test_stochastic_equals_single_process(client, solver, shuffle):
     assert est.cluster_stats_["steps"] == 40
 
 
+def test_unshuffled_batches_are_spread_over_every_worker(monkeypatch):
+    """shuffle=False: each global batch is dealt out over the engines (each its part, within
+    one row of the others'), not left on the one engine whose block of rows holds it -- and
+    the fit is still the single process's (NumPy and dask input, weighted rows)."""
+    seen = []
+    step = fdask._ShardEngine.step
+
+    def recording(self, params, b, key=0):
+        out = step(self, params, b, key)
+        seen.append((id(self), b, out[1]))
+        return out
+    monkeypatch.setattr(fdask._ShardEngine, "step", recording)
+    X, y = _data(n=301)
+    kw = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=64, random_state=0,
+              max_iter=2, shuffle=False, learning_rate_init=0.05)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    sw = np.random.RandomState(3).uniform(0.5, 2.0, size=len(X))
+    ref_w = fastmlp.MLPRegressor(**kw).fit(X, X[:, :2], sample_weight=sw)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        for args in [(X, y), _uneven(X, y)]:
+            seen.clear()
+            est = fdask.MLPClassifier(**kw, client=c).fit(*args)
+            assert _max_rel(_params(est), _params(ref)) < 1e-12
+            np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+            shares = {}
+            for engine, b, rows in seen:
+                shares.setdefault(b, {})[engine] = rows
+            assert sorted(shares) == list(range(5))
+            for b, per_engine in shares.items():
+                n_rows = min(64, 301 - 64 * b)
+                assert sorted(per_engine.values()) == [n_rows // 2, n_rows - n_rows // 2]
+        est = fdask.MLPRegressor(**kw, client=c).fit(
+            da.from_array(X, chunks=(70, 6)), da.from_array(X[:, :2], chunks=(70, 2)),
+            sample_weight=da.from_array(sw, chunks=70))
+        assert _max_rel(_params(est), _params(ref_w)) < 1e-12
+
+
+def test_worker_engines_use_their_workers_threads(client):
+    """An engine's kernels run with its worker's thread count, Numba's and BLAS's: N workers
+    of k threads on one host use N*k cores."""
+    X, _ = _data(n=20)
+    spec = dict(sizes=[6, 4, 1], activation="relu", out_activation="identity",
+                loss="squared_error", dtype="float64", n_rows=20, batch_size=None,
+                shuffle=False, binarizer=None, lo=0)
+
+    def counts(c):
+        workers = sorted(c.scheduler_info(n_workers=-1)["workers"])
+        engines = [c.submit(fdask._ShardEngine, X, X[:, 0], None, spec, actor=True,
+                            pure=False, workers=[w]) for w in workers]
+        return [f.result().threads().result() for f in engines]
+    for numba_threads, blas in counts(client):
+        assert numba_threads == 1 and blas and set(blas) == {1}
+    if len(os.sched_getaffinity(0)) >= 2:
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                          dashboard_address=None) as cluster, \
+                Client(cluster, set_as_default=False) as c:
+            [(numba_threads, blas)] = counts(c)
+            assert numba_threads == 2 and set(blas) == {2}
+
+
+def test_fewer_rows_than_workers_fits_as_locally(client, capfd):
+    """One row on two workers (and batches smaller than the workers): no empty shard, no
+    worker error; the fit is the local estimator's."""
+    X1, y1 = np.array([[0.5, -1.0]]), np.array([2.0])
+    X5 = np.random.RandomState(0).normal(size=(5, 2))
+    y5 = X5[:, 0] - X5[:, 1]
+    capfd.readouterr()
+    for X, y, extra in [(X1, y1, dict(solver="lbfgs")), (X1, y1, dict(solver="adam")),
+                        (X5, y5, dict(solver="sgd", batch_size=1, shuffle=False))]:
+        kw = dict(hidden_layer_sizes=(3,), random_state=0, max_iter=5, **extra)
+        ref = fastmlp.MLPRegressor(**kw).fit(X, y)
+        for args in [(X, y), (da.from_array(X, chunks=1), da.from_array(y, chunks=1))]:
+            est = fdask.MLPRegressor(**kw, client=client).fit(*args)
+            assert _max_rel(_params(est), _params(ref)) < 1e-12
+            np.testing.assert_allclose(est.predict(X), ref.predict(X), rtol=1e-12)
+    err = capfd.readouterr().err
+    assert "ERROR" not in err and "Compute Failed" not in err
+    # an engine without rows (if it had one) adds nothing
+    spec = dict(sizes=[2, 3, 1], activation="relu", out_activation="identity",
+                loss="squared_error", dtype="float64", n_rows=1, batch_size=None,
+                shuffle=False, binarizer=None, lo=1)
+    loss, weight, grads, _ = fdask._ShardEngine(X1[:0], y1[:0], None, spec).full(
+        np.ones(13))
+    assert (loss, weight) == (0.0, 0.0) and not grads.any()
+
+
+@pytest.mark.parametrize("with_client", [True, False])
+def test_cluster_model_saves_and_loads_as_the_local_estimator(client, tmp_path, with_client):
+    """The client is not part of the model: the file is a local estimator's, which predicts
+    what the cluster-trained one does."""
+    X, y = _data(n=120)
+    extra = dict(client=client) if with_client else {}  # else: the session's default client
+    for est, methods in [
+            (fdask.MLPClassifier((5,), solver="adam", max_iter=3, random_state=0, **extra),
+             ("predict", "predict_proba")),
+            (fdask.MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5,
+                                random_state=0, **extra), ("predict",))]:
+        est.fit(X, y if hasattr(est, "predict_proba") else X[:, 0])
+        est.save(tmp_path / "m.npz")
+        back = fastmlp.load(tmp_path / "m.npz")
+        assert type(back) is type(est.to_local())
+        assert back.get_params() == est.to_local().get_params()
+        for method in methods:
+            np.testing.assert_array_equal(getattr(back, method)(X), getattr(est, method)(X))
+        assert est.client is (client if with_client else None)  # the estimator is unchanged
+
+
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_one_worker_is_bitwise_fastmlp(one_worker, solver):
     X, y = _data()
