@@ -127,8 +127,10 @@ def _client_for(client):
         return
     n = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count() or 1)
+    # its HTTP server on a free port, without a dashboard (no warning that 8787 is taken)
     with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0", scheduler_kwargs={"dashboard": False}
+                                  ) as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -863,6 +865,7 @@ class _DaskMLP:
         n_batches = -(-n_samples // B)
         alpha = self.alpha
         after = getattr(self, "_after_step", None)
+        after_epoch = getattr(self, "_after_epoch", None)
         rs = self._random_state
         # dropout: the local trainer's mask seed (drawn only with dropout on, after the
         # validation split) and step count
@@ -905,7 +908,10 @@ class _DaskMLP:
             if interrupted:
                 warnings.warn("Training interrupted by user.")
                 break
-            if self._end_epoch(total / n_samples, n_samples, validation) or incremental:
+            stop = self._end_epoch(total / n_samples, n_samples, validation)
+            if after_epoch is not None:  # the command line's progress display
+                after_epoch(self.n_iter_, self.loss_curve_[-1])
+            if stop or incremental:
                 break
             if self.n_iter_ == self.max_iter:
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
@@ -929,7 +935,7 @@ class _DaskMLP:
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "client"}
         est = local(**params)
         state = self.__getstate__()
-        for k in ("client", "cluster_stats_", "_after_step", *params):
+        for k in ("client", "cluster_stats_", "_after_step", "_after_epoch", *params):
             state.pop(k, None)
         est.__dict__.update(state)
         return est

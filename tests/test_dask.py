@@ -8,6 +8,7 @@ a cluster that cannot continue raises and keeps the last completed step.
 import json
 import os
 import pickle
+import re
 import signal
 import sys
 import warnings
@@ -877,3 +878,81 @@ def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monk
     assert "saved to m.npz" in err and len(err.strip().splitlines()) == 1
     model = fastmlp.load(tmp_path / "m.npz")
     assert isinstance(model, fastmlp.MLPClassifier) and model.coefs_[0].shape == (6, 100)
+
+
+def _cli_process(*argv, cwd):
+    """``python -m fastmlp.cli ...`` in a fresh process (its real stderr: warnings and the
+    cluster's logs included): (exit code, stdout, stderr)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    proc = subprocess.run([sys.executable, "-m", "fastmlp.cli", *argv], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _table(n=200, seed=0):
+    X, y = _data(n=n, d=3, seed=seed)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame["label"] = y
+    return frame
+
+
+def test_cli_dask_files_with_other_columns_are_one_line(tmp_path, capsys, monkeypatch):
+    frame = _table()
+    (tmp_path / "data").mkdir()
+    frame.iloc[:100].to_csv(tmp_path / "data" / "p0.csv", index=False)
+    frame.iloc[100:].rename(columns={"b": "bb"}).to_csv(tmp_path / "data" / "p1.csv",
+                                                       index=False)
+    rc, out, err = _cli("train", "data", "--dask", "local:2", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("fastmlp: error: data/p1.csv: its columns differ from "
+                          "data/p0.csv's; missing 'b'")
+
+
+def test_cli_dask_missing_value_is_the_local_runs_one_line(client, tmp_path):
+    """A NaN (or an infinity) with --dask: the local run's error line (file, column, row), no
+    worker log: the rows are checked before any engine gets them."""
+    frame = _table()
+    frame.loc[130, "b"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "parts").mkdir()
+    frame.iloc[:100].to_csv(tmp_path / "parts" / "p0.csv", index=False)
+    frame.iloc[100:].assign(c=np.where(np.arange(100) == 40, np.inf, frame.c[100:])).to_csv(
+        tmp_path / "parts" / "p1.csv", index=False)
+    rc, _, local = _cli_process("train", "d.csv", "--epochs", "1", cwd=tmp_path)
+    assert rc == 2 and local.strip() == ("fastmlp: error: d.csv: feature column 'b', row 131 "
+                                         "(line 132): missing value")
+    rc, out, err = _cli_process("train", "d.csv", "--dask", "local:2", "--epochs", "1",
+                                cwd=tmp_path)
+    assert (rc, err) == (2, local)
+    rc, out, err = _cli_process("train", "parts", "--dask", client.scheduler.address,
+                                "--epochs", "1", cwd=tmp_path)
+    assert rc == 2 and err.strip() == ("fastmlp: error: parts/p1.csv: feature column 'b', "
+                                       "row 31 (line 32): missing value")
+
+
+def test_cli_dask_prints_what_a_local_run_prints(client, tmp_path):
+    """No scikit-learn "Iteration N" lines, no raw warning: the progress lines, the summary,
+    the workers (in the singular for one)."""
+    _table(n=300).to_csv(tmp_path / "d.csv", index=False)
+    rc, out, err = _cli_process("train", "d.csv", "--dask", client.scheduler.address,
+                                "--epochs", "3", "--batch-size", "64", "--out", "m.npz",
+                                cwd=tmp_path)
+    assert rc == 0, err
+    assert "Iteration" not in out + err and "Warning" not in err and ".py:" not in err
+    assert out.splitlines()[0].startswith("d.csv: classify 3-100-3 relu (adam, float32), 3 "
+                                          "epochs in ")
+    assert out.splitlines()[1].startswith("held-out accuracy: ")
+    assert out.splitlines()[2] == "saved model to m.npz"
+    assert re.fullmatch(r"on 2 Dask workers \(\d+ steps\)", out.splitlines()[3])
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("epoch 1/3  loss ") and lines[1].startswith("epoch 3/3  loss ")
+    assert lines[2:] == ["fastmlp: note: Stochastic Optimizer: Maximum iterations (3) reached "
+                         "and the optimization hasn't converged yet."]
+    rc, out, err = _cli_process("train", "d.csv", "--dask", "local:1", "--epochs", "2",
+                                "--quiet", cwd=tmp_path)
+    assert rc == 0 and err == "", err
+    assert re.fullmatch(r"on 1 Dask worker \(\d+ steps\)", out.splitlines()[-1])
