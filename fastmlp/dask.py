@@ -3,8 +3,11 @@
 
 The estimators take the parameters of :class:`fastmlp.MLPClassifier` /
 :class:`fastmlp.MLPRegressor` plus ``client`` and fit on dask arrays, dask DataFrames or NumPy
-arrays.  The rows are split into one contiguous *shard* per worker (a dask input is rechunked
-once, between the workers; a NumPy input is scattered once).  Each shard lives in a long-lived
+arrays.  The rows are split into one *shard* per worker (never more shards than rows): with
+unshuffled batches (``shuffle=False``, no validation split) every global batch is dealt out as
+one contiguous part per shard, so that each batch is spread over every worker; otherwise each
+shard is a contiguous block of rows (a shuffled batch draws its rows from all of them).  A dask
+input moves once, between the workers; a NumPy input is scattered once.  Each shard lives in a long-lived
 *engine* on its worker (a Dask actor) that holds the rows and a preallocated workspace; after
 that, only parameters and gradients travel.
 
@@ -25,7 +28,11 @@ scikit-learn's ``solver="lbfgs"`` up to floating-point summation order.  SGD/Ada
 scikit-learn's random draws: the initial weights come from ``random_state`` on the driver, and
 each epoch every engine applies the same ``RandomState.shuffle`` to the global row order (the
 driver sends the generator's state, a few kB), so the global batches are those of a single
-process; each engine computes the sums of the rows of the batch that it holds.  With one
+process; each engine computes the sums of the rows of the batch that it holds.  A fitted
+estimator saves (``save``, ``fastmlp.persistence.save``) as the local estimator it equals:
+``fastmlp.load`` returns :class:`fastmlp.MLPClassifier` / :class:`fastmlp.MLPRegressor`, without
+the client.  Each engine runs its kernels with its worker's thread count (``--nthreads``), so
+N workers of k threads on one host use N*k cores.  With one
 worker the fit equals :class:`fastmlp.MLPClassifier` bit for bit; with more, to summation
 order.  To reproduce a fit locally, fit the fastmlp (or scikit-learn) estimator with the same
 parameters on the rows in the same order (``X.compute()``).
