@@ -357,7 +357,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
     from ._cli_run import Progress
     progress = None
     if s["solver"] != "lbfgs":
-        progress = Progress(s["epochs"], 0, n_train, args.quiet or args.json, metric)
+        progress = Progress(s["epochs"], 0, n_train, args.quiet, metric)
         est._after_epoch = lambda epoch, loss: progress.update(epoch, loss, None)
     start = time.perf_counter()
     lost = None
@@ -379,7 +379,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
     # the fit's warnings (the optimizer stopped at --epochs, a batch size clipped to the
     # rows) as one note line each, as a local run's notes; none with --quiet, and none on
     # an interrupted run (its own message says what happened)
-    if not (args.quiet or args.json) and stop.signum is None and lost is None:
+    if not args.quiet and stop.signum is None and lost is None:
         notes = []
         for w in caught:
             text = str(w.message).splitlines()[0] if str(w.message) else ""
