@@ -13,7 +13,10 @@ single-process reference then runs k threads too).  "compute" is the slowest wor
 kernel time per step, "comm" the rest of the step's wall time (serialisation, the round trip,
 the driver's sum and update).  The single-process reference runs the same global batch through
 ``fastmlp.backend.Engine`` with ``--threads`` threads in this process.  Efficiency = single / (W * step):
-1.0 means W workers are W times as fast as one process.  "compute share" = compute / step:
+1.0 means W workers are W times as fast as one process.  "cpu balance" = the single process's
+CPU seconds / (W * the slowest worker's CPU seconds per step): the same ratio counted in CPU
+time, which other jobs on a busy machine do not change (1.0: every worker does 1/W of the work;
+1/W: one worker does all of it while the others wait).  "compute share" = compute / step:
 the efficiency the protocol leaves when the workers compute as fast as the single process
 (on a machine shared with other work they do not, and efficiency falls below it).  Does
 nothing on import.
@@ -36,12 +39,35 @@ def single_process_step(sizes, batch, repeats, dtype="float64", threads=1):
     Y = rs.normal(size=(batch, sizes[-1])).astype(dtype)
     out = np.empty(eng.n_params, dtype)
     eng.raw_sums(params, X, Y, out=out)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         eng.raw_sums(params, X, Y, out=out)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    single_process_step.cpu = float(np.median(cpu))  # CPU seconds, for main's balance
     return float(np.median(times))
+
+
+def _count_step_cpu():
+    """On a worker: record each engine step's CPU seconds (the process's, all threads)."""
+    from fastmlp import _dask_engine as m
+    if not hasattr(m, "_bench_step_cpu"):
+        step = m._ShardEngine.step
+
+        def counted(self, *args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return step(self, *args, **kwargs)
+            finally:
+                m._bench_step_cpu.append(time.process_time() - c0)
+        m._ShardEngine.step = counted
+    m._bench_step_cpu = []
+
+
+def _step_cpu():
+    from fastmlp import _dask_engine as m
+    return list(getattr(m, "_bench_step_cpu", []))
 
 
 def cluster_steps(client, sizes, batch, steps, dtype="float64", shuffle=False):
@@ -58,7 +84,12 @@ def cluster_steps(client, sizes, batch, steps, dtype="float64", shuffle=False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, Y)  # warms the workers up (imports, Numba cache)
+        client.run(_count_step_cpu)
         est.fit(X, Y)
+    per_worker = [c for c in client.run(_step_cpu).values() if c]
+    # the slowest worker's CPU seconds per step: what the load of other processes does not
+    # change (a wall-clock figure on a busy machine does)
+    cluster_steps.cpu = float(np.mean(np.max(per_worker, axis=0))) if per_worker else None
     s = est.cluster_stats_
     return s["wall_seconds"] / s["steps"], s["compute_seconds"] / s["steps"]
 
@@ -79,7 +110,7 @@ def main(argv=None):
           f"and step (float64); {a.workers} process workers of {a.threads} thread"
           f"{'s' if a.threads != 1 else ''} each")
     print(f"{'batch':>7} {'shuffle':>7} {'single ms':>10} {'step ms':>9} {'compute ms':>11} "
-          f"{'comm ms':>8} {'efficiency':>10} {'compute share':>13}")
+          f"{'comm ms':>8} {'efficiency':>10} {'compute share':>13} {'cpu balance':>11}")
     shuffles = {"off": [False], "on": [True], "both": [False, True]}[a.shuffle]
     with LocalCluster(n_workers=a.workers, threads_per_worker=a.threads, processes=True,
                       dashboard_address=":0", scheduler_kwargs={"dashboard": False}
@@ -89,10 +120,12 @@ def main(argv=None):
             for shuffle in shuffles:
                 wall, compute = cluster_steps(client, sizes, batch, a.steps, shuffle=shuffle)
                 eff = single / (a.workers * wall)
+                cpu = cluster_steps.cpu
+                balance = single_process_step.cpu / (a.workers * cpu) if cpu else float("nan")
                 print(f"{batch:>7} {'on' if shuffle else 'off':>7} {single * 1e3:>10.2f} "
                       f"{wall * 1e3:>9.2f} {compute * 1e3:>11.2f} "
-                      f"{(wall - compute) * 1e3:>8.2f} {eff:>10.2f} {compute / wall:>13.2f}",
-                      flush=True)
+                      f"{(wall - compute) * 1e3:>8.2f} {eff:>10.2f} {compute / wall:>13.2f} "
+                      f"{balance:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":
