@@ -107,7 +107,8 @@ def main(argv=None):
     sizes = [int(s) for s in a.sizes.split(",")]
     P = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
     print(f"network {sizes}: P = {P:,} parameters, {2 * P * 8 / 1e6:.1f} MB moved per worker "
-          f"and step (float64); {a.workers} process workers of {a.threads} thread"
+          f"and step (float64); {a.workers} process worker{'s' if a.workers != 1 else ''} of "
+          f"{a.threads} thread"
           f"{'s' if a.threads != 1 else ''} each")
     print(f"{'batch':>7} {'shuffle':>7} {'single ms':>10} {'step ms':>9} {'compute ms':>11} "
           f"{'comm ms':>8} {'efficiency':>10} {'compute share':>13} {'cpu balance':>11}")
