@@ -7,8 +7,8 @@ arrays.  The rows are split into one *shard* per worker (never more shards than 
 unshuffled batches (``shuffle=False``, no validation split) every global batch is dealt out as
 one contiguous part per shard, so that each batch is spread over every worker; otherwise each
 shard is a contiguous block of rows (a shuffled batch draws its rows from all of them).  A dask
-input moves once, between the workers; a NumPy input is scattered once.  Each shard lives in a long-lived
-*engine* on its worker (a Dask actor) that holds the rows and a preallocated workspace; after
+input moves once, between the workers; a NumPy input is scattered once.  Each shard lives in a
+long-lived *engine* on its worker (a Dask actor) that holds the rows and a preallocated workspace; after
 that, only parameters and gradients travel.
 
 One training step (the protocol, identical for L-BFGS evaluations and SGD/Adam batches)::
