@@ -13,10 +13,10 @@ single-process reference then runs k threads too).  "compute" is the slowest wor
 kernel time per step, "comm" the rest of the step's wall time (serialisation, the round trip,
 the driver's sum and update).  The single-process reference runs the same global batch through
 ``fastmlp.backend.Engine`` with ``--threads`` threads in this process.  Efficiency = single /
-(W * step): 1.0 means W workers are W times as fast as one process.  "cpu balance" = the single process's
-CPU seconds / (W * the slowest worker's CPU seconds per step): the same ratio counted in CPU
-time, which other jobs on a busy machine do not change (1.0: every worker does 1/W of the work;
-1/W: one worker does all of it while the others wait).  "compute share" = compute / step:
+(W * step): 1.0 means W workers are W times as fast as one process.  "cpu balance" = the
+single process's CPU seconds / (W * the slowest worker's CPU seconds per step): the same ratio
+counted in CPU time, which other jobs on a busy machine do not change (1.0: every worker does
+1/W of the work; 1/W: one worker does all of it while the others wait).  "compute share" = compute / step:
 the efficiency the protocol leaves when the workers compute as fast as the single process
 (on a machine shared with other work they do not, and efficiency falls below it).  Does
 nothing on import.

@@ -8,8 +8,8 @@ unshuffled batches (``shuffle=False``, no validation split) every global batch i
 one contiguous part per shard, so that each batch is spread over every worker; otherwise each
 shard is a contiguous block of rows (a shuffled batch draws its rows from all of them).  A dask
 input moves once, between the workers; a NumPy input is scattered once.  Each shard lives in a
-long-lived *engine* on its worker (a Dask actor) that holds the rows and a preallocated workspace; after
-that, only parameters and gradients travel.
+long-lived *engine* on its worker (a Dask actor) that holds the rows and a preallocated
+workspace; after that, only parameters and gradients travel.
 
 One training step (the protocol, identical for L-BFGS evaluations and SGD/Adam batches)::
 
