@@ -399,11 +399,11 @@ def test_resume_reuses_the_stored_scaling_to_the_bit(tmp_path, data, capsys, mon
     rc, out, err = call(capsys, "train", "--resume", ckpt, "--no-scale", "--epochs", 4)
     assert_user_error(rc, err, "--no-scale differs from the checkpoint")
 
-    from fastmlp import _cli_train
+    from fastmlp.cli import train as cli_train
 
     def no_refit(*a):
         raise AssertionError("a resumed run must reuse the checkpoint's scaling")
-    monkeypatch.setattr(_cli_train, "_fit_scaling", no_refit)
+    monkeypatch.setattr(cli_train, "_fit_scaling", no_refit)
     rc, out, err = call(capsys, "train", data / "reg.tsv", "--resume", ckpt, "--epochs", 4)
     assert rc == 0, err
     a, b = fastmlp.load(ref), fastmlp.load(ckpt)
@@ -736,17 +736,17 @@ def test_help_offers_every_activation_and_solver():
     """The command line's --activation and --solver offer exactly the names that
     fastmlp._validation lists (the one list the estimators, model files and ONNX export use
     too), and a saved record's settings are checked against the same list."""
-    from fastmlp import _cli_record
+    from fastmlp.cli import record as cli_record
     from fastmlp._validation import ACTIVATIONS, ESTIMATOR_ACTIVATIONS, SOLVERS
     options = _train_options()
     assert list(options["activation"].choices) == list(ACTIVATIONS)
     assert list(options["solver"].choices) == list(SOLVERS)
     assert set(ESTIMATOR_ACTIVATIONS) | {"sigmoid"} == set(ACTIVATIONS)
     for name in ACTIVATIONS:
-        assert _cli_record._SETTING_CHECKS["activation"](name)
+        assert cli_record._SETTING_CHECKS["activation"](name)
     for name in SOLVERS:
-        assert _cli_record._SETTING_CHECKS["solver"](name)
-    assert not _cli_record._SETTING_CHECKS["activation"]("softmax")
+        assert cli_record._SETTING_CHECKS["solver"](name)
+    assert not cli_record._SETTING_CHECKS["activation"]("softmax")
 
 
 def test_version_is_the_package_version(capsys):

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from ._cli_data import UserError
+from .data import UserError
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 # Options of `fastmlp train` that a cluster run refuses, and why (the rest apply as in a
@@ -90,7 +90,7 @@ def read_lazy(data, target):
     """DATA's files as one lazy table (a :class:`LazyData`); every file must have the same
     columns (one error line naming the first that differs)."""
     import dask.dataframe as dd
-    from ._cli_data import _names
+    from .data import _names
     paths, fmt = _files(data)
     frames = []
     for path in paths:
@@ -220,11 +220,11 @@ def run_train_dask(args):
             raise UserError(f"{option} is not supported with --dask: {why}")
     if args.data is None:
         raise UserError("--dask needs DATA (a Parquet/CSV file, folder or glob)")
-    from ._cli_record import record
-    from ._cli_run import StopOnSignal
-    from ._cli_train import check_outputs
-    from .dask import ClusterLostError, MLPClassifier, MLPRegressor
-    from .persistence import save
+    from .record import record
+    from .run import StopOnSignal
+    from .train import check_outputs
+    from ..dask import ClusterLostError, MLPClassifier, MLPRegressor
+    from ..persistence import save
     check_outputs(args)
     paths, _ = _files(args.data)
     if args.val_data is not None:
@@ -354,7 +354,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
     metric = "accuracy" if task == "classify" else "R^2"
     history = {"val_score": [], "seconds": 0.0}
     # what a local run shows: its progress display (epochs of sgd/adam; L-BFGS shows none)
-    from ._cli_run import Progress
+    from .run import Progress
     progress = None
     if s["solver"] != "lbfgs":
         progress = Progress(s["epochs"], 0, n_train, args.quiet, metric)
@@ -397,7 +397,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
                                            history, status, n_train, n_val))
 
     if stop.signum is not None:
-        from ._cli_run import EXIT_SIGNAL
+        from .run import EXIT_SIGNAL
         if args.out and hasattr(est, "coefs_"):
             save_model("interrupted")
             kept = (f"the last completed step is saved to {args.out} (a cluster run cannot "
@@ -424,7 +424,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
     if args.out:
         save_model("complete")
     if args.plot:
-        from ._cli_train import _plot
+        from .train import _plot
         curve = est.loss_curve_ if s["solver"] != "lbfgs" else [float(est.loss_)]
         _plot(args.plot, curve, [], metric, args.data)
     stats = est.cluster_stats_
@@ -437,7 +437,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
         print(json.dumps(result))
         return 0
     # the local run's summary, then where it ran
-    from ._cli_train import _report
+    from .train import _report
     curve = est.loss_curve_ if s["solver"] != "lbfgs" else [float(est.loss_)]
     sizes = [len(names), *s["hidden"], est.n_outputs_]
     _report(args, s, args.data, task, metric, sizes, scores | {"held_out": scores.get(

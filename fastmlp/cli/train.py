@@ -9,7 +9,7 @@ interrupted run, its checkpoint and its resumption take exactly the steps of an 
 one.  Signals reach the model only through its public ``request_stop()``.
 
 (~500 lines: the job's steps from reading to reporting; reading files, the training record and
-outputs/signals/progress live in ``_cli_data``, ``_cli_record`` and ``_cli_run``.)
+outputs/signals/progress live in ``data``, ``record`` and ``run`` beside it.)
 """
 import math
 import os
@@ -20,11 +20,11 @@ import warnings
 
 import numpy as np
 
-from ._cli_data import (UserError, check_memory, class_labels, detect_task, predictions,
+from .data import (UserError, check_memory, class_labels, detect_task, predictions,
                         read_data, score, to_dtype)
-from ._cli_record import check_resumable, load_model, record as _record
-from ._cli_run import EXIT_SIGNAL, Progress, StopOnSignal, check_output_path
-from .persistence import atomic_write, save
+from .record import check_resumable, load_model, record as _record
+from .run import EXIT_SIGNAL, Progress, StopOnSignal, check_output_path
+from ..persistence import atomic_write, save
 
 # Defaults: the digits main job (a small sigmoid network) and a DATA run (scikit-learn's).
 DIGITS_DEFAULTS = dict(hidden=[64], activation="sigmoid", solver="sgd", epochs=30,
@@ -305,7 +305,7 @@ def _run_train(args, holder, stop):
     metric = "accuracy" if task == "classify" else "R^2"
     sizes = [Xtr.shape[1], *s["hidden"], len(classes) if task == "classify" else 1]
     batch = len(Xtr) if s["solver"] == "lbfgs" else min(s["batch_size"], len(Xtr))
-    from ._state import training_bytes
+    from .._state import training_bytes
     check_memory(training_bytes(sizes, batch, dtype.itemsize),
                  f"a network {_arch(sizes)} with batch size {batch} ({dtype.name})")
 
@@ -323,7 +323,7 @@ def _run_train(args, holder, stop):
         Ytr = ytr.reshape(-1, 1) if y_mean is None else (ytr.reshape(-1, 1) - y_mean) / y_scale
         Ytr = to_dtype(Ytr, dtype, source, raw=ytr, what="target")
     if model is None:
-        from .model import MLP
+        from ..model import MLP
         # digits: a sigmoid output with squared error; DATA: softmax + log loss for classes,
         # identity + squared error for regression
         out, loss = (("sigmoid", "squared_error") if data is None else
@@ -442,8 +442,8 @@ def _run_train(args, holder, stop):
 def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holder, stop,
                  scaling, record):
     from sklearn.exceptions import ConvergenceWarning
-    from ._threads import thread_limits
-    from .estimators import MLPClassifier, MLPRegressor
+    from .._threads import thread_limits
+    from ..estimators import MLPClassifier, MLPRegressor
     activation = "logistic" if s["activation"] == "sigmoid" else s["activation"]
     cls = MLPClassifier if task == "classify" else MLPRegressor
     kw = {} if task != "classify" else {"class_weight": s["class_weight"]}
