@@ -233,7 +233,7 @@ class Trainer:
         disk."""
         import numba
 
-        from . import __version__
+        from ._version import __version__
         return (_planner.FORMAT, _planner.cpu_model(), int(n_threads),
                 tuple(int(s) for s in self.layout.sizes), int(batch), self.dtype.str,
                 tuple(int(c) for c in self.codes), self.dropout is not None, kind,
