@@ -144,17 +144,24 @@ def _leave_call():
             _calls.pop(me, None)
 
 
-def _capped(n, budget):
-    """n capped at the budget, with one warning per (n, budget) and process."""
+def cap_request(n, what="n_threads={n}"):
+    """(n capped at the CPU budget, None or a one-line note saying so); ``what`` names the
+    request (``{n}`` is replaced by n), e.g. ``"--threads {n}"`` for the command line."""
+    budget = cpu_budget()
     if n <= budget:
-        return n
-    if (n, budget) not in _warned:
-        _warned.add((n, budget))
-        warnings.warn(f"n_threads={n} is more than the {budget} CPU core"
-                      f"{'s' if budget != 1 else ''} this process may use (its CPU affinity, "
-                      f"container quota or Dask worker threads): using {budget}",
-                      RuntimeWarning, stacklevel=4)
-    return budget
+        return n, None
+    return budget, (f"{what.format(n=n)} is more than the {budget} CPU core"
+                    f"{'s' if budget != 1 else ''} this process may use (its CPU affinity, "
+                    f"container quota or Dask worker threads): using {budget}")
+
+
+def _capped(n):
+    """n capped at the CPU budget, with one warning per (n, budget) and process."""
+    capped, note = cap_request(n)
+    if note is not None and (n, capped) not in _warned:
+        _warned.add((n, capped))
+        warnings.warn(note, RuntimeWarning, stacklevel=4)
+    return capped
 
 
 _layer = None
@@ -292,12 +299,11 @@ def thread_limits(n_threads=None):
     start_pool()
     threads_in = _enter_call()
     try:
-        budget = cpu_budget()
         previous = numba.get_num_threads()
         if n is None:
-            n = max(1, min(previous, _user_blas_threads(), budget // threads_in))
+            n = max(1, min(previous, _user_blas_threads(), cpu_budget() // threads_in))
         else:
-            n = _capped(n, budget)
+            n = _capped(n)
         numba.set_num_threads(min(n, max_threads()))
         try:
             with blas_threads(n):

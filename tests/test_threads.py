@@ -620,3 +620,19 @@ def test_a_fork_while_another_thread_fits_never_hangs_the_parent(strategy):
     out = _run(FORK_PARENT, timeout=240, FASTMLP_STRATEGY=strategy)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-3:] == ["parent", "ok", "True"]
+
+
+def test_the_command_line_says_in_one_line_that_threads_are_capped(budget, tmp_path, capsys):
+    from fastmlp import cli
+    budget(1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.c_[X, X[:, 0] > 0], delimiter=",", header="a,b,c,y", comments="")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the model gets the capped count: no warning after
+        assert cli.main(["train", str(data), "--threads", "8", "--epochs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fastmlp: --threads 8 is more than the 1 CPU core this process may use (its "
+                   "CPU affinity, container quota or Dask worker threads): using 1"]
