@@ -564,22 +564,26 @@ def test_a_fork_waits_for_kernel_calls_and_holds_new_ones():
     inside.wait(timeout=60)
     forking = threading.Thread(target=_threads._before_fork)
     forking.start()
-    forking.join(0.3)
-    assert forking.is_alive()  # waiting for the kernel call to end
-    release.set()
-    forking.join(timeout=60)
-    k.join(timeout=60)
-    assert not forking.is_alive() and not k.is_alive()
     started = threading.Event()
 
     def held():
         with _threads.kernel_section():
             started.set()
 
-    h = threading.Thread(target=held)
-    h.start()
-    assert not started.wait(0.3)  # a fork is under way: the next kernel call waits
-    _threads._after_fork_in_parent()
+    try:
+        forking.join(0.3)
+        assert forking.is_alive()  # waiting for the kernel call to end
+        release.set()
+        forking.join(timeout=60)
+        k.join(timeout=60)
+        assert not forking.is_alive() and not k.is_alive()
+        h = threading.Thread(target=held)
+        h.start()
+        assert not started.wait(0.3)  # a fork is under way: the next kernel call waits
+    finally:
+        release.set()
+        forking.join(timeout=60)
+        _threads._after_fork_in_parent()
     h.join(timeout=60)
     assert started.is_set() and _threads._forks_pending == 0 and not _threads._in_kernels
 
