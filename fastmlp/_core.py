@@ -13,8 +13,9 @@ import scipy.sparse as sp
 
 from . import _planner
 from . import kernels as K
-from ._threads import (blas_threads, blas_versions, max_threads, parallel_regions_allowed,
-                       region_guard, resolve_n_threads, thread_limits, threading_layer)
+from ._threads import (blas_threads, blas_versions, kernel_call, kernel_section, max_threads,
+                       parallel_regions_allowed, region_guard, resolve_n_threads, thread_limits,
+                       threading_layer)
 from ._validation import check_dtype, check_leaky_relu_slope, resolve
 from ._workspace import PREDICT_CHUNK, STEPS_PER_CALL, Layout, Workspace
 
@@ -172,6 +173,7 @@ class Trainer:
             K.gather_vector(swb, sw, idx)
         return xb, yb, swb
 
+    @kernel_call  # a fork waits for it (fastmlp._threads)
     def _step(self, xb, yb, swb, grads=None):
         """Forward + backprop of one batch (blas way): (batch loss, weight sum); grads (default
         self.grads) holds raw sums."""
@@ -187,6 +189,7 @@ class Trainer:
         """The step's mask seed: the fit's seed in the high 32 bits, the step count below."""
         return np.uint64((self.dropout_seed << 32) | (self.dropout_step & 0xFFFFFFFF))
 
+    @kernel_call  # a fork waits for it (fastmlp._threads)
     def _split(self, X, Y, sw, idx, n_threads, grads=None):
         """Forward + backprop of the rows idx of X (split way): as _step."""
         ws = self.ws
@@ -466,6 +469,7 @@ class Trainer:
     def _steps_done(self, n_steps):
         """Called after each kernel call of run_epoch with the steps it took (a hook)."""
 
+    @kernel_call  # a fork waits for it (fastmlp._threads)
     def _steps_call(self, split, nt, params, grads, s1, s2, opt, hyper, X, Y, sw, order, pos,
                     n):
         """Up to n training steps from position pos of the order, in one kernel call of the
@@ -575,11 +579,12 @@ class Trainer:
                     stop = min(start + B, n)
                     xb = self._rows(ws, X, None, start, stop)
                     if split:
-                        with region_guard():
+                        with kernel_section(), region_guard():
                             K.split_forward(out[start:stop], self.params, ws.acts, xb,
                                             self.layout.sizes, B, act, out_act, slope, nt)
                     else:
-                        out[start:stop] = K.forward_pass(self.params, ws.acts, xb,
-                                                         self.layout.sizes, B, act, out_act,
-                                                         slope)
+                        with kernel_section():
+                            out[start:stop] = K.forward_pass(self.params, ws.acts, xb,
+                                                             self.layout.sizes, B, act,
+                                                             out_act, slope)
         return out

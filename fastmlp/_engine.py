@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from ._state import check_memory
-from ._threads import resolve_n_threads, thread_limits
+from ._threads import kernel_section, resolve_n_threads, thread_limits
 from ._validation import (ENGINE_CONSTRAINTS, check_dtype, check_hyperparams,
                           check_layer_sizes, check_leaky_relu_slope, resolve)
 from ._workspace import Layout
@@ -379,7 +379,7 @@ default="identity"
                              f"max_rows={self.max_rows}")
         B = self._reserve(n, backward=False, sparse=sp.issparse(X))
         act, out_act, _ = self.codes
-        with thread_limits(self.n_threads):
+        with thread_limits(self.n_threads), kernel_section():
             for start in range(0, n, B):
                 stop = min(start + B, n)
                 A = K.forward_pass(params, self._acts, self._rows(X, start, stop),
@@ -473,7 +473,7 @@ default="identity"
         self._reserve(row0 + n, backward=True, sparse=False)
         act, out_act, loss = self.codes
         no_sw = self._no_sw if sw is None else sw
-        with thread_limits(self.n_threads):
+        with thread_limits(self.n_threads), kernel_section():
             total = K.train_kernels(act, out_act, loss, True).rows_sums(
                 grads, params, self._acts, self._deltas, X, Y, no_sw, self._sizes,
                 self._capacity, row0, self.slope, np.ascontiguousarray(rates),
@@ -607,7 +607,7 @@ default="identity"
         act, out_act, loss = self.codes
         loss_sum = weight_sum = 0.0
         W0t = params[:self._n_w0].reshape(self.layer_sizes[0], self.layer_sizes[1]).T
-        with thread_limits(self.n_threads):
+        with thread_limits(self.n_threads), kernel_section():
             for start in range(0, n, B):
                 stop = min(start + B, n)
                 whole = stop - start == n

@@ -455,6 +455,12 @@ def main(argv=None):
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code
     from .run import EXIT_SIGNAL, Interrupted, StopOnSignal
+    if getattr(args, "threads", None) is not None and not getattr(args, "dask", None):
+        # capped at the CPU budget, said in one line
+        from .._threads import cap_request
+        args.threads, note = cap_request(args.threads, "--threads {n}")
+        if note:
+            print(f"fastmlp: {note}", file=sys.stderr)
     try:
         with StopOnSignal(lambda: None):  # a signal raises Interrupted: files are cleaned up
             return args.func(args)
