@@ -386,6 +386,8 @@ class Trainer:
         new = watch.epoch_done(seconds, steps)
         if new is not None:
             _planner.store(watch.key, new, replace=True)
+            if new.source == "probed" and not _planner.machine_busy():
+                _planner.save(watch.key, new)  # later processes start from the better plan
 
     @contextmanager
     def session(self):

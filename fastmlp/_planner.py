@@ -147,6 +147,8 @@ def clear():
     """Forget every plan of this process (the next fits read the plan files or time again)."""
     with _plans_lock:
         _plans.clear()
+    with _probed_lock:
+        _probed.clear()
 
 
 # -- the candidates --------------------------------------------------------------------------
@@ -360,6 +362,19 @@ def save(key, plan):
 # slower now).
 SLOW_FACTOR = 2.5
 SLOW_EPOCHS = 2
+# A plan that was timed or read from disk is checked once per process against its runner-up:
+# epochs PROBE_EPOCH and the next (0-based) run the runner-up, which replaces the plan when its
+# faster epoch's steps are at least PROBE_GAIN faster (the first epoch of a way after another
+# wakes its thread pool and touches its buffers: split/2's first epoch measured 0.29 ms a step
+# where its next ran 0.15).  A trial taken in a slow spell (a plan file written then
+# included) would otherwise stay in force as long as its epochs stay as slow as they began:
+# measured, a plan file whose trial had timed split/2 at 3.0 ms a step (0.15 ms idle) kept a
+# 2-core machine on blas/1, 1.6x slower per epoch, for every later fit.
+PROBE_EPOCH = 2
+PROBE_GAIN = 0.9
+PROBE_EPOCHS = 2
+_probed = set()  # keys probed in this process
+_probed_lock = threading.Lock()
 
 
 class Watch:
@@ -380,18 +395,57 @@ class Watch:
         self.needed = SLOW_EPOCHS
         self.trying = None  # the candidate the current epoch runs, when on trial
         self.last_slow = math.inf
+        self.epochs = 0
+        self.probe = plan.source in ("timed", "disk") and bool(self.alternatives)
+        self.probing = 0  # epochs left of the once-per-process probe
+        self.probe_best = math.inf
+
+    def _claim_probe(self):
+        """Whether this watch runs the probe of its key (once per process)."""
+        with _probed_lock:
+            if self.key in _probed:
+                return False
+            _probed.add(self.key)
+            return True
 
     def plan_for_epoch(self):
         if self.trying is not None:
             return self.trying
+        if (self.probe and self.epochs >= PROBE_EPOCH and math.isfinite(self.estimate)
+                and self.slow == 0):
+            self.probe = False
+            if self._claim_probe():
+                way, k = parse_label(self.alternatives[0])
+                self.trying = Plan(way, "probed", self.plan.seconds, k)
+                self.probing = PROBE_EPOCHS
+                self.probe_best = math.inf
+                self.last_slow = self.estimate * PROBE_GAIN
+                log.debug("fastmlp: plan %s runs %.3g ms/step: probing %s for %d epochs",
+                          self.plan.label, self.estimate * 1e3, self.trying.label,
+                          PROBE_EPOCHS)
+                return self.trying
         return self.plan
 
     def epoch_done(self, seconds, steps):
         if steps <= 0 or not (seconds >= 0):
             return None
         per_step = seconds / steps
+        self.epochs += 1
         if self.trying is not None:
+            if self.probing:
+                self.probing -= 1
+                self.probe_best = per_step = min(self.probe_best, per_step)
+                if self.probing:
+                    return None  # the probe's next epoch runs the same candidate
+                probing = True
+            else:
+                probing = False
             tried, self.trying = self.trying, None
+            if probing and per_step >= self.last_slow:
+                log.debug("fastmlp: probe %s ran %.3g ms/step, not %.0f%% faster than %s: "
+                          "plan kept", tried.label, per_step * 1e3, 100 * (1 - PROBE_GAIN),
+                          self.plan.label)
+                return None
             if per_step < self.last_slow:
                 log.debug("fastmlp: plan %s ran %.3g ms/step against %.3g for %s: kept",
                           tried.label, per_step * 1e3, self.last_slow * 1e3, self.plan.label)
@@ -416,6 +470,7 @@ class Watch:
             if self.slow >= self.needed and self.alternatives:
                 way, k = parse_label(self.alternatives[0])
                 self.trying = Plan(way, "watched", self.plan.seconds, k)
+                self.probe = False  # real epochs compare the two ways already
                 log.debug("fastmlp: plan %s ran %.3g ms/step, %.1fx its estimate, %d epochs in "
                           "a row: trying %s", self.plan.label, per_step * 1e3,
                           per_step / self.estimate, self.slow, self.trying.label)

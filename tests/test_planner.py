@@ -228,10 +228,40 @@ def test_a_slow_plan_whose_alternative_is_slower_stays(fresh, monkeypatch):
     assert t._watch.plan.label == "blas/2"
 
 
-def test_steady_epochs_keep_the_plan(fresh, monkeypatch):
-    t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-5}, 6,
+def test_steady_epochs_keep_the_plan_after_one_probe_of_the_runner_up(fresh, monkeypatch):
+    """Epochs as fast as the trial said: the plan stays, but for one probe epoch of the
+    trial's runner-up (split/2), which is not PROBE_GAIN faster here."""
+    t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6,
                                 monkeypatch)
-    assert ran == [("blas/2", "timed")] * 6
+    p = _planner.PROBE_EPOCH
+    n = _planner.PROBE_EPOCHS
+    assert ran == ([("blas/2", "timed")] * p + [("split/2", "probed")] * n
+                   + [("blas/2", "timed")] * (6 - p - n))
+    assert t._watch.plan.label == "blas/2"
+
+
+def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monkeypatch):
+    """A trial taken in a slow spell chose blas/2 although split/2 runs 12x faster now: the
+    probe epoch shows it, split/2 is kept for this trainer, for the process's next fits (no
+    second probe), and written over the plan file for later processes."""
+    saved = []
+    monkeypatch.setattr(_planner, "save", lambda key, plan: saved.append(plan.label))
+    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    t, ran, calls = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-5}, 6,
+                                    monkeypatch)
+    p = _planner.PROBE_EPOCH
+    assert ran == [("blas/2", "timed")] * p + [("split/2", "probed")] * (6 - p)
+    assert saved[-1] == "split/2"
+    again = _trainer()
+    again.clock = _SlowClock(again, {"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-6})
+    again.ws_rows = _data()[0].shape[0]
+    X, Y = _data()
+    o = Adam()
+    state = o.init(again.params)
+    for _ in range(p + 3):  # blas/1 would be faster still: no second probe in this process
+        again.run_epoch(X, Y, o, state)
+        assert again.plan.label == "split/2"
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("strategy", _planner.STRATEGIES)
