@@ -386,8 +386,10 @@ class Trainer:
         new = watch.epoch_done(seconds, steps)
         if new is not None:
             _planner.store(watch.key, new, replace=True)
-            if new.source == "probed" and not _planner.machine_busy():
-                _planner.save(watch.key, new)  # later processes start from the better plan
+        if watch.probe_done:  # the plan stood its probe, or its runner-up won: on disk, so
+            watch.probe_done = False  # that later processes neither time nor probe again
+            if not _planner.machine_busy():
+                _planner.save(watch.key, watch.plan, probed=True)
 
     @contextmanager
     def session(self):

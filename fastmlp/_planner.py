@@ -314,7 +314,8 @@ def load(key, budget, split=True) -> Optional[Plan]:
         return None
     if not is_valid(strategy, threads, budget, split):
         return None
-    return Plan(strategy, "disk", {}, threads)
+    # a plan its runner-up was already probed against on this machine is not probed again
+    return Plan(strategy, "probed" if data.get("probed") is True else "disk", {}, threads)
 
 
 def machine_busy():
@@ -329,9 +330,10 @@ def machine_busy():
     return load > (os.cpu_count() or 1)
 
 
-def save(key, plan):
+def save(key, plan, probed=False):
     """Write plan for key to its file, atomically (a temporary file renamed over it); silent
-    when the files are off or the folder cannot be written."""
+    when the files are off or the folder cannot be written.  ``probed``: the plan stood a
+    probe against its runner-up (see ``Watch``), so later processes do not probe again."""
     path = _path(key)
     if path is None:
         return
@@ -341,7 +343,7 @@ def save(key, plan):
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"key": repr(key), "plan": plan.label,
+            json.dump({"key": repr(key), "plan": plan.label, "probed": bool(probed),
                        "seconds": {k: float(v) for k, v in plan.seconds.items()}}, f)
         os.replace(tmp, path)
         tmp = None
@@ -362,7 +364,8 @@ def save(key, plan):
 # slower now).
 SLOW_FACTOR = 2.5
 SLOW_EPOCHS = 2
-# A plan that was timed or read from disk is checked once per process against its runner-up:
+# A plan that was timed or read from disk is checked once per machine against its runner-up
+# (once per process where plan files are off or the machine is busy):
 # epochs PROBE_EPOCH and the next (0-based) run the runner-up, which replaces the plan when its
 # faster epoch's steps are at least PROBE_GAIN faster (the first epoch of a way after another
 # wakes its thread pool and touches its buffers: split/2's first epoch measured 0.29 ms a step
@@ -397,7 +400,8 @@ class Watch:
         self.last_slow = math.inf
         self.epochs = 0
         self.probe = plan.source in ("timed", "disk") and bool(self.alternatives)
-        self.probing = 0  # epochs left of the once-per-process probe
+        self.probing = 0  # epochs left of the probe
+        self.probe_done = False  # set when a probe has just ended (the trainer saves the plan)
         self.probe_best = math.inf
 
     def _claim_probe(self):
@@ -441,6 +445,7 @@ class Watch:
             else:
                 probing = False
             tried, self.trying = self.trying, None
+            self.probe_done = probing
             if probing and per_step >= self.last_slow:
                 log.debug("fastmlp: probe %s ran %.3g ms/step, not %.0f%% faster than %s: "
                           "plan kept", tried.label, per_step * 1e3, 100 * (1 - PROBE_GAIN),

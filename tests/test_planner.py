@@ -229,8 +229,13 @@ def test_a_slow_plan_whose_alternative_is_slower_stays(fresh, monkeypatch):
 
 
 def test_steady_epochs_keep_the_plan_after_one_probe_of_the_runner_up(fresh, monkeypatch):
-    """Epochs as fast as the trial said: the plan stays, but for one probe epoch of the
-    trial's runner-up (split/2), which is not PROBE_GAIN faster here."""
+    """Epochs as fast as the trial said: the plan stays, but for one probe of the trial's
+    runner-up (split/2) for PROBE_EPOCHS epochs, not PROBE_GAIN faster here; the plan is
+    written as probed, so that later processes on this machine do not probe again."""
+    saved = []
+    monkeypatch.setattr(_planner, "save",
+                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
+    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
     t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6,
                                 monkeypatch)
     p = _planner.PROBE_EPOCH
@@ -238,6 +243,33 @@ def test_steady_epochs_keep_the_plan_after_one_probe_of_the_runner_up(fresh, mon
     assert ran == ([("blas/2", "timed")] * p + [("split/2", "probed")] * n
                    + [("blas/2", "timed")] * (6 - p - n))
     assert t._watch.plan.label == "blas/2"
+    assert saved == [("blas/2", False), ("blas/2", True)]
+
+
+def test_a_probed_plan_file_is_not_probed_again(fresh, monkeypatch, tmp_path):
+    """A plan file written after its probe loads as 'probed': its epochs run it from the
+    first to the last, without a trial or a probe."""
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    X, Y = _data()
+    t = _trainer()
+    t.run_epoch(X, Y, Adam(), Adam().init(t.params))  # writes the plan file (timed)
+    key = t._watch.key
+    plan = _planner.load(key, _threads.max_threads())
+    assert plan is not None and plan.source == "disk"
+    _planner.save(key, plan, probed=True)
+    assert _planner.load(key, _threads.max_threads()).source == "probed"
+    _planner.clear()
+    monkeypatch.setattr(_planner, "time_candidates", lambda *a, **k: pytest.fail("timed"))
+    again = _trainer()
+    again.ws_rows = X.shape[0]
+    again.clock = _SlowClock(again, {plan.label: 1e-3, "blas/1": 1e-6, "blas/2": 1e-6,
+                                     "split/2": 1e-6})
+    o = Adam()
+    state = o.init(again.params)
+    for _ in range(_planner.PROBE_EPOCH + 3):
+        again.run_epoch(X, Y, o, state)
+        assert again.plan == _planner.Plan(plan.strategy, "probed", {}, plan.threads)
 
 
 def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monkeypatch):
@@ -245,13 +277,14 @@ def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monk
     probe epoch shows it, split/2 is kept for this trainer, for the process's next fits (no
     second probe), and written over the plan file for later processes."""
     saved = []
-    monkeypatch.setattr(_planner, "save", lambda key, plan: saved.append(plan.label))
+    monkeypatch.setattr(_planner, "save",
+                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
     monkeypatch.setattr(_planner, "machine_busy", lambda: False)
     t, ran, calls = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-5}, 6,
                                     monkeypatch)
     p = _planner.PROBE_EPOCH
     assert ran == [("blas/2", "timed")] * p + [("split/2", "probed")] * (6 - p)
-    assert saved[-1] == "split/2"
+    assert saved[-1] == ("split/2", True)
     again = _trainer()
     again.clock = _SlowClock(again, {"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-6})
     again.ws_rows = _data()[0].shape[0]
