@@ -71,8 +71,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._dask_engine import _ShardEngine
 from ._engine import mean_loss
+from ._sources import full_batch_loss_grad
 from ._workspace import Layout
-from .estimators import _STOCHASTIC_SOLVERS, _full_batch_loss_grad, _SubTasks
+from .estimators import _STOCHASTIC_SOLVERS, _SubTasks
 from .estimators import MLPClassifier as _LocalClassifier
 from .estimators import MLPRegressor as _LocalRegressor
 
@@ -357,7 +358,7 @@ class _ClusterValidation:
 
 class _FleetSource:
     """The gradient source of a cluster fit (what the estimators' fitting loops drive; the
-    protocol is ``fastmlp.estimators._TrainerSource``'s): every gradient is the sum of the
+    protocol is ``fastmlp._sources.TrainerSource``'s): every gradient is the sum of the
     engines' raw sums, and the driver's ``params`` (coefs_/intercepts_ are views of them)
     take the step.  ``after(steps)``, when given, runs after every step (tests use it to
     lose a worker or request a stop at a given step)."""
@@ -386,7 +387,7 @@ class _FleetSource:
             np.add(sums, g, out=sums)
         if self.after is not None:
             self.after(self.fleet.steps)
-        return _full_batch_loss_grad(params, self.layout.n_coef, self.alpha, total, sums,
+        return full_batch_loss_grad(params, self.layout.n_coef, self.alpha, total, sums,
                                      weight_sum, params.dtype)
 
     def run_epoch(self, optimizer, state, rs):

@@ -9,7 +9,7 @@ no-improvement counter, learning-rate schedules, early stopping).
 
 One fitting loop, two gradient sources.  The L-BFGS driver (``_BaseMLP._run_lbfgs``) and the
 epoch loop (``_BaseMLP._run_epochs``) drive a *gradient source*: here the Trainer on rows in
-memory (:class:`_TrainerSource`, which states the protocol), on a cluster the shards' engines
+memory (:class:`TrainerSource`, which states the protocol), on a cluster the shards' engines
 (``fastmlp.dask``), so that both fit the same way.
 
 State.  ``coefs_`` / ``intercepts_`` are plain lists of arrays and the source of truth.  While
@@ -52,6 +52,7 @@ from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
 from ._estimator_state import EstimatorState
+from ._sources import TrainerSource
 from ._validation import as_kernel_input, check_dropout
 from ._workspace import Layout
 from .optimizers import make_optimizer
@@ -376,7 +377,7 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             source.stop_requested = True
 
     def _run_lbfgs(self, source, validation, tasks, param_dtype):
-        """scikit-learn's L-BFGS-B fit on a gradient source (see :class:`_TrainerSource`)
+        """scikit-learn's L-BFGS-B fit on a gradient source (see :class:`TrainerSource`)
         from the source's parameters, with its options and its convergence check; after each
         iteration, fastmlp's bookkeeping: verbose output, the validation set, callbacks, a
         stop request.  Sets ``n_iter_`` and ``loss_`` and leaves coefs_/intercepts_ on the
@@ -451,7 +452,7 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                                0.0 if sparse else self.alpha)
         if validation is not None:
             validation = validation.prepared(dtype)
-        self._run_lbfgs(_TrainerSource(t, X, y, sample_weight, alpha=self.alpha), validation,
+        self._run_lbfgs(TrainerSource(t, X, y, sample_weight, alpha=self.alpha), validation,
                         tasks, param_dtype)
         # the full-batch workspace (activations and deltas of every row) and the gradients
         # serve only this fit: free them (coefs_ keep only the parameter vector alive)
@@ -463,7 +464,7 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                               beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
     def _run_epochs(self, open_source, n_samples, validation, incremental, tasks, dropout):
-        """scikit-learn's epochs of sgd/adam on a gradient source (see :class:`_TrainerSource`)
+        """scikit-learn's epochs of sgd/adam on a gradient source (see :class:`TrainerSource`)
         of ``n_samples`` training rows, with its per-epoch bookkeeping in its order (the
         random draws, the loss curve, schedules, tolerance, early stopping, the best weights)
         and fastmlp's (validation scoring, callbacks, stop requests).  ``open_source()``
@@ -529,7 +530,7 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
 
         def open_source():
             t = self._make_trainer(layer_units, dtype, self._batch_size(n_samples), self.alpha)
-            return _TrainerSource(t, X, y, sample_weight, shuffle=self.shuffle)
+            return TrainerSource(t, X, y, sample_weight, shuffle=self.shuffle)
 
         self._run_epochs(open_source, n_samples, validation, incremental, tasks, dropout)
 
@@ -728,98 +729,6 @@ class _Validation:
         total = K.output_delta_loss(D, output, Y, sw, loss_code)
         n = output.shape[0] if self.sw is None else float(np.sum(self.sw, dtype=np.float64))
         return float(total) / n
-
-
-def _full_batch_loss_grad(params, n_coef, alpha, loss_sum, grad_sums, weight_sum, dtype):
-    """L-BFGS's loss and gradient from sums over the rows (added over chunks of rows, or over
-    a cluster's shards): ``loss_sum`` and ``grad_sums`` ((P,) float64, overwritten) without the
-    L2 term, which is added here once, in float64 -- ``0.5 * alpha * ||W||^2`` and
-    ``alpha * W`` (intercepts excluded) -- before dividing by ``weight_sum``.  Returns the
-    loss and the gradient in ``dtype``."""
-    coefs = params[:n_coef].astype(np.float64)
-    grad_sums[:n_coef] += alpha * coefs
-    loss_sum += 0.5 * alpha * float(coefs @ coefs)
-    return loss_sum / weight_sum, (grad_sums / weight_sum).astype(dtype)
-
-
-class _TrainerSource:
-    """The gradient source of a local fit: the :class:`~fastmlp._core.Trainer` on rows in
-    memory (dense or CSR), trained in the trainer's dtype.
-
-    The fitting loops (``_BaseMLP._run_lbfgs`` and ``_run_epochs``) drive a source; a cluster
-    supplies its own (``fastmlp.dask``).  A source has
-
-    * ``params``, the flat parameter vector (coefs_/intercepts_ are views of it), and its
-      ``layout``;
-    * ``stop_requested``, which ``request_stop()`` sets: stop after the current batch;
-    * ``loss_grad(packed)``: L-BFGS's full-batch (loss, gradient) at ``packed``;
-    * ``set_dropout(rates, seed)`` and ``run_epoch(optimizer, state, rs)``: one epoch of
-      batches in scikit-learn's order (its shuffle drawn from ``rs``), returning the sum of
-      batch loss x batch rows and the number of rows done (fewer when stopped);
-    * ``evaluate(validation, score)``: the validation loss of the network and its score
-      (``score(output, y, sample_weight)``, None when ``score`` is None).
-
-    ``shuffle``: for epochs, whether each reshuffles the rows; None for L-BFGS, whose
-    ``alpha`` is added once (:func:`_full_batch_loss_grad`) on sparse input, where the trainer
-    runs chunks of rows without it.
-    """
-
-    def __init__(self, trainer, X, y, sample_weight, *, alpha=0.0, shuffle=None):
-        self.trainer, self.layout, self.params = trainer, trainer.layout, trainer.params
-        self.X = X
-        self.Y = np.ascontiguousarray(y, dtype=trainer.dtype)
-        self.sw = (None if sample_weight is None
-                   else np.ascontiguousarray(sample_weight, dtype=trainer.dtype))
-        self.alpha, self.shuffle = alpha, shuffle
-        # sklearn.utils.shuffle(sample_idx, random_state=rs) == rs.shuffle(sample_idx): the
-        # same draws, so each epoch's order is composed with the previous one, in place
-        self.order = (np.arange(X.shape[0], dtype=np.int64)
-                      if shuffle or (shuffle is not None and sp.issparse(X)) else None)
-        self._sums = None
-
-    @property
-    def stop_requested(self):
-        return self.trainer.stop_requested
-
-    @stop_requested.setter
-    def stop_requested(self, value):
-        self.trainer.stop_requested = value
-
-    def set_dropout(self, rates, seed):
-        self.trainer.set_dropout(rates, seed)
-
-    def run_epoch(self, optimizer, state, rs):
-        if self.shuffle:
-            rs.shuffle(self.order)
-        return self.trainer.run_epoch(self.X, self.Y, optimizer, state, order=self.order,
-                                      sample_weight=self.sw)
-
-    def loss_grad(self, packed):
-        t, X, Y, sw = self.trainer, self.X, self.Y, self.sw
-        np.copyto(t.params, packed)
-        if not sp.issparse(X):
-            return t.loss_and_grads(X, Y, sw), t.grads.copy()
-        if self._sums is None:
-            self._sums = np.empty(t.grads.shape, np.float64)
-        n, chunk, sums = X.shape[0], _core.PREDICT_CHUNK, self._sums
-        total, weight_sum = 0.0, 0.0
-        sums[:] = 0
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            w = stop - start if sw is None else float(sw[start:stop].sum(dtype=np.float64))
-            if w == 0:  # a chunk of zero weights adds nothing (and would divide by 0)
-                continue
-            total += w * t.loss_and_grads(X[start:stop], Y[start:stop],
-                                          None if sw is None else sw[start:stop])
-            sums[:] += w * t.grads
-            weight_sum += w
-        return _full_batch_loss_grad(t.params, t.layout.n_coef, self.alpha, total, sums,
-                                     weight_sum, t.dtype)
-
-    def evaluate(self, validation, score):
-        output = self.trainer.forward(validation.X)
-        loss = validation.loss(output, self.trainer.codes[2])
-        return loss, None if score is None else score(output, validation.y, validation.sw)
 
 
 class _SubTasks:

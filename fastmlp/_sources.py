@@ -1,0 +1,99 @@
+"""Gradient sources: what the estimators' fitting loops (the L-BFGS driver and the epoch
+loop of ``fastmlp.estimators``) train on.  :class:`TrainerSource` is the local one, the
+Trainer on rows in memory, and states the protocol; ``fastmlp.dask`` supplies the cluster's.
+:func:`full_batch_loss_grad` is L-BFGS's loss and gradient from sums over rows, shared by the
+sparse local source (chunks of rows) and the cluster's (shards)."""
+import numpy as np
+import scipy.sparse as sp
+
+
+def full_batch_loss_grad(params, n_coef, alpha, loss_sum, grad_sums, weight_sum, dtype):
+    """L-BFGS's loss and gradient from sums over the rows (added over chunks of rows, or over
+    a cluster's shards): ``loss_sum`` and ``grad_sums`` ((P,) float64, overwritten) without the
+    L2 term, which is added here once, in float64 -- ``0.5 * alpha * ||W||^2`` and
+    ``alpha * W`` (intercepts excluded) -- before dividing by ``weight_sum``.  Returns the
+    loss and the gradient in ``dtype``."""
+    coefs = params[:n_coef].astype(np.float64)
+    grad_sums[:n_coef] += alpha * coefs
+    loss_sum += 0.5 * alpha * float(coefs @ coefs)
+    return loss_sum / weight_sum, (grad_sums / weight_sum).astype(dtype)
+
+
+class TrainerSource:
+    """The gradient source of a local fit: the :class:`~fastmlp._core.Trainer` on rows in
+    memory (dense or CSR), trained in the trainer's dtype.
+
+    The fitting loops (``fastmlp.estimators._BaseMLP._run_lbfgs`` and ``_run_epochs``) drive
+    a source; a cluster supplies its own (``fastmlp.dask._FleetSource``).  A source has
+
+    * ``params``, the flat parameter vector (coefs_/intercepts_ are views of it), and its
+      ``layout``;
+    * ``stop_requested``, which ``request_stop()`` sets: stop after the current batch;
+    * ``loss_grad(packed)``: L-BFGS's full-batch (loss, gradient) at ``packed``;
+    * ``set_dropout(rates, seed)`` and ``run_epoch(optimizer, state, rs)``: one epoch of
+      batches in scikit-learn's order (its shuffle drawn from ``rs``), returning the sum of
+      batch loss x batch rows and the number of rows done (fewer when stopped);
+    * ``evaluate(validation, score)``: the validation loss of the network and its score
+      (``score(output, y, sample_weight)``, None when ``score`` is None).
+
+    ``shuffle``: for epochs, whether each reshuffles the rows; None for L-BFGS, whose
+    ``alpha`` is added once (:func:`full_batch_loss_grad`) on sparse input, where the trainer
+    runs chunks of rows without it.
+    """
+
+    def __init__(self, trainer, X, y, sample_weight, *, alpha=0.0, shuffle=None):
+        self.trainer, self.layout, self.params = trainer, trainer.layout, trainer.params
+        self.X = X
+        self.Y = np.ascontiguousarray(y, dtype=trainer.dtype)
+        self.sw = (None if sample_weight is None
+                   else np.ascontiguousarray(sample_weight, dtype=trainer.dtype))
+        self.alpha, self.shuffle = alpha, shuffle
+        # sklearn.utils.shuffle(sample_idx, random_state=rs) == rs.shuffle(sample_idx): the
+        # same draws, so each epoch's order is composed with the previous one, in place
+        self.order = (np.arange(X.shape[0], dtype=np.int64)
+                      if shuffle or (shuffle is not None and sp.issparse(X)) else None)
+        self._sums = None
+
+    @property
+    def stop_requested(self):
+        return self.trainer.stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, value):
+        self.trainer.stop_requested = value
+
+    def set_dropout(self, rates, seed):
+        self.trainer.set_dropout(rates, seed)
+
+    def run_epoch(self, optimizer, state, rs):
+        if self.shuffle:
+            rs.shuffle(self.order)
+        return self.trainer.run_epoch(self.X, self.Y, optimizer, state, order=self.order,
+                                      sample_weight=self.sw)
+
+    def loss_grad(self, packed):
+        t, X, Y, sw = self.trainer, self.X, self.Y, self.sw
+        np.copyto(t.params, packed)
+        if not sp.issparse(X):
+            return t.loss_and_grads(X, Y, sw), t.grads.copy()
+        if self._sums is None:
+            self._sums = np.empty(t.grads.shape, np.float64)
+        n, chunk, sums = X.shape[0], t.batch_size, self._sums  # chunks of the workspace
+        total, weight_sum = 0.0, 0.0
+        sums[:] = 0
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            w = stop - start if sw is None else float(sw[start:stop].sum(dtype=np.float64))
+            if w == 0:  # a chunk of zero weights adds nothing (and would divide by 0)
+                continue
+            total += w * t.loss_and_grads(X[start:stop], Y[start:stop],
+                                          None if sw is None else sw[start:stop])
+            sums[:] += w * t.grads
+            weight_sum += w
+        return full_batch_loss_grad(t.params, t.layout.n_coef, self.alpha, total, sums,
+                                     weight_sum, t.dtype)
+
+    def evaluate(self, validation, score):
+        output = self.trainer.forward(validation.X)
+        loss = validation.loss(output, self.trainer.codes[2])
+        return loss, None if score is None else score(output, validation.y, validation.sw)
