@@ -45,22 +45,15 @@ class _CheckoutFolders:
 
 _CheckoutFolders.install()
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
 from . import _threads  # noqa: F401  (chooses Numba's threading layer before any kernel runs)
 from . import backend
 from .model import MLP
 from .persistence import load
 from .estimators import MLPClassifier, MLPRegressor
-
-try:
-    __version__ = _version("fastmlp")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+from ._version import __version__
 
 
-
-def __getattr__(name):
+def __getattr__(name: str):
     # imported on first use: ``python -m fastmlp.patch`` must find fastmlp.patch not yet
     # imported, and the ONNX extra is optional
     if name in ("patch_sklearn", "unpatch_sklearn"):

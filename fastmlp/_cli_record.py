@@ -5,10 +5,8 @@ import math
 import os
 
 from ._cli_data import UserError
+from ._validation import ACTIVATIONS, SOLVERS
 from .persistence import ModelFileError, load_with_metadata
-
-ACTIVATIONS = ("sigmoid", "logistic", "tanh", "relu", "identity", "leaky_relu", "gelu",
-               "silu")
 
 
 def record(s, data, fingerprint, task, target, metric, history, status, n_train, n_val):
@@ -47,7 +45,7 @@ _SETTING_CHECKS = {
     "class_weight": lambda v: v in (None, "balanced"),
     "early_stopping": lambda v: v is None or _is_int(v, 1),
     "val_data": lambda v: v is None or isinstance(v, str),
-    "solver": lambda v: v in ("sgd", "adam", "lbfgs"),
+    "solver": lambda v: v in SOLVERS,
     "epochs": lambda v: _is_int(v, 1),
     "batch_size": lambda v: _is_int(v, 1),
     "lr": lambda v: _is_num(v, 0, low_open=True),

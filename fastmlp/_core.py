@@ -13,7 +13,7 @@ from . import kernels as K
 from ._threads import (blas_threads, blas_versions, parallel_regions_allowed, region_guard,
                        resolve_n_threads, thread_limits, threading_layer)
 from ._validation import check_dtype, check_leaky_relu_slope, resolve
-from ._workspace import STEPS_PER_CALL, Layout, Workspace
+from ._workspace import PREDICT_CHUNK, STEPS_PER_CALL, Layout, Workspace
 
 # OpenBLAS releases whose gemm gives wrong results when several threads call it at once (the
 # split way does): fixed in 0.3.30.
@@ -26,10 +26,6 @@ _NO_HYPER = np.zeros(6)  # no optimizer update (NO_UPDATE)
 # A multi-step kernel call runs about this many FLOP (a few milliseconds): short enough that a
 # stop request (Ctrl-C) is honoured promptly, long enough that the call's cost is nothing.
 FLOP_PER_CALL = 1e9
-
-# Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
-# sparse input): bounds the workspace, and sparse input is densified one chunk at a time.
-PREDICT_CHUNK = 4096
 
 
 def glorot_uniform(layout, rs, dtype, activation):

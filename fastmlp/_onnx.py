@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import SKLEARN_ACTIVATIONS as _SKL2ONNX_ACTIVATIONS  # what skl2onnx knows
+
 __all__ = ["to_onnx"]
 
 _MULTILABEL = (
@@ -126,9 +128,31 @@ def _shape_classifier(operator):
     operator.outputs[0].type = Int64TensorType(list(probabilities.shape))
 
 
-# the hidden activations skl2onnx's MLP classifier converter knows
-_SKL2ONNX_ACTIVATIONS = ("identity", "tanh", "logistic", "relu")
+def _fits_int32(classes):
+    """Whether skl2onnx's MLP converter keeps these labels: it stores numeric classes as an
+    int32 tensor, so that 2**40 would come out as 0 (strings it keeps)."""
+    classes = np.asarray(classes)
+    if classes.dtype.kind not in "biuf":
+        return True
+    info = np.iinfo(np.int32)
+    return bool(np.all((classes >= info.min) & (classes <= info.max)))
 
+
+def _check_labels(model):
+    """A classifier's numeric classes must be int64 values: ONNX's label output is int64."""
+    from .estimators import MLPClassifier
+    if not isinstance(model, MLPClassifier) or _multilabel(model):
+        return
+    classes = np.asarray(model.classes_)
+    if classes.dtype.kind not in "iuf":  # strings and booleans convert as they are
+        return
+    # Python compares ints and floats exactly: 2**63 and 1e19 are out, 2**63 - 1 is in
+    bad = [c for c in classes.tolist() if not -2 ** 63 <= c < 2 ** 63]
+    if bad:
+        raise ValueError(
+            f"to_onnx: the class label {bad[0]!r} does not fit ONNX's int64 label output "
+            "(-2**63 to 2**63 - 1); relabel the classes (e.g. "
+            "sklearn.preprocessing.LabelEncoder) or use string labels")
 
 def _convert_classifier(scope, operator, container):
     """skl2onnx's MLP classifier converter where it applies; fastmlp's graph for a multilabel
@@ -137,7 +161,8 @@ def _convert_classifier(scope, operator, container):
     gelu, silu: the probabilities, then argmax and the class of that column)."""
     model = operator.raw_operator
     multilabel = _multilabel(model)
-    if not multilabel and model.activation in _SKL2ONNX_ACTIVATIONS:
+    if (not multilabel and model.activation in _SKL2ONNX_ACTIVATIONS
+            and _fits_int32(model.classes_)):
         from skl2onnx.operator_converters.multilayer_perceptron import (
             convert_sklearn_mlp_classifier)
         return convert_sklearn_mlp_classifier(scope, operator, container)
@@ -185,16 +210,18 @@ def _register(cls):
     _registered.add(cls)
 
 
-def to_onnx(model, X_sample, **options):
+def to_onnx(model, X_sample=None, **options):
     """Convert a fitted fastmlp model to an ONNX graph (through skl2onnx).
 
     Parameters
     ----------
     model : fastmlp.MLPClassifier, fastmlp.MLPRegressor or fastmlp.MLP
         Fitted.  Estimators created under ``fastmlp.patch_sklearn()`` convert too.
-    X_sample : ndarray of shape (n_samples, n_features)
-        Fixes the input's name, element type and width: float32 input gives a float32
-        graph, float64 a float64 graph (the weights are cast to it).
+    X_sample : ndarray of shape (n_samples, n_features), default=None
+        Fixes the input's element type and width (its values are not used): float32 input
+        gives a float32 graph, float64 a float64 graph (the weights are cast to it); other
+        numbers give float32.  None: the model's width in the weights' precision (float64
+        for estimators fitted on float64 data).
     **options
         Passed to ``skl2onnx.to_onnx`` (``target_opset``, ``options``, ``name``, ...).  A
         classifier's default is ``options={"zipmap": False}``: probabilities come out as one
@@ -213,7 +240,10 @@ def to_onnx(model, X_sample, **options):
         Without the ``onnx`` extra (skl2onnx, onnx, onnxruntime).
     ValueError
         For what does not convert: a multilabel classifier with ``zipmap`` (one dictionary
-        per row assumes one class per row), or a model that is not one of the above.
+        per row assumes one class per row), integer class labels beyond int64 (ONNX's label
+        type), an ``X_sample`` that is not 2-D or not as wide as the model's input, or a
+        model that is not one of the above (scikit-learn's own MLPs convert with
+        ``skl2onnx.to_onnx``).
 
     Examples
     --------
@@ -226,16 +256,42 @@ def to_onnx(model, X_sample, **options):
     from . import estimators
     from .model import MLP
     if not isinstance(model, (estimators.MLPClassifier, estimators.MLPRegressor, MLP)):
+        cls = type(model)
+        got = f"{cls.__module__}.{cls.__qualname__}"
+        hint = ""
+        if cls.__module__.startswith("sklearn.neural_network"):
+            hint = (f"; for scikit-learn's own estimator call skl2onnx.to_onnx, or train "
+                    f"fastmlp.{cls.__name__} (or create it after fastmlp.patch_sklearn())")
         raise ValueError("to_onnx converts fastmlp.MLPClassifier, fastmlp.MLPRegressor and "
-                         f"fastmlp.MLP models, got {type(model).__name__}")
-    _network(model)  # fitted?
+                         f"fastmlp.MLP models, got {got}{hint}")
+    coefs = _network(model)[0]  # fitted?
     cls = type(model)
     if isinstance(model, estimators.MLPClassifier):
         if _multilabel(model) and (options.get("options") or {}).get("zipmap", False):
             raise ValueError(_MULTILABEL)
+        _check_labels(model)
         options.setdefault("options", {"zipmap": False})
+    X_sample = _input_sample(X_sample, coefs)
     _register(cls)
+    return skl2onnx.to_onnx(model, X_sample, **options)
+
+
+def _input_sample(X_sample, coefs):
+    """X_sample as skl2onnx takes it: 2-D, float32 or float64, the model's width; None: one
+    row of zeros in the weights' precision."""
+    n_features = coefs[0].shape[0]
+    if X_sample is None:
+        dtype = coefs[0].dtype if coefs[0].dtype in (np.float32, np.float64) else np.float32
+        return np.zeros((1, n_features), dtype)
     X_sample = np.asarray(X_sample)
+    if X_sample.ndim != 2:
+        raise ValueError(f"to_onnx: X_sample must be 2-D (n_samples, n_features), got shape "
+                         f"{X_sample.shape}; pass a row as X[:1]")
+    if X_sample.shape[1] != n_features:
+        raise ValueError(f"to_onnx: X_sample has {X_sample.shape[1]} features, but the model "
+                         f"takes {n_features}")
+    if X_sample.dtype.kind not in "biuf":
+        raise ValueError(f"to_onnx: X_sample must be numeric, got dtype {X_sample.dtype}")
     if X_sample.dtype not in (np.float32, np.float64):
         X_sample = X_sample.astype(np.float32)
-    return skl2onnx.to_onnx(model, X_sample, **options)
+    return X_sample

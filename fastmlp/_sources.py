@@ -5,6 +5,7 @@ Trainer on rows in memory, and states the protocol; ``fastmlp.dask`` supplies th
 sparse local source (chunks of rows) and the cluster's (shards)."""
 import numpy as np
 import scipy.sparse as sp
+from sklearn.neural_network._base import LOSS_FUNCTIONS as _SKLEARN_LOSSES
 
 
 def full_batch_loss_grad(params, n_coef, alpha, loss_sum, grad_sums, weight_sum, dtype):
@@ -19,6 +20,31 @@ def full_batch_loss_grad(params, n_coef, alpha, loss_sum, grad_sums, weight_sum,
     return loss_sum / weight_sum, (grad_sums / weight_sum).astype(dtype)
 
 
+def loss_as_sklearn(t, Y, sw, alpha):
+    """The loss of the full batch the trainer ``t`` just ran, and its output layer's
+    intercept gradient (set in ``t.grads``), summed as scikit-learn sums them: its loss
+    function on the outputs (a pairwise sum), ``np.dot`` for the L2 term, ``np.sum`` over
+    the rows.  The kernel's sums differ from these by a few ulps, and L-BFGS amplifies
+    ulps into visible differences after ~50-100 iterations; with these, and the kernel's
+    other sums (the weights' gradients, the hidden intercepts') in scikit-learn's order
+    already, the iterates stay scikit-learn's.  O(rows x outputs): small next to the
+    backprop."""
+    L = t.layout.n_layers
+    out, delta = t.ws.A(L), t.ws.delta(L)
+    name = t.loss
+    if name == "log_loss" and t.out_activation == "logistic":
+        name = "binary_log_loss"
+    loss = _SKLEARN_LOSSES[name](Y, out, sw)
+    sw_sum = Y.shape[0] if sw is None else sw.sum()
+    values = 0
+    for s in t.layout.views(t.params)[0]:
+        s = s.ravel()
+        values += np.dot(s, s)
+    loss += (0.5 * alpha) * values / sw_sum
+    t.layout.views(t.grads)[1][-1][:] = np.sum(delta, axis=0) / sw_sum
+    return loss
+
+
 class TrainerSource:
     """The gradient source of a local fit: the :class:`~fastmlp._core.Trainer` on rows in
     memory (dense or CSR), trained in the trainer's dtype.
@@ -29,7 +55,8 @@ class TrainerSource:
     * ``params``, the flat parameter vector (coefs_/intercepts_ are views of it), and its
       ``layout``;
     * ``stop_requested``, which ``request_stop()`` sets: stop after the current batch;
-    * ``loss_grad(packed)``: L-BFGS's full-batch (loss, gradient) at ``packed``;
+    * ``loss_grad(packed)``: L-BFGS's full-batch (loss, gradient) at ``packed`` (dense: the
+      trainer's one full batch, its loss summed as scikit-learn sums it);
     * ``set_dropout(rates, seed)`` and ``run_epoch(optimizer, state, rs)``: one epoch of
       batches in scikit-learn's order (its shuffle drawn from ``rs``), returning the sum of
       batch loss x batch rows and the number of rows done (fewer when stopped);
@@ -75,7 +102,8 @@ class TrainerSource:
         t, X, Y, sw = self.trainer, self.X, self.Y, self.sw
         np.copyto(t.params, packed)
         if not sp.issparse(X):
-            return t.loss_and_grads(X, Y, sw), t.grads.copy()
+            t.loss_and_grads(X, Y, sw)
+            return loss_as_sklearn(t, Y, sw, self.alpha), t.grads.copy()
         if self._sums is None:
             self._sums = np.empty(t.grads.shape, np.float64)
         n, chunk, sums = X.shape[0], t.batch_size, self._sums  # chunks of the workspace

@@ -18,11 +18,17 @@ from sklearn.utils._param_validation import (Interval, StrOptions,
                                              validate_parameter_constraints)
 
 from . import kernels as K
-from .optimizers import NAME_CONSTRAINT as _OPTIMIZER_NAME
+from .optimizers import NAME_CONSTRAINT as _OPTIMIZER_NAME, OPTIMIZERS
 
+# The one list of the names every front-end accepts (the estimators, the command line, the
+# model files' records, the ONNX export and the docs derive theirs from these).
 ACTIVATIONS = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "sigmoid": K.LOGISTIC,
                "tanh": K.TANH, "relu": K.RELU, "leaky_relu": K.LEAKY_RELU, "gelu": K.GELU,
                "silu": K.SILU}
+# scikit-learn's own four hidden activations (what skl2onnx's MLP converters know)
+SKLEARN_ACTIVATIONS: tuple[str, ...] = ("identity", "logistic", "tanh", "relu")
+# the estimators' names: scikit-learn's spelling, without the "sigmoid" alias
+ESTIMATOR_ACTIVATIONS: tuple[str, ...] = tuple(a for a in ACTIVATIONS if a != "sigmoid")
 # GELU/SiLU backprop needs the pre-activation, which only hidden layers keep
 OUT_ACTIVATIONS = dict({k: v for k, v in ACTIVATIONS.items() if k not in ("gelu", "silu")},
                        softmax=K.SOFTMAX, exp=K.EXP)
@@ -31,6 +37,8 @@ LOSSES = {"squared_error": K.SQUARED_ERROR, "log_loss": K.LOG_LOSS,
 # The output activation each log-likelihood loss is exact for (its delta is A - Y).
 _CANONICAL = {"log_loss": ("softmax", "logistic"), "binary_log_loss": ("logistic",),
               "poisson": ("exp",)}
+# the stochastic solvers (fastmlp.optimizers), then scikit-learn's full-batch L-BFGS
+SOLVERS: tuple[str, ...] = (*OPTIMIZERS, "lbfgs")
 DTYPES = (np.float32, np.float64)
 
 # -- hyper-parameters -------------------------------------------------------------------------
@@ -102,7 +110,7 @@ MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
         _VALID[key] = True
 
 
-_VALID = {}  # check_hyperparams' memory of valid settings
+_VALID: dict = {}  # check_hyperparams' memory of valid settings
 
 
 def check_layer_sizes(layer_sizes, name="layer_sizes"):

@@ -6,6 +6,11 @@ from .kernels import layer_view
 # The most training steps one kernel call runs (``Trainer.run_epoch``).
 STEPS_PER_CALL = 256
 
+# Rows per chunk when a whole data set goes through the network (prediction; L-BFGS on
+# sparse input; the functional backend's engines): bounds the workspace, and sparse input is
+# densified one chunk at a time.
+PREDICT_CHUNK = 4096
+
 
 class Layout:
     """Where each W[l] and b[l] lives in the flat parameter vector (P,): all W[l] raveled in

@@ -16,12 +16,12 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 
-from ._core import PREDICT_CHUNK
 from ._engine import Engine
 from ._threads import resolve_n_threads
 from ._validation import (FORWARD_CONSTRAINTS, LOSS_AND_GRADS_CONSTRAINTS, check_hyperparams,
                           check_finite_result, check_params, check_sample_weight, check_X,
                           check_Y, resolve)
+from ._workspace import PREDICT_CHUNK
 
 __all__ = ["Engine", "forward", "loss_and_grads"]
 

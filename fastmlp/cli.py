@@ -16,6 +16,8 @@ import sys
 import numpy as np
 
 from ._cli_data import UserError, data_format, predictions, read_data, score, to_dtype
+from ._validation import ACTIVATIONS, SOLVERS
+from ._version import __version__
 from .persistence import atomic_write
 
 __all__ = ["main", "build_parser", "UserError"]
@@ -83,10 +85,9 @@ def add_train_parser(sub):
                    help="default auto: labels or <= 20 distinct integers -> classify")
     p.add_argument("--hidden", type=_int_list, help="hidden sizes, e.g. 100,50 "
                    "(default 100; digits 64)")
-    p.add_argument("--activation", choices=["sigmoid", "logistic", "tanh", "relu", "identity",
-                                            "leaky_relu", "gelu", "silu"],
+    p.add_argument("--activation", choices=list(ACTIVATIONS),
                    help="hidden activation (default relu; digits sigmoid)")
-    p.add_argument("--solver", "--optimizer", dest="solver", choices=["sgd", "adam", "lbfgs"],
+    p.add_argument("--solver", "--optimizer", dest="solver", choices=list(SOLVERS),
                    help="default adam; digits sgd (momentum 0.9)")
     p.add_argument("--epochs", type=_number(int, 1),
                    help="epochs (lbfgs: iterations); default 200, digits 30; with --resume "
@@ -404,7 +405,6 @@ def run_info(args):
 # ---------------------------------------------------------------------------------------------
 def build_parser():
     parser = _Parser(prog="fastmlp", description="Fast MLPs on the CPU.")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     add_train_parser(sub)

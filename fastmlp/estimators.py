@@ -53,7 +53,7 @@ from . import persistence
 from ._core import Trainer, glorot_uniform
 from ._estimator_state import EstimatorState
 from ._sources import TrainerSource
-from ._validation import as_kernel_input, check_dropout
+from ._validation import ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_dropout
 from ._workspace import Layout
 from .optimizers import make_optimizer
 
@@ -66,9 +66,8 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         # scikit-learn's four, and fastmlp's leaky_relu, gelu and silu
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu",
-                                   "gelu", "silu"})],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "activation": [StrOptions(set(ESTIMATOR_ACTIVATIONS))],
+        "solver": [StrOptions(set(SOLVERS))],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],

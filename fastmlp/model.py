@@ -6,7 +6,7 @@ read from a file field by field (about a fifth of this module, hence its length)
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,9 +20,12 @@ from ._threads import resolve_n_threads
 from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dropout, check_dtype,
                           check_hyperparams, check_layer_sizes, check_leaky_relu_slope,
                           check_sample_weight, check_X, check_Y, resolve)
+from ._workspace import Workspace
 from .optimizers import make_optimizer
 
 ArrayLike = Union[np.ndarray, sp.spmatrix, sp.sparray, Sequence]
+DTypeLike = Union[str, type, np.dtype]
+RandomStateLike = Union[None, int, np.random.RandomState]
 
 
 class MLP:
@@ -75,9 +78,12 @@ class MLP:
     (2, 1)
     """
 
-    def __init__(self, layer_sizes, activation="sigmoid", out_activation="identity",
-                 loss="squared_error", dtype="float32", alpha=0.0, random_state=None,
-                 n_threads=None, leaky_relu_slope=0.01, dropout=None):
+    def __init__(self, layer_sizes: Sequence[int], activation: str = "sigmoid",
+                 out_activation: str = "identity", loss: str = "squared_error",
+                 dtype: DTypeLike = "float32", alpha: float = 0.0,
+                 random_state: RandomStateLike = None, n_threads: Optional[int] = None,
+                 leaky_relu_slope: float = 0.01,
+                 dropout: Union[None, float, Sequence[float]] = None) -> None:
         check_hyperparams(MLP_CONSTRAINTS, {
             "layer_sizes": layer_sizes, "activation": activation,
             "out_activation": out_activation, "loss": loss, "dtype": dtype, "alpha": alpha,
@@ -95,10 +101,11 @@ class MLP:
         self.random_state = random_state
         self._n_threads = resolve_n_threads(n_threads) if n_threads is not None else None
         self._rs = check_random_state(random_state)
-        self._trainer = None
-        self._optimizer = None
-        self._opt_state = None
-        self._pending = None   # an epoch stopped mid-way: {"order", "position", "loss_sum"}
+        self._trainer: Optional[Trainer] = None
+        self._optimizer: Any = None  # an Optimizer of fastmlp.optimizers once trained
+        self._opt_state: Any = None
+        # an epoch stopped mid-way: {"order", "position", "loss_sum"}
+        self._pending: Optional[dict[str, Any]] = None
         self._stop = False
         self.loss_curve_ = []
 
@@ -125,28 +132,28 @@ class MLP:
         return t
 
     @property
-    def n_threads(self):
+    def n_threads(self) -> Optional[int]:
         """Threads for this model's calls (None: decided per call); settable."""
         return self._n_threads
 
     @n_threads.setter
-    def n_threads(self, value):
+    def n_threads(self, value: Optional[int]) -> None:
         self._n_threads = resolve_n_threads(value) if value is not None else None
         if self._trainer is not None:
             self._trainer.n_threads = resolve_n_threads(self._n_threads)
 
     @property
-    def coefs_(self):
+    def coefs_(self) -> list[np.ndarray]:
         """W[l], (n_in, n_out) each: views of the live parameters."""
         return self._fitted().coefs
 
     @property
-    def intercepts_(self):
+    def intercepts_(self) -> list[np.ndarray]:
         """b[l], (n_out,) each: views of the live parameters."""
         return self._fitted().intercepts
 
     @property
-    def deltas_(self):
+    def deltas_(self) -> list[np.ndarray]:
         """delta[l] = dLoss/dZ of every layer for the last training batch, (batch, n_l) each."""
         t = self._fitted()
         if t.ws.n_rows == 0:
@@ -154,12 +161,12 @@ class MLP:
         return [t.ws.delta(l) for l in range(1, t.layout.n_layers + 1)]
 
     @property
-    def workspace_(self):
+    def workspace_(self) -> Workspace:
         """The preallocated buffers (activations, deltas, gathered batch) of the training core."""
         return self._fitted().ws
 
     @property
-    def optimizer_settings_(self):
+    def optimizer_settings_(self) -> Optional[dict[str, Any]]:
         """The settings of the last training call: a dict with ``optimizer``,
         ``learning_rate``, ``batch_size`` (and ``momentum`` for sgd), or None before any."""
         if self._optimizer is None or self._trainer is None:
@@ -172,7 +179,7 @@ class MLP:
         return out
 
     @property
-    def pending_epoch(self):
+    def pending_epoch(self) -> Optional[dict[str, int]]:
         """Where an epoch stopped mid-way by :meth:`request_stop` stands, or None: a dict with
         ``epoch`` (its number, from 1), ``position`` (rows done) and ``n_rows``.  The next
         ``partial_fit`` on the same rows finishes it first."""

@@ -5,8 +5,10 @@ in place); that is what makes partial_fit, warm_start, checkpoints and resume pl
 The learning rate is an attribute that schedules may change between steps.
 :func:`make_optimizer` builds one by name.
 """
+from __future__ import annotations
+
 import inspect
-from typing import NamedTuple
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
@@ -20,9 +22,14 @@ class SGDState(NamedTuple):
 
 
 class AdamState(NamedTuple):
-    count: np.ndarray  # (1,) int64: steps taken
+    # (1,) int64: steps taken; shadows tuple.count, as optax's ScaleByAdamState.count does
+    count: np.ndarray  # type: ignore[assignment]
     mu: np.ndarray     # (P,) first moment
     nu: np.ndarray     # (P,) second moment
+
+
+# (code, s1, s2, hyper): an optimizer step as the training kernels' ``apply_update`` takes it
+KernelArgs = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 
 
 class SGD:
@@ -30,31 +37,33 @@ class SGD:
     name = "sgd"
     State = SGDState
 
-    def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
+    def __init__(self, learning_rate: float = 0.1, momentum: float = 0.0,
+                 nesterov: bool = False) -> None:
         self.learning_rate = float(learning_rate)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
-    def init(self, params):
+    def init(self, params: np.ndarray) -> SGDState:
         return SGDState(np.zeros_like(params))
 
-    def update(self, state, params, grads, scale=1.0, l2=0.0, n_coef=0):
+    def update(self, state: SGDState, params: np.ndarray, grads: np.ndarray,
+               scale: float = 1.0, l2: float = 0.0, n_coef: int = 0) -> None:
         """One step from the gradient ``scale * grads + l2 * params[:n_coef]``."""
         t = params.dtype.type  # float32 SGD runs float32 arithmetic (as NumPy would)
         sgd_update(params, grads, state.velocity, t(self.learning_rate), t(self.momentum),
                    self.nesterov, t(scale), t(l2), n_coef)
 
-    def kernel_args(self, state):
+    def kernel_args(self, state: SGDState) -> KernelArgs:
         """(code, s1, s2, hyper) for the training kernels' ``apply_update``: the same step as
         :meth:`update`, taken inside a multi-step kernel call."""
         hyper = np.array([self.learning_rate, self.momentum, float(self.nesterov), 0, 0, 0])
         return _kernel_codes.SGD, state.velocity, state.velocity, hyper
 
-    def step_rates(self, state, out):
+    def step_rates(self, state: SGDState, out: np.ndarray) -> None:
         """Per-step learning rates of the next ``len(out)`` steps: SGD's is constant (in
         ``hyper``), so nothing to fill."""
 
-    def advance(self, state, n_steps):
+    def advance(self, state: SGDState, n_steps: int) -> None:
         """Record ``n_steps`` steps taken by a kernel (SGD keeps no count)."""
 
 
@@ -63,49 +72,52 @@ class Adam:
     name = "adam"
     State = AdamState
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-8) -> None:
         self.learning_rate = float(learning_rate)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
 
-    def init(self, params):
+    def init(self, params: np.ndarray) -> AdamState:
         return AdamState(np.zeros(1, np.int64), np.zeros_like(params), np.zeros_like(params))
 
-    def update(self, state, params, grads, scale=1.0, l2=0.0, n_coef=0):
+    def update(self, state: AdamState, params: np.ndarray, grads: np.ndarray,
+               scale: float = 1.0, l2: float = 0.0, n_coef: int = 0) -> None:
         """One step from the gradient ``scale * grads + l2 * params[:n_coef]``."""
         state.count[0] += 1
         lr_t = self._rate(int(state.count[0]))
         adam_update(params, grads, state.mu, state.nu, float(lr_t), self.beta_1, self.beta_2,
                     self.epsilon, scale, l2, n_coef)
 
-    def _rate(self, t):
+    def _rate(self, t: int) -> float:
         return self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
 
-    def kernel_args(self, state):
+    def kernel_args(self, state: AdamState) -> KernelArgs:
         """(code, s1, s2, hyper) for the training kernels' ``apply_update``: the same step as
         :meth:`update`, taken inside a multi-step kernel call."""
         hyper = np.array([0, 0, 0, self.beta_1, self.beta_2, self.epsilon], np.float64)
         return _kernel_codes.ADAM, state.mu, state.nu, hyper
 
-    def step_rates(self, state, out):
+    def step_rates(self, state: AdamState, out: np.ndarray) -> None:
         """out[k] <- the bias-corrected rate of step count + 1 + k (the same expression as
         :meth:`update`'s, so a kernel's steps equal the Python ones bit for bit)."""
         t = int(state.count[0])
         for k in range(out.shape[0]):
             out[k] = self._rate(t + 1 + k)
 
-    def advance(self, state, n_steps):
+    def advance(self, state: AdamState, n_steps: int) -> None:
         """Record ``n_steps`` steps taken by a kernel."""
         state.count[0] += n_steps
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+Optimizer = Union[SGD, Adam]
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
 # The optimizer names, as a scikit-learn parameter constraint (fastmlp._validation uses it too).
 NAME_CONSTRAINT = {"name": [StrOptions(set(OPTIMIZERS))]}
 
 
-def make_optimizer(name: str, **settings) -> "SGD | Adam":
+def make_optimizer(name: str, **settings: Any) -> Optimizer:
     """The optimizer called ``name`` ('sgd' or 'adam'), built from ``settings``.
 
     The one place optimizers are constructed (``fastmlp.MLP``, the scikit-learn estimators

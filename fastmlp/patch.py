@@ -13,6 +13,11 @@ estimator and is registered as a (virtual) subclass of scikit-learn's original c
 * scikit-learn's private methods that fastmlp does not implement (``_loss_grad_lbfgs``,
   ``_backprop``, ``_forward_pass``, ...) run scikit-learn's own code, on the estimator's
   fitted state -- a fallback, never a failure;
+* the patch follows the program into joblib's process workers (``n_jobs`` with the default
+  loky backend, as in ``GridSearchCV``): a patched estimator sent to a worker arrives there as
+  a patched estimator and patches that worker, so that its fits run on fastmlp too (only
+  loky's pickler does this; the ``multiprocessing`` backend's workers run scikit-learn's
+  code, threads share the patch);
 * a pickle of a patched estimator names scikit-learn's class and holds only NumPy and
   scikit-learn objects: it loads as a patched estimator where the patch is on, and as
   scikit-learn's own estimator anywhere else, fastmlp installed or not (the stochastic
@@ -28,6 +33,7 @@ import os
 import sys
 import threading
 import warnings
+from typing import Optional, Sequence
 
 __all__ = ["patch_sklearn", "unpatch_sklearn", "is_patched"]
 
@@ -39,6 +45,7 @@ SUPPORTED = ((1, 9),)
 _logger = logging.getLogger("fastmlp.patch")
 _originals: dict = {}   # name -> scikit-learn's class, while patched
 _patched: dict = {}     # name -> the patched class (built once)
+_ever_patched = False   # whether patch_sklearn() patched this process once
 _depth = threading.local()  # nesting of scikit-learn fallback calls (log the outermost)
 
 
@@ -144,6 +151,30 @@ def _build(name, original):
     def __setstate__(self, state):
         ours.__setstate__(self, _restore_state(state))
 
+    def __reduce_ex__(self, protocol):
+        reduced = ours.__reduce_ex__(self, protocol)
+        module = sys.modules.get(original.__module__)
+        if getattr(module, name, None) is original and isinstance(reduced, tuple):
+            # unpatched since this estimator was created: scikit-learn's name is scikit-learn's
+            # class again, so the pickle (which names it) makes scikit-learn's estimator, as
+            # pickles made while patched load where the patch is off.  copyreg._reconstructor
+            # (what protocols 0 and 1 use) builds an object of a class other than this one.
+            import copyreg
+            reduced = (copyreg._reconstructor, (original, object, None)) + reduced[2:]
+        return reduced
+
+    def __copy__(self):  # copies keep the patched class (a pickle names scikit-learn's)
+        new = type(self).__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        return new
+
+    def __deepcopy__(self, memo):
+        import copy
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return new
+
     namespace = {
         "__module__": original.__module__,  # pickles name scikit-learn's class
         "__qualname__": original.__qualname__,
@@ -152,6 +183,7 @@ def _build(name, original):
             "\n    Notes\n    -----\n    Patched by ``fastmlp.patch_sklearn()``: trains and "
             "predicts on fastmlp.\n" if "Notes\n" not in (original.__doc__ or "") else ""),
         "_fit": _fit, "__getstate__": __getstate__, "__setstate__": __setstate__,
+        "__reduce_ex__": __reduce_ex__, "__copy__": __copy__, "__deepcopy__": __deepcopy__,
         "_fastmlp_patched": True,
     }
     # scikit-learn's methods that fastmlp's class does not define: its own code, logged
@@ -167,21 +199,80 @@ def _build(name, original):
     return patched
 
 
+def _installed_dirs():
+    """The folders installed libraries live in (site-packages and the standard library)."""
+    import site
+    import sysconfig
+    dirs = set()
+    for key in ("purelib", "platlib", "stdlib", "platstdlib"):
+        dirs.add(sysconfig.get_paths().get(key))
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:  # pragma: no cover - a virtualenv's old site module
+        pass
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs if d)
+
+
+def _reduce_for_worker(est):
+    """How joblib's loky process workers receive a patched estimator (and send it back): as
+    a patched estimator, built by :func:`_rebuild_in_worker`, which patches the worker as the
+    sender is patched.  Only loky's pickler uses this; ``pickle.dumps`` keeps naming
+    scikit-learn's class (see ``__reduce_ex__``)."""
+    return _rebuild_in_worker, (type(est).__name__, est.__getstate__(), is_patched())
+
+
+def _rebuild_in_worker(name, state, patch):
+    """A patched estimator from its state, in a process that may not be patched yet (a fresh
+    loky worker): patch it as the sender was, so that the fit runs on fastmlp there too."""
+    if patch and not _ever_patched:  # a fresh worker; never a process that unpatched
+        with warnings.catch_warnings():  # the worker's modules are the library's, not user's
+            warnings.simplefilter("ignore", UserWarning)
+            patch_sklearn()
+        _log(f"patched in worker process {os.getpid()}")
+    if name not in _patched:  # the sender had unpatched: its estimators still run fastmlp
+        import importlib
+        _patched[name] = _build(name, getattr(importlib.import_module(_MODULES[-1]), name))
+        _follow_into_workers()
+    cls = _patched[name]
+    est = cls.__new__(cls)
+    est.__setstate__(state)
+    return est
+
+
+def _follow_into_workers():
+    """Register the patched classes with loky's pickler (joblib's default process backend)."""
+    try:
+        from joblib.externals.loky.backend import reduction
+    except ImportError:  # pragma: no cover - scikit-learn requires joblib
+        return
+    for cls in _patched.values():
+        reduction.register(cls, _reduce_for_worker)
+
+
 def _stale_bindings(originals):
     """Names outside scikit-learn and fastmlp still bound to scikit-learn's classes (a
-    ``from sklearn.neural_network import MLPClassifier`` that ran before the patch)."""
-    found = []
+    ``from sklearn.neural_network import MLPClassifier`` that ran before the patch), in the
+    user's own modules: an installed library's (skl2onnx keeps scikit-learn's classes in its
+    converter table, on purpose) is logged only, since the user cannot change it."""
+    found, libraries = [], []
     targets = {id(c): n for n, c in originals.items()}
+    installed = _installed_dirs()
     for mod_name, module in list(sys.modules.items()):
         if module is None or mod_name.split(".")[0] in ("sklearn", "fastmlp"):
             continue
+        path = getattr(module, "__file__", None)
+        in_library = bool(path) and os.path.realpath(path).startswith(installed)
         try:
             items = list(vars(module).items())
         except TypeError:
             continue
         for attr, value in items:
             if id(value) in targets and value is originals[targets[id(value)]]:
-                found.append(f"{mod_name}.{attr}")
+                (libraries if in_library else found).append(f"{mod_name}.{attr}")
+    if libraries:
+        _log("installed libraries keep scikit-learn's own classes: "
+             + ", ".join(sorted(libraries)))
     return found
 
 
@@ -217,6 +308,7 @@ def patch_sklearn() -> bool:
     ...         "_fastmlp_patched")
     False
     """
+    global _ever_patched
     if _originals:
         return True
     version, text = _sklearn_version()
@@ -240,6 +332,8 @@ def patch_sklearn() -> bool:
         for n in _NAMES:
             setattr(module, n, _patched[n])
     _originals.update(originals)
+    _ever_patched = True
+    _follow_into_workers()
     _log("scikit-learn's MLPClassifier and MLPRegressor now run on fastmlp")
     if stale:
         warnings.warn("fastmlp.patch_sklearn(): these names were imported before the patch and "
@@ -270,7 +364,25 @@ Run a Python program with scikit-learn's MLPClassifier/MLPRegressor running on f
 (fastmlp.patch_sklearn() first).  FASTMLP_PATCH_LOG=1 logs which code each fit ran."""
 
 
-def main(argv=None) -> int:
+def _module_problem(name):
+    """Why ``python -m name`` cannot run (in `python -m`'s words), or None.  Checked before
+    running it, so that an ImportError raised by the module's own code keeps its traceback."""
+    import importlib.util
+    if not name.strip():
+        return "-m needs a module name"
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:  # a package
+            main_spec = importlib.util.find_spec(name + ".__main__")
+            if main_spec is None:
+                return (f"No module named {name}.__main__; {name!r} is a package and cannot "
+                        "be directly executed")
+    except (ImportError, ValueError) as exc:  # a missing parent package, an empty name
+        return str(exc) or f"No module named {name}"
+    return None if spec is not None else f"No module named {name}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m fastmlp.patch``: patch, then run the script or module as ``__main__``."""
     import runpy
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -285,6 +397,10 @@ def main(argv=None) -> int:
         return 2
     patch_sklearn()
     if argv[0] == "-m":
+        problem = _module_problem(argv[1])
+        if problem:  # one line and status 1, as `python -m` says it
+            print(f"fastmlp.patch: error: {problem}", file=sys.stderr)
+            return 1
         sys.argv = argv[1:]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:

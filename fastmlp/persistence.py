@@ -31,6 +31,8 @@ every field is checked by the model class, sizes before anything is allocated.  
 fails with :class:`ModelFileError` (a ``ValueError``) naming the problem.  Writes are atomic
 (:func:`atomic_write`): a crash or Ctrl-C leaves the old file intact.
 """
+from __future__ import annotations
+
 import datetime
 import hashlib
 import io
@@ -40,11 +42,15 @@ import os
 import stat
 import tempfile
 import zipfile
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 import numpy as np
 import numpy.lib.format as npformat
 
 from ._state import ARRAY_KINDS as _ARRAY_KINDS, available_memory
+from ._version import __version__
+
+PathLike = Union[str, os.PathLike]
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2  # the newest this version reads and writes
@@ -58,7 +64,7 @@ class ModelFileError(ValueError):
     """The file is not a fastmlp model this version can load (with the reason)."""
 
 
-def register(kind, cls):
+def register(kind: str, cls: type) -> None:
     """Map the file kind ``kind`` to ``cls``, which has ``_get_state()`` and the classmethod
     ``_from_state(state)``.  The model modules register their classes when imported."""
     _KINDS[kind] = cls
@@ -67,7 +73,6 @@ def register(kind, cls):
 # ---------------------------------------------------------------------------------------------
 # JSON
 def _fastmlp_version():
-    from . import __version__
     return __version__
 
 
@@ -125,7 +130,7 @@ def _digest(manifest_arrays, meta_without_digest):
     return h.hexdigest()
 
 
-def save(obj, path, extra=None):
+def save(obj: Any, path: PathLike, extra: Optional[dict[str, Any]] = None) -> None:
     """Write a fastmlp model to ``path`` atomically.
 
     Parameters
@@ -158,7 +163,8 @@ def save(obj, path, extra=None):
         meta["scaling"] = {which: True for which in scaling}
     meta["sha256"] = _digest(arrays, meta)
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
-    atomic_write(path, lambda f: np.savez(f, **{_META: blob}, **arrays))
+    members: dict[str, Any] = {_META: blob, **arrays}
+    atomic_write(path, lambda f: np.savez(f, **members))
 
 
 def _umask():
@@ -174,7 +180,7 @@ def _umask():
     return mask
 
 
-def atomic_write(path, write):
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Write a file through ``write(binary_file)`` so that a failure leaves nothing changed.
 
     A regular file (or a new one) is written to a temporary file beside it, fsynced and
@@ -367,7 +373,7 @@ def _parse(data):
 
 
 
-def read_metadata(path):
+def read_metadata(path: PathLike) -> dict[str, Any]:
     """The file's JSON metadata, checked like :func:`load` (but no model is built).
 
     Parameters
@@ -382,7 +388,7 @@ def read_metadata(path):
     return meta
 
 
-def load_with_metadata(path):
+def load_with_metadata(path: PathLike) -> tuple[Any, dict[str, Any]]:
     """Load a model and its file's metadata.
 
     Parameters
@@ -433,7 +439,7 @@ def load_with_metadata(path):
     return obj, meta
 
 
-def load(path):
+def load(path: PathLike) -> Any:
     """Load a model written by :func:`save` (or ``model.save``).
 
     Parameters

@@ -19,6 +19,10 @@ FASTMATH_STRICT = {"nsz", "contract"}
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy", no_cfunc_wrapper=True)
 PJIT = dict(JIT, parallel=True)
 JIT_STRICT = dict(JIT, fastmath=FASTMATH_STRICT)
+# IEEE operations exactly as written (no FMA contraction, no reciprocal for a division): the
+# gradient's finishing pass, which reproduces scikit-learn's NumPy operations ulp for ulp
+# (L-BFGS amplifies one-ulp differences into visibly different fits).
+JIT_EXACT = dict(JIT, fastmath=False)
 # Start-up.  Every jitted function is a compilation unit of its own (~65 ms of fixed cost cold,
 # measured; each level of calls also re-optimises the code linked below it), so a fit should
 # compile as few, and as small, units as it needs.  The kernels that run a step or a prediction

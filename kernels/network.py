@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, JIT_INNER, PJIT
+from ._config import JIT, JIT_EXACT, JIT_INNER, PJIT
 from .activations import (IDENTITY, GELU, SILU, bias_activate, bias_activate_keep,
                           _dactivation_colsum, layer_key)
 from .losses import SQUARED_ERROR, output_delta_loss
@@ -488,10 +488,18 @@ def n_coef(sizes):
     return total
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def finish_grads(grads, params, sizes, weight_sum, alpha):
-    """Raw sums from forward_backward -> the gradient: grads / n + alpha / n * W (in place)."""
-    scale_grads(grads, params, n_coef(sizes), 1.0 / weight_sum, alpha / weight_sum)
+    """Raw sums from forward_backward -> the gradient, in place: (grads + alpha * W) / n on
+    the W part, grads / n on the intercepts -- scikit-learn's operations in its order (a
+    reciprocal multiply differs by an ulp, which L-BFGS amplifies).  grads, params (P,);
+    sizes (L+1,) int64."""
+    nc = n_coef(sizes)
+    for k in range(grads.shape[0]):
+        if k < nc:
+            grads[k] = (grads[k] + alpha * params[k]) / weight_sum
+        else:
+            grads[k] = grads[k] / weight_sum
 
 
 @njit(**JIT_INNER)

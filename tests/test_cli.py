@@ -724,3 +724,32 @@ def test_outputs_follow_symlinks_and_write_into_devices(tmp_path, data, cls_mode
 def test_a_failed_write_is_one_line(data, cls_model, capsys):
     rc, out, err = call(capsys, "predict", cls_model, data / "cls.csv", "--out", "/dev/full")
     assert rc == 1 and err == "fastmlp: error: /dev/full: No space left on device\n", err
+
+
+def _train_options():
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    return {a.dest: a for a in train._actions}
+
+
+def test_help_offers_every_activation_and_solver():
+    """The command line's --activation and --solver offer exactly the names that
+    fastmlp._validation lists (the one list the estimators, model files and ONNX export use
+    too), and a saved record's settings are checked against the same list."""
+    from fastmlp import _cli_record
+    from fastmlp._validation import ACTIVATIONS, ESTIMATOR_ACTIVATIONS, SOLVERS
+    options = _train_options()
+    assert list(options["activation"].choices) == list(ACTIVATIONS)
+    assert list(options["solver"].choices) == list(SOLVERS)
+    assert set(ESTIMATOR_ACTIVATIONS) | {"sigmoid"} == set(ACTIVATIONS)
+    for name in ACTIVATIONS:
+        assert _cli_record._SETTING_CHECKS["activation"](name)
+    for name in SOLVERS:
+        assert _cli_record._SETTING_CHECKS["solver"](name)
+    assert not _cli_record._SETTING_CHECKS["activation"]("softmax")
+
+
+def test_version_is_the_package_version(capsys):
+    from fastmlp._version import __version__
+    assert fastmlp.__version__ == __version__
+    rc, out, _ = call(capsys, "--version")
+    assert rc == 0 and out.strip() == f"fastmlp {__version__}"

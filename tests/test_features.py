@@ -271,6 +271,24 @@ def test_callbacks_for_lbfgs_iterations():
     assert est.n_iter_ == 4
 
 
+def test_progress_bar_needs_rich_which_an_extra_installs():
+    """scikit-learn's ProgressBar draws with rich: the `progress` extra (and `test`) bring it,
+    and with it a fit shows one bar and gives the same numbers as without."""
+    tomllib = pytest.importorskip("tomllib")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    for extra in ("progress", "test"):
+        assert any(d.split(">")[0].split("=")[0].strip() == "rich" for d in extras[extra])
+    pytest.importorskip("rich")
+    from sklearn.callback import ProgressBar
+    Xt, yt, _, _ = classification()
+    est = MLPClassifier(**SMALL, max_iter=3).set_callbacks(ProgressBar()).fit(Xt, yt)
+    plain = MLPClassifier(**SMALL, max_iter=3).fit(Xt, yt)
+    np.testing.assert_array_equal(est.coefs_[0], plain.coefs_[0])
+
+
 # -- the new activations: kernels ------------------------------------------------------------
 @njit
 def _apply_new(out, x, which):

@@ -130,3 +130,64 @@ def test_what_does_not_convert_says_why():
                       (rng.random((70, 2)) > 0.5).astype(int))
     with pytest.raises(ValueError, match="zipmap=False only"):
         fastmlp.to_onnx(multilabel, X[:1], options={"zipmap": True})
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "logistic", "identity", "gelu"])
+@pytest.mark.parametrize("classes", [[0, 2 ** 40], [-(2 ** 62), 7, 2 ** 40], [3, 2 ** 63 - 1]],
+                         ids=["binary", "multiclass", "int64-max"])
+def test_integer_labels_beyond_int32_come_out_whole(act, classes):
+    """skl2onnx's MLP converter stores numeric classes as int32 (2**40 became 0): such
+    labels go through fastmlp's graph, which gathers them from an int64 tensor."""
+    rng, X = _data(6)
+    classes = np.array(classes, dtype=np.int64)
+    y = classes[np.arange(70) % len(classes)]
+    est = _fit(fastmlp.MLPClassifier(hidden_layer_sizes=(5,), activation=act, max_iter=30,
+                                     random_state=0), X, y)
+    for dtype in (np.float32, np.float64):
+        label, proba = _run(fastmlp.to_onnx(est, X[:1].astype(dtype)), X.astype(dtype))
+        assert label.dtype == np.int64
+        np.testing.assert_array_equal(label, est.predict(X))
+    # ZipMap's keys too (ZipMap takes float32 only)
+    onx = fastmlp.to_onnx(est, X[:1].astype(np.float32), options={"zipmap": True})
+    label, proba = _run(onx, X.astype(np.float32))
+    np.testing.assert_array_equal(label, est.predict(X))
+    assert sorted(proba[0]) == sorted(classes.tolist())
+
+
+def test_labels_beyond_int64_are_refused():
+    rng, X = _data(7)
+    for classes in (np.array([0, 2 ** 63 + 5], dtype=np.uint64),):
+        est = _fit(fastmlp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=3),
+                   X, classes[np.arange(70) % 2])
+        with pytest.raises(ValueError, match="does not fit ONNX's int64 label.*LabelEncoder"):
+            fastmlp.to_onnx(est, X[:1])
+
+
+def test_x_sample_is_checked_and_defaults_to_the_models_width_and_precision():
+    rng, X = _data(8)
+    est = _fit(fastmlp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=3), X,
+               rng.integers(0, 3, 70))
+    with pytest.raises(ValueError, match="X_sample has 3 features, but the model takes 4"):
+        fastmlp.to_onnx(est, X[:1, :3])
+    with pytest.raises(ValueError, match=r"must be 2-D .*got shape \(4,\); pass a row as X\[:1\]"):
+        fastmlp.to_onnx(est, X[0])
+    with pytest.raises(ValueError, match="must be numeric"):
+        fastmlp.to_onnx(est, np.array([["a"] * 4]))
+    mlp = fastmlp.MLP((4, 3), dtype="float32", random_state=0)
+    mlp.fit(X, X[:, :3], epochs=1)
+    for model, dtype in ((est, np.float64), (mlp, np.float32)):
+        onx = fastmlp.to_onnx(model)  # X_sample=None: (n, 4) in the weights' precision
+        out = _run(onx, X.astype(dtype))
+        np.testing.assert_allclose(out[-1], model.predict_proba(X) if model is est
+                                   else model.predict(X), atol=TOL[dtype])
+        assert out[-1].dtype == dtype
+
+
+def test_scikit_learns_own_estimator_is_named_in_full():
+    from sklearn.neural_network import MLPClassifier
+    rng, X = _data(9)
+    theirs = _fit(MLPClassifier(hidden_layer_sizes=(3,), max_iter=3), X, rng.integers(0, 2, 70))
+    with pytest.raises(ValueError, match=r"got sklearn\.neural_network\._multilayer_perceptron"
+                                         r"\.MLPClassifier; .*skl2onnx\.to_onnx.*fastmlp\."
+                                         r"MLPClassifier"):
+        fastmlp.to_onnx(theirs, X[:1])

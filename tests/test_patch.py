@@ -151,7 +151,8 @@ def test_pickles_name_scikit_learn_and_keep_the_optimizer_state(patched):
 
 
 def _run(args, **env):
-    full = dict(os.environ, PYTHONPATH=ROOT, **env)
+    full = dict(os.environ, PYTHONPATH=ROOT)
+    full.update(env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full,
                           timeout=300)
 
@@ -193,3 +194,84 @@ def test_python_m_fastmlp_patch_usage_errors(tmp_path):
     assert "fastmlp.patch: error: no such script" in res.stderr and "Traceback" not in res.stderr
     res = _run(["-m", "fastmlp.patch"])
     assert res.returncode == 2 and "usage:" in res.stderr
+    # a module that is not there: one line and status 1, as `python -m` says it
+    for name, said in (("no_such_module", "No module named no_such_module"),
+                       ("json", "'json' is a package and cannot be directly executed")):
+        res = _run(["-m", "fastmlp.patch", "-m", name])
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+        assert res.stderr.startswith("fastmlp.patch: error: ") and said in res.stderr
+    # an ImportError raised by the module's own code keeps its traceback
+    (tmp_path / "broken_mod.py").write_text("import no_such_dependency\n")
+    res = _run(["-m", "fastmlp.patch", "-m", "broken_mod"], PYTHONPATH=f"{ROOT}:{tmp_path}")
+    assert res.returncode == 1 and "Traceback" in res.stderr
+    assert "No module named 'no_such_dependency'" in res.stderr
+
+
+def test_an_estimator_created_while_patched_pickles_after_unpatch():
+    X, y, _ = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastmlp.patch_sklearn()
+        try:
+            est = nn.MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, random_state=0)
+            est.fit(X, y)
+            while_patched = pickle.dumps(est)
+        finally:
+            fastmlp.unpatch_sklearn()
+    proba = est.predict_proba(X)
+    blob = pickle.dumps(est)  # was a PicklingError ("not the same object")
+    assert b"fastmlp." not in blob
+    for data in (blob, while_patched):  # both load as scikit-learn's estimator now
+        plain = pickle.loads(data)
+        assert type(plain) is ORIGINAL["MLPClassifier"]
+        np.testing.assert_allclose(plain.predict_proba(X), proba, rtol=1e-12)
+    import copy
+    for twin in (copy.copy(est), copy.deepcopy(est), sklearn.clone(est)):
+        assert type(twin) is type(est)  # copies stay patched, as the estimator does
+    twin = copy.deepcopy(est)
+    est.partial_fit(X, y)
+    twin.partial_fit(X, y)  # the optimizer's state was copied too
+    np.testing.assert_array_equal(twin.coefs_[0], est.coefs_[0])
+
+
+def test_libraries_holding_scikit_learns_classes_are_not_warned_about():
+    """skl2onnx keeps scikit-learn's classes in its converter table: the user cannot change
+    that, so patch_sklearn() does not warn about it (FASTMLP_PATCH_LOG logs it)."""
+    pytest.importorskip("skl2onnx")
+    code = "import skl2onnx, fastmlp; fastmlp.patch_sklearn()"
+    res = _run(["-W", "error", "-c", code])
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    res = _run(["-c", code], FASTMLP_PATCH_LOG="1")
+    assert "installed libraries keep scikit-learn's own classes: skl2onnx" in res.stderr
+
+
+def test_the_patch_follows_into_joblibs_process_workers(tmp_path):
+    """GridSearchCV(n_jobs=2) fits in loky worker processes: there too the fits run on
+    fastmlp (a scorer, run in the worker, reports the fitted estimator's class)."""
+    script = tmp_path / "search.py"
+    script.write_text(textwrap.dedent("""
+        import os, warnings
+        import numpy as np
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.model_selection import GridSearchCV
+        X = np.random.default_rng(0).normal(size=(80, 4))
+        y = (X[:, 0] > 0).astype(int)
+        def ran_fastmlp(est, X, y):
+            return float(getattr(type(est), "_fastmlp_patched", False))
+        def pid(est, X, y):
+            return float(os.getpid())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            search = GridSearchCV(MLPClassifier(hidden_layer_sizes=(4,), max_iter=10),
+                                  {"alpha": [1e-4, 1e-2]}, cv=2, n_jobs=2, refit="fastmlp",
+                                  scoring={"fastmlp": ran_fastmlp, "pid": pid}).fit(X, y)
+        res = search.cv_results_
+        print("fastmlp", res["mean_test_fastmlp"].tolist())
+        pids = {p for k in ("split0_test_pid", "split1_test_pid") for p in res[k]}
+        print("workers", len(pids), os.getpid() not in pids)
+    """))
+    res = _run(["-m", "fastmlp.patch", str(script)], FASTMLP_PATCH_LOG="1")
+    assert res.returncode == 0, res.stderr
+    assert "fastmlp [1.0, 1.0]" in res.stdout  # scikit-learn's code in the workers gave 0.0
+    assert "True" in res.stdout.split("workers")[1]  # the fits ran in other processes
+    assert "fastmlp.patch: patched in worker process" in res.stderr
