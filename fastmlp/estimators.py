@@ -9,8 +9,8 @@ no-improvement counter, learning-rate schedules, early stopping).
 
 One fitting loop, two gradient sources.  The L-BFGS driver (``_BaseMLP._run_lbfgs``) and the
 epoch loop (``_BaseMLP._run_epochs``) drive a *gradient source*: here the Trainer on rows in
-memory (:class:`TrainerSource`, which states the protocol), on a cluster the shards' engines
-(``fastmlp.dask``), so that both fit the same way.
+memory (:class:`fastmlp._sources.TrainerSource`, which states the protocol), on a cluster the
+shards' engines (``fastmlp.dask``), so that both fit the same way.
 
 State.  ``coefs_`` / ``intercepts_`` are plain lists of arrays and the source of truth.  While
 fitting they are views of the private ``_trainer``'s flat parameters (so, as in scikit-learn,
