@@ -46,6 +46,16 @@ def _count(text):
     return v
 
 
+def _thread_counts(text):
+    """``--threads 1,2,4``: one thread count, or several for a scaling table."""
+    counts = []
+    for part in text.split(","):
+        v = _count(part.strip())
+        if v not in counts:
+            counts.append(v)
+    return counts
+
+
 def _chart_path(text):
     """``--plot FILE``: checked at parse time, so that a missing matplotlib costs no run."""
     if importlib.util.find_spec("matplotlib") is None:
@@ -70,8 +80,11 @@ def add_arguments(parser):
                    help="small N, one run, one epoch: a smoke test, not a measurement")
     p.add_argument("--samples", type=_count, default=None,
                    help="override N of every workload")
-    p.add_argument("--threads", type=_count, default=None,
-                   help="threads per worker (default: the cores this process may use)")
+    p.add_argument("--threads", type=_thread_counts, default=None,
+                   help="threads per worker (default: the cores this process may use); "
+                        "several, comma-separated (1,2,4,8), run the whole comparison at each "
+                        "count and end with the scaling table: fastmlp's s/epoch and its speed "
+                        "over scikit-learn's at each count")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", type=_chart_path, default=None,
                    help="draw the comparison as a bar chart (needs matplotlib)")
@@ -103,8 +116,11 @@ def run_bench(args):
     peers, skip = args.peers, ()
     if peers is None:  # the default set skips the combinations in SKIP_BY_DEFAULT
         peers, skip = list(DEFAULT_PEERS), SKIP_BY_DEFAULT
+    counts = args.threads or [None]
+    if len(counts) > 1:
+        return _run_scaling(args, counts, peers, repeats, epochs, skip)
     report = run_benchmark(args.workloads, peers, repeats=repeats, epochs=epochs,
-                           quick=args.quick, n_samples=args.samples, threads=args.threads,
+                           quick=args.quick, n_samples=args.samples, threads=counts[0],
                            keep_openblas_env=args.keep_openblas_env, timeout=args.timeout,
                            progress=not args.no_progress, skip=skip)
     if args.plot:
@@ -116,6 +132,32 @@ def run_bench(args):
         if args.plot:
             print(f"Chart written to {args.plot}.")
     return 0 if any(e["results"] for e in report["workloads"].values()) else 1
+
+
+def _run_scaling(args, counts, peers, repeats, epochs, skip):
+    """``--threads`` with several counts: the comparison at each, then the scaling table."""
+    import sys
+
+    from .report import format_report, format_scaling, plot_report
+    from .runner import run_benchmark, scaling
+    reports = [run_benchmark(args.workloads, peers, repeats=repeats, epochs=epochs,
+                             quick=args.quick, n_samples=args.samples, threads=k,
+                             keep_openblas_env=args.keep_openblas_env, timeout=args.timeout,
+                             progress=not args.no_progress, skip=skip) for k in counts]
+    table = scaling(reports)
+    if args.plot:  # the chart of the largest thread count
+        plot_report(reports[-1], args.plot)
+    if args.json:
+        print(json.dumps({"fastmlp_bench_scaling": 1, "scaling": table, "reports": reports},
+                         indent=1))
+    else:
+        for report in reports:
+            print(format_report(report))
+            print()
+        print(format_scaling(table))
+        if args.plot:
+            print(f"Chart of {counts[-1]} threads written to {args.plot}.", file=sys.stdout)
+    return 0 if any(e["results"] for r in reports for e in r["workloads"].values()) else 1
 
 
 def main(argv=None):

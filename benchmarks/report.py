@@ -47,7 +47,7 @@ def format_report(report):
                 lines.append("  " + "  ".join("-" * wd for wd in widths))
         for peer, r in entry["results"].items():
             if r.get("plans"):  # fastmlp's planner: the way each run's steps ran
-                ways = ", ".join(sorted({f"{p['strategy']} ({p['source']})"
+                ways = ", ".join(sorted({f"{p.get('label', p['strategy'])} ({p['source']})"
                                          for p in r["plans"]}))
                 trial = r["plans"][-1]["seconds"]
                 timed = "; trial step " + ", ".join(
@@ -70,6 +70,46 @@ def format_report(report):
     for note in report["notes"]:
         lines.append(f"Note: {note}")
     lines.append(f"Wall time {report['wall_s']:.0f} s.")
+    return "\n".join(lines)
+
+
+def format_scaling(table):
+    """The thread-scaling table (``runner.scaling``) as text: per workload and thread count,
+    fastmlp's s/epoch, its fraction of the GEMM-bound limit, scikit-learn's s/epoch, fastmlp's
+    speed over scikit-learn's and the plans fastmlp ran.
+
+    Examples
+    --------
+    >>> print(format_scaling({"threads": [1, 2], "workloads": {"sk64": [
+    ...     {"threads": 1, "fastmlp_s": 0.04, "fraction_of_limit": None, "sklearn_s": 0.1,
+    ...      "x_sklearn": 2.5, "plans": ["blas/1 (one thread)"]},
+    ...     {"threads": 2, "fastmlp_s": 0.02, "fraction_of_limit": 0.5, "sklearn_s": None,
+    ...      "x_sklearn": None, "plans": []}]}}))
+    Thread scaling (fastmlp s/epoch; x scikit-learn: its s/epoch over fastmlp's)
+      workload  threads  fastmlp s/epoch  of limit  sklearn s/epoch  x sklearn  plan
+      --------  -------  ---------------  --------  ---------------  ---------  -------------------
+      sk64            1           0.0400         -           0.1000       2.50  blas/1 (one thread)
+      sk64            2           0.0200      0.50                -          -
+    """
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    header = ("workload", "threads", "fastmlp s/epoch", "of limit", "sklearn s/epoch",
+              "x sklearn", "plan")
+    rows = [header]
+    for name, entries in table["workloads"].items():
+        for e in entries:
+            rows.append((name, str(e["threads"]), num(e["fastmlp_s"], ".4f"),
+                         num(e["fraction_of_limit"], ".2f"), num(e["sklearn_s"], ".4f"),
+                         num(e["x_sklearn"], ".2f"), ", ".join(e["plans"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["Thread scaling (fastmlp s/epoch; x scikit-learn: its s/epoch over fastmlp's)"]
+    for i, row in enumerate(rows):
+        cells = [c.ljust(widths[j]) if j in (0, len(row) - 1) else c.rjust(widths[j])
+                 for j, c in enumerate(row)]
+        lines.append("  " + "  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 

@@ -248,3 +248,46 @@ def run_benchmark(workloads, peers, repeats=3, epochs=3, quick=False, n_samples=
                                       if ref and peer != ref else None)
         report["workloads"][name] = entry
     return report
+
+
+def scaling(reports):
+    """The thread-scaling table of several ``run_benchmark`` reports (one per thread count):
+    per workload, per thread count, fastmlp's time per epoch (the reference peer's), the
+    fraction of the GEMM-bound limit, scikit-learn's time and fastmlp's speed over it, and the
+    plans fastmlp's runs used ('split/4 (timed)').
+
+    Returns
+    -------
+    dict
+        ``{"threads": [k, ...], "workloads": {name: [row per thread count]}}``, each row
+        ``{"threads", "fastmlp_s", "fraction_of_limit", "sklearn_s", "x_sklearn", "plans"}``
+        (None where a peer gave no result).
+
+    Examples
+    --------
+    >>> fake = lambda k, f, s: {"machine": {"threads": k}, "workloads": {"sk64": {
+    ...     "reference": "fastmlp-est", "results": {
+    ...         "fastmlp-est": {"epoch_s": f, "fraction_of_limit": None, "plans": []},
+    ...         "sklearn": {"epoch_s": s}}}}}
+    >>> t = scaling([fake(1, 0.04, 0.1), fake(2, 0.02, 0.1)])
+    >>> t["threads"], [round(r["x_sklearn"], 2) for r in t["workloads"]["sk64"]]
+    ([1, 2], [2.5, 5.0])
+    """
+    table = {"threads": [r["machine"]["threads"] for r in reports], "workloads": {}}
+    for report in reports:
+        k = report["machine"]["threads"]
+        for name, entry in report["workloads"].items():
+            res = entry["results"]
+            ref = res.get(entry.get("reference")) if entry.get("reference") else None
+            sk = res.get("sklearn")
+            fast_s = ref["epoch_s"] if ref else None
+            sk_s = sk["epoch_s"] if sk else None
+            plans = sorted({f"{p.get('label', p['strategy'])} ({p['source']})"
+                            for p in (ref or {}).get("plans", [])})
+            table["workloads"].setdefault(name, []).append({
+                "threads": k, "fastmlp_s": fast_s,
+                "fraction_of_limit": ref.get("fraction_of_limit") if ref else None,
+                "sklearn_s": sk_s,
+                "x_sklearn": sk_s / fast_s if fast_s and sk_s else None, "plans": plans})
+    return table
+

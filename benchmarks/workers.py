@@ -90,7 +90,9 @@ def _fastmlp_plan(model):
     plan = getattr(getattr(trainer, "ws", None), "plan", None)
     if plan is None:
         return None
-    return {"strategy": plan.strategy, "source": plan.source, "seconds": dict(plan.seconds)}
+    return {"strategy": plan.strategy, "source": plan.source, "seconds": dict(plan.seconds),
+            "threads": getattr(plan, "threads", None),
+            "label": f"{plan.strategy}/{getattr(plan, 'threads', '?')}"}
 
 
 _PLANS = []  # the plan of the last fastmlp fit in this worker
@@ -172,7 +174,10 @@ def _work_fastmlp_est(spec, X, Y, tiny):
     name = "MLPRegressor" if spec["workload"]["kind"] == "sgd" else "MLPClassifier"
     if not hasattr(fastmlp, name):
         raise _Unavailable(f"fastmlp.{name} does not exist yet")
-    return _work_estimator(fastmlp, spec, X, Y, tiny)
+    from threadpoolctl import threadpool_limits
+    # the estimators have no n_threads: they use the BLAS limit in force (fastmlp._threads)
+    with threadpool_limits(spec["threads"], user_api="blas"):
+        return _work_estimator(fastmlp, spec, X, Y, tiny)
 
 
 def numpy_sgd_epoch(sizes, dtype, batch_size, learning_rate, X, Y, seed=0, shuffle=True):

@@ -5,13 +5,17 @@ the command line) trains through it; inputs arrive validated (``fastmlp._validat
 
 A step runs one of two ways, ``blas`` or ``split`` (``fastmlp._planner`` says which and why;
 ``fastmlp._threads`` how the thread pools are kept out of each other's way)."""
+import time
+from contextlib import ExitStack, contextmanager, nullcontext
+
 import numpy as np
 import scipy.sparse as sp
 
 from . import _planner
 from . import kernels as K
-from ._threads import (blas_threads, blas_versions, parallel_regions_allowed, region_guard,
-                       resolve_n_threads, thread_limits, threading_layer)
+from ._threads import (blas_threads, blas_versions, kernel_call, kernel_section, max_threads,
+                       parallel_regions_allowed, region_guard, resolve_n_threads, thread_limits,
+                       threading_layer)
 from ._validation import check_dtype, check_leaky_relu_slope, resolve
 from ._workspace import PREDICT_CHUNK, STEPS_PER_CALL, Layout, Workspace
 
@@ -40,6 +44,14 @@ def glorot_uniform(layout, rs, dtype, activation):
     return coefs, intercepts
 
 
+class _Session:
+    """A trainer's thread settings held across epochs: the budget ``n_threads``, the stack
+    ``held`` of the way's settings, and ``way`` = (split, threads) they are for (None: none)."""
+
+    def __init__(self, n_threads, held):
+        self.n_threads, self.held, self.way = n_threads, held, None
+
+
 class Trainer:
     """The training core: flat parameters and gradients, one workspace, epochs of batches.
 
@@ -47,10 +59,14 @@ class Trainer:
     is allocated per batch: rows are gathered into the workspace (or used in place when the
     input is already contiguous and in order), and every kernel writes into preallocated
     buffers.  Set ``stop_requested`` (e.g. from a signal handler) to stop after the current
-    batch.  ``strategy`` forces how a step runs ('blas' or 'split'; None or 'auto': timed
-    once per process, see ``fastmlp._planner``); the way used last is ``plan`` (and
+    batch.  ``strategy`` forces how a step runs ('blas' or 'split'; None or 'auto': the
+    planner's way and thread count, see ``fastmlp._planner``: timed once per process or
+    read from the plan files, and watched epoch by epoch through ``clock``, which a test may
+    replace); the way used last is ``plan`` (and
     ``ws.plan``).
     """
+
+    clock = staticmethod(time.perf_counter)  # times epochs for the plan's watch
 
     def __init__(self, sizes, *, activation="logistic", out_activation="identity",
                  loss="squared_error", dtype="float32", batch_size=200, alpha=0.0,
@@ -78,6 +94,9 @@ class Trainer:
         self.ws = Workspace(self.layout, self.batch_size, self.dtype, training=training)
         self.strategy = _planner.check_strategy(strategy)
         self.plan = None
+        self._watch = None  # the epochs' watch of an auto plan (fastmlp._planner.Watch)
+        self._split_ok = None  # the BLAS allows the split way (checked once)
+        self._session = None  # the thread settings held across epochs (session())
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
         self.steps_per_call = None  # run_epoch's steps per kernel call (None: by FLOP)
@@ -154,6 +173,7 @@ class Trainer:
             K.gather_vector(swb, sw, idx)
         return xb, yb, swb
 
+    @kernel_call  # a fork waits for it (fastmlp._threads)
     def _step(self, xb, yb, swb, grads=None):
         """Forward + backprop of one batch (blas way): (batch loss, weight sum); grads (default
         self.grads) holds raw sums."""
@@ -169,6 +189,7 @@ class Trainer:
         """The step's mask seed: the fit's seed in the high 32 bits, the step count below."""
         return np.uint64((self.dropout_seed << 32) | (self.dropout_step & 0xFFFFFFFF))
 
+    @kernel_call  # a fork waits for it (fastmlp._threads)
     def _split(self, X, Y, sw, idx, n_threads, grads=None):
         """Forward + backprop of the rows idx of X (split way): as _step."""
         ws = self.ws
@@ -210,61 +231,98 @@ class Trainer:
         return self._identity[:n]
 
     # -- planning ---------------------------------------------------------------------------
-    def _plan_key(self, n_threads, batch):
-        return (tuple(int(s) for s in self.layout.sizes), int(batch), self.dtype.str,
-                int(n_threads), self.codes, threading_layer())
+    def _plan_key(self, n_threads, batch, kind="pass"):
+        """The key of this network's plans (see fastmlp._planner): kept per process, and on
+        disk."""
+        import numba
+
+        from ._version import __version__
+        return (_planner.FORMAT, _planner.cpu_model(), int(n_threads),
+                tuple(int(s) for s in self.layout.sizes), int(batch), self.dtype.str,
+                tuple(int(c) for c in self.codes), self.dropout is not None, kind,
+                threading_layer(), __version__, numba.__version__)
 
     def _split_available(self):
-        return parallel_regions_allowed() and not any(
-            str(v).startswith(_RACY_OPENBLAS) for v in blas_versions())
+        if self._split_ok is None:
+            self._split_ok = not any(str(v).startswith(_RACY_OPENBLAS) for v in blas_versions())
+        return self._split_ok and parallel_regions_allowed()
 
     def _make_plan(self, n_threads, X, Y, sw, order, start, optimizer=None):
-        """How this call's steps run (see fastmlp._planner); times the ways when the process
-        has no plan for this network yet: with an ``optimizer`` (a training epoch on dense
-        input), whole training steps on consecutive batches from the call's first one, the
-        update included, on scratch copies of the parameters and of the optimizer's state;
+        """How this call's steps run (see fastmlp._planner): forced, this process's plan, the
+        plan on disk, or a trial when none is known: with an ``optimizer`` (a training epoch on
+        dense input), whole training steps on consecutive batches from the call's first one,
+        the update included, on scratch copies of the parameters and of the optimizer's state;
         without (L-BFGS's full batch, sparse input), the forward and backward pass of the
-        first batch.  The training itself is untouched either way."""
+        first batch.  The training itself is untouched either way.  Returns (plan, key), key
+        None when the plan was not chosen among candidates (nothing to watch)."""
         forced = _planner.forced_strategy(self.strategy)
         batch = min(self.batch_size, X.shape[0])
         if forced == "blas" or n_threads == 1:
-            return _planner.Plan("blas", "forced" if forced else "one thread", {})
+            return _planner.Plan("blas", "forced" if forced else "one thread", {},
+                                 n_threads), None
         if not self._split_available():
-            return _planner.Plan("blas", "unavailable", {})
+            return _planner.Plan("blas", "unavailable", {}, n_threads), None
         if forced == "split":
-            return _planner.Plan("split", "forced", {})
-        key = self._plan_key(n_threads, batch)
+            return _planner.Plan("split", "forced", {}, n_threads), None
+        step = optimizer is not None and not sp.issparse(X)
+        kind = getattr(optimizer, "name", type(optimizer).__name__) if step else (
+            "sparse" if sp.issparse(X) else "pass")
+        key = self._plan_key(n_threads, batch, kind)
         plan = _planner.cached(key)
         if plan is not None:
-            return plan
+            return plan, key
         flop = 6.0 * self.layout.n_coef * X.shape[0]
         if flop < _planner.MIN_PLANNED_FLOP or start + batch > X.shape[0]:
-            return _planner.Plan("blas", "small", {})
-        self.ws.ensure_split(n_threads)
-        if optimizer is None or sp.issparse(X):
-            runners = self._pass_trial(n_threads, X, Y, sw, order, start, batch)
+            return _planner.Plan("blas", "small", {}, n_threads), None
+        plan = _planner.load(key, n_threads)
+        if plan is None:
+            self._release_threads()  # each candidate sets its own counts
+            self.ws.ensure_split(n_threads)
+            if step:
+                runners = self._step_trial(n_threads, X, Y, sw, order, start, batch, optimizer)
+            else:
+                runners = self._pass_trial(n_threads, X, Y, sw, order, start, batch)
+            t0 = time.perf_counter()
+            seconds = _planner.time_candidates(runners, setup=self._trial_threads)
+            way, k = _planner.parse_label(_planner.choose(seconds))
+            plan = _planner.Plan(way, "timed", seconds, k)
+            _planner.log.debug("fastmlp: plan %s for %s, batch %d, %s, %d threads: timed in "
+                               "%.3f s (%s)", plan.label, list(key[3]), batch, self.dtype,
+                               n_threads, time.perf_counter() - t0,
+                               ", ".join(f"{lb} {s * 1e3:.3g} ms" for lb, s in seconds.items()))
+            if _planner.machine_busy():
+                _planner.log.debug("fastmlp: the machine is busy: plan %s kept for this "
+                                   "process only", plan.label)
+            else:
+                _planner.save(key, plan)
         else:
-            runners = self._step_trial(n_threads, X, Y, sw, order, start, batch, optimizer)
-        seconds = _planner.time_ways(runners, settle={"split": _planner.let_blas_threads_sleep})
-        best = min(seconds, key=seconds.get)
-        return _planner.store(key, _planner.Plan(best, "timed", seconds))
+            _planner.log.debug("fastmlp: plan %s for %s, batch %d, %s, %d threads: from %s",
+                               plan.label, list(key[3]), batch, self.dtype, n_threads,
+                               _planner.plan_dir())
+        return _planner.store(key, plan), key
+
+    @staticmethod
+    @contextmanager
+    def _trial_threads(lb):
+        """The thread counts a trial candidate runs with (inside the call's thread_limits)."""
+        way, k = _planner.parse_label(lb)
+        with thread_limits(k), blas_threads(1 if way == "split" else k):
+            yield
 
     def _pass_trial(self, n_threads, X, Y, sw, order, start, batch):
         """The planner's runners without an optimizer: forward + backward of the first batch,
-        on scratch gradients."""
+        on scratch gradients; {label: runner} in the trial's order."""
         scratch = np.empty_like(self.grads)
         rows = self._identity_rows(X.shape[0]) if order is None else order
         idx = rows[start:start + batch]
 
-        def blas():
-            with blas_threads(n_threads):
-                self._step(*self._batch(X, Y, sw, order, start, start + batch), grads=scratch)
+        def runner(way, k):
+            if way == "blas":
+                return lambda: self._step(*self._batch(X, Y, sw, order, start, start + batch),
+                                          grads=scratch)
+            return lambda: self._split(X, Y, sw, idx, k, grads=scratch)
 
-        def split():
-            with blas_threads(1):
-                self._split(X, Y, sw, idx, n_threads, grads=scratch)
-
-        return {"blas": blas, "split": split}
+        return {_planner.label(w, k): runner(w, k) for w, k in _planner.candidates(n_threads)}
 
     def _step_trial(self, n_threads, X, Y, sw, order, start, batch, optimizer):
         """The planner's runners for a training epoch: each call is one training step (the kernels
@@ -274,7 +332,7 @@ class Trainer:
         gradients, which every training step overwrites. A trial that repeated one batch found
         its rows in cache and left the update out: it made the two ways look alike where the
         blas way's serial gather, epilogues and update cost it 4-9% an epoch (784-512-512-10,
-        batch 4096, measured)."""
+        batch 4096, measured).  {label: runner} in the trial's order."""
         params = self.params.copy()
         grads = self.grads
         state = optimizer.init(params)
@@ -288,21 +346,81 @@ class Trainer:
             optimizer.step_rates(state, self.ws.lr_ts[:1])
             return pos
 
-        def runner(split):
+        def runner(way, k):
+            split = way == "split"
+
             def run():
-                with blas_threads(1 if split else n_threads):
-                    self._steps_call(split, n_threads, params, grads, s1, s2, opt, hyper, X, Y,
-                                     sw, order, next_batch(), 1)
+                self._steps_call(split, k, params, grads, s1, s2, opt, hyper, X, Y, sw, order,
+                                 next_batch(), 1)
             return run
 
-        return {"blas": runner(False), "split": runner(True)}
+        return {_planner.label(w, k): runner(w, k) for w, k in _planner.candidates(n_threads)}
 
     def _set_plan(self, n_threads, X, Y, sw, order, start, optimizer=None):
-        plan = self._make_plan(n_threads, X, Y, sw, order, start, optimizer)
+        """The plan this call runs: the network's plan, or the candidate its epoch watch is
+        trying (see fastmlp._planner.Watch)."""
+        n_threads = max(1, min(int(n_threads), max_threads()))  # never more than the budget
+        plan, key = self._make_plan(n_threads, X, Y, sw, order, start, optimizer)
+        watch = self._watch
+        if key is None:
+            watch = None
+        elif watch is None or watch.key != key:
+            watch = _planner.Watch(plan, _planner.fallbacks(plan, n_threads,
+                                                            self._split_available()), key)
+        elif watch.plan != plan:  # another trainer's watch changed this process's plan
+            watch.plan = plan
+        self._watch = watch
+        if watch is not None:
+            plan = watch.plan_for_epoch()
         if plan.strategy == "split":
-            self.ws.ensure_split(n_threads)
+            self.ws.ensure_split(plan.threads)
         self.plan = self.ws.plan = plan
         return plan
+
+    def _epoch_timed(self, seconds, steps):
+        """Tell the epoch watch how long the epoch's steps took; a plan that proved faster is
+        kept for this process."""
+        watch = self._watch
+        if watch is None:
+            return
+        new = watch.epoch_done(seconds, steps)
+        if new is not None:
+            _planner.store(watch.key, new, replace=True)
+            if new.source == "probed" and not _planner.machine_busy():
+                _planner.save(watch.key, new)  # later processes start from the better plan
+
+    @contextmanager
+    def session(self):
+        """Hold this trainer's thread settings from one run_epoch to the next (a fit's epoch
+        loop): the thread counts are set when the first epoch starts, changed only when the
+        plan changes, and restored when the block ends, instead of being set and restored
+        around every epoch.  Nested sessions are one.  While the block runs, code between the
+        epochs (callbacks, scoring) sees the same limits as the epochs (BLAS on one thread
+        under the split way)."""
+        if self._session is not None:
+            yield
+            return
+        with thread_limits(self.n_threads) as nt, ExitStack() as held:
+            self._session = _Session(nt, held)
+            try:
+                yield
+            finally:
+                self._session = None
+
+    @staticmethod
+    @contextmanager
+    def _way_threads(split, k, nt):
+        """Inside thread_limits(nt): Numba's and BLAS's counts for the way and its k threads."""
+        with (thread_limits(k) if k < nt else nullcontext()), (
+                blas_threads(1) if split else nullcontext()):
+            yield
+
+    def _release_threads(self):
+        """Restore the session's own limits (before a trial sets each candidate's)."""
+        s = self._session
+        if s is not None and s.way is not None:
+            s.held.close()
+            s.way = None
 
     def run_epoch(self, X, Y, optimizer, state, order=None, sample_weight=None, start=0):
         """One pass over the rows of X (in ``order`` if given, an int64 (N,) permutation),
@@ -316,17 +434,33 @@ class Trainer:
         ``train_kernels(...).split_steps``; about FLOP_PER_CALL each, at most STEPS_PER_CALL, or
         ``steps_per_call`` when set): the same steps, bit for bit, as one call per batch, and
         a stop request is seen between two calls.  Sparse input runs one batch per call, its
-        rows densified batch by batch."""
-        N = X.shape[0]
-        with thread_limits(self.n_threads) as nt:
-            plan = self._set_plan(nt, X, Y, sample_weight, order, start, optimizer)
-            split = plan.strategy == "split"
-            with blas_threads(1 if split else nt):
-                if sp.issparse(X):
-                    return self._run_batches(X, Y, optimizer, state, order, sample_weight,
-                                             start, split, nt)
-                return self._run_steps(X, Y, optimizer, state, order, sample_weight, start,
-                                       split, nt)
+        rows densified batch by batch.  The epoch's time (``clock``) goes to the plan's
+        watch.  Runs in a :meth:`session` (its own when none is open)."""
+        if self._session is None:
+            with self.session():
+                return self._epoch(X, Y, optimizer, state, order, sample_weight, start)
+        return self._epoch(X, Y, optimizer, state, order, sample_weight, start)
+
+    def _epoch(self, X, Y, optimizer, state, order, sample_weight, start):
+        s = self._session
+        nt = s.n_threads
+        plan = self._set_plan(nt, X, Y, sample_weight, order, start, optimizer)
+        split, k = plan.strategy == "split", plan.threads
+        if s.way != (split, k):
+            s.held.close()
+            s.held.enter_context(self._way_threads(split, k, nt))
+            s.way = (split, k)
+        t0 = self.clock()
+        if sp.issparse(X):
+            total, done = self._run_batches(X, Y, optimizer, state, order, sample_weight, start,
+                                            split, k)
+        else:
+            total, done = self._run_steps(X, Y, optimizer, state, order, sample_weight, start,
+                                          split, k)
+        seconds = self.clock() - t0
+        if done > start:
+            self._epoch_timed(seconds, -(-(done - start) // self.batch_size))
+        return total, done
 
     def _steps_per_call(self):
         if self.steps_per_call is not None:
@@ -337,6 +471,7 @@ class Trainer:
     def _steps_done(self, n_steps):
         """Called after each kernel call of run_epoch with the steps it took (a hook)."""
 
+    @kernel_call  # a fork waits for it (fastmlp._threads)
     def _steps_call(self, split, nt, params, grads, s1, s2, opt, hyper, X, Y, sw, order, pos,
                     n):
         """Up to n training steps from position pos of the order, in one kernel call of the
@@ -412,11 +547,12 @@ class Trainer:
         n_rows = X.shape[0]
         with thread_limits(self.n_threads) as nt:
             plan = self._set_plan(nt, X, Y, sample_weight, None, 0)
+            k = plan.threads
             if plan.strategy == "split":
-                with blas_threads(1):
-                    value, n = self._split(X, Y, sample_weight, self._identity_rows(n_rows), nt)
+                with thread_limits(k), blas_threads(1):
+                    value, n = self._split(X, Y, sample_weight, self._identity_rows(n_rows), k)
             else:
-                with blas_threads(nt):
+                with thread_limits(k):
                     value, n = self._step(*self._batch(X, Y, sample_weight, None, 0, n_rows))
             K.finish_grads(self.grads, self.params, self.layout.sizes, n, self.alpha)
             return value
@@ -437,17 +573,20 @@ class Trainer:
         with thread_limits(self.n_threads) as nt:
             split = (nt > 1 and self.plan is not None and self.plan.strategy == "split"
                      and parallel_regions_allowed())
+            if split:
+                nt = max(2, min(nt, self.plan.threads))
             slope = self.dtype.type(self.slope)
             with blas_threads(1 if split else nt):
                 for start in range(0, n, B):
                     stop = min(start + B, n)
                     xb = self._rows(ws, X, None, start, stop)
                     if split:
-                        with region_guard():
+                        with kernel_section(), region_guard():
                             K.split_forward(out[start:stop], self.params, ws.acts, xb,
                                             self.layout.sizes, B, act, out_act, slope, nt)
                     else:
-                        out[start:stop] = K.forward_pass(self.params, ws.acts, xb,
-                                                         self.layout.sizes, B, act, out_act,
-                                                         slope)
+                        with kernel_section():
+                            out[start:stop] = K.forward_pass(self.params, ws.acts, xb,
+                                                             self.layout.sizes, B, act,
+                                                             out_act, slope)
         return out

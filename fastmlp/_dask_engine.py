@@ -11,6 +11,7 @@ import numpy as np
 
 from . import kernels as K
 from ._engine import Engine
+from ._threads import thread_limits
 from ._workspace import Layout
 
 # Rows per kernel call when an engine sums its whole shard (L-BFGS): bounds its workspace.
@@ -44,16 +45,23 @@ class _RawSums:
         return self._engine.forward(params, X)
 
     @property
+    def n_threads(self):
+        return self._engine.n_threads
+
+    @property
     def loss_code(self):
         """The kernels' code of the training loss (binary log loss for a logistic output)."""
         return self._engine.codes[2]
 
 
 def _worker_threads():
+    """The thread count of the Dask worker running this (its ``--nthreads``: the engine's
+    whole budget, so that N workers of k threads on one host use N*k cores), or None off a
+    worker (an engine built directly, in tests)."""
     try:
         from distributed import get_worker
         return int(get_worker().state.nthreads)
-    except Exception:  # not on a worker (threads of an in-process cluster, tests)
+    except (ImportError, ValueError):  # ValueError: "No worker found"
         return None
 
 
@@ -63,6 +71,11 @@ class _ShardEngine:
     Rows ``lo .. lo + n`` of the global data: X (n, n_in), Y (n, n_out), sw (n,) or None, in
     the training dtype.  ``spec`` describes the network and the batching; ``rng_states`` are
     the epoch shuffles applied so far (a replacement engine replays them).
+
+    With ``spec["deal"] = (k, W)`` (unshuffled batches, no validation split) the shard's rows
+    are part k of W of every global batch instead (a batch of L rows dealt out as W contiguous
+    parts, part k its rows L*k//W .. L*(k+1)//W - 1), in batch order: every batch is spread
+    over every engine.
 
     With ``spec["part"] = (k, W)`` the engine holds every row (the driver replicates them
     for dropout on shuffled batches) and computes the k-th of W contiguous parts of each
@@ -88,6 +101,8 @@ class _ShardEngine:
         if not np.isfinite(X).all():
             raise ValueError("Input X contains NaN or infinity.")
         y = np.asarray(y)
+        if y.ndim == 1 and spec["binarizer"] is None:  # one output per row (any row count)
+            y = y[:, None]
         if spec["binarizer"] is not None:
             labels = y
             if spec.get("classes") is not None:
@@ -99,7 +114,7 @@ class _ShardEngine:
             y = spec["binarizer"].transform(y)
         elif not np.isfinite(y.astype(np.float64, copy=False)).all():
             raise ValueError("Input y contains NaN or infinity.")
-        Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype)
+        Y = np.ascontiguousarray(y if y.ndim == 2 else y.reshape(y.shape[0], -1), dtype)
         if Y.shape != (X.shape[0], spec["sizes"][-1]):
             raise ValueError(f"a partition of y has {Y.shape[0]} rows and {Y.shape[1]} "
                              f"outputs; expected {X.shape[0]} and {spec['sizes'][-1]}")
@@ -113,6 +128,7 @@ class _ShardEngine:
             expanded = np.asarray(cw, np.float64)[index.astype(np.intp)]
             sw = np.ascontiguousarray(expanded if sw is None else sw * expanded, dtype)
         self.lo, self.n = int(spec["lo"]), X.shape[0]
+        self.deal = spec.get("deal")
         self.n_train = int(spec.get("n_train", spec["n_rows"]))
         pos = spec.get("train_pos")
         self.val = None
@@ -157,7 +173,19 @@ class _ShardEngine:
             n_batches = -(-self.n_train // B)
             self.bounds = np.minimum(np.arange(n_batches + 1, dtype=np.int64) * B,
                                      self.n_train)
-            if pos is None and not spec["shuffle"] and self.part is None:
+            if self.deal is not None:
+                if pos is not None or spec["shuffle"] or self.part is not None:
+                    raise ValueError("dealt rows are for unshuffled batches without a split")
+                # part k of W of batch b: rows row0[b] .. of the batch, stored in batch order
+                k, W = self.deal
+                length = np.diff(self.bounds)
+                self.row0 = length * k // W
+                self.offsets = np.concatenate(
+                    [[0], np.cumsum(length * (k + 1) // W - self.row0)]).astype(np.int64)
+                if self.offsets[-1] != self.n:
+                    raise ValueError(f"a dealt shard has {self.n} rows; its parts of the "
+                                     f"batches have {self.offsets[-1]}")
+            elif pos is None and not spec["shuffle"] and self.part is None:
                 # the batches' rows of this shard are a contiguous range of its rows
                 self.offsets = np.clip(self.bounds - self.lo, 0, self.n)
             else:
@@ -206,7 +234,9 @@ class _ShardEngine:
             row0 = start - first
         else:
             start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
-        if self.dropout is not None and stop > start and self.part is None:
+        if self.deal is not None:
+            row0 = int(self.row0[b])  # its part's offset in the batch
+        elif self.dropout is not None and stop > start and self.part is None:
             # the batch position of this shard's first row of the batch; its rows must be
             # contiguous there (the driver allows dropout only where they are)
             first = self.lo + start if self.local is None else int(self.positions[start])
@@ -274,6 +304,15 @@ class _ShardEngine:
         ss_res = w @ (Y64 - out64) ** 2
         ss_tot = w @ (Y64 - mean) ** 2
         return loss_sum, weight_sum, (ss_res, ss_tot)
+
+    def threads(self):
+        """(Numba's thread count, [each BLAS library's thread count]) inside this engine's
+        thread limits -- what its kernels run with."""
+        import numba
+        from threadpoolctl import threadpool_info
+        with thread_limits(self.sums.n_threads):
+            return numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()
+                                             if i["user_api"] == "blas"]
 
     def ping(self):
         return os.getpid()

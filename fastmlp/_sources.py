@@ -60,6 +60,7 @@ class TrainerSource:
     * ``set_dropout(rates, seed)`` and ``run_epoch(optimizer, state, rs)``: one epoch of
       batches in scikit-learn's order (its shuffle drawn from ``rs``), returning the sum of
       batch loss x batch rows and the number of rows done (fewer when stopped);
+      ``session()``, a context that the epochs run in (the trainer's thread settings);
     * ``evaluate(validation, score)``: the validation loss of the network and its score
       (``score(output, y, sample_weight)``, None when ``score`` is None).
 
@@ -91,6 +92,9 @@ class TrainerSource:
 
     def set_dropout(self, rates, seed):
         self.trainer.set_dropout(rates, seed)
+
+    def session(self):
+        return self.trainer.session()
 
     def run_epoch(self, optimizer, state, rs):
         if self.shuffle:

@@ -25,9 +25,26 @@ Thread counts: Numba's (``numba.set_num_threads``) is per Python thread and is s
 duration of a call.  BLAS's is one setting for the whole process, so it is shared: while
 fastmlp calls are running it is the smallest count any of them asked for, and the value found
 before the first of them is restored when the last one ends (also in a forked child).
+
+The CPU budget (``cpu_budget``): the cores this process may use -- its CPU affinity, a
+container's cgroup CPU quota and LOKY_MAX_CPU_COUNT, as joblib counts them, and in a Dask
+worker's task the worker's own thread count -- not the host's core count.  No call asks Numba or
+BLAS for more threads than the budget, whatever ``n_threads`` says (a larger request is capped,
+with one warning).  Calls running at the same time from several Python threads share it: a call
+with ``n_threads=None`` takes ``budget // (Python threads inside fastmlp calls now)``, at least 1.
+
+Fork: ``os.fork()`` while another thread is inside a kernel hung the parent (OpenBLAS's pre-fork
+handler waits for its busy threads; region threads then spin on a BLAS pool that is gone).
+Every kernel call runs inside ``kernel_section()``; a ``before`` fork handler holds new kernel
+calls at their start and waits (at most FORK_WAIT_SECONDS) until no other thread is inside one;
+the held calls go on once the fork has returned in the parent.
 """
+import functools
 import os
+import sys
 import threading
+import time
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import numba
@@ -43,9 +60,108 @@ _region_lock = threading.RLock()  # serialises fastmlp's own parallel regions (w
 _forked_after_openmp = False    # this process is a child forked after GNU OpenMP ran
 
 
+_budget_cache = None  # (this process's affinity count, joblib's cpu_count) when last counted
+
+
+def _affinity_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def _joblib_cpu_count():
+    import joblib
+    return joblib.cpu_count(only_physical_cores=False)
+
+
+def _process_budget():
+    """Cores this process may use: joblib's (loky's) count -- affinity, the cgroup v1/v2 CPU
+    quota, LOKY_MAX_CPU_COUNT.  The quota is read once per affinity (reading it costs ~40 us;
+    the affinity, read every time, costs nothing)."""
+    global _budget_cache
+    affinity = _affinity_count()
+    cached = _budget_cache
+    if cached is None or cached[0] != affinity:
+        cached = _budget_cache = (affinity, int(_joblib_cpu_count()))
+    return max(1, min(affinity, cached[1]))
+
+
+def _dask_worker_threads():
+    """The thread count of the Dask worker running the current task, or None (not in a task;
+    ``distributed`` is never imported here)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except Exception:  # noqa: BLE001 -- not in a worker's task
+        return None
+    n = getattr(getattr(worker, "state", None), "nthreads", None)
+    if n is None:
+        n = getattr(worker, "nthreads", None)
+    try:
+        return max(1, int(n))
+    except (TypeError, ValueError):
+        return None
+
+
+def cpu_budget():
+    """The number of cores this process may use: its affinity and its container's CPU quota
+    (as ``joblib.cpu_count(only_physical_cores=False)`` counts them), and, in a Dask worker's
+    task, at most the worker's thread count.  At least 1."""
+    budget = _process_budget()
+    worker = _dask_worker_threads()
+    return budget if worker is None else min(budget, worker)
+
+
 def max_threads():
-    """Threads fastmlp uses when n_threads is None: all of Numba's (one per core)."""
-    return numba.config.NUMBA_NUM_THREADS
+    """Threads fastmlp may use at most: Numba's pool (NUMBA_NUM_THREADS) within the CPU
+    budget (``cpu_budget``)."""
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, cpu_budget()))
+
+
+_calls_lock = threading.Lock()
+_calls = {}             # {Python thread id: depth} of the threads inside thread_limits now
+_warned = set()         # (n_threads asked, budget) already warned about
+
+
+def _enter_call():
+    """Count this Python thread among the running calls; returns how many threads are in."""
+    me = threading.get_ident()
+    with _calls_lock:
+        _calls[me] = _calls.get(me, 0) + 1
+        return len(_calls)
+
+
+def _leave_call():
+    me = threading.get_ident()
+    with _calls_lock:
+        depth = _calls.get(me, 0) - 1
+        if depth > 0:
+            _calls[me] = depth
+        else:
+            _calls.pop(me, None)
+
+
+def cap_request(n, what="n_threads={n}"):
+    """(n capped at the CPU budget, None or a one-line note saying so); ``what`` names the
+    request (``{n}`` is replaced by n), e.g. ``"--threads {n}"`` for the command line."""
+    budget = cpu_budget()
+    if n <= budget:
+        return n, None
+    return budget, (f"{what.format(n=n)} is more than the {budget} CPU core"
+                    f"{'s' if budget != 1 else ''} this process may use (its CPU affinity, "
+                    f"container quota or Dask worker threads): using {budget}")
+
+
+def _capped(n):
+    """n capped at the CPU budget, with one warning per (n, budget) and process."""
+    capped, note = cap_request(n)
+    if note is not None and (n, capped) not in _warned:
+        _warned.add((n, capped))
+        warnings.warn(note, RuntimeWarning, stacklevel=4)
+    return capped
 
 
 _layer = None
@@ -152,16 +268,18 @@ def _apply_blas_limit():
 
 @contextmanager
 def blas_threads(k):
-    """Ask for at most k BLAS threads while the block runs (shared: see the module's note)."""
+    """Ask for at most k BLAS threads (never more than the CPU budget) while the block runs
+    (shared: see the module's note)."""
     token = object()
+    k = max(1, min(int(k), cpu_budget()))
     with _blas_lock:
-        _blas_requests[token] = int(k)
+        _blas_requests[token] = k
         _apply_blas_limit()
     try:
         yield
     finally:
         with _blas_lock:
-            del _blas_requests[token]
+            _blas_requests.pop(token, None)  # gone in a child forked inside the block
             _apply_blas_limit()
 
 
@@ -174,26 +292,117 @@ def thread_limits(n_threads=None):
     n_threads=None respects the limits already in force -- the BLAS libraries' thread counts (a
     ``threadpoolctl.threadpool_limits`` block, joblib's workers, OMP/OPENBLAS environment
     variables) and ``numba.set_num_threads`` -- and uses the smallest of them, so that fastmlp
-    inside a parallel grid search does not oversubscribe the cores."""
+    inside a parallel grid search does not oversubscribe the cores; and it shares the CPU
+    budget with the calls running now in other Python threads: ``budget // threads``.
+    An n_threads above the budget (``cpu_budget``) is capped at it, with one warning."""
     n = resolve_n_threads(n_threads)
     start_pool()
-    previous = numba.get_num_threads()
-    if n is None:
-        n = max(1, min(previous, _user_blas_threads()))
-    numba.set_num_threads(min(n, max_threads()))
+    threads_in = _enter_call()
     try:
-        with blas_threads(n):
-            yield n
+        previous = numba.get_num_threads()
+        if n is None:
+            n = max(1, min(previous, _user_blas_threads(), cpu_budget() // threads_in))
+        else:
+            n = _capped(n)
+        numba.set_num_threads(min(n, max_threads()))
+        try:
+            with blas_threads(n):
+                yield n
+        finally:
+            numba.set_num_threads(previous)
     finally:
-        numba.set_num_threads(previous)
+        _leave_call()
+
+
+# -- fork --------------------------------------------------------------------------------------
+FORK_WAIT_SECONDS = 10.0  # a fork waits at most this long for kernel calls to end
+
+_gate = threading.Condition(threading.Lock())
+_in_kernels = {}        # {Python thread id: depth} of the threads inside kernel_section now
+_forks_pending = 0      # forks between their before handler and their after handler
+
+
+class _KernelSection:
+    """``with kernel_section():`` around a kernel call (see the module's note on fork)."""
+    __slots__ = ()
+
+    def __enter__(self):
+        me = threading.get_ident()
+        with _gate:
+            depth = _in_kernels.get(me, 0)
+            if depth == 0:
+                while _forks_pending:
+                    _gate.wait()
+            _in_kernels[me] = depth + 1
+
+    def __exit__(self, *exc):
+        me = threading.get_ident()
+        with _gate:
+            depth = _in_kernels.get(me, 0) - 1
+            if depth > 0:
+                _in_kernels[me] = depth
+            else:
+                _in_kernels.pop(me, None)
+                if _forks_pending:
+                    _gate.notify_all()
+        return False
+
+
+_KERNEL_SECTION = _KernelSection()
+
+
+def kernel_section():
+    """A context around one kernel call (BLAS or a parallel region): a fork from another
+    thread waits for it to end, and it does not start while a fork is under way."""
+    return _KERNEL_SECTION
+
+
+def kernel_call(method):
+    """Decorator: run ``method`` inside ``kernel_section()``."""
+    @functools.wraps(method)
+    def gated(*args, **kwargs):
+        with _KERNEL_SECTION:
+            return method(*args, **kwargs)
+    return gated
+
+
+def _before_fork():
+    global _forks_pending
+    me = threading.get_ident()
+    deadline = time.monotonic() + FORK_WAIT_SECONDS
+    with _gate:
+        _forks_pending += 1
+        while any(t != me for t in _in_kernels):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            _gate.wait(left)
+
+
+def _after_fork_in_parent():
+    global _forks_pending
+    with _gate:
+        _forks_pending = max(0, _forks_pending - 1)
+        _gate.notify_all()
 
 
 def _after_fork_in_child():
     # Locks held by a thread of the parent that was inside a fastmlp call are held forever in
     # the child: make new ones.  The BLAS limit that call had set is put back.
-    global _blas_lock, _region_lock, _blas_saved, _forked_after_openmp
+    global _blas_lock, _region_lock, _blas_saved, _forked_after_openmp, _calls_lock, _gate
+    global _forks_pending, _in_kernels
+    me = threading.get_ident()
     _blas_lock = threading.Lock()
     _region_lock = threading.RLock()
+    _calls_lock = threading.Lock()
+    mine = _calls.get(me)
+    _calls.clear()
+    if mine:
+        _calls[me] = mine
+    _gate = threading.Condition(threading.Lock())
+    _forks_pending = 0
+    mine = _in_kernels.get(me)
+    _in_kernels = {me: mine} if mine else {}
     saved, _blas_saved = _blas_saved, None
     _blas_requests.clear()
     for lib, k in saved or ():
@@ -216,4 +425,5 @@ def _after_fork_in_child():
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

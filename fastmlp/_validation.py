@@ -14,7 +14,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import (Interval, StrOptions,
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, StrOptions,
+                                             make_constraint,
                                              validate_parameter_constraints)
 
 from . import kernels as K
@@ -104,6 +105,13 @@ MLP.fit must be a float in the range (0.0, inf). Got -1.0 instead.
         key = None
     validate_parameter_constraints({k: constraints[k] for k in params}, params,
                                    caller_name=caller)
+    for k, v in params.items():  # scikit-learn's intervals take True for 1: numbers only
+        if isinstance(v, (bool, np.bool_)) and not any(
+                c == "boolean" or not isinstance(c, Interval) and c is not None
+                for c in constraints[k]):
+            allowed = " or ".join(str(make_constraint(c)) for c in constraints[k])
+            raise InvalidParameterError(f"The {k!r} parameter of {caller} must be {allowed}. "
+                                        f"Got {v!r} instead.")
     if key is not None:
         if len(_VALID) >= 256:
             _VALID.clear()
@@ -325,6 +333,26 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     if not np.isfinite(sw.sum(dtype=np.float64)):
         raise ValueError("sample_weight sums to infinity: scale the weights down")
     return sw
+
+
+def check_class_weight(class_weight):
+    """``class_weight`` unchanged when it is None, a string (checked by the estimator's
+    constraints) or dicts of finite non-negative numbers; a ``ValueError`` naming the class
+    otherwise (NaN, infinity or a negative weight would train to NaN)."""
+    if class_weight is None or isinstance(class_weight, str):
+        return class_weight
+    single = isinstance(class_weight, dict)
+    for i, weights in enumerate([class_weight] if single else class_weight):
+        where = "class_weight" if single else f"class_weight[{i}]"
+        if not isinstance(weights, dict):
+            raise ValueError(f"{where} must be a dict of class -> weight, got "
+                             f"{type(weights).__name__}")
+        for label, w in weights.items():
+            if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Real) or \
+                    not np.isfinite(w) or w < 0:
+                raise ValueError(f"{where}[{label!r}] must be a finite non-negative number, "
+                                 f"got {w!r}")
+    return class_weight
 
 
 def check_finite_result(result, what):

@@ -3,10 +3,13 @@
 
 The estimators take the parameters of :class:`fastmlp.MLPClassifier` /
 :class:`fastmlp.MLPRegressor` plus ``client`` and fit on dask arrays, dask DataFrames or NumPy
-arrays.  The rows are split into one contiguous *shard* per worker (a dask input is rechunked
-once, between the workers; a NumPy input is scattered once).  Each shard lives in a long-lived
-*engine* on its worker (a Dask actor) that holds the rows and a preallocated workspace; after
-that, only parameters and gradients travel.
+arrays.  The rows are split into one *shard* per worker (never more shards than rows): with
+unshuffled batches (``shuffle=False``, no validation split) every global batch is dealt out as
+one contiguous part per shard, so that each batch is spread over every worker; otherwise each
+shard is a contiguous block of rows (a shuffled batch draws its rows from all of them).  A dask
+input moves once, between the workers; a NumPy input is scattered once.  Each shard lives in a
+long-lived *engine* on its worker (a Dask actor) that holds the rows and a preallocated
+workspace; after that, only parameters and gradients travel.
 
 One training step (the protocol, identical for L-BFGS evaluations and SGD/Adam batches)::
 
@@ -25,7 +28,11 @@ scikit-learn's ``solver="lbfgs"`` up to floating-point summation order.  SGD/Ada
 scikit-learn's random draws: the initial weights come from ``random_state`` on the driver, and
 each epoch every engine applies the same ``RandomState.shuffle`` to the global row order (the
 driver sends the generator's state, a few kB), so the global batches are those of a single
-process; each engine computes the sums of the rows of the batch that it holds.  With one
+process; each engine computes the sums of the rows of the batch that it holds.  A fitted
+estimator saves (``save``, ``fastmlp.persistence.save``) as the local estimator it equals:
+``fastmlp.load`` returns :class:`fastmlp.MLPClassifier` / :class:`fastmlp.MLPRegressor`, without
+the client.  Each engine runs its kernels with its worker's thread count (``--nthreads``), so
+N workers of k threads on one host use N*k cores.  With one
 worker the fit equals :class:`fastmlp.MLPClassifier` bit for bit; with more, to summation
 order.  To reproduce a fit locally, fit the fastmlp (or scikit-learn) estimator with the same
 parameters on the rows in the same order (``X.compute()``).
@@ -127,8 +134,10 @@ def _client_for(client):
         return
     n = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count() or 1)
+    # its HTTP server on a free port, without a dashboard (no warning that 8787 is taken)
     with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0", scheduler_kwargs={"dashboard": False}
+                                  ) as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -142,9 +151,27 @@ def _split_sizes(n, k):
     return tuple([q + 1] * r + [q] * (k - r))
 
 
+def _dealt_rows(lo, hi, n, B, k, W):
+    """Of the global rows lo..hi-1 (of n, in global batches of B rows), the offsets from lo
+    of those that shard k of W holds when every global batch is dealt out as W contiguous
+    parts (part k of a batch of L rows: its rows L*k//W .. L*(k+1)//W - 1) -- so that each
+    shard holds its part of every batch.  (m,) int64, increasing."""
+    rows = np.arange(lo, hi, dtype=np.int64)
+    first = rows // B * B
+    length = np.minimum(B, n - first)
+    j = rows - first
+    return np.flatnonzero((j >= length * k // W) & (j < length * (k + 1) // W))
+
+
+def _deal_block(block, lo, n, B, k, W):
+    """Shard k's rows of one block of rows (global rows lo..) -- on the block's worker."""
+    return block[_dealt_rows(lo, lo + block.shape[0], n, B, k, W)]
+
+
 class _Shard:
-    def __init__(self, lo, hi, futures, source):
-        self.lo, self.hi = lo, hi
+    def __init__(self, lo, hi, futures, source, deal=None):
+        self.lo, self.hi = lo, hi  # its rows lo..hi-1, or with deal=(k, W) every row's ...
+        self.deal = deal           # ... part k of W of every global batch (see _dealt_rows)
         self.futures = futures  # (X, y, sw) futures (sw may be None)
         self.source = source    # the driver's NumPy (X, y, sw) slices, or None for dask input
         self.actor = None
@@ -187,7 +214,7 @@ class _Fleet:
         self.recoveries = 0
 
     def _spec(self, shard):
-        return dict(self.spec, lo=shard.lo, **shard.extra)
+        return dict(self.spec, lo=shard.lo, deal=shard.deal, **shard.extra)
 
     def start(self, workers):
         futs = []
@@ -285,8 +312,10 @@ class _Fleet:
             except Exception as exc:  # worker lost again while rebuilding, lost data, ...
                 last = exc
                 time.sleep(0.2)
+        rows = (f"rows {shard.lo}..{shard.hi}" if shard.deal is None else
+                f"part {shard.deal[0]} of {shard.deal[1]} of every batch")
         raise ClusterLostError(
-            f"the cluster cannot continue: shard {i} (rows {shard.lo}..{shard.hi}) could not "
+            f"the cluster cannot continue: shard {i} ({rows}) could not "
             f"be rebuilt on a live worker within {RECOVERY_TIMEOUT:.0f} s ({last!r}); the "
             "estimator keeps the parameters of the last completed step")
 
@@ -375,6 +404,9 @@ class _FleetSource:
     def set_dropout(self, rates, seed):
         self.seed = seed  # the rates are in the engines' spec
 
+    def session(self):
+        return contextlib.nullcontext()  # the engines hold their own thread settings
+
     def loss_grad(self, packed):
         """A full-batch evaluation: one round trip to every engine."""
         params, sums = self.params, self._sums
@@ -449,14 +481,30 @@ class _DaskMLP:
         state["client"] = None
         return state
 
+    def _get_state(self):
+        """A model file's state: the local estimator's, without ``client`` (a connection, not
+        part of the model).  ``save`` writes it as a file of the local kind, so
+        ``fastmlp.load`` returns :class:`fastmlp.MLPClassifier` / :class:`fastmlp.MLPRegressor`
+        (the model :meth:`to_local` returns) wherever the file is read, dask or not."""
+        state = super()._get_state()
+        state["model"]["params"].pop("client", None)
+        return state
+
     # -- data ---------------------------------------------------------------------------------
-    def _shards(self, client, X, y, sample_weight, n_shards, incremental, replicate=False):
+    def _deal_batch(self, n):
+        """The batch size of a fit on n rows (``_batch_size`` without its warning)."""
+        return min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
+
+    def _shards(self, client, X, y, sample_weight, n_shards, incremental, replicate=False,
+                deal=False):
         """Validate the input, set the input-dependent fitted attributes and spread the rows
-        into n_shards contiguous shards (``replicate``: n_shards engines that each hold every
-        row).  Returns (shards, n_rows, dtype, binarizer, n_out, labels): ``labels()``
-        computes a classifier's (class counts, class index of every row for a binary
-        problem, else None) -- reductions the class weights and the stratified validation
-        split need."""
+        into at most n_shards shards, no more than there are rows: contiguous blocks of rows,
+        or with ``deal`` (unshuffled batches) each global batch dealt out as one contiguous
+        part per shard (:func:`_dealt_rows`), so that every batch is spread over every
+        worker; ``replicate``: n_shards engines that each hold every row.  Returns (shards,
+        n_rows, dtype, binarizer, n_out, labels): ``labels()`` computes a classifier's
+        (class counts, class index of every row for a binary problem, else None) --
+        reductions the class weights and the stratified validation split need."""
         if not _is_dask(X):
             if _is_dask(y) or _is_dask(sample_weight):
                 raise ValueError("X is a NumPy array but y or sample_weight is a dask "
@@ -468,6 +516,9 @@ class _DaskMLP:
                 sample_weight = _check_sample_weight(sample_weight, X)
             Y = Y.reshape(len(Y), -1)
             n = X.shape[0]
+            B = self._deal_batch(n) if deal else n
+            if not replicate:  # no empty shard: one row (of the first batch) at least each
+                n_shards = max(1, min(n_shards, n, B))
             if replicate:  # every engine gets the same rows (sent once to every worker)
                 src = (X, Y, sample_weight)
                 futs = tuple(None if a is None else
@@ -479,13 +530,17 @@ class _DaskMLP:
                 shards = []
                 for k in range(n_shards):
                     lo, hi = int(bounds[k]), int(bounds[k + 1])
-                    src = (X[lo:hi], Y[lo:hi],
-                           None if sample_weight is None else sample_weight[lo:hi])
+                    rows = slice(lo, hi)
+                    if deal:
+                        lo, hi, rows = 0, n, _dealt_rows(0, n, n, B, k, n_shards)
+                    src = (X[rows], Y[rows],
+                           None if sample_weight is None else sample_weight[rows])
                     futs = tuple(None if a is None else
                                  client.scatter(a, workers=[workers[k % len(workers)]],
                                                 hash=False)
                                  for a in src)
-                    shards.append(_Shard(lo, hi, futs, src))
+                    shards.append(_Shard(lo, hi, futs, src,
+                                         (k, n_shards) if deal else None))
             # validate_data/label binarizer ran on the driver: the engines get float Y
 
             def labels():
@@ -540,26 +595,50 @@ class _DaskMLP:
                 else da.from_array(np.asarray(sample_weight, dtype=dtype))
             if sw.shape != (n,):
                 raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
-        sizes = _split_sizes(n, 1 if replicate else n_shards)
-        # plain task-based rechunking: one block per shard, moved between the workers once
-        Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]), method="tasks")
-        ya = ya.rechunk((sizes,) + ya.shape[1:], method="tasks")
-        if sw is not None:
-            sw = sw.astype(dtype).rechunk((sizes,), method="tasks")
+        B = self._deal_batch(n) if deal else n
+        if not replicate:  # no empty shard: one row (of the first batch) at least each
+            n_shards = max(1, min(n_shards, n, B))
         workers = _live_workers(client)
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        parts = [Xa.to_delayed().ravel(), ya.to_delayed().ravel(),
-                 None if sw is None else sw.to_delayed().ravel()]
         shards = []
-        for k in range(n_shards):
-            w = workers[k % len(workers)]
-            if replicate and k:  # one block, computed once, copied to each engine's worker
-                shards.append(_Shard(0, n, shards[0].futures, None))
-                continue
-            futs = tuple(None if p is None else client.compute(p[k], workers=[w],
-                                                                 allow_other_workers=True)
-                         for p in parts)
-            shards.append(_Shard(int(bounds[k]), int(bounds[k + 1]), futs, None))
+        if deal:
+            # each block's rows dealt to the shards on the block's worker; a shard's parts
+            # concatenated on its own worker: every row moves once
+            Xa = Xa.astype(dtype).rechunk({1: -1})
+            if sw is not None:
+                sw = sw.astype(dtype)
+            starts = np.concatenate([[0], np.cumsum(Xa.chunks[0])[:-1]])
+            ya = ya.rechunk((Xa.chunks[0],) + ya.shape[1:])
+            if sw is not None:
+                sw = sw.rechunk((Xa.chunks[0],))
+            blocks = [a.to_delayed().ravel() if a is not None else None for a in (Xa, ya, sw)]
+            for k in range(n_shards):
+                futs = tuple(
+                    None if bl is None else client.compute(
+                        dask.delayed(np.concatenate)(
+                            [dask.delayed(_deal_block)(b, int(lo), n, B, k, n_shards)
+                             for b, lo in zip(bl, starts)]),
+                        workers=[workers[k % len(workers)]], allow_other_workers=True)
+                    for bl in blocks)
+                shards.append(_Shard(0, n, futs, None, (k, n_shards)))
+        else:
+            sizes = _split_sizes(n, 1 if replicate else n_shards)
+            # plain task-based rechunking: one block per shard, moved between the workers once
+            Xa = Xa.astype(dtype).rechunk((sizes, Xa.shape[1]), method="tasks")
+            ya = ya.rechunk((sizes,) + ya.shape[1:], method="tasks")
+            if sw is not None:
+                sw = sw.astype(dtype).rechunk((sizes,), method="tasks")
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            parts = [Xa.to_delayed().ravel(), ya.to_delayed().ravel(),
+                     None if sw is None else sw.to_delayed().ravel()]
+            for k in range(n_shards):
+                w = workers[k % len(workers)]
+                if replicate and k:  # one block, computed once, copied to each engine's worker
+                    shards.append(_Shard(0, n, shards[0].futures, None))
+                    continue
+                futs = tuple(None if p is None else client.compute(p[k], workers=[w],
+                                                                     allow_other_workers=True)
+                             for p in parts)
+                shards.append(_Shard(int(bounds[k]), int(bounds[k + 1]), futs, None))
 
         def labels():
             index = None
@@ -687,8 +766,14 @@ class _DaskMLP:
                      and validation[1] is None)
             replicate = (self._dropout_rates(len(hidden)) is not None and n_shards > 1
                          and (self.shuffle or split))
+            # unshuffled batches over contiguous shards would each lie on one worker while
+            # the others wait: deal every batch out over the shards instead
+            stochastic = self.solver in _STOCHASTIC_SOLVERS
+            deal = (stochastic and not self.shuffle and not split and not replicate
+                    and n_shards > 1)
             shards, n, dtype, binarizer, n_out, labels = self._shards(
-                client, X, y, sample_weight, n_shards, incremental, replicate)
+                client, X, y, sample_weight, n_shards, incremental, replicate, deal)
+            n_shards = len(shards)
             if replicate:
                 for k, shard in enumerate(shards):
                     shard.extra = dict(part=(k, n_shards))
@@ -701,7 +786,6 @@ class _DaskMLP:
                 self._initialize(np.empty((0, n_out)), layer_units, dtype)
             self.n_outputs_ = n_out
             param_dtype = self.coefs_[0].dtype
-            stochastic = self.solver in _STOCHASTIC_SOLVERS
             class_weight = None
             if getattr(self, "class_weight", None) is not None:
                 class_weight = self._class_weight_vector(
@@ -776,7 +860,7 @@ class _DaskMLP:
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "client"}
         est = local(**params)
         state = self.__getstate__()
-        for k in ("client", "cluster_stats_", "_after_step", *params):
+        for k in ("client", "cluster_stats_", "_after_step", "_after_epoch", *params):
             state.pop(k, None)
         est.__dict__.update(state)
         return est

@@ -53,7 +53,8 @@ from . import persistence
 from ._core import Trainer, glorot_uniform
 from ._estimator_state import EstimatorState
 from ._sources import TrainerSource
-from ._validation import ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_dropout
+from ._validation import (ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_class_weight,
+                          check_dropout)
 from ._workspace import Layout
 from .optimizers import make_optimizer
 
@@ -485,24 +486,8 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         self._attach(source)
         try:
             self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if source.stop_requested:  # set between two epochs
-                    warnings.warn("Training interrupted by user.")
-                    break
-                tasks.begin(self.coefs_, self.intercepts_)
-                total, done = source.run_epoch(opt, state, self._random_state)
-                if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
-                    warnings.warn("Training interrupted by user.")
-                    break
-                stop = self._end_epoch(total / n_samples, n_samples, validation, source)
-                if tasks.end(self.coefs_, self.intercepts_) or stop:
-                    break
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
-                                  "the optimization hasn't converged yet." % self.max_iter,
-                                  ConvergenceWarning)
+            with source.session():  # thread settings held across the epochs, set once
+                self._epochs(source, opt, state, n_samples, validation, tasks, incremental)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
@@ -512,6 +497,30 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         if self._restores_best(validation) and not incremental:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
+
+    def _epochs(self, source, opt, state, n_samples, validation, tasks, incremental):
+        """The epoch loop of _run_epochs."""
+        for _ in range(self.max_iter):
+            if source.stop_requested:  # set between two epochs
+                warnings.warn("Training interrupted by user.")
+                break
+            tasks.begin(self.coefs_, self.intercepts_)
+            total, done = source.run_epoch(opt, state, self._random_state)
+            if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
+                warnings.warn("Training interrupted by user.")
+                break
+            stop = self._end_epoch(total / n_samples, n_samples, validation, source)
+            after_epoch = getattr(self, "_after_epoch", None)
+            if after_epoch is not None:  # the command line's progress display (--dask)
+                after_epoch(self.n_iter_, self.loss_curve_[-1])
+            if tasks.end(self.coefs_, self.intercepts_) or stop:
+                break
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
+                              "the optimization hasn't converged yet." % self.max_iter,
+                              ConvergenceWarning)
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
                         user_validation, tasks, dropout=None):
@@ -845,9 +854,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError("class_weight='balanced' is not supported by partial_fit: one "
                              "batch's class frequencies are not the data set's. Pass a dict, "
                              "e.g. from sklearn.utils.class_weight.compute_class_weight.")
+        check_class_weight(self.class_weight)
         expanded = compute_sample_weight(self.class_weight,
                                          self._label_binarizer.inverse_transform(y))
-        return expanded if sample_weight is None else sample_weight * expanded
+        weights = expanded if sample_weight is None else sample_weight * expanded
+        total = weights.sum(dtype=np.float64)
+        if not total > 0:
+            raise ValueError("class_weight gives every training sample zero weight"
+                             + ("" if sample_weight is None else " (with sample_weight)")
+                             + ": at least one class present in y needs a positive weight")
+        if not np.isfinite(total):
+            raise ValueError("class_weight" + ("" if sample_weight is None else
+                                               " (with sample_weight)")
+                             + " sums to infinity over the training samples: scale the "
+                             "weights down")
+        return weights
 
     def _callback_targets(self, y):
         # the labels, decoded only when a callback asks for them

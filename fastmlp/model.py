@@ -2,7 +2,7 @@
 :class:`~fastmlp._core.Trainer` (parameters, workspace), the optimizer state and the state of
 an interrupted epoch, and loops over epochs; all arithmetic happens in the kernels.  Its whole
 state (what a model file holds) is ``_get_state()`` / ``_set_state()``, which check a state
-read from a file field by field (about a fifth of this module, hence its length)."""
+read from a file field by field; they live in :mod:`fastmlp._model_state`."""
 from __future__ import annotations
 
 import os
@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from . import _state as S
 from . import persistence
 from ._core import Trainer
+from ._model_state import FIT_DEFAULTS, ModelState
 from ._threads import resolve_n_threads
 from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dropout, check_dtype,
                           check_hyperparams, check_layer_sizes, check_leaky_relu_slope,
@@ -28,7 +29,7 @@ DTypeLike = Union[str, type, np.dtype]
 RandomStateLike = Union[None, int, np.random.RandomState]
 
 
-class MLP:
+class MLP(ModelState):
     """A multi-layer perceptron ``A[l+1] = f(A[l] @ W[l] + b[l])``.
 
     Parameters
@@ -107,6 +108,8 @@ class MLP:
         # an epoch stopped mid-way: {"order", "position", "loss_sum"}
         self._pending: Optional[dict[str, Any]] = None
         self._stop = False
+        # partial_fit's settings, as the last call left them
+        self._settings: dict[str, Any] = dict(FIT_DEFAULTS)
         self.loss_curve_ = []
 
     # -- state --------------------------------------------------------------------------------
@@ -253,6 +256,7 @@ class MLP:
         self._optimizer = None
         self._opt_state = None
         self._pending = None
+        self._settings = dict(FIT_DEFAULTS)
         self._rs = check_random_state(self.random_state)
         self.loss_curve_ = []
         return self.partial_fit(X, Y, epochs=epochs, batch_size=batch_size,
@@ -260,12 +264,19 @@ class MLP:
                                 momentum=momentum, shuffle=shuffle, callback=callback,
                                 sample_weight=sample_weight)
 
-    def partial_fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1, batch_size: int = 256,
-                    learning_rate: float = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
-                    shuffle: bool = True,
+    def partial_fit(self, X: ArrayLike, Y: ArrayLike, epochs: int = 1,
+                    batch_size: Optional[int] = None, learning_rate: Optional[float] = None,
+                    optimizer: Optional[str] = None, momentum: Optional[float] = None,
+                    shuffle: Optional[bool] = None,
                     callback: Optional[Callable[[int, float], Optional[bool]]] = None,
                     sample_weight: Optional[ArrayLike] = None) -> MLP:
         """Continue training (weights, optimizer and shuffle state kept) for ``epochs`` passes.
+
+        Settings not given (``batch_size``, ``learning_rate``, ``optimizer``, ``momentum``,
+        ``shuffle``) are those the model was last trained with, by :meth:`fit` or
+        ``partial_fit`` (saved with the model), so ``fit(epochs=k)`` followed by
+        ``partial_fit(X, Y)`` trains exactly as ``fit(epochs=k + 1)``; before any training
+        they are the defaults below.
 
         Each shuffled epoch's order is a permutation drawn from the model's RandomState
         (saved with it), so how the epochs are split into calls does not change the result.  An epoch stopped mid-way by
@@ -281,16 +292,18 @@ class MLP:
             Targets (non-negative with ``loss='poisson'``).
         epochs : int, default=1
             Passes over the data (>= 0).
-        batch_size : int, default=256
-            Rows per gradient step (>= 1; clipped to n_samples).
-        learning_rate : float, default=0.1
-            Step size (> 0).
-        optimizer : {'sgd', 'adam'}, default='sgd'
-            The optimizer; changing it starts a fresh optimizer state.
-        momentum : float, default=0.0
-            SGD momentum, in [0, 1).
-        shuffle : bool, default=True
-            Shuffle the rows before each epoch.
+        batch_size : int, default=None
+            Rows per gradient step (>= 1; clipped to n_samples).  None: as the model was
+            last trained (256 before any training); so for each setting below.
+        learning_rate : float, default=None
+            Step size (> 0); 0.1 before any training.
+        optimizer : {'sgd', 'adam'}, default=None
+            The optimizer ('sgd' before any training); changing it starts a fresh optimizer
+            state.
+        momentum : float, default=None
+            SGD momentum, in [0, 1); 0.0 before any training.
+        shuffle : bool, default=None
+            Shuffle the rows before each epoch; True before any training.
         callback : callable or None, default=None
             ``callback(epoch, loss)`` runs after each epoch; returning True stops training.
         sample_weight : array-like of shape (n_samples,) or None, default=None
@@ -322,10 +335,15 @@ class MLP:
         >>> np.array_equal(stepwise.predict(X), at_once.predict(X))
         True
         """
-        check_hyperparams(FIT_CONSTRAINTS, {
-            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-            "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle,
-            "callback": callback}, "MLP.partial_fit")
+        given = {"batch_size": batch_size, "learning_rate": learning_rate,
+                 "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle}
+        given = {k: v for k, v in given.items() if v is not None}
+        check_hyperparams(FIT_CONSTRAINTS, {"epochs": epochs, "callback": callback, **given},
+                          "MLP.partial_fit")
+        settings: dict[str, Any] = {**self._settings, **given}
+        batch_size, learning_rate, optimizer, momentum, shuffle = (
+            settings["batch_size"], settings["learning_rate"], settings["optimizer"],
+            settings["momentum"], settings["shuffle"])
         X, Y = self._check_xy(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         epochs = int(epochs)
@@ -347,31 +365,35 @@ class MLP:
         self._optimizer.learning_rate = float(learning_rate)
         if optimizer == "sgd":
             self._optimizer.momentum = float(momentum)
+        self._settings = {"batch_size": int(settings["batch_size"]),
+                          "learning_rate": float(learning_rate), "optimizer": str(optimizer),
+                          "momentum": float(momentum), "shuffle": bool(shuffle)}
         try:
-            for _ in range(epochs):
-                if self._stop:
-                    break
-                pending = self._pending
-                if pending is not None:  # finish the epoch that was stopped mid-way
-                    order, start, before = (pending["order"], pending["position"],
-                                            pending["loss_sum"])
-                else:
-                    start, before, order = 0, 0.0, None
-                    if shuffle:
-                        order = np.arange(n, dtype=np.int64)
-                        self._rs.shuffle(order)
-                total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
-                                          order=order, sample_weight=sample_weight,
-                                          start=start)
-                if done < n:
-                    self._pending = {"order": order, "position": int(done),
-                                     "loss_sum": before + total, "n_rows": n}
-                    break
-                self._pending = None
-                self.loss_curve_.append((before + total) / n)
-                if callback is not None and callback(len(self.loss_curve_),
-                                                     self.loss_curve_[-1]):
-                    break
+            with t.session():  # thread settings held across the epochs
+                for _ in range(epochs):
+                    if self._stop:
+                        break
+                    pending = self._pending
+                    if pending is not None:  # finish the epoch that was stopped mid-way
+                        order, start, before = (pending["order"], pending["position"],
+                                                pending["loss_sum"])
+                    else:
+                        start, before, order = 0, 0.0, None
+                        if shuffle:
+                            order = np.arange(n, dtype=np.int64)
+                            self._rs.shuffle(order)
+                    total, done = t.run_epoch(X, Y, self._optimizer, self._opt_state,
+                                              order=order, sample_weight=sample_weight,
+                                              start=start)
+                    if done < n:
+                        self._pending = {"order": order, "position": int(done),
+                                         "loss_sum": before + total, "n_rows": n}
+                        break
+                    self._pending = None
+                    self.loss_curve_.append((before + total) / n)
+                    if callback is not None and callback(len(self.loss_curve_),
+                                                         self.loss_curve_[-1]):
+                        break
         finally:  # a stop request is used up by the call it stopped
             if self._stop or t.stop_requested:
                 self._stop = t.stop_requested = False
@@ -418,154 +440,6 @@ class MLP:
         t = self._fitted()
         X = check_X(X, self.dtype, self.layer_sizes[0], accept_sparse=True)
         return t.forward(X)
-
-    # -- the state a model file holds -------------------------------------------------------
-    def _get_state(self):
-        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`)."""
-        rs = self.random_state
-        model = {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
-                 "out_activation": self.out_activation, "loss": self.loss,
-                 "dtype": self.dtype.name, "alpha": float(self.alpha),
-                 "random_state": int(rs) if isinstance(rs, (int, np.integer))
-                 and not isinstance(rs, bool) else None,
-                 "n_threads": self._n_threads, "loss_curve": list(self.loss_curve_)}
-        if self.leaky_relu_slope != 0.01:  # files without these keys keep the defaults
-            model["leaky_relu_slope"] = self.leaky_relu_slope
-        if self.dropout is not None:
-            model["dropout"] = [float(r) for r in self.dropout]
-        arrays = {}
-        model["rng"], arrays["rng/keys"] = S.rng_state(self._rs)
-        t = self._trainer
-        model["fitted"] = t is not None
-        if t is not None:
-            model["batch_size"] = int(t.batch_size)
-            arrays["params"] = t.params
-            if t.dropout is not None:  # where the masks stand, for an exact resume
-                model["dropout_seed"], model["dropout_step"] = t.dropout_seed, t.dropout_step
-            if self._optimizer is not None:
-                model["optimizer"], opt_arrays = S.optimizer_state(self._optimizer,
-                                                                   self._opt_state)
-                arrays.update(opt_arrays)
-        p = self._pending
-        if p is not None:
-            model["epoch"] = {"position": p["position"], "loss_sum": float(p["loss_sum"])}
-            arrays["epoch/order"] = (np.arange(p["n_rows"], dtype=np.int64)
-                                     if p["order"] is None else p["order"])
-        for name in ("classes_", "feature_names_in_"):
-            if getattr(self, name, None) is not None:
-                arrays[f"attr/{name}"] = S.label_array(getattr(self, name), name)
-        scaling = S.get_scaling(self, self.layer_sizes[0], self.layer_sizes[-1])
-        return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
-
-    @classmethod
-    def _from_state(cls, state):
-        """A new MLP from an untrusted state (``ValueError`` naming what is wrong)."""
-        model = state.get("model") if isinstance(state, dict) else None
-        if not isinstance(model, dict):
-            S.bad("bad model description")
-        sizes = model.get("layer_sizes")
-        if not isinstance(sizes, list) or not all(S.is_int(v) and v >= 1 for v in sizes):
-            S.bad(f"bad layer sizes {sizes!r}")
-        for key in ("activation", "out_activation", "loss", "dtype"):
-            S.get_str(model, key)
-        if model["dtype"] not in ("float32", "float64"):
-            S.bad(f"bad dtype {model['dtype']!r}")
-        alpha = S.get_float(model, "alpha", low=0.0)
-        S.get_int(model, "random_state", low=0, high=2 ** 32 - 1, optional=True)
-        S.get_int(model, "n_threads", low=1, optional=True)
-        slope = S.get_float(model, "leaky_relu_slope", low=0.0, optional=True)
-        dropout = model.get("dropout")
-        try:
-            m = cls(sizes, activation=model["activation"],
-                    out_activation=model["out_activation"], loss=model["loss"],
-                    dtype=model["dtype"], alpha=alpha, random_state=model["random_state"],
-                    n_threads=model["n_threads"],
-                    leaky_relu_slope=0.01 if slope is None else slope, dropout=dropout)
-        except (TypeError, ValueError) as exc:
-            S.bad(f"bad model description ({exc})")
-        m._set_state(state)
-        return m
-
-    def _set_state(self, state):
-        """Load a state from :meth:`_get_state` (or an untrusted file) into this model, whose
-        architecture must be the state's; every field is checked before anything changes."""
-        model = state.get("model") if isinstance(state, dict) else None
-        arrays = dict(state.get("arrays") or {}) if isinstance(state, dict) else {}
-        if not isinstance(model, dict):
-            S.bad("bad model description")
-        if model.get("layer_sizes") != list(self.layer_sizes) or \
-                any(model.get(k) != getattr(self, k) for k in
-                    ("activation", "out_activation", "loss")) or \
-                model.get("dtype") != self.dtype.name:
-            S.bad("the state is for another architecture")
-        n_in, n_out = self.layer_sizes[0], self.layer_sizes[-1]
-        curve = S.float_list(model.get("loss_curve"), "loss curve")
-        rs = S.make_rng(model.get("rng"), arrays.pop("rng/keys", None))
-        fitted = model.get("fitted")
-        if not isinstance(fitted, bool):
-            S.bad("bad 'fitted' flag")
-        params = opt = opt_state = None
-        batch_size = None
-        if fitted:
-            batch_size = S.get_int(model, "batch_size", "batch size", low=1)
-            params = arrays.pop("params", None)
-            if params is None or params.shape != (S.n_params(self.layer_sizes),) or \
-                    params.dtype != self.dtype:
-                S.bad(f"parameters missing or of the wrong shape/dtype for layers "
-                      f"{list(self.layer_sizes)}")
-            if not np.isfinite(params).all():
-                S.bad("parameters contain NaN or infinity")
-            try:  # before the network is built
-                S.check_memory(S.training_bytes(self.layer_sizes, batch_size,
-                                                self.dtype.itemsize),
-                               f"a network {'-'.join(map(str, self.layer_sizes))} with batch "
-                               f"size {batch_size}")
-            except MemoryError as exc:
-                S.bad(str(exc))
-            if "optimizer" in model:
-                opt, opt_state = S.make_optimizer(model["optimizer"], arrays, params)
-            if self.dropout is not None:
-                dropout_at = (S.get_int(model, "dropout_seed", low=0, high=2 ** 32 - 1),
-                              S.get_int(model, "dropout_step", low=0))
-        pending = None
-        order = arrays.pop("epoch/order", None)
-        if "epoch" in model or order is not None:
-            ep = model.get("epoch")
-            if not fitted or not isinstance(ep, dict) or order is None or order.ndim != 1 or \
-                    order.dtype != np.int64 or len(order) < 2 or \
-                    not np.array_equal(np.sort(order), np.arange(len(order))):
-                S.bad("bad interrupted-epoch record")
-            position = S.get_int(ep, "position", "interrupted-epoch position", 1,
-                                 len(order) - 1)
-            loss_sum = S.get_float(ep, "loss_sum", "interrupted-epoch loss", finite=False)
-            pending = {"order": order, "position": position, "loss_sum": loss_sum,
-                       "n_rows": len(order)}
-        labels = {}
-        for name, n, unique in (("classes_", n_out, True), ("feature_names_in_", n_in, False)):
-            a = arrays.pop(f"attr/{name}", None)
-            if a is not None:
-                labels[name] = S.check_labels(a, name.rstrip("_").replace("_", " "), n, unique)
-        if "feature_names_in_" in labels and labels["feature_names_in_"].dtype.kind != "U":
-            S.bad("bad feature names (not strings)")
-        if arrays:
-            S.bad(f"unexpected arrays {sorted(arrays)}")
-        S.set_scaling(self, state.get("scaling"), n_in, n_out)  # checks, then sets
-        # every field checked: now change the model
-        self._trainer = None
-        if fitted:
-            t = self._make_trainer(batch_size, init=False)
-            t.params[:] = params
-            if self.dropout is not None:
-                t.set_dropout(self.dropout, dropout_at[0])
-                t.dropout_step = dropout_at[1]
-            if opt is not None:
-                self._optimizer, self._opt_state = opt, opt_state
-        self._rs = rs
-        self.loss_curve_ = curve
-        self._pending = pending
-        for name in ("classes_", "feature_names_in_"):
-            if name in labels:
-                setattr(self, name, labels[name])
 
 
 persistence.register("MLP", MLP)

@@ -57,6 +57,7 @@ FORMAT_VERSION = 2  # the newest this version reads and writes
 _SCALING_VERSION = 2
 _META = "__meta__"
 _MAX_META_BYTES = 64 << 20
+_NPY_HEADER_MAX = 65536 + 16  # magic, header length and the header (numpy caps it at 64 KiB)
 _KINDS = {}  # kind -> class with _get_state() and the classmethod _from_state(state)
 
 
@@ -292,10 +293,14 @@ def _parse(data):
 
     def member(name, dtype, shape=None):
         """The array stored as ``name``: its .npy header must say exactly dtype and shape
-        (shape None: any 1-D length) and the data must be complete, checked before anything
-        is allocated."""
+        (shape None: any 1-D length up to the metadata's limit) and the data must be
+        complete, checked before anything is allocated; the member is read, decompressed if
+        it is, only up to the size the manifest implies (the zip's own size fields are
+        claims like any other)."""
         info = infos[name + ".npy"]
-        if shape is not None and info.file_size > dtype.itemsize * math.prod(shape) + 65536:
+        count = math.prod(shape) if shape is not None else min(_MAX_META_BYTES, len(data))
+        limit = dtype.itemsize * count + _NPY_HEADER_MAX
+        if info.file_size > limit:
             _bad(f"array {name!r} is larger than its manifest says (tampered or damaged)")
         if info.compress_type == zipfile.ZIP_STORED and info.file_size > len(data):
             _bad(f"array {name!r} claims more bytes than the file has (tampered or damaged)")
@@ -304,7 +309,13 @@ def _parse(data):
             _bad(f"array {name!r} claims {info.file_size} bytes, more than the available "
                  f"memory")
         try:
-            raw = zf.read(info)
+            with zf.open(info) as fh:
+                raw = fh.read(limit + 1)  # decompresses no further than that
+                if len(raw) > limit:
+                    _bad(f"array {name!r} is larger than its manifest says (tampered or "
+                         f"damaged)")
+        except ModelFileError:
+            raise
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError,
                 NotImplementedError) as exc:
             _bad(f"corrupted or truncated model file (array {name!r}: {exc})")
@@ -356,21 +367,65 @@ def _parse(data):
         _bad("bad array manifest")
     if set(infos) != {_META + ".npy"} | {k + ".npy" for k in manifest}:
         _bad("the file's arrays do not match its manifest (tampered or damaged)")
-    arrays = {}
+    specs = {}
     for name, spec in manifest.items():
         try:
             dt, shape = np.dtype(spec[0]), tuple(int(s) for s in spec[1])
             assert len(spec) == 2 and dt.kind in _ARRAY_KINDS and min(shape, default=0) >= 0
         except Exception:
             _bad(f"bad manifest entry for {name!r}")
-        a = member(name, dt, shape)
-        arrays[name] = a
+        specs[name] = dt, shape
+    _check_manifest_sizes(specs, meta, len(data))
+    arrays = {}
+    for name, (dt, shape) in specs.items():
+        arrays[name] = member(name, dt, shape)
     digest = meta.pop("sha256", None)
     if digest != _digest(arrays, meta):
         _bad("checksum mismatch: the file was modified or damaged")
     meta["sha256"] = digest
     return _from_json(meta), arrays
 
+
+
+def _network_params(meta):
+    """Parameters of the network the metadata describes (MLP: ``layer_sizes``; an
+    estimator: ``n_features_in_``, ``hidden_layer_sizes``, ``n_outputs_``), or None when it
+    describes none (unfitted, or fields the model class will refuse)."""
+    model = meta["model"]
+    try:
+        if meta["kind"] == "MLP":
+            sizes = list(model["layer_sizes"])
+        else:
+            attrs, hidden = model["attrs"], model["params"]["hidden_layer_sizes"]
+            hidden = list(hidden) if isinstance(hidden, list) else [hidden]
+            sizes = [attrs["n_features_in_"], *hidden, attrs["n_outputs_"]]
+    except (KeyError, TypeError):
+        return None
+    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                                 for s in sizes):
+        return None
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _check_manifest_sizes(specs, meta, file_size):
+    """Bound what the manifest claims before anything is read: fastmlp stores arrays
+    uncompressed, so together they fit in the file; and no float array (weights, optimizer
+    moments, scaling, labels) holds more values than the network the file describes has
+    parameters.  A small file compressing a huge member is refused here, not after
+    decompressing it."""
+    total = 0
+    n_params = _network_params(meta)
+    for name, (dt, shape) in specs.items():
+        count = math.prod(shape)
+        nbytes = count * dt.itemsize
+        total += nbytes
+        if total > file_size:
+            _bad(f"array {name!r} claims {nbytes} bytes, more than the file holds "
+                 f"({file_size} bytes; fastmlp stores arrays uncompressed): tampered or "
+                 f"damaged")
+        if dt.kind == "f" and n_params is not None and count > n_params:
+            _bad(f"array {name!r} claims {count} values, more than the {n_params} parameters "
+                 f"of the network the file describes (tampered or damaged)")
 
 
 def read_metadata(path: PathLike) -> dict[str, Any]:

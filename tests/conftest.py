@@ -1,5 +1,20 @@
 """Fixtures shared by several test files."""
+import os
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _plan_files_in_a_tmp_dir(tmp_path_factory):
+    """The planner's plan files (fastmlp._planner) go to a folder of the test session, never
+    the user's cache; subprocesses inherit it through the environment."""
+    saved = os.environ.get("FASTMLP_PLAN_CACHE")
+    os.environ["FASTMLP_PLAN_CACHE"] = str(tmp_path_factory.mktemp("plans"))
+    yield
+    if saved is None:
+        os.environ.pop("FASTMLP_PLAN_CACHE", None)
+    else:
+        os.environ["FASTMLP_PLAN_CACHE"] = saved
 
 
 @pytest.fixture

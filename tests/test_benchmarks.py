@@ -206,6 +206,34 @@ def test_fastmlp_bench_quick_json(tmp_path):
     assert "fastmlp.MLP" in text and "of limit" in text
 
 
+def test_fastmlp_bench_threads_prints_the_scaling_table(tmp_path):
+    """``--threads 1,2``: the comparison at each count, then one scaling row per workload and
+    count with fastmlp's time, scikit-learn's and the plan fastmlp ran (a smoke test)."""
+    cmd = [sys.executable, "-m", "fastmlp.cli", "bench", "--quick", "--threads", "1,2,1",
+           "--workloads", "sk64", "--peers", "fastmlp-est,sklearn", "--samples", "400",
+           "--repeats", "1", "--epochs", "1", "--no-progress", "--keep-openblas-env"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    assert text.count("fastmlp bench: ") == 2  # 1,2,1: each count once
+    table = text[text.index("Thread scaling"):].splitlines()
+    assert table[1].split()[:3] == ["workload", "threads", "fastmlp"]
+    rows = [line.split() for line in table[3:] if line.strip()]
+    assert [r[:2] for r in rows] == [["sk64", "1"], ["sk64", "2"]]
+    for r in rows:
+        assert float(r[2]) > 0 and float(r[4]) > 0 and float(r[5]) > 0
+    assert "(one thread)" in table[3]  # one thread: the blas way, no trial
+
+
+def test_threads_option_is_checked(capsys):
+    from fastmlp import cli
+    for bad in ("0", "1,x", ",", "2,-1"):
+        assert cli.main(["bench", "--threads", bad, "--quick"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fastmlp: error: argument --threads: expected a positive "
+                              "integer"), err
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     from fastmlp import cli
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError

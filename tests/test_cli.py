@@ -399,11 +399,11 @@ def test_resume_reuses_the_stored_scaling_to_the_bit(tmp_path, data, capsys, mon
     rc, out, err = call(capsys, "train", "--resume", ckpt, "--no-scale", "--epochs", 4)
     assert_user_error(rc, err, "--no-scale differs from the checkpoint")
 
-    from fastmlp import _cli_train
+    from fastmlp.cli import train as cli_train
 
     def no_refit(*a):
         raise AssertionError("a resumed run must reuse the checkpoint's scaling")
-    monkeypatch.setattr(_cli_train, "_fit_scaling", no_refit)
+    monkeypatch.setattr(cli_train, "_fit_scaling", no_refit)
     rc, out, err = call(capsys, "train", data / "reg.tsv", "--resume", ckpt, "--epochs", 4)
     assert rc == 0, err
     a, b = fastmlp.load(ref), fastmlp.load(ckpt)
@@ -591,7 +591,8 @@ def test_a_signal_while_reading_exits_with_its_code(tmp_path, data, cls_model, c
     rc, out, err = call(capsys, "train", data / "cls.csv", "--out", tmp_path / "m.npz")
     assert rc == code and "cannot read" not in err and "Traceback" not in err, err
     monkeypatch.undo()
-    monkeypatch.setattr(zipfile.ZipFile, "read", _signal_then(zipfile.ZipFile.read, signum))
+    # the model file's members are read through ZipFile.open (a bounded read)
+    monkeypatch.setattr(zipfile.ZipFile, "open", _signal_then(zipfile.ZipFile.open, signum))
     rc, out, err = call(capsys, "predict", cls_model, data / "cls.npz", "--out",
                         tmp_path / "p.csv")
     assert rc == code and "corrupted" not in err and "Traceback" not in err, err
@@ -735,17 +736,17 @@ def test_help_offers_every_activation_and_solver():
     """The command line's --activation and --solver offer exactly the names that
     fastmlp._validation lists (the one list the estimators, model files and ONNX export use
     too), and a saved record's settings are checked against the same list."""
-    from fastmlp import _cli_record
+    from fastmlp.cli import record as cli_record
     from fastmlp._validation import ACTIVATIONS, ESTIMATOR_ACTIVATIONS, SOLVERS
     options = _train_options()
     assert list(options["activation"].choices) == list(ACTIVATIONS)
     assert list(options["solver"].choices) == list(SOLVERS)
     assert set(ESTIMATOR_ACTIVATIONS) | {"sigmoid"} == set(ACTIVATIONS)
     for name in ACTIVATIONS:
-        assert _cli_record._SETTING_CHECKS["activation"](name)
+        assert cli_record._SETTING_CHECKS["activation"](name)
     for name in SOLVERS:
-        assert _cli_record._SETTING_CHECKS["solver"](name)
-    assert not _cli_record._SETTING_CHECKS["activation"]("softmax")
+        assert cli_record._SETTING_CHECKS["solver"](name)
+    assert not cli_record._SETTING_CHECKS["activation"]("softmax")
 
 
 def test_version_is_the_package_version(capsys):
@@ -753,3 +754,51 @@ def test_version_is_the_package_version(capsys):
     assert fastmlp.__version__ == __version__
     rc, out, _ = call(capsys, "--version")
     assert rc == 0 and out.strip() == f"fastmlp {__version__}"
+
+
+def test_val_data_with_a_class_the_training_rows_lack_is_refused(tmp_path, data, capsys):
+    """--val-data whose target has a class that DATA lacks would train a model with an
+    output no row teaches (issue 20 item 3): one line naming the class, exit 2, nothing
+    written -- as MLPClassifier refuses such a y_val."""
+    frame = pd.read_csv(data / "cls.csv").iloc[:30].copy()
+    frame.loc[[3, 7], "kind"] = "east"
+    frame.to_csv(tmp_path / "val.csv", index=False)
+    out_file = tmp_path / "m.npz"
+    rc, out, err = call(capsys, "train", data / "cls.csv", "--val-data", tmp_path / "val.csv",
+                        "--epochs", "1", "--out", out_file, "--quiet")
+    assert_user_error(rc, err, "val.csv: class 'east' not in DATA's training rows",
+                      "'north', 'south', 'west'")
+    assert not out_file.exists()
+    frame.loc[[3, 7], "kind"] = "north"  # every class known: trains
+    frame.to_csv(tmp_path / "val.csv", index=False)
+    rc, out, err = call(capsys, "train", data / "cls.csv", "--val-data", tmp_path / "val.csv",
+                        "--epochs", "1", "--out", out_file, "--quiet")
+    assert rc == 0, err
+    assert list(fastmlp.load(out_file).classes_) == ["north", "south", "west"]
+
+
+def test_evaluate_refuses_a_target_that_is_not_the_classifiers_labels(tmp_path, data,
+                                                                      cls_model, capsys):
+    """A classifier evaluated on a continuous target printed accuracy 0.0000 (issue 20
+    item 16): refused as scikit-learn refuses "continuous and multiclass", and so is a
+    target none of whose values is a class; some unknown labels are counted wrong, with a
+    note."""
+    frame = pd.read_csv(data / "cls.csv").iloc[:40].copy()
+    rs = np.random.RandomState(3)
+    cases = {"cont": rs.randn(40), "ints": rs.randint(0, 3, 40)}
+    for name, target in cases.items():
+        frame.assign(kind=target).to_csv(tmp_path / f"{name}.csv", index=False)
+    rc, out, err = call(capsys, "evaluate", cls_model, tmp_path / "cont.csv")
+    assert_user_error(rc, err, "cont.csv: the target 'kind' has continuous values",
+                      "this model is a classifier (classes: north, south, west)")
+    assert out == ""
+    rc, out, err = call(capsys, "evaluate", cls_model, tmp_path / "ints.csv")
+    assert_user_error(rc, err, "no value of the target 'kind' (0, 1, 2) is one of the "
+                               "model's classes (north, south, west)")
+    frame.loc[:3, "kind"] = "east"
+    frame.to_csv(tmp_path / "some.csv", index=False)
+    rc, out, err = call(capsys, "evaluate", cls_model, tmp_path / "some.csv")
+    assert rc == 0, err
+    assert err.strip() == ("fastmlp: note: 4 of 40 rows have labels that are not among the "
+                           "model's classes (east): they count as wrong")
+    assert out.startswith("accuracy: ")

@@ -8,6 +8,7 @@ a cluster that cannot continue raises and keeps the last completed step.
 import json
 import os
 import pickle
+import re
 import signal
 import sys
 import warnings
@@ -143,6 +144,115 @@ def test_stochastic_equals_single_process(client, solver, shuffle):
     np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
     # one step per global batch: ceil(301 / 32) = 10 per epoch
     assert est.cluster_stats_["steps"] == 40
+
+
+def test_unshuffled_batches_are_spread_over_every_worker(monkeypatch):
+    """shuffle=False: each global batch is dealt out over the engines (each its part, within
+    one row of the others'), not left on the one engine whose block of rows holds it -- and
+    the fit is still the single process's (NumPy and dask input, weighted rows)."""
+    seen = []
+    step = fdask._ShardEngine.step
+
+    def recording(self, params, b, key=0):
+        out = step(self, params, b, key)
+        seen.append((id(self), b, out[1]))
+        return out
+    monkeypatch.setattr(fdask._ShardEngine, "step", recording)
+    X, y = _data(n=301)
+    kw = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=64, random_state=0,
+              max_iter=2, shuffle=False, learning_rate_init=0.05)
+    ref = fastmlp.MLPClassifier(**kw).fit(X, y)
+    sw = np.random.RandomState(3).uniform(0.5, 2.0, size=len(X))
+    ref_w = fastmlp.MLPRegressor(**kw).fit(X, X[:, :2], sample_weight=sw)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        for args in [(X, y), _uneven(X, y)]:
+            seen.clear()
+            est = fdask.MLPClassifier(**kw, client=c).fit(*args)
+            assert _max_rel(_params(est), _params(ref)) < 1e-12
+            np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+            shares = {}
+            for engine, b, rows in seen:
+                shares.setdefault(b, {})[engine] = rows
+            assert sorted(shares) == list(range(5))
+            for b, per_engine in shares.items():
+                n_rows = min(64, 301 - 64 * b)
+                assert sorted(per_engine.values()) == [n_rows // 2, n_rows - n_rows // 2]
+        est = fdask.MLPRegressor(**kw, client=c).fit(
+            da.from_array(X, chunks=(70, 6)), da.from_array(X[:, :2], chunks=(70, 2)),
+            sample_weight=da.from_array(sw, chunks=70))
+        assert _max_rel(_params(est), _params(ref_w)) < 1e-12
+
+
+def test_worker_engines_use_their_workers_threads(client):
+    """An engine's kernels run with its worker's thread count, Numba's and BLAS's: N workers
+    of k threads on one host use N*k cores."""
+    X, _ = _data(n=20)
+    spec = dict(sizes=[6, 4, 1], activation="relu", out_activation="identity",
+                loss="squared_error", dtype="float64", n_rows=20, batch_size=None,
+                shuffle=False, binarizer=None, lo=0)
+
+    def counts(c):
+        workers = sorted(c.scheduler_info(n_workers=-1)["workers"])
+        engines = [c.submit(fdask._ShardEngine, X, X[:, 0], None, spec, actor=True,
+                            pure=False, workers=[w]) for w in workers]
+        return [f.result().threads().result() for f in engines]
+    for numba_threads, blas in counts(client):
+        assert numba_threads == 1 and blas and set(blas) == {1}
+    if len(os.sched_getaffinity(0)) >= 2:
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                          dashboard_address=None) as cluster, \
+                Client(cluster, set_as_default=False) as c:
+            [(numba_threads, blas)] = counts(c)
+            assert numba_threads == 2 and set(blas) == {2}
+
+
+def test_fewer_rows_than_workers_fits_as_locally(client, capfd):
+    """One row on two workers (and batches smaller than the workers): no empty shard, no
+    worker error; the fit is the local estimator's."""
+    X1, y1 = np.array([[0.5, -1.0]]), np.array([2.0])
+    X5 = np.random.RandomState(0).normal(size=(5, 2))
+    y5 = X5[:, 0] - X5[:, 1]
+    capfd.readouterr()
+    for X, y, extra in [(X1, y1, dict(solver="lbfgs")), (X1, y1, dict(solver="adam")),
+                        (X5, y5, dict(solver="sgd", batch_size=1, shuffle=False))]:
+        kw = dict(hidden_layer_sizes=(3,), random_state=0, max_iter=5, **extra)
+        ref = fastmlp.MLPRegressor(**kw).fit(X, y)
+        for args in [(X, y), (da.from_array(X, chunks=1), da.from_array(y, chunks=1))]:
+            est = fdask.MLPRegressor(**kw, client=client).fit(*args)
+            assert _max_rel(_params(est), _params(ref)) < 1e-12
+            np.testing.assert_allclose(est.predict(X), ref.predict(X), rtol=1e-12)
+    err = capfd.readouterr().err
+    assert "ERROR" not in err and "Compute Failed" not in err
+    # an engine without rows (if it had one) adds nothing
+    spec = dict(sizes=[2, 3, 1], activation="relu", out_activation="identity",
+                loss="squared_error", dtype="float64", n_rows=1, batch_size=None,
+                shuffle=False, binarizer=None, lo=1)
+    loss, weight, grads, _ = fdask._ShardEngine(X1[:0], y1[:0], None, spec).full(
+        np.ones(13))
+    assert (loss, weight) == (0.0, 0.0) and not grads.any()
+
+
+@pytest.mark.parametrize("with_client", [True, False])
+def test_cluster_model_saves_and_loads_as_the_local_estimator(client, tmp_path, with_client):
+    """The client is not part of the model: the file is a local estimator's, which predicts
+    what the cluster-trained one does."""
+    X, y = _data(n=120)
+    extra = dict(client=client) if with_client else {}  # else: the session's default client
+    for est, methods in [
+            (fdask.MLPClassifier((5,), solver="adam", max_iter=3, random_state=0, **extra),
+             ("predict", "predict_proba")),
+            (fdask.MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5,
+                                random_state=0, **extra), ("predict",))]:
+        est.fit(X, y if hasattr(est, "predict_proba") else X[:, 0])
+        est.save(tmp_path / "m.npz")
+        back = fastmlp.load(tmp_path / "m.npz")
+        assert type(back) is type(est.to_local())
+        assert back.get_params() == est.to_local().get_params()
+        for method in methods:
+            np.testing.assert_array_equal(getattr(back, method)(X), getattr(est, method)(X))
+        assert est.client is (client if with_client else None)  # the estimator is unchanged
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
@@ -813,3 +923,81 @@ def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monk
     assert "saved to m.npz" in err and len(err.strip().splitlines()) == 1
     model = fastmlp.load(tmp_path / "m.npz")
     assert isinstance(model, fastmlp.MLPClassifier) and model.coefs_[0].shape == (6, 100)
+
+
+def _cli_process(*argv, cwd):
+    """``python -m fastmlp.cli ...`` in a fresh process (its real stderr: warnings and the
+    cluster's logs included): (exit code, stdout, stderr)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    proc = subprocess.run([sys.executable, "-m", "fastmlp.cli", *argv], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _table(n=200, seed=0):
+    X, y = _data(n=n, d=3, seed=seed)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame["label"] = y
+    return frame
+
+
+def test_cli_dask_files_with_other_columns_are_one_line(tmp_path, capsys, monkeypatch):
+    frame = _table()
+    (tmp_path / "data").mkdir()
+    frame.iloc[:100].to_csv(tmp_path / "data" / "p0.csv", index=False)
+    frame.iloc[100:].rename(columns={"b": "bb"}).to_csv(tmp_path / "data" / "p1.csv",
+                                                       index=False)
+    rc, out, err = _cli("train", "data", "--dask", "local:2", cwd=tmp_path, capsys=capsys,
+                        monkeypatch=monkeypatch)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("fastmlp: error: data/p1.csv: its columns differ from "
+                          "data/p0.csv's; missing 'b'")
+
+
+def test_cli_dask_missing_value_is_the_local_runs_one_line(client, tmp_path):
+    """A NaN (or an infinity) with --dask: the local run's error line (file, column, row), no
+    worker log: the rows are checked before any engine gets them."""
+    frame = _table()
+    frame.loc[130, "b"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "parts").mkdir()
+    frame.iloc[:100].to_csv(tmp_path / "parts" / "p0.csv", index=False)
+    frame.iloc[100:].assign(c=np.where(np.arange(100) == 40, np.inf, frame.c[100:])).to_csv(
+        tmp_path / "parts" / "p1.csv", index=False)
+    rc, _, local = _cli_process("train", "d.csv", "--epochs", "1", cwd=tmp_path)
+    assert rc == 2 and local.strip() == ("fastmlp: error: d.csv: feature column 'b', row 131 "
+                                         "(line 132): missing value")
+    rc, out, err = _cli_process("train", "d.csv", "--dask", "local:2", "--epochs", "1",
+                                cwd=tmp_path)
+    assert (rc, err) == (2, local)
+    rc, out, err = _cli_process("train", "parts", "--dask", client.scheduler.address,
+                                "--epochs", "1", cwd=tmp_path)
+    assert rc == 2 and err.strip() == ("fastmlp: error: parts/p1.csv: feature column 'b', "
+                                       "row 31 (line 32): missing value")
+
+
+def test_cli_dask_prints_what_a_local_run_prints(client, tmp_path):
+    """No scikit-learn "Iteration N" lines, no raw warning: the progress lines, the summary,
+    the workers (in the singular for one)."""
+    _table(n=300).to_csv(tmp_path / "d.csv", index=False)
+    rc, out, err = _cli_process("train", "d.csv", "--dask", client.scheduler.address,
+                                "--epochs", "3", "--batch-size", "64", "--out", "m.npz",
+                                cwd=tmp_path)
+    assert rc == 0, err
+    assert "Iteration" not in out + err and "Warning" not in err and ".py:" not in err
+    assert out.splitlines()[0].startswith("d.csv: classify 3-100-3 relu (adam, float32), 3 "
+                                          "epochs in ")
+    assert out.splitlines()[1].startswith("held-out accuracy: ")
+    assert out.splitlines()[2] == "saved model to m.npz"
+    assert re.fullmatch(r"on 2 Dask workers \(\d+ steps\)", out.splitlines()[3])
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("epoch 1/3  loss ") and lines[1].startswith("epoch 3/3  loss ")
+    assert lines[2:] == ["fastmlp: note: Stochastic Optimizer: Maximum iterations (3) reached "
+                         "and the optimization hasn't converged yet."]
+    rc, out, err = _cli_process("train", "d.csv", "--dask", "local:1", "--epochs", "2",
+                                "--quiet", cwd=tmp_path)
+    assert rc == 0 and err == "", err
+    assert re.fullmatch(r"on 1 Dask worker \(\d+ steps\)", out.splitlines()[-1])

@@ -7,6 +7,7 @@ extra which is not installed is skipped, saying which one.
 """
 import doctest
 import importlib
+import os
 import pkgutil
 
 import pytest
@@ -22,8 +23,15 @@ DOCUMENTED = {"fastmlp.backend", "fastmlp.model", "fastmlp.optimizers", "fastmlp
 
 def _modules():
     names = ["fastmlp"]
+
+    def listed(prefix, path):  # subpackages (fastmlp.cli, ...) too, still without importing
+        for m in pkgutil.iter_modules(path):
+            names.append(f"{prefix}.{m.name}")
+            if m.ispkg:
+                listed(f"{prefix}.{m.name}", [os.path.join(p, m.name) for p in path])
+
     for package in (fastmlp, importlib.import_module("fastmlp.kernels")):
-        names += [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+        listed(package.__name__, list(package.__path__))
     return sorted(set(names))
 
 

@@ -321,3 +321,146 @@ def test_bad_construction_and_poisson_targets():
         ro = np.empty(eng.n_params)
         ro.flags.writeable = False
         eng.loss_and_grads(np.zeros(eng.n_params), np.ones((3, 2)), np.ones((3, 2)), out=ro)
+
+
+def _overlap_case(case):
+    """An engine and the arguments of one call whose output shares memory with an input."""
+    eng = Engine([4, 5, 3], out_activation="softmax", loss="log_loss", max_rows=3)
+    P, n = eng.n_params, 6
+    rng = np.random.default_rng(1)
+    buf = rng.normal(size=P + 4 * n + 3 * n + n + 64) * 0.1
+    params, X = buf[:P], buf[P:P + 4 * n].reshape(n, 4)
+    Y = np.eye(3)[np.arange(n) % 3]
+    kw = dict(params=params, X=X, Y=Y, sample_weight=None, out=None, X_grad=None)
+    call = "loss_and_grads"
+    if case == "out~X":  # the gradient vector starts inside X
+        kw["out"] = buf[P + 10:P + 10 + P]
+    elif case == "out~sample_weight":
+        sw = np.ones(n + P)
+        kw.update(sample_weight=sw[:n], out=sw[n - 2:n - 2 + P])
+    elif case == "X_grad~params":
+        kw["X_grad"] = buf[P - 8:P - 8 + 4 * n].reshape(n, 4)
+        kw["X"] = X.copy()
+    elif case == "X_grad~out":
+        g = np.zeros(P + 4 * n)
+        kw.update(out=g[:P], X_grad=g[P - 1:P - 1 + 4 * n].reshape(n, 4))
+    elif case == "X_grad~Y":
+        Yb = np.zeros(4 * n + 3 * n)
+        Yb[:3 * n] = Y.ravel()
+        kw.update(Y=Yb[:3 * n].reshape(n, 3), X_grad=Yb[2:2 + 4 * n].reshape(n, 4))
+    elif case == "raw_sums out~Y":
+        Yb = np.zeros(3 * n + P)
+        Yb[:3 * n] = Y.ravel()
+        kw.update(Y=Yb[:3 * n].reshape(n, 3), out=Yb[3 * n - 1:3 * n - 1 + P])
+        call = "raw_sums"
+    elif case in ("forward out~params", "forward out~X"):
+        o = buf[P - 5:P - 5 + 3 * n] if case.endswith("params") else buf[P + 3:P + 3 + 3 * n]
+        return eng, "forward", dict(params=params, X=X, out=o.reshape(n, 3)), case[12:]
+    elif case == "finish grads~params":
+        return eng, "finish", dict(params=params, grads=params, loss_sum=1.0,
+                                   weight_sum=2.0), "params"
+    return eng, call, kw, case.split("~")[1]
+
+
+OVERLAPS = ["out~X", "out~sample_weight", "X_grad~params", "X_grad~out", "X_grad~Y",
+            "raw_sums out~Y", "forward out~params", "forward out~X", "finish grads~params"]
+
+
+@pytest.mark.parametrize("case", OVERLAPS)
+def test_outputs_overlapping_inputs_are_refused_and_nothing_is_written(case):
+    """Every output against every input and the other outputs (issue 20 item 1): the call
+    would read what it has already overwritten (wrong gradients, parameters destroyed)."""
+    eng, call, kw, other = _overlap_case(case)
+    arrays = [a for a in kw.values() if isinstance(a, np.ndarray)]
+    before = [a.copy() for a in arrays]
+    with pytest.raises(ValueError, match=f"must not overlap {other}"):
+        getattr(eng, call)(**kw)
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_engine_buffers_are_neither_outputs_nor_inputs():
+    """The hidden activations forward returns are views of the buffers the next call
+    overwrites: as an output or as X they are refused (same engine)."""
+    eng = Engine([3, 3, 3])
+    params = np.full(eng.n_params, 0.1)
+    X = np.ones((4, 3))
+    _, (h,) = eng.forward(params, X, hidden=True)
+    with pytest.raises(ValueError, match="engine's buffers"):
+        eng.forward(params, X, out=h)
+    with pytest.raises(ValueError, match="engine's buffers"):
+        eng.forward(params, h)
+    assert eng.forward(params, h.copy()).shape == (4, 3)
+
+
+def test_pack_out_overlapping_the_arrays_it_reads_is_refused():
+    eng = Engine([3, 4, 2])
+    p = np.arange(eng.n_params, dtype=float)
+    coefs, ints = eng.unpack(p)
+    assert eng.pack(coefs, ints, out=p) is p  # each array in its own slot: a no-op
+    np.testing.assert_array_equal(p, np.arange(eng.n_params))
+    shifted = np.zeros(eng.n_params + 1)
+    with pytest.raises(ValueError, match=r"out must not overlap coefs\[1\]"):
+        eng.pack([np.zeros((3, 4)), shifted[5:13].reshape(4, 2)], [np.zeros(4), np.zeros(2)],
+                 out=shifted[:eng.n_params])
+
+
+def test_a_second_thread_calling_a_busy_engine_gets_a_clear_error(monkeypatch):
+    """One engine's buffers serve one call at a time (issue 20 item 2): while one thread is
+    inside a call, another thread's call raises instead of silently mixing rows."""
+    import threading
+
+    import fastmlp._engine as engine_module
+    eng, params, X, Y, sw = _setup()
+    inside, release = threading.Event(), threading.Event()
+    real = engine_module.K.forward_backward
+
+    def slow_forward_backward(*args):
+        inside.set()
+        release.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(engine_module.K, "forward_backward", slow_forward_backward)
+    results = []
+    t = threading.Thread(target=lambda: results.append(eng.loss_and_grads(params, X, Y)))
+    t.start()
+    try:
+        assert inside.wait(30)
+        for call in (lambda: eng.forward(params, X), lambda: eng.loss_and_grads(params, X, Y),
+                     lambda: eng.raw_sums(params, X, Y)):
+            with pytest.raises(RuntimeError, match="already running a call in another "
+                                                   "thread.*one Engine per thread"):
+                call()
+    finally:
+        release.set()
+        t.join(30)
+    monkeypatch.undo()
+    assert len(results) == 1
+    # the lock is released after a call, also after one that raised
+    np.testing.assert_array_equal(eng.loss_and_grads(params, X, Y)[1], results[0][1])
+    with pytest.raises(ValueError):
+        eng.forward(params, X[:, :2])
+    assert eng.forward(params, X).shape == (X.shape[0], 3)
+    import copy
+    import pickle
+    for clone in (copy.deepcopy(eng), pickle.loads(pickle.dumps(eng))):
+        np.testing.assert_array_equal(clone.loss_and_grads(params, X, Y)[1], results[0][1])
+
+
+def test_buffers_beyond_memory_and_boolean_max_rows_are_refused(monkeypatch):
+    """Engine([4, 100, 3], max_rows=3 * 10**7) was killed by the OOM killer (issue 20
+    item 9): the buffers are checked against the available memory first, as the CLI and
+    the loader check theirs; max_rows=True is not an int."""
+    import fastmlp._state as state
+    with pytest.raises(ValueError, match="'max_rows' parameter of Engine must be an int"):
+        Engine([4, 100, 3], max_rows=True)
+    with pytest.raises(ValueError, match="'n_threads'"):
+        Engine([4, 100, 3], n_threads=True)
+    monkeypatch.setattr(state, "available_memory", lambda: 10 ** 6)
+    with pytest.raises(MemoryError, match=r"Engine 4-100-3 with max_rows=30000000 .*needs "
+                                          r"[0-9.]+ GB, more than the 976.6 KB"):
+        Engine([4, 100, 3], max_rows=3 * 10 ** 7)
+    eng = Engine([4, 100, 3])  # growing buffers: checked when a batch makes them grow
+    with pytest.raises(MemoryError, match="on a batch of 2000 rows .*pass max_rows"):
+        eng.forward(np.zeros(eng.n_params), np.zeros((2000, 4)))
+    assert Engine([4, 100, 3], max_rows=100).max_rows == 100

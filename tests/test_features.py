@@ -211,6 +211,38 @@ def test_class_weight_in_partial_fit():
     np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
 
 
+
+@pytest.mark.parametrize("class_weight,message", [
+    ({0: np.nan, 1: 1.0}, r"class_weight\[0\] must be a finite non-negative number, got nan"),
+    ({0: 1.0, 1: np.inf}, r"class_weight\[1\] must be .* got inf"),
+    ({0: -1.0, 1: 1.0}, r"class_weight\[0\] must be .* got -1.0"),
+    ({0: True, 1: 1.0}, r"class_weight\[0\] must be .* got True"),
+    ({0: 0.0, 1: 0}, "class_weight gives every training sample zero weight"),
+    ({0: 1e308, 1: 1e308}, "sums to infinity"),
+    ([{0: 1.0, 1: np.nan}], r"class_weight\[0\]\[1\] must be"),
+])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_bad_class_weight_is_refused_before_training(monkeypatch, class_weight, message,
+                                                     method):
+    """NaN, infinity, negative or all-zero class weights trained the whole fit, then failed
+    with "Solver produced non-finite parameter weights" (issue 20 item 12): refused before
+    any step, as an all-zero sample_weight is."""
+    from fastmlp import _core
+    Xt, yt, _, _ = classification()
+    steps = []
+    real = _core.Trainer.run_epoch
+    monkeypatch.setattr(_core.Trainer, "run_epoch",
+                        lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
+    est = MLPClassifier(**SMALL, max_iter=3, class_weight=class_weight)
+    kw = {"classes": [0, 1]} if method == "partial_fit" else {}
+    if isinstance(class_weight, list):  # a list of dicts is for multi-output targets
+        yt = yt.reshape(-1, 1)
+    with pytest.raises(ValueError, match=message):
+        getattr(est, method)(Xt, yt, **kw)
+    assert not steps
+    assert not hasattr(est, "coefs_")
+
+
 # -- scikit-learn's callbacks -----------------------------------------------------------------
 class Recorder:
     """A FitCallback that records the tasks it sees and can stop after some epochs."""

@@ -297,3 +297,71 @@ def test_bad_data():
         m.predict(X)
     with pytest.raises(NotFittedError, match="call fit"):
         m.coefs_
+
+
+@pytest.mark.parametrize("fit_kw,more_kw", [
+    (dict(optimizer="sgd", momentum=0.9, learning_rate=0.05, batch_size=32), dict(batch_size=32)),
+    (dict(optimizer="adam", learning_rate=0.003, batch_size=48, shuffle=False), {}),
+])
+def test_partial_fit_continues_with_the_settings_the_model_was_trained_with(tmp_path, fit_kw,
+                                                                            more_kw):
+    """fit(epochs=10) + partial_fit(X, Y, batch_size=32) after an SGD fit with momentum 0.9
+    ran with momentum 0.0 and the default learning rate (issue 20 item 4): settings not
+    given are those of the last training call, and a saved model keeps them."""
+    X, Y = _data(n=300, n_in=5, n_out=1)
+
+    def new():
+        return fastmlp.MLP((5, 16, 1), activation="tanh", random_state=0, dtype="float64")
+
+    at_once = new().fit(X, Y, epochs=11, **fit_kw)
+    resumed = new().fit(X, Y, epochs=10, **fit_kw).partial_fit(X, Y, **more_kw)
+    assert resumed.loss_curve_ == at_once.loss_curve_
+    np.testing.assert_array_equal(resumed.predict(X), at_once.predict(X))
+    ten = new().fit(X, Y, epochs=10, **fit_kw)
+    ten.save(tmp_path / "m.npz")
+    loaded = fastmlp.load(tmp_path / "m.npz").partial_fit(X, Y)
+    assert loaded.loss_curve_ == at_once.loss_curve_
+    np.testing.assert_array_equal(loaded.predict(X), at_once.predict(X))
+    # a setting given applies from then on; fit starts again from the defaults
+    changed = new().fit(X, Y, epochs=1, **fit_kw).partial_fit(X, Y, learning_rate=0.01)
+    changed.partial_fit(X, Y)
+    assert changed._optimizer.learning_rate == 0.01
+    assert changed._optimizer.name == fit_kw["optimizer"]
+    fresh = new().fit(X, Y, epochs=1)
+    assert (fresh._optimizer.name, fresh._optimizer.learning_rate) == ("sgd", 0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        new().partial_fit(X, Y, momentum=1.5)
+
+
+def test_fit_settings_in_a_state_are_checked_and_older_states_keep_the_optimizers():
+    X, Y = _data(n=100, n_in=5, n_out=1)
+    m = fastmlp.MLP((5, 4, 1), random_state=0).fit(X, Y, epochs=1, optimizer="sgd",
+                                                   momentum=0.5, learning_rate=0.02,
+                                                   batch_size=20, shuffle=False)
+    state = m._get_state()
+    assert state["model"]["fit_settings"] == {"batch_size": 20, "learning_rate": 0.02,
+                                              "optimizer": "sgd", "momentum": 0.5,
+                                              "shuffle": False}
+    del state["model"]["fit_settings"]  # written before the settings were saved
+    old = fastmlp.MLP._from_state(state)
+    assert old._settings == {"batch_size": 20, "learning_rate": 0.02, "optimizer": "sgd",
+                             "momentum": 0.5, "shuffle": True}
+    for bad in ({"batch_size": 0}, {"learning_rate": 0.0}, {"momentum": 1.0},
+                {"optimizer": "rmsprop"}, {"shuffle": 1}, {"extra": 1}):
+        state = m._get_state()
+        state["model"]["fit_settings"].update(bad)
+        with pytest.raises(ValueError, match="fit settings"):
+            fastmlp.MLP._from_state(state)
+
+
+@pytest.mark.parametrize("kw", [dict(epochs=True), dict(batch_size=True),
+                                 dict(learning_rate=True), dict(momentum=False)])
+def test_booleans_are_not_numbers_for_numeric_settings(kw):
+    """scikit-learn's intervals take True for 1; fastmlp's numeric settings do not (as
+    Engine(max_rows=True) and n_threads=True are refused)."""
+    X, Y = _data(n=20, n_in=3, n_out=1)
+    with pytest.raises(ValueError, match=f"'{next(iter(kw))}' parameter of MLP.fit must be "
+                                         f".*Got {next(iter(kw.values()))} instead"):
+        fastmlp.MLP((3, 2, 1)).fit(X, Y, **kw)
+    with pytest.raises(ValueError, match="'alpha' parameter of MLP must be"):
+        fastmlp.MLP((3, 2, 1), alpha=True)

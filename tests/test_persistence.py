@@ -556,3 +556,92 @@ def test_saving_into_a_missing_folder_names_the_folder(tmp_path, good_file):
     with pytest.raises(FileNotFoundError, match="does not exist") as err:
         good_file[1].save(tmp_path / "missing" / "m.npz")
     assert ".tmp" not in str(err.value)
+
+
+# -- a small file must not make the loader allocate much (issue 20 item 8) -------------------
+_ZEROS_MB = 128
+
+
+def _deflated_zeros_file(path, members, name, header_shape, lie_size=None):
+    """``members`` rezipped with ``name`` replaced by a .npy of header_shape whose data is
+    _ZEROS_MB MiB of zeros, deflated (streamed: the test itself allocates little);
+    ``lie_size``: the zip directory then claims that uncompressed size."""
+    import struct
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": header_shape})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for n, raw in members.items():
+            if n != name:
+                z.writestr(n, raw, compress_type=zipfile.ZIP_STORED)
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w") as f:
+            f.write(header.getvalue())
+            chunk = bytes(1 << 20)
+            for _ in range(_ZEROS_MB):
+                f.write(chunk)
+    if lie_size is not None:
+        b = bytearray(path.read_bytes())
+        i = b.find(b"PK\x01\x02")
+        while i >= 0:
+            n_len = struct.unpack_from("<H", b, i + 28)[0]
+            if bytes(b[i + 46:i + 46 + n_len]) == name.encode():
+                struct.pack_into("<I", b, i + 24, lie_size)
+                local = struct.unpack_from("<I", b, i + 42)[0]
+                struct.pack_into("<I", b, local + 22, lie_size)
+            i = b.find(b"PK\x01\x02", i + 4)
+        path.write_bytes(bytes(b))
+    return path
+
+
+def _peak_of_refused_load(path, match):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match=match):
+            fastmlp.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("case", ["float member", "int member", "honest manifest",
+                                  "lying zip size"])
+def test_a_small_file_with_a_huge_compressed_member_is_refused_without_decompressing(
+        tmp_path, good_file, case):
+    """A member replaced by 128 MiB of deflated zeros (the file stays well under 1 MB),
+    the manifest claiming that size or the true one, the zip directory telling the truth or
+    not: refused, and the loader never holds more than a few MB."""
+    members = _members(good_file[0])
+    meta = _meta(members)
+    n = (_ZEROS_MB << 20) // 8
+    name, match = "params", "more than the file holds"
+    if case == "int member":
+        name = "rng/keys"
+        meta["arrays"][name] = ["<f8", [n]]  # any dtype: the claim is bounded by the file
+    elif case == "float member":
+        meta["arrays"][name] = ["<f8", [n]]
+    else:  # the manifest says the network's size; the member is far larger than that
+        match = "larger than its manifest says" if case == "honest manifest" else \
+            "corrupted"
+    shape = (n,)
+    members = _with_meta(members, meta, redigest=False)
+    size = None
+    if case == "lying zip size":
+        size = len(members["params.npy"])  # what the manifest implies
+    path = _deflated_zeros_file(tmp_path / "bomb.npz", members, name + ".npy", shape, size)
+    assert path.stat().st_size < 1 << 20
+    peak = _peak_of_refused_load(path, match)
+    assert peak < 4 << 20, peak
+
+
+def test_float_arrays_are_bounded_by_the_network_the_file_describes(tmp_path, good_file):
+    """Stored uncompressed (so within the file's size), an optimizer moment of 4000 values
+    for a network of 34 parameters is refused before it is read."""
+    path = _edit(tmp_path, good_file[0],
+                 lambda meta, mem: _set_array(mem, meta, "opt/mu", np.zeros(4000)))
+    with pytest.raises(ModelFileError, match="'opt/mu' claims 4000 values, more than the 34 "
+                                             "parameters of the network"):
+        fastmlp.load(path)

@@ -314,21 +314,23 @@ def test_split_deltas_hold_the_whole_batch():
     np.testing.assert_allclose(ws["blas"][2], ws["split"][2], rtol=1e-10, atol=1e-14)
 
 
-def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch):
+def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))  # no plan file yet
     _planner.clear()
     X, Y = _data(n=4000, n_in=100)
     m = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
     m.fit(X, Y, epochs=1, batch_size=200)
     plan = m.workspace_.plan
     assert plan.source == "timed" and plan.strategy in _planner.STRATEGIES
-    assert set(plan.seconds) == set(_planner.STRATEGIES)
+    assert set(plan.seconds) == {_planner.label(w, k) for w, k in _planner.candidates(2)}
+    assert plan.label == _planner.choose(plan.seconds)
     m2 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
     m2.fit(X, Y, epochs=1, batch_size=200)
     assert m2.workspace_.plan is plan  # kept for the process
     # the trial runs on scratch gradients: the fit equals a fit forced to the chosen way
     monkeypatch.setenv("FASTMLP_STRATEGY", plan.strategy)
-    m3 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=2, random_state=0)
+    m3 = fastmlp.MLP([100, 100, 3], dtype="float64", n_threads=plan.threads, random_state=0)
     m3.fit(X, Y, epochs=1, batch_size=200)
     np.testing.assert_array_equal(m3.coefs_[0], m.coefs_[0])
     # tiny fits are not worth a trial (nor compiling the parallel kernel)
@@ -338,39 +340,44 @@ def test_planner_times_once_per_process_and_shows_its_choice(monkeypatch):
     assert small.workspace_.plan.source == "small"
 
 
-def test_planner_rounds_alternate_and_a_slow_spell_does_not_decide():
-    """time_ways on a scripted clock: the ways alternate round by round, the settle hook runs
-    before each of its way's rounds, each way keeps its fastest step over the rounds (so a
-    round where split was slow, as a noisy machine makes it, does not hand the plan to
-    blas), and a way whose steps are slow stops its round after ROUND_SECONDS."""
+def test_planner_trial_order_rounds_and_choice():
+    """time_candidates on a scripted clock: the split candidates and blas on one thread run
+    before any threaded blas candidate (whose OpenBLAS threads spin afterwards), each in
+    ROUNDS rounds; a candidate keeps its fastest step, so one slow round (a noisy machine)
+    does not decide; a round is one untimed call and MIN_RUNS timed ones (one when that call
+    alone took SLOW_ROUND shares); a candidate PRUNE times slower than the fastest is not
+    timed again; among candidates within TIE of the fastest, the fewest threads win."""
     clock = [0.0]
     calls = []
-    step = {"blas": lambda r: 3e-3, "split": lambda r: 9e-3 if r == 0 else 2e-3}
-    rounds_seen = {"blas": -1, "split": -1}
+    step = {"split/4": lambda r: 6e-3 if r == 0 else 1e-3, "split/2": lambda r: 1.02e-3,
+            "blas/1": lambda r: 9e-3, "blas/2": lambda r: 2e-3, "blas/4": lambda r: 3e-3}
+    rounds = {lb: -1 for lb in step}
 
-    def runner(name):
+    def runner(lb):
         def run():
-            if not calls or calls[-1][0] != name:
-                rounds_seen[name] += 1
-            calls.append((name, rounds_seen[name]))
-            clock[0] += step[name](rounds_seen[name])
+            if not calls or calls[-1] != lb:
+                rounds[lb] += 1
+            calls.append(lb)
+            clock[0] += step[lb](rounds[lb])
         return run
 
-    settled = []
-    best = _planner.time_ways({"blas": runner("blas"), "split": runner("split")},
-                              settle={"split": lambda: settled.append(len(calls))},
-                              clock=lambda: clock[0])
-    order = [name for i, (name, _) in enumerate(calls) if i == 0 or calls[i - 1][0] != name]
-    assert order == ["blas", "split"] * _planner.ROUNDS
-    assert len(settled) == _planner.ROUNDS
-    assert best == pytest.approx({"blas": 3e-3, "split": 2e-3})
-    # a slow way: each round is its untimed call plus at least MIN_RUNS, and stops once
-    # ROUND_SECONDS have passed
-    calls.clear()
-    step["blas"] = lambda r: 0.04
-    _planner.time_ways({"blas": runner("blas")}, rounds=1, clock=lambda: clock[0])
-    expected = 1 + max(_planner.MIN_RUNS, int(np.ceil(_planner.ROUND_SECONDS / 0.04)))
-    assert len(calls) == expected
+    labels = [_planner.label(w, k) for w, k in _planner.candidates(4)]
+    assert labels == ["split/4", "split/2", "blas/1", "blas/2", "blas/4"]
+    share = _planner.TRIAL_SECONDS / (_planner.ROUNDS * len(labels))
+    assert 9e-3 >= _planner.SLOW_ROUND * share > 6e-3
+    assert 9e-3 > _planner.PRUNE * 1.02e-3 > 6e-3
+    best = _planner.time_candidates({lb: runner(lb) for lb in labels}, clock=lambda: clock[0])
+    runs = [lb for i, lb in enumerate(calls) if i == 0 or calls[i - 1] != lb]
+    assert runs == ["split/4", "split/2", "blas/1", "split/4", "split/2",
+                    "blas/2", "blas/4", "blas/2", "blas/4"]
+    # blas/1: its untimed call took SLOW_ROUND shares and 8.8x the fastest step: no timed
+    # call, no second round
+    assert calls.count("blas/1") == 1
+    assert best == pytest.approx({lb: step[lb](1) for lb in labels})
+    assert _planner.choose(best) == "split/2"  # within TIE of split/4, on fewer threads
+    assert _planner.ranking(best)[:3] == ["split/2", "split/4", "blas/2"]
+    assert _planner.thread_counts(12) == [1, 2, 4, 8, 12]
+    assert _planner.candidates(1) == [("blas", 1)]
 
 
 def test_one_thread_runs_the_blas_way():
@@ -412,3 +419,231 @@ def test_concurrent_fits_and_predicts_from_threads(strategy, monkeypatch):
         th.join()
     for a, b in zip(alone, results):
         np.testing.assert_array_equal(a, b)
+
+
+# -- the CPU budget ------------------------------------------------------------------------------
+
+@pytest.fixture
+def budget(monkeypatch):
+    """Set this process's CPU budget as joblib (loky) reports it: budget(k)."""
+    import joblib
+
+    def set_budget(k):
+        monkeypatch.setattr(joblib, "cpu_count", lambda only_physical_cores=False: k)
+        monkeypatch.setattr(_threads, "_affinity_count", lambda: 64)
+        monkeypatch.setattr(_threads, "_budget_cache", None)
+        monkeypatch.setattr(_threads, "_warned", set())
+    return set_budget
+
+
+def _pools():
+    """(Numba's threads for this Python thread, the largest BLAS library's threads)."""
+    return numba.get_num_threads(), max(k for _, k in _blas_counts())
+
+
+def test_the_budget_is_what_joblib_counts_and_the_affinity(monkeypatch):
+    from joblib.externals.loky.backend import context
+    monkeypatch.setattr(_threads, "_budget_cache", None)
+    assert _threads.cpu_budget() == min(_threads._affinity_count(),
+                                        __import__("joblib").cpu_count())
+    # a container's CPU quota, read by loky's cgroup code
+    monkeypatch.setattr(context, "_cpu_count_cgroup", lambda os_cpu_count: 1)
+    monkeypatch.setattr(_threads, "_budget_cache", None)
+    assert _threads.cpu_budget() == 1 and _threads.max_threads() == 1
+    # the affinity is read every time; a new one makes the quota be read again
+    monkeypatch.setattr(context, "_cpu_count_cgroup", lambda os_cpu_count: 64)
+    monkeypatch.setattr(_threads, "_affinity_count", lambda: 1)
+    assert _threads.cpu_budget() == 1
+    monkeypatch.setattr(_threads, "_affinity_count", lambda: 3)
+    assert _threads.cpu_budget() == min(3, os.cpu_count())
+
+
+def test_a_budget_of_one_reaches_both_pools(budget):
+    budget(1)
+    with threadpool_limits(2, user_api="blas"):
+        with _threads.thread_limits(None) as n:
+            assert n == 1 and _pools() == (1, 1)
+
+
+def test_a_request_above_the_budget_is_capped_with_one_warning(budget, monkeypatch):
+    budget(2)
+    with threadpool_limits(2, user_api="blas"):
+        with pytest.warns(RuntimeWarning, match=r"n_threads=8 .* 2 CPU cores .* using 2"):
+            with _threads.thread_limits(8) as n:
+                assert n == 2 and _pools() == (min(2, numba.config.NUMBA_NUM_THREADS), 2)
+        with _threads.blas_threads(8):  # BLAS's own requests too
+            assert _pools()[1] == 2
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per process and value
+            with _threads.thread_limits(8) as n:
+                assert n == 2
+
+
+@pytest.mark.parametrize("strategy", ["blas", "split"])
+def test_a_fit_asking_for_more_threads_than_the_budget_gets_the_budget(budget, strategy,
+                                                                       monkeypatch):
+    budget(1)
+    monkeypatch.setenv("FASTMLP_STRATEGY", strategy)
+    seen = []
+    monkeypatch.setattr(Trainer, "_steps_done", lambda self, k: seen.append(_pools()))
+    X, Y = _data(n=600)
+    m = fastmlp.MLP([40, 16, 3], dtype="float64", n_threads=8, random_state=0)
+    with threadpool_limits(2, user_api="blas"), pytest.warns(RuntimeWarning, match="using 1"):
+        m.fit(X, Y, epochs=1, batch_size=100)
+    assert seen and set(seen) == {(1, 1)}
+
+
+def test_a_dask_worker_task_has_the_workers_threads(budget, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    budget(8)
+    assert _threads.cpu_budget() == 8
+    worker = type("W", (), {"state": type("S", (), {"nthreads": 1})()})()
+    monkeypatch.setattr(distributed, "get_worker", lambda: worker)
+    assert _threads.cpu_budget() == 1
+    with _threads.thread_limits(None) as n:
+        assert n == 1 and numba.get_num_threads() == 1
+
+
+def test_calls_running_at_once_share_the_budget(budget):
+    budget(2)
+    alone = min(2, numba.config.NUMBA_NUM_THREADS)
+    with threadpool_limits(2, user_api="blas"):
+        with _threads.thread_limits(None) as n:
+            assert n == alone
+            with _threads.thread_limits(None) as inner:  # a nested call counts once
+                assert inner == alone
+        both_in = threading.Barrier(2)
+        seen = []
+
+        def call():
+            with _threads.thread_limits(None) as n:
+                both_in.wait(timeout=60)
+                seen.append((n, numba.get_num_threads()))
+                both_in.wait(timeout=60)
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        # whichever started first, the second saw two threads in: it took half
+        assert sorted(seen)[0] == (1, 1)
+        with _threads.thread_limits(None) as n:  # both gone: the whole budget again
+            assert n == alone
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not hasattr(os, "fork"),
+                    reason="needs CPU affinity")
+def test_a_process_pinned_to_one_core_has_a_budget_of_one():
+    """As under ``taskset -c 0``: one core, whatever NUMBA_NUM_THREADS (2 here) and
+    OpenBLAS say."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" + r"""
+import json, numpy as np, threadpoolctl, fastmlp
+from fastmlp import _threads
+from fastmlp._core import Trainer
+seen = []
+Trainer._steps_done = lambda self, k: seen.append(
+    (__import__("numba").get_num_threads(),
+     max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")))
+X = np.random.default_rng(0).normal(size=(600, 8)); Y = X[:, :2] ** 2
+with threadpoolctl.threadpool_limits(2, user_api="blas"):
+    fastmlp.MLP([8, 30, 2], dtype="float64", random_state=0).fit(X, Y, epochs=1, batch_size=60)
+print(json.dumps({"budget": _threads.cpu_budget(), "max": _threads.max_threads(),
+                  "seen": sorted(set(seen))}))
+""")
+    r = _json(_run(code))
+    assert r == {"budget": 1, "max": 1, "seen": [[1, 1]]}
+
+
+# -- fork while another thread is inside a fit ---------------------------------------------------
+
+def test_a_fork_waits_for_kernel_calls_and_holds_new_ones():
+    inside, release = threading.Event(), threading.Event()
+
+    def kernel():
+        with _threads.kernel_section():
+            inside.set()
+            release.wait(timeout=60)
+
+    k = threading.Thread(target=kernel)
+    k.start()
+    inside.wait(timeout=60)
+    forking = threading.Thread(target=_threads._before_fork)
+    forking.start()
+    started = threading.Event()
+
+    def held():
+        with _threads.kernel_section():
+            started.set()
+
+    try:
+        forking.join(0.3)
+        assert forking.is_alive()  # waiting for the kernel call to end
+        release.set()
+        forking.join(timeout=60)
+        k.join(timeout=60)
+        assert not forking.is_alive() and not k.is_alive()
+        h = threading.Thread(target=held)
+        h.start()
+        assert not started.wait(0.3)  # a fork is under way: the next kernel call waits
+    finally:
+        release.set()
+        forking.join(timeout=60)
+        _threads._after_fork_in_parent()
+    h.join(timeout=60)
+    assert started.is_set() and _threads._forks_pending == 0 and not _threads._in_kernels
+
+
+FORK_PARENT = r"""
+import os, threading, time, numpy as np
+import fastmlp
+X = np.random.default_rng(0).normal(size=(60000, 64)); Y = X[:, :2] ** 2
+fastmlp.MLP([64, 128, 2], random_state=0).partial_fit(X[:3000], Y[:3000])  # compiled first
+m = fastmlp.MLP([64, 128, 2], random_state=0)
+done = threading.Event()
+def train():
+    try:
+        while not done.is_set():
+            m.partial_fit(X, Y)
+    finally:
+        done.set()
+t = threading.Thread(target=train); t.start()
+time.sleep(0.5)
+for _ in range(6):  # each fork is a chance to catch a kernel mid-call
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    time.sleep(0.1)
+done.set(); t.join()
+print("parent ok", np.isfinite(m.predict(X[:5])).all())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("strategy", ["blas", "split"])
+def test_a_fork_while_another_thread_fits_never_hangs_the_parent(strategy):
+    """Before the fork gate the parent hung every time (either way), in fork() (OpenBLAS's
+    pre-fork handler waiting for its busy threads) or spinning after it (region threads
+    waiting for a BLAS pool that the handler had stopped).  The timeout is a watchdog, not a
+    timing: the script takes about 15 s on 2 busy cores."""
+    out = _run(FORK_PARENT, timeout=240, FASTMLP_STRATEGY=strategy)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["parent", "ok", "True"]
+
+
+def test_the_command_line_says_in_one_line_that_threads_are_capped(budget, tmp_path, capsys):
+    from fastmlp import cli
+    budget(1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.c_[X, X[:, 0] > 0], delimiter=",", header="a,b,c,y", comments="")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the model gets the capped count: no warning after
+        assert cli.main(["train", str(data), "--threads", "8", "--epochs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fastmlp: --threads 8 is more than the 1 CPU core this process may use (its "
+                   "CPU affinity, container quota or Dask worker threads): using 1"]

@@ -11,15 +11,17 @@ completed step to ``--out``.
 """
 import glob
 import json
+import logging
 import os
 import re
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from ._cli_data import UserError
+from .data import UserError
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 # Options of `fastmlp train` that a cluster run refuses, and why (the rest apply as in a
@@ -74,17 +76,46 @@ def _files(data):
     return paths, formats.pop()
 
 
+class LazyData:
+    """DATA read lazily: ``X`` (features DataFrame), ``y`` (target Series), ``names`` (the
+    feature names), ``target`` (its name), ``fingerprint``, and ``files``: [(path, its own
+    frame)] in row order, to say which file and row hold a bad value."""
+
+    def __init__(self, X, y, names, target, fingerprint, files, header_lines):
+        self.X, self.y, self.names, self.target = X, y, names, target
+        self.fingerprint, self.files, self.header_lines = fingerprint, files, header_lines
+
+
 def read_lazy(data, target):
-    """(features DataFrame, target Series, feature names, target name, fingerprint), lazy."""
+    """DATA's files as one lazy table (a :class:`LazyData`); every file must have the same
+    columns (one error line naming the first that differs)."""
     import dask.dataframe as dd
+    from .data import _names
     paths, fmt = _files(data)
-    try:
-        if fmt == "parquet":
-            frame = dd.read_parquet(paths)
-        else:
-            frame = dd.read_csv(paths, sep="\t" if fmt == "tsv" else ",")
-    except Exception as exc:  # the reader's own message names the problem
-        raise UserError(f"{data}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
+    frames = []
+    for path in paths:
+        try:
+            if fmt == "parquet":
+                f = dd.read_parquet(path)
+            else:
+                f = dd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+        except Exception as exc:  # the reader's own message names the problem
+            raise UserError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") \
+                from None
+        if frames:
+            first, cols = list(frames[0].columns), list(f.columns)
+            if set(cols) != set(first) or len(cols) != len(first):
+                missing = [c for c in first if c not in cols]
+                extra = [c for c in cols if c not in first]
+                raise UserError(
+                    f"{path}: its columns differ from {paths[0]}'s"
+                    + (f"; missing {_names(missing)}" if missing else "")
+                    + (f"; not in {os.path.basename(paths[0])}: {_names(extra)}"
+                       if extra else "")
+                    + " (every file of DATA needs the same columns)")
+            f = f[first]  # the same order
+        frames.append(f)
+    frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     columns = list(frame.columns)
     if len(columns) < 2:
         raise UserError(f"{data}: needs at least two columns (features and a target), got "
@@ -100,7 +131,51 @@ def read_lazy(data, target):
              for p in paths]
     from dask.base import tokenize
     fingerprint = "dask:" + tokenize(stats, target)
-    return frame[features], frame[target], [str(c) for c in features], str(target), fingerprint
+    return LazyData(frame[features], frame[target], [str(c) for c in features], str(target),
+                    fingerprint, list(zip(paths, frames)), 1 if fmt != "parquet" else 0)
+
+
+def _bad_cells(part, columns):
+    """Of one partition: (rows, [first missing or infinite row per column, or -1], [its
+    value, NaN for a missing one])."""
+    first, values = [], []
+    for c in columns:
+        col = part[c]
+        a = col.to_numpy(np.float64, na_value=np.nan) if col.dtype.kind in "biuf" else None
+        bad = ~np.isfinite(a) if a is not None else col.isna().to_numpy()
+        i = int(bad.argmax()) if bad.any() else -1
+        first.append(i)
+        values.append(np.nan if i < 0 or a is None else float(a[i]))
+    return len(part), first, values
+
+
+def _locate_bad_value(data):
+    """The error naming the file, column and row of the first missing or infinite value of
+    ``data`` (a :class:`LazyData`), as a local run names it: the first file that has one,
+    its first feature column that has one (else the target), that column's first bad row;
+    None when there is none.  Reads the files again, partition by partition: run only after
+    a reduction found a bad value."""
+    import dask
+    for path, frame in data.files:
+        features = [c for c in frame.columns if str(c) in data.names]
+        cols = features + [c for c in frame.columns if str(c) == data.target]
+        parts = dask.compute(*[dask.delayed(_bad_cells)(p, cols) for p in frame.to_delayed()])
+        offset, first = 0, {}
+        for rows, bad, values in parts:
+            for j, i in enumerate(bad):
+                if i >= 0 and cols[j] not in first:
+                    first[cols[j]] = (offset + int(i), values[j])
+            offset += rows
+        for c in cols:
+            if c in first:
+                i, value = first[c]
+                kind = "feature" if c in features else "target"
+                where = f"{path}: {kind} column {str(c)!r}, row {i + 1}"
+                if data.header_lines:
+                    where += f" (line {i + 1 + data.header_lines})"
+                return (f"{where}: missing value" if np.isnan(value) else
+                        f"{where}: infinite value {str(value)!r}")
+    return None
 
 
 def _client(spec):
@@ -112,14 +187,19 @@ def _client(spec):
     @contextlib.contextmanager
     def managed():
         if kind == "local":
+            # the command reports what goes wrong in one line: the cluster's own log lines
+            # (a worker's "Compute Failed", the scheduler's notes) would only repeat it
+            # (an HTTP server on a free port, no dashboard: no warning that 8787 is taken)
             with distributed.LocalCluster(n_workers=value, threads_per_worker=1,
-                                          processes=True, dashboard_address=None) as cluster, \
+                                          processes=True, dashboard_address=":0",
+                                          scheduler_kwargs={"dashboard": False},
+                                          silence_logs=logging.CRITICAL) as cluster, \
                     distributed.Client(cluster) as c:
                 yield c
         else:
             try:
                 c = distributed.Client(value, timeout=30)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a bad inproc://
                 raise UserError(f"--dask {value}: cannot reach the scheduler ({exc})") from None
             with c:
                 yield c
@@ -140,11 +220,11 @@ def run_train_dask(args):
             raise UserError(f"{option} is not supported with --dask: {why}")
     if args.data is None:
         raise UserError("--dask needs DATA (a Parquet/CSV file, folder or glob)")
-    from ._cli_record import record
-    from ._cli_run import StopOnSignal
-    from ._cli_train import check_outputs
-    from .dask import ClusterLostError, MLPClassifier, MLPRegressor
-    from .persistence import save
+    from .record import record
+    from .run import StopOnSignal
+    from .train import check_outputs
+    from ..dask import ClusterLostError, MLPClassifier, MLPRegressor
+    from ..persistence import save
     check_outputs(args)
     paths, _ = _files(args.data)
     if args.val_data is not None:
@@ -171,33 +251,55 @@ def run_train_dask(args):
     if s["dropout"] is not None and len(s["dropout"]) not in (1, len(s["hidden"])):
         raise UserError(f"--dropout: one rate, or one per hidden layer ({len(s['hidden'])}), "
                         f"got {len(s['dropout'])}")
-    X, y, names, target, fingerprint = read_lazy(args.data, s["target"])
+    data = read_lazy(args.data, s["target"])
+    sources = [data]
     if args.val_data is not None:  # held-out rows from their own files: every row of DATA trains
-        Xv, yv, val_names, _, _ = read_lazy(args.val_data, target)
-        if val_names != names:
-            raise UserError(f"{args.val_data}: its feature columns {val_names[:8]} are not "
-                            f"DATA's {names[:8]}")
+        val = read_lazy(args.val_data, data.target)
+        if val.names != data.names:
+            raise UserError(f"{args.val_data}: its feature columns {val.names[:8]} are not "
+                            f"DATA's {data.names[:8]}")
         s.update(val_fraction=0.0, val_data=os.path.abspath(args.val_data))
-        s["held_out"] = Xv.assign(**{"__target__": yv})
+        s["held_out"] = val.X.assign(**{"__target__": val.y})
+        sources.append(val)
     holder = []
     # SIGINT/SIGTERM during the fit: stop after the current step and save it, as locally
     with StopOnSignal(lambda: holder[-1] if holder else None) as stop, \
             _client(args.dask) as client:
-        return _train(args, s, client, X, y, names, target, fingerprint, record, save,
-                      MLPClassifier, MLPRegressor, ClusterLostError, stop, holder)
+        return _train(args, s, client, data, sources, record, save, MLPClassifier,
+                      MLPRegressor, ClusterLostError, stop, holder)
 
 
-def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPClassifier,
-           MLPRegressor, ClusterLostError, stop, holder):
+def _check_finite(sources, extra=()):
+    """One pass over every row of DATA (and --val-data): a missing or infinite value is one
+    error line naming its file, column and row (as a local run's) before anything reaches
+    the engines; returns the results of the reductions ``extra``, computed in the same
+    pass."""
     import dask
+    checks = [(d.X.count(), d.y.count(), d.y.size, d.X.abs().max(),  # features: numeric
+               d.y.abs().max() if d.y.dtype.kind in "biuf" else 0.0) for d in sources]
+    results = dask.compute(checks, *extra)
+    for d, (x_count, y_count, n, x_max, y_max) in zip(sources, results[0]):
+        if (np.asarray(x_count) < n).any() or y_count < n or \
+                not np.isfinite(np.asarray(x_max, np.float64)).all() or not np.isfinite(y_max):
+            raise UserError(_locate_bad_value(d) or f"{d.files[0][0]}: a missing or "
+                                                    "infinite value")
+    return results[1:]
+
+
+def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegressor,
+           ClusterLostError, stop, holder):
+    import dask
+    X, y, names, target, fingerprint = (data.X, data.y, data.names, data.target,
+                                        data.fingerprint)
     task = s["task"]
-    if task == "auto":
-        if y.dtype.kind not in "biuf":
+    if task == "auto" and y.dtype.kind in "biuf":
+        n_distinct, whole = _check_finite(sources, (y.nunique(), (y % 1 == 0).all()))
+        task = "classify" if whole and n_distinct <= 20 else "regress"
+    else:
+        _check_finite(sources)
+        if task == "auto":
             task = "classify"
-        else:
-            n_distinct, whole = dask.compute(y.nunique(), (y % 1 == 0).all())
-            task = "classify" if whole and n_distinct <= 20 else "regress"
-    elif task == "regress" and y.dtype.kind not in "biuf":
+    if task == "regress" and y.dtype.kind not in "biuf":
         raise UserError(f"{args.data}: target {target!r} is not numeric: cannot regress "
                         "(use --task classify)")
     if task == "regress" and s["class_weight"] is not None:
@@ -246,23 +348,45 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     est = cls(hidden_layer_sizes=tuple(s["hidden"]), activation=s["activation"],
               solver=s["solver"], max_iter=s["epochs"], batch_size=s["batch_size"],
               learning_rate_init=s["lr"], momentum=s["momentum"], random_state=s["seed"],
-              alpha=s["alpha"], verbose=not args.quiet, client=client,
+              alpha=s["alpha"], verbose=False, client=client,
               dropout=dropout * len(s["hidden"]) if dropout and len(dropout) == 1
               else dropout, **kw)
     metric = "accuracy" if task == "classify" else "R^2"
     history = {"val_score": [], "seconds": 0.0}
+    # what a local run shows: its progress display (epochs of sgd/adam; L-BFGS shows none)
+    from .run import Progress
+    progress = None
+    if s["solver"] != "lbfgs":
+        progress = Progress(s["epochs"], 0, n_train, args.quiet, metric)
+        est._after_epoch = lambda epoch, loss: progress.update(epoch, loss, None)
     start = time.perf_counter()
     lost = None
     holder.append(est)
     stop.deferring = True
     try:
-        if stop.signum is None:  # a signal before the fit starts: do not start it
-            est.fit(Xa, ya)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if stop.signum is None:  # a signal before the fit starts: do not start it
+                est.fit(Xa, ya)
     except ClusterLostError as exc:
         lost = exc
     except ValueError as exc:  # a setting the cluster fit refuses (e.g. dropout's rule)
         raise UserError(str(exc).splitlines()[0]) from None
+    finally:
+        if progress is not None:
+            progress.close()
     history["seconds"] = time.perf_counter() - start
+    # the fit's warnings (the optimizer stopped at --epochs, a batch size clipped to the
+    # rows) as one note line each, as a local run's notes; none with --quiet, and none on
+    # an interrupted run (its own message says what happened)
+    if not args.quiet and stop.signum is None and lost is None:
+        notes = []
+        for w in caught:
+            text = str(w.message).splitlines()[0] if str(w.message) else ""
+            if text and text not in notes and issubclass(w.category, UserWarning):
+                notes.append(text)
+        for text in notes:
+            print(f"fastmlp: note: {text}", file=sys.stderr)
 
     def save_model(status):
         local = est.to_local()
@@ -273,7 +397,7 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
                                            history, status, n_train, n_val))
 
     if stop.signum is not None:
-        from ._cli_run import EXIT_SIGNAL
+        from .run import EXIT_SIGNAL
         if args.out and hasattr(est, "coefs_"):
             save_model("interrupted")
             kept = (f"the last completed step is saved to {args.out} (a cluster run cannot "
@@ -300,7 +424,7 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
     if args.out:
         save_model("complete")
     if args.plot:
-        from ._cli_train import _plot
+        from .train import _plot
         curve = est.loss_curve_ if s["solver"] != "lbfgs" else [float(est.loss_)]
         _plot(args.plot, curve, [], metric, args.data)
     stats = est.cluster_stats_
@@ -311,10 +435,17 @@ def _train(args, s, client, X, y, names, target, fingerprint, record, save, MLPC
               "worker_losses": stats["worker_losses"]}
     if args.json:
         print(json.dumps(result))
-    else:
-        held_txt = ("" if result["held_out"] is None else
-                    f", held-out {metric} {result['held_out']:.4f}")
-        print(f"trained on {n_train} rows with {stats['n_workers']} Dask workers in "
-              f"{history['seconds']:.1f} s ({stats['steps']} steps): train {metric} "
-              f"{result['train']:.4f}{held_txt}")
+        return 0
+    # the local run's summary, then where it ran
+    from .train import _report
+    curve = est.loss_curve_ if s["solver"] != "lbfgs" else [float(est.loss_)]
+    sizes = [len(names), *s["hidden"], est.n_outputs_]
+    _report(args, s, args.data, task, metric, sizes, scores | {"held_out": scores.get(
+        "held_out")}, history["seconds"], n_train, n_val, curve, False, est.coefs_[0].dtype,
+        iterations=int(est.n_iter_) if s["solver"] == "lbfgs" else None)
+    workers = stats["n_workers"]
+    losses = stats["worker_losses"]
+    print(f"on {workers} Dask worker{'s' if workers != 1 else ''} ({stats['steps']} steps"
+          + (f"; {losses} worker{'s' if losses != 1 else ''} lost and replaced" if losses
+             else "") + ")")
     return 0

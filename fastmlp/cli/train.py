@@ -9,7 +9,7 @@ interrupted run, its checkpoint and its resumption take exactly the steps of an 
 one.  Signals reach the model only through its public ``request_stop()``.
 
 (~500 lines: the job's steps from reading to reporting; reading files, the training record and
-outputs/signals/progress live in ``_cli_data``, ``_cli_record`` and ``_cli_run``.)
+outputs/signals/progress live in ``data``, ``record`` and ``run`` beside it.)
 """
 import math
 import os
@@ -20,11 +20,11 @@ import warnings
 
 import numpy as np
 
-from ._cli_data import (UserError, check_memory, class_labels, detect_task, predictions,
+from .data import (UserError, check_memory, class_labels, detect_task, predictions,
                         read_data, score, to_dtype)
-from ._cli_record import check_resumable, load_model, record as _record
-from ._cli_run import EXIT_SIGNAL, Progress, StopOnSignal, check_output_path
-from .persistence import atomic_write, save
+from .record import check_resumable, load_model, record as _record
+from .run import EXIT_SIGNAL, Progress, StopOnSignal, check_output_path
+from ..persistence import atomic_write, save
 
 # Defaults: the digits main job (a small sigmoid network) and a DATA run (scikit-learn's).
 DIGITS_DEFAULTS = dict(hidden=[64], activation="sigmoid", solver="sgd", epochs=30,
@@ -72,8 +72,9 @@ def _split(ds, task, val_fraction, seed):
     return train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
 
 
-def _validation_file(path, ds, target, task):
-    """(X, y) of the --val-data file: DATA's columns, target and task."""
+def _validation_file(path, ds, target, task, classes=None):
+    """(X, y) of the --val-data file: DATA's columns, target and task; for classification,
+    only ``classes`` (the training rows' labels)."""
     vds = read_data(path, target=target)
     if vds.X.shape[1] != ds.X.shape[1] or (
             ds.feature_names is not None and vds.feature_names is not None
@@ -85,7 +86,19 @@ def _validation_file(path, ds, target, task):
         if vds.y.dtype.kind not in "biuf":
             raise UserError(f"--val-data {path}: the target is not numeric")
         return vds.X, vds.y.astype(np.float64)
-    return vds.X, class_labels(vds.y)
+    y = class_labels(vds.y)
+    known = set(np.unique(classes).tolist())
+    unknown = [v for v in np.unique(y).tolist() if v not in known]
+    if unknown:  # an output no training row teaches (as MLPClassifier refuses such a y_val)
+        raise UserError(f"--val-data {path}: {'class' if len(unknown) == 1 else 'classes'} "
+                        f"{_few(unknown, 5)} not in DATA's training rows (its classes: "
+                        f"{_few(sorted(known, key=str))})")
+    return vds.X, y
+
+
+def _few(values, n=10):
+    return ", ".join(map(repr, values[:n])) + (f", ... ({len(values)} in all)"
+                                               if len(values) > n else "")
 
 
 def _fit_scaling(Xtr, ytr, task, source, names):
@@ -272,7 +285,8 @@ def _run_train(args, holder, stop):
             raise UserError("--class-weight is for classification")
         Xtr, Xva, ytr, yva = _split(ds, task, s["val_fraction"], s["seed"])
         if s["val_data"] is not None:
-            Xva, yva = _validation_file(s["val_data"], ds, s["target"], task)
+            Xva, yva = _validation_file(s["val_data"], ds, s["target"], task,
+                                        ytr if task == "classify" else None)
     if info is not None and info.get("data_sha256") != fingerprint:
         raise UserError(f"{source}: not the data the checkpoint {args.resume} was trained on")
     # -- scaling: the training rows' mean/std (after the split), or the checkpoint's ----------
@@ -291,7 +305,7 @@ def _run_train(args, holder, stop):
     metric = "accuracy" if task == "classify" else "R^2"
     sizes = [Xtr.shape[1], *s["hidden"], len(classes) if task == "classify" else 1]
     batch = len(Xtr) if s["solver"] == "lbfgs" else min(s["batch_size"], len(Xtr))
-    from ._state import training_bytes
+    from .._state import training_bytes
     check_memory(training_bytes(sizes, batch, dtype.itemsize),
                  f"a network {_arch(sizes)} with batch size {batch} ({dtype.name})")
 
@@ -309,7 +323,7 @@ def _run_train(args, holder, stop):
         Ytr = ytr.reshape(-1, 1) if y_mean is None else (ytr.reshape(-1, 1) - y_mean) / y_scale
         Ytr = to_dtype(Ytr, dtype, source, raw=ytr, what="target")
     if model is None:
-        from .model import MLP
+        from ..model import MLP
         # digits: a sigmoid output with squared error; DATA: softmax + log loss for classes,
         # identity + squared error for regression
         out, loss = (("sigmoid", "squared_error") if data is None else
@@ -428,8 +442,8 @@ def _run_train(args, holder, stop):
 def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holder, stop,
                  scaling, record):
     from sklearn.exceptions import ConvergenceWarning
-    from ._threads import thread_limits
-    from .estimators import MLPClassifier, MLPRegressor
+    from .._threads import thread_limits
+    from ..estimators import MLPClassifier, MLPRegressor
     activation = "logistic" if s["activation"] == "sigmoid" else s["activation"]
     cls = MLPClassifier if task == "classify" else MLPRegressor
     kw = {} if task != "classify" else {"class_weight": s["class_weight"]}

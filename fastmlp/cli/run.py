@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from ._cli_data import UserError
+from .data import UserError
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 

@@ -24,13 +24,13 @@ class UserError(Exception):
 
 
 def _human(nbytes):
-    from ._state import _human
+    from .._state import _human
     return _human(nbytes)
 
 
 def check_memory(nbytes, what):
     """UserError when nbytes exceed the available memory."""
-    from ._state import check_memory as check
+    from .._state import check_memory as check
     try:
         check(nbytes, what)
     except MemoryError as exc:
@@ -419,7 +419,7 @@ def predictions(model, X):
     """What the model predicts for X (float64, already in the model's input units): class
     labels (N,) for a classifier, values (N, k) in the target's units for a regressor (of the
     model's precision)."""
-    from .model import MLP
+    from ..model import MLP
     if isinstance(model, MLP):
         out = model.predict(X.astype(model.dtype, copy=False))
         classes = getattr(model, "classes_", None)

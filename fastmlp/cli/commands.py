@@ -1,4 +1,6 @@
-"""The ``fastmlp`` command line: train, predict, evaluate, info and bench.
+"""The ``fastmlp`` command line's parser and ``main``, and the predict, evaluate and info
+commands (``train`` runs in :mod:`.train`, or :mod:`.cluster` with ``--dask``; ``bench`` in
+``fastmlp.bench``).
 
 Each subcommand registers itself in ``build_parser``.  A user error (bad option, unreadable or
 malformed data, damaged or edited model file, a size beyond the available memory) ends as one
@@ -15,10 +17,11 @@ import sys
 
 import numpy as np
 
-from ._cli_data import UserError, data_format, predictions, read_data, score, to_dtype
-from ._validation import ACTIVATIONS, SOLVERS
-from ._version import __version__
-from .persistence import atomic_write
+from .data import (UserError, class_labels, data_format, predictions, read_data, score,
+                        to_dtype)
+from .._validation import ACTIVATIONS, SOLVERS
+from .._version import __version__
+from ..persistence import atomic_write
 
 __all__ = ["main", "build_parser", "UserError"]
 
@@ -143,21 +146,21 @@ def run_train(args):
     if args.checkpoint_every and not args.out and not args.resume:
         raise UserError("--checkpoint-every needs --out MODEL")
     if getattr(args, "dask", None):
-        from ._cli_dask import run_train_dask
+        from .cluster import run_train_dask
         return run_train_dask(args)
-    from ._cli_train import run_train as train
+    from .train import run_train as train
     return train(args)
 
 
 # ---------------------------------------------------------------------------------------------
 def _load_model(path):
-    from ._cli_record import load_model
+    from .record import load_model
     return load_model(path)
 
 
 def _model_view(model, record):
     """What predict/evaluate need: (n_features, feature names, classes, task, target)."""
-    from .model import MLP
+    from ..model import MLP
     n_features = model.layer_sizes[0] if isinstance(model, MLP) else model.n_features_in_
     classes = getattr(model, "classes_", None)
     names = getattr(model, "feature_names_in_", None)
@@ -183,7 +186,7 @@ def _features(path, model, record, target=None, need_target=False):
 
 
 def _model_dtype(model):
-    from .model import MLP
+    from ..model import MLP
     return model.dtype if isinstance(model, MLP) else model.coefs_[0].dtype
 
 
@@ -198,7 +201,7 @@ def _model_inputs(model, ds):
 
 def _outputs(model, ds, proba):
     """-> (column names, 2-D array of values) of the predictions, in the target's units."""
-    from .model import MLP
+    from ..model import MLP
     classes = getattr(model, "classes_", None)
     X = _model_inputs(model, ds)
     if proba:
@@ -265,7 +268,7 @@ def run_predict(args):
         if out_fmt is None:
             raise UserError(f"--out {args.out}: unknown format {ext or '(no extension)'!r}; "
                             f"expected .csv, .tsv or .npy")
-        from ._cli_run import check_output_path
+        from .run import check_output_path
         check_output_path(args.out, "--out")
         if os.path.abspath(args.out) in (os.path.abspath(args.model),
                                          os.path.abspath(args.data)):
@@ -300,6 +303,30 @@ def add_evaluate_parser(sub):
     p.set_defaults(func=run_evaluate)
 
 
+def _check_labels(path, ds, classes):
+    """A classifier's accuracy needs labels of its kind: a continuous target, or one none of
+    whose values is a class, is refused (as scikit-learn refuses "continuous and
+    multiclass"); some values that are not classes are counted as wrong, with a note."""
+    y, classes = class_labels(ds.y), np.asarray(classes)
+    target = f"the target {ds.target_name!r}" if ds.target_name else "the target"
+    if y.dtype.kind == "f" and classes.dtype.kind != "f":
+        example = y[np.flatnonzero(np.mod(y, 1) != 0)[:1]].tolist() or y[:1].tolist()
+        raise UserError(f"{path}: {target} has continuous values (e.g. {example[0]!r}), but "
+                        f"this model is a classifier (classes: {_short(classes)}); a "
+                        f"regressor scores such a target")
+    if y.dtype.kind != classes.dtype.kind:  # compared as the scores compare them
+        y, classes = y.astype(str), classes.astype(str)
+    known = np.isin(y, classes)
+    if not known.any():
+        raise UserError(f"{path}: no value of {target} ({_short(np.unique(y))}) is one of the "
+                        f"model's classes ({_short(classes)}); is it the right target?")
+    if not known.all():
+        unknown = np.unique(y[~known])
+        print(f"fastmlp: note: {int((~known).sum())} of {len(y)} rows have labels that are not "
+              f"among the model's classes ({_short(unknown)}): they count as wrong",
+              file=sys.stderr)
+
+
 def run_evaluate(args):
     model, meta, record = _load_model(args.model)
     ds, classes, task = _features(args.data, model, record, target=args.target,
@@ -312,6 +339,8 @@ def run_evaluate(args):
                             f"regressor")
         if len(ds.y) < 2:
             raise UserError(f"{args.data}: R^2 needs at least two rows")
+    else:
+        _check_labels(args.data, ds, classes)
     value = score(task, ds.y, predictions(model, _model_inputs(model, ds)))
     metric = "accuracy" if task == "classify" else "R^2"
     if args.json:
@@ -411,7 +440,7 @@ def build_parser():
     add_predict_parser(sub)
     add_evaluate_parser(sub)
     add_info_parser(sub)
-    from .bench.command import add_bench_parser  # its options; the harness loads when it runs
+    from ..bench.command import add_bench_parser  # its options; the harness loads when it runs
     add_bench_parser(sub)
     return parser
 
@@ -425,7 +454,13 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code
-    from ._cli_run import EXIT_SIGNAL, Interrupted, StopOnSignal
+    from .run import EXIT_SIGNAL, Interrupted, StopOnSignal
+    if getattr(args, "threads", None) is not None and not getattr(args, "dask", None):
+        # capped at the CPU budget, said in one line
+        from .._threads import cap_request
+        args.threads, note = cap_request(args.threads, "--threads {n}")
+        if note:
+            print(f"fastmlp: {note}", file=sys.stderr)
     try:
         with StopOnSignal(lambda: None):  # a signal raises Interrupted: files are cleaned up
             return args.func(args)
@@ -450,6 +485,3 @@ def main(argv=None):
         print(f"fastmlp: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

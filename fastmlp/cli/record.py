@@ -4,9 +4,9 @@ field as untrusted input (:func:`check_record`, :func:`check_resumable`)."""
 import math
 import os
 
-from ._cli_data import UserError
-from ._validation import ACTIVATIONS, SOLVERS
-from .persistence import ModelFileError, load_with_metadata
+from .data import UserError
+from .._validation import ACTIVATIONS, SOLVERS
+from ..persistence import ModelFileError, load_with_metadata
 
 
 def record(s, data, fingerprint, task, target, metric, history, status, n_train, n_val):
@@ -30,7 +30,7 @@ def _is_num(v, low=None, high=None, low_open=False, high_open=False):
 
 
 # Every setting a record holds, with its check.  A new option that a resumed run keeps goes
-# into RESUMED (fastmlp._cli_train) and here; settings missing from older files are listed in
+# into RESUMED (fastmlp.cli.train) and here; settings missing from older files are listed in
 # _OPTIONAL_SETTINGS (the command line gives them the old behaviour).
 _OPTIONAL_SETTINGS = ("scale", "alpha", "dropout", "class_weight", "early_stopping",
                       "val_data")
@@ -107,7 +107,7 @@ def load_model(path, option=None):
 
 def check_resumable(model, rec, path):
     """A checkpoint must be an MLP from `fastmlp train` whose record matches its network."""
-    from .model import MLP
+    from ..model import MLP
     if not rec or not isinstance(model, MLP):
         raise UserError(f"--resume {path}: not a checkpoint of `fastmlp train` with --solver "
                         f"sgd or adam; it cannot be resumed")

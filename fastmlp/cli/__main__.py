@@ -1,0 +1,7 @@
+"""``python -m fastmlp.cli``: the ``fastmlp`` command."""
+import sys
+
+from . import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The planner's plans: kept on disk and reused by a fresh process without a trial, a bad plan
+file ignored, the thread count within the budget, and epochs that run much slower than planned
+make the trainer try the next candidate (a scripted clock: nothing here is timed)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastmlp import _planner, _threads
+from fastmlp._core import Trainer
+from fastmlp.optimizers import Adam
+
+SIZES = [100, 64, 3]
+
+
+def _data(n=8000):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, SIZES[0]))
+    Y = np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], n)]
+    return X, Y
+
+
+def _trainer(n_threads=2):
+    t = Trainer(SIZES, activation="relu", out_activation="softmax", loss="log_loss",
+                dtype="float64", batch_size=200, n_threads=n_threads)
+    t.init_params(np.random.RandomState(0))
+    return t
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """No plan in this process, an empty plan folder, no forced way, an idle machine."""
+    monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
+    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
+    _planner.clear()
+    yield tmp_path
+    _planner.clear()
+
+
+def _fake_trial(seconds, calls):
+    """A time_candidates that times nothing: the seconds given for the candidates asked."""
+    def fake(runners, setup=None, **kw):
+        calls.append(list(runners))
+        return {lb: seconds.get(lb, 1.0) for lb in runners}
+    return fake
+
+
+FIT = r"""
+import json, sys, numpy as np
+from fastmlp import _planner
+from fastmlp.estimators import MLPClassifier
+_planner.machine_busy = lambda: False  # (the test machine's load must not decide)
+if sys.argv[1] == "no-trial":
+    def refuse(*a, **k):
+        raise AssertionError("a trial ran")
+    _planner.time_candidates = refuse
+rng = np.random.default_rng(0)
+X = rng.normal(size=(4000, 100)); y = rng.integers(0, 10, 4000)
+m = MLPClassifier(max_iter=1, random_state=0).fit(X, y)
+p = m._trainer.plan
+print(json.dumps({"source": p.source, "label": p.label}))
+"""
+
+
+def _fit_in_a_fresh_process(mode, folder):
+    env = dict(os.environ, FASTMLP_PLAN_CACHE=str(folder), NUMBA_NUM_THREADS="2")
+    env.pop("FASTMLP_STRATEGY", None)
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", FIT, mode], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_plan_on_disk_is_reused_by_a_fresh_process_without_a_trial(tmp_path):
+    first = _fit_in_a_fresh_process("trial", tmp_path)
+    assert first["source"] == "timed"
+    files = list(tmp_path.glob("plan-*.json"))
+    assert len(files) == 1 and not list(tmp_path.glob(".plan-*"))  # renamed into place
+    second = _fit_in_a_fresh_process("no-trial", tmp_path)
+    assert second == {"source": "disk", "label": first["label"]}
+
+
+def test_plan_files_are_off_when_asked(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", "0")
+    assert _planner.plan_dir() is None
+    monkeypatch.delenv("FASTMLP_PLAN_CACHE")
+    monkeypatch.setattr(_planner.os, "environ", {"XDG_CACHE_HOME": str(tmp_path)})
+    import numba
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "", raising=False)
+    assert _planner.plan_dir() == os.path.join(str(tmp_path), "fastmlp", "plans")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "nb"), raising=False)
+    assert _planner.plan_dir() == os.path.join(str(tmp_path / "nb"), "fastmlp-plans")
+
+
+@pytest.mark.parametrize("content", [
+    b"\x00\xff not json", b"{", b"[1, 2]", b'"split/2"', b"{}",
+    b'{"key": "KEY", "plan": "split/64"}',      # more threads than the budget
+    b'{"key": "KEY", "plan": "split/1"}',       # not a candidate
+    b'{"key": "KEY", "plan": "rm -rf /"}',
+    b'{"key": "KEY", "plan": ["split", 2]}',
+    b'{"key": "other", "plan": "split/2"}',     # another key's plan
+    b'{"key": "KEY", "plan": "blas/2", "seconds": {"blas/2": "x"}}',  # (valid: seconds unused)
+    b"[" * 100000], ids=lambda c: repr(c[:20]))
+def test_a_corrupt_or_hostile_plan_file_is_ignored(fresh, content):
+    X, Y = _data()
+    t = _trainer()
+    o = Adam()
+    calls = []
+    key = t._plan_key(2, 200, o.name)
+    path = _planner._path(key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content.replace(b"KEY", json.dumps(repr(key))[1:-1].encode()))
+    trial = _fake_trial({"split/2": 1e-3, "blas/1": 3e-3, "blas/2": 2e-3}, calls)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_planner, "time_candidates", trial)
+        t.run_epoch(X, Y, o, o.init(t.params))
+    if b"blas/2" in content:
+        assert t.plan == _planner.Plan("blas", "disk", {}, 2) and not calls
+        return
+    assert calls and t.plan.source == "timed" and t.plan.label == "split/2"
+    with open(path) as f:  # the trial's plan replaced the bad file
+        assert json.load(f)["plan"] == "split/2"
+    assert _planner.load(key, 2) == _planner.Plan("split", "disk", {}, 2)
+    assert _planner.load(key, 1) is None  # a budget too small for the plan on disk
+
+
+def test_a_trial_on_a_busy_machine_is_not_written(fresh, monkeypatch, caplog):
+    """...and the debug log says how the plan was made."""
+    caplog.set_level("DEBUG", logger="fastmlp")
+    X, Y = _data()
+    monkeypatch.setattr(_planner, "machine_busy", lambda: True)
+    calls = []
+    monkeypatch.setattr(_planner, "time_candidates",
+                        _fake_trial({"split/2": 1e-3, "blas/1": 3e-3, "blas/2": 2e-3}, calls))
+    t = _trainer()
+    o = Adam()
+    t.run_epoch(X, Y, o, o.init(t.params))
+    assert t.plan.source == "timed" and calls
+    assert not list(fresh.glob("plan-*"))
+    text = caplog.text
+    assert "plan split/2 for [100, 64, 3], batch 200" in text and "timed in" in text
+    assert "busy: plan split/2 kept for this process only" in text
+
+
+def test_the_thread_count_never_exceeds_the_budget(fresh, monkeypatch):
+    X, Y = _data()
+    calls = []
+    monkeypatch.setattr(_planner, "time_candidates",
+                        _fake_trial({"split/2": 1e-3, "blas/1": 3e-3, "blas/2": 2e-3}, calls))
+    t = _trainer(n_threads=64)
+    o = Adam()
+    t.run_epoch(X, Y, o, o.init(t.params))
+    budget = _threads.max_threads()
+    assert all(_planner.parse_label(lb)[1] <= budget for lb in calls[0])
+    assert 1 <= t.plan.threads <= budget
+    assert t.ws.thread_grads.shape[0] <= budget - 1
+    monkeypatch.setattr(_threads, "max_threads", lambda: 1)
+    monkeypatch.setattr("fastmlp._core.max_threads", lambda: 1)
+    t2 = _trainer(n_threads=64)
+    t2.run_epoch(X, Y, o, o.init(t2.params))
+    assert t2.plan == _planner.Plan("blas", "one thread", {}, 1)
+
+
+class _SlowClock:
+    """Each epoch takes steps x seconds_per_step[the way the epoch runs]: two reads per epoch."""
+
+    def __init__(self, trainer, per_step):
+        self.t, self.per_step, self.now, self.started = trainer, per_step, 0.0, None
+
+    def __call__(self):
+        if self.started is None:
+            self.started = self.now
+        else:
+            steps = -(-self.t.ws_rows // self.t.batch_size)
+            self.now += steps * self.per_step[self.t.plan.label]
+            self.started = None
+        return self.now
+
+
+def _watched_epochs(per_step, epochs, monkeypatch):
+    X, Y = _data()
+    calls = []
+    monkeypatch.setattr(_planner, "time_candidates",
+                        _fake_trial({"blas/2": 1e-4, "split/2": 2e-4, "blas/1": 3e-4}, calls))
+    t = _trainer()
+    t.ws_rows = X.shape[0]
+    t.clock = _SlowClock(t, per_step)
+    o = Adam()
+    state = o.init(t.params)
+    ran = []
+    for _ in range(epochs):
+        t.run_epoch(X, Y, o, state)
+        ran.append((t.plan.label, t.plan.source))
+    return t, ran, calls
+
+
+def test_a_plan_whose_epochs_are_slow_changes_course(fresh, monkeypatch):
+    """The trial said blas/2 (0.1 ms a step); its epochs run 1 ms a step (a busy machine):
+    after SLOW_EPOCHS slow epochs the next epoch runs the trial's second best, split/2, which
+    is faster now: it is kept, for this trainer and the process's next fits."""
+    t, ran, calls = _watched_epochs({"blas/2": 1e-3, "split/2": 3e-4, "blas/1": 5e-4}, 5,
+                                    monkeypatch)
+    assert len(calls) == 1
+    assert ran[:2] == [("blas/2", "timed")] * 2
+    assert ran[2:] == [("split/2", "watched")] * 3
+    assert t._watch.plan.label == "split/2"
+    again = _trainer()
+    X, Y = _data()
+    o = Adam()
+    again.run_epoch(X, Y, o, o.init(again.params))
+    assert again.plan.label == "split/2" and len(calls) == 1
+
+
+def test_a_slow_plan_whose_alternative_is_slower_stays(fresh, monkeypatch):
+    """The tried candidate was slower still: back to the plan, and the next try waits twice
+    as many slow epochs."""
+    t, ran, _ = _watched_epochs({"blas/2": 1e-3, "split/2": 2e-3, "blas/1": 5e-3}, 8,
+                                monkeypatch)
+    labels = [lb for lb, _ in ran]
+    assert labels[:4] == ["blas/2", "blas/2", "split/2", "blas/2"]
+    # the next try comes after 2 * SLOW_EPOCHS slow epochs, and tries the next candidate
+    assert labels[4:8] == ["blas/2"] * 3 + ["blas/1"]
+    assert t._watch.plan.label == "blas/2"
+
+
+def test_steady_epochs_keep_the_plan_after_one_probe_of_the_runner_up(fresh, monkeypatch):
+    """Epochs as fast as the trial said: the plan stays, but for one probe epoch of the
+    trial's runner-up (split/2), which is not PROBE_GAIN faster here."""
+    t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6,
+                                monkeypatch)
+    p = _planner.PROBE_EPOCH
+    n = _planner.PROBE_EPOCHS
+    assert ran == ([("blas/2", "timed")] * p + [("split/2", "probed")] * n
+                   + [("blas/2", "timed")] * (6 - p - n))
+    assert t._watch.plan.label == "blas/2"
+
+
+def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monkeypatch):
+    """A trial taken in a slow spell chose blas/2 although split/2 runs 12x faster now: the
+    probe epoch shows it, split/2 is kept for this trainer, for the process's next fits (no
+    second probe), and written over the plan file for later processes."""
+    saved = []
+    monkeypatch.setattr(_planner, "save", lambda key, plan: saved.append(plan.label))
+    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    t, ran, calls = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-5}, 6,
+                                    monkeypatch)
+    p = _planner.PROBE_EPOCH
+    assert ran == [("blas/2", "timed")] * p + [("split/2", "probed")] * (6 - p)
+    assert saved[-1] == "split/2"
+    again = _trainer()
+    again.clock = _SlowClock(again, {"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-6})
+    again.ws_rows = _data()[0].shape[0]
+    X, Y = _data()
+    o = Adam()
+    state = o.init(again.params)
+    for _ in range(p + 3):  # blas/1 would be faster still: no second probe in this process
+        again.run_epoch(X, Y, o, state)
+        assert again.plan.label == "split/2"
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("strategy", _planner.STRATEGIES)
+def test_thread_settings_are_made_once_per_fit_not_per_epoch(monkeypatch, strategy):
+    """The estimators' and MLP's epoch loops hold the thread settings (Trainer.session): the
+    limits are set when the fit starts and restored when it ends, not around every epoch."""
+    import fastmlp
+    import fastmlp._core as core
+    from fastmlp.estimators import MLPClassifier
+    monkeypatch.setenv("FASTMLP_STRATEGY", strategy)
+    entered = []
+    real = core.thread_limits
+
+    def counting(n=None):
+        entered.append(n)
+        return real(n)
+    monkeypatch.setattr(core, "thread_limits", counting)
+    X, Y = _data(n=2000)
+    y = Y.argmax(1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = MLPClassifier(max_iter=6, tol=0, n_iter_no_change=100, random_state=0).fit(X, y)
+    assert m.n_iter_ == 6 and len(entered) == 1
+    entered.clear()
+    fastmlp.MLP(SIZES, dtype="float64", n_threads=2, random_state=0).fit(X, Y, epochs=5)
+    assert len(entered) == 1
