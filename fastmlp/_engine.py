@@ -60,6 +60,17 @@ def _memory(a):
     return (a,)
 
 
+def mean_loss(params, n_coef, loss_sum, weight_sum, alpha):
+    """A batch's loss from its raw sums (possibly added over shards): ``loss_sum / n + 0.5 *
+    alpha * sum ||W||^2 / n`` with ``n = weight_sum`` and the first ``n_coef`` entries of
+    ``params`` the weights W (intercepts excluded).  What :meth:`Engine.finish` returns and
+    what a data-parallel step (``fastmlp.dask``) records."""
+    loss = loss_sum / weight_sum
+    if alpha > 0:
+        loss += 0.5 * alpha * K.sum_squares(params, n_coef) / weight_sum
+    return float(loss)
+
+
 class Engine:
     """Forward pass, loss and gradients of one network shape on a flat parameter vector.
 
@@ -498,10 +509,7 @@ default="identity"
             raise ValueError(f"the weight sum must be positive, got {weight_sum!r} "
                              "(all sample weights zero?)")
         K.finish_grads(grads, params, self._sizes, float(weight_sum), alpha)
-        loss = loss_sum / weight_sum
-        if alpha > 0:
-            loss += 0.5 * alpha * K.sum_squares(params, self.layout.n_coef) / weight_sum
-        return float(loss)
+        return mean_loss(params, self.layout.n_coef, loss_sum, weight_sum, alpha)
 
     @_one_call_at_a_time
     def loss_and_grads(self, params: np.ndarray, X, Y, sample_weight=None, alpha: float = 0.0,

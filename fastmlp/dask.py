@@ -55,11 +55,12 @@ shuffles, and the interrupted step is repeated with the same parameters -- the r
 change.  When no worker is left, :class:`ClusterLostError` is raised and the estimator keeps
 the parameters of the last completed step.
 
-Layout: the worker side (the engine actor) is ``fastmlp._dask_engine``; this module (~1000
-lines) keeps the driver's loop, the fault handling that rebuilds a lost shard and the two
-estimator front-ends together, as they share one protocol (the shard layout, the step
-numbering, the replayed shuffles).  Dask itself is imported lazily: ``import fastmlp`` never
-loads it.
+Layout: the worker side (the engine actor) is ``fastmlp._dask_engine``.  The fitting loops
+(L-BFGS, and the epochs with scikit-learn's bookkeeping) are the local estimators' own
+(``fastmlp.estimators``): this module supplies them a gradient source, ``_FleetSource``, and
+keeps with it the fault handling that rebuilds a lost shard and the two estimator front-ends,
+as they share one protocol (the shard layout, the step numbering, the replayed shuffles).
+Dask itself is imported lazily: ``import fastmlp`` never loads it.
 """
 from __future__ import annotations
 
@@ -67,20 +68,19 @@ import contextlib
 import inspect
 import os
 import time
-import warnings
 import numpy as np
 from sklearn.base import _clone_parametrized
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import check_is_fitted
 
-from . import kernels as K
 from ._dask_engine import _ShardEngine
+from ._engine import mean_loss
+from ._sources import full_batch_loss_grad
 from ._workspace import Layout
-from .estimators import _STOCHASTIC_SOLVERS
+from .estimators import _STOCHASTIC_SOLVERS, _SubTasks
 from .estimators import MLPClassifier as _LocalClassifier
 from .estimators import MLPRegressor as _LocalRegressor
 
@@ -350,37 +350,14 @@ _IMPLEMENTED = {
     "client"}
 
 
-class _DriverTrainer:
-    """The driver's stand-in for the local ``Trainer`` during a cluster fit.  The local
-    estimators' per-epoch bookkeeping (``_update_no_improvement_count``) asks the trainer for
-    the validation set's output; on a cluster the engines score their own held-out rows, so
-    this returns None and ``_DaskMLP._evaluate`` asks the engines.  ``stop_requested`` is set
-    by ``request_stop()``."""
-
-    def __init__(self, stop_requested=False):
-        self.stop_requested = stop_requested
-
-    def forward(self, X):
-        return None
-
-
-class _ParamsView:
-    """What the local estimators' ``_state_for`` reads of a trainer: its parameters."""
-
-    def __init__(self, params):
-        self.params, self.dtype = params, params.dtype
-
-
 class _ClusterValidation:
     """The validation rows on the engines -- early_stopping's held-out rows (each on the
     engine that holds it) or the user's validation set (a part per engine): each evaluation
     sends the parameters and receives a few sums per engine (the loss, the weight, accuracy's
     hits or R^2's squares), never rows or predictions."""
 
-    X = None  # there is nothing for the driver to run the network on
-
-    def __init__(self, fleet, params, classify):
-        self.fleet, self.params, self.classify = fleet, params, classify
+    def __init__(self, fleet, classify):
+        self.fleet, self.classify = fleet, classify
         self.mean = None
         if not classify:
             moments = fleet.call("validation_moments")
@@ -388,11 +365,12 @@ class _ClusterValidation:
             total = sum(m[1] for m in moments if m[1] is not None)
             self.mean = total / weight  # np.average(y, axis=0, weights=sw), as r2_score
 
-    def evaluate(self):
-        """(validation loss, score): the mean loss without the L2 term, and accuracy or R^2
-        (scikit-learn's uniform average over outputs, with its rules for constant targets)."""
-        results = [r for r in self.fleet.call("validate", self.params, self.classify,
-                                              self.mean) if r[2] is not None]
+    def evaluate(self, params):
+        """(validation loss, score) at ``params``: the mean loss without the L2 term, and
+        accuracy or R^2 (scikit-learn's uniform average over outputs, with its rules for
+        constant targets)."""
+        results = [r for r in self.fleet.call("validate", params, self.classify, self.mean)
+                   if r[2] is not None]
         loss = sum(r[0] for r in results) / sum(r[1] for r in results)
         if self.classify:
             return loss, sum(r[2][0] for r in results) / sum(r[2][1] for r in results)
@@ -405,6 +383,82 @@ class _ClusterValidation:
         r2[valid] = 1 - ss_res[valid] / ss_tot[valid]
         r2[(ss_res != 0) & (ss_tot == 0)] = 0.0
         return loss, float(np.mean(r2))
+
+
+class _FleetSource:
+    """The gradient source of a cluster fit (what the estimators' fitting loops drive; the
+    protocol is ``fastmlp._sources.TrainerSource``'s): every gradient is the sum of the
+    engines' raw sums, and the driver's ``params`` (coefs_/intercepts_ are views of them)
+    take the step.  ``after(steps)``, when given, runs after every step (tests use it to
+    lose a worker or request a stop at a given step)."""
+
+    def __init__(self, fleet, layout, params, alpha, shuffle, after=None):
+        self.fleet, self.layout, self.params = fleet, layout, params
+        self.alpha, self.shuffle, self.after = alpha, shuffle, after
+        self.stop_requested = False
+        self.grads = np.empty_like(params)
+        self._sums = np.empty(layout.n_params, np.float64)
+        self.seed = None  # dropout's: the local trainer's mask seed
+        self.step = 0     # and its step count
+
+    def set_dropout(self, rates, seed):
+        self.seed = seed  # the rates are in the engines' spec
+
+    def session(self):
+        return contextlib.nullcontext()  # the engines hold their own thread settings
+
+    def loss_grad(self, packed):
+        """A full-batch evaluation: one round trip to every engine."""
+        params, sums = self.params, self._sums
+        np.copyto(params, packed)
+        total = weight_sum = 0.0
+        sums[:] = 0
+        for loss_sum, w, g, _ in self.fleet.call("full", params):
+            total += loss_sum
+            weight_sum += w
+            np.add(sums, g, out=sums)
+        if self.after is not None:
+            self.after(self.fleet.steps)
+        return full_batch_loss_grad(params, self.layout.n_coef, self.alpha, total, sums,
+                                     weight_sum, params.dtype)
+
+    def run_epoch(self, optimizer, state, rs):
+        """One epoch of global batches, each batch's gradient summed over the shards; the
+        engines apply the shuffle that ``rs`` draws (its state travels, not the order)."""
+        fleet, params, grads, alpha = self.fleet, self.params, self.grads, self.alpha
+        n_coef = self.layout.n_coef
+        if self.shuffle:
+            pre = rs.get_state()
+            post = fleet.call("begin_epoch", pre)[0]
+            fleet.rng_states.append(pre)
+            rs.set_state(post)
+        B, n = fleet.spec["batch_size"], fleet.spec["n_train"]
+        n_batches = -(-n // B)
+        total = 0.0
+        for b in range(n_batches):
+            key = 0 if self.seed is None else ((self.seed << 32) | (self.step & 0xFFFFFFFF))
+            self.step += 1
+            loss_sum = weight_sum = 0.0
+            for k, (ls, w, g, _) in enumerate(fleet.call("step", params, b, key)):
+                if k == 0:
+                    np.copyto(grads, g)
+                else:
+                    np.add(grads, g, out=grads)
+                loss_sum += ls
+                weight_sum += w
+            batch_loss = mean_loss(params, n_coef, loss_sum, weight_sum, alpha)
+            optimizer.update(state, params, grads, 1.0 / weight_sum, alpha / weight_sum, n_coef)
+            done = min((b + 1) * B, n)
+            total += batch_loss * (done - b * B)
+            if self.after is not None:
+                self.after(fleet.steps)
+            if self.stop_requested and b + 1 < n_batches:
+                return total, done  # request_stop(): after this batch, as locally
+        return total, n
+
+    def evaluate(self, validation, score):
+        """The engines score their own validation rows (``score`` is theirs)."""
+        return validation.evaluate(self.params)
 
 
 class _DaskMLP:
@@ -757,16 +811,21 @@ class _DaskMLP:
             fleet = _Fleet(client, shards, spec)
             workers = _live_workers(client)
             fleet.start([workers[k % len(workers)] for k in range(len(shards))])
-            self._trainer = _DriverTrainer(getattr(self, "_stop_requested", False))
+            layout = Layout(layer_units)
+            tasks = _SubTasks.none()  # callbacks were refused above
             try:
+                validation = None
+                if user_val or (stochastic and self.early_stopping):
+                    # early_stopping's held-out rows, or the user's set: scored on the engines
+                    validation = _ClusterValidation(fleet,
+                                                    hasattr(self, "_label_binarizer_for"))
                 if stochastic:
-                    self._fit_stochastic_dask(fleet, n_train, layer_units, param_dtype,
-                                              incremental,
-                                              user_val or bool(self.early_stopping))
+                    self._run_epochs(lambda: self._fleet_source(fleet, layout, param_dtype),
+                                     n_train, validation, incremental, tasks, dropout)
                 else:
                     self._optimizer = self._optimizer_state = None
-                    self._fit_lbfgs_dask(fleet, layer_units, np.dtype(spec["dtype"]),
-                                         param_dtype, user_val)
+                    self._run_lbfgs(self._fleet_source(fleet, layout, np.dtype(spec["dtype"])),
+                                    validation, tasks, param_dtype)
             finally:
                 self.cluster_stats_ = dict(
                     n_workers=n_shards, steps=fleet.steps, wall_seconds=fleet.wall,
@@ -774,159 +833,18 @@ class _DaskMLP:
                     communication_seconds=max(0.0, fleet.wall - fleet.compute),
                     worker_losses=fleet.recoveries)
                 fleet.close()
-                self._trainer = None
                 self._stop_requested = False
-        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
-            raise ValueError("Solver produced non-finite parameter weights. The input data may"
-                             " contain large values and need to be preprocessed.")
+        self._check_finite_weights()
         return self
 
-    def _evaluate(self, validation, output):
-        """The validation score (and, appended to ``validation_loss_curve_``, the validation
-        loss) computed by the engines on their held-out rows."""
-        if not isinstance(validation, _ClusterValidation):
-            return super()._evaluate(validation, output)
-        loss, score = validation.evaluate()
-        self.validation_loss_curve_.append(loss)
-        return -loss if self.scoring == "loss" else score
-
-    def _live_params(self, layout, dtype):
-        """The driver's flat parameters, with coefs_/intercepts_ as views of them (so the
-        estimator always holds the last completed step)."""
-        params = layout.pack(self.coefs_, self.intercepts_,
-                             np.empty(layout.n_params, dtype))
+    def _fleet_source(self, fleet, layout, dtype):
+        """The fit's gradient source on ``fleet``: the driver's flat parameters, of
+        ``dtype``, with coefs_/intercepts_ as views of them (so the estimator always holds
+        the last completed step)."""
+        params = layout.pack(self.coefs_, self.intercepts_, np.empty(layout.n_params, dtype))
         self.coefs_, self.intercepts_ = layout.views(params)
-        return params
-
-    def _fit_lbfgs_dask(self, fleet, layer_units, dtype, param_dtype, has_validation):
-        layout = Layout(layer_units)
-        n_coef = layout.n_coef
-        params = self._live_params(layout, dtype)
-        total_grads = np.empty(layout.n_params, np.float64)
-
-        def loss_grad(packed):
-            np.copyto(params, packed)
-            results = fleet.call("full", params)
-            total = weight_sum = 0.0
-            total_grads[:] = 0
-            for loss_sum, w, g, _ in results:
-                total += loss_sum
-                weight_sum += w
-                np.add(total_grads, g, out=total_grads)
-            coefs = params[:n_coef].astype(np.float64)
-            total_grads[:n_coef] += self.alpha * coefs  # the L2 term, once
-            total += 0.5 * self.alpha * float(coefs @ coefs)
-            after = getattr(self, "_after_step", None)
-            if after is not None:
-                after(fleet.steps)
-            return total / weight_sum, (total_grads / weight_sum).astype(dtype)
-
-        validation = None
-        if has_validation:  # scored after every iteration, as locally
-            self.validation_scores_, self.best_validation_score_ = [], -np.inf
-            self.validation_loss_curve_ = []
-            validation = _ClusterValidation(fleet, params,
-                                            hasattr(self, "_label_binarizer_for"))
-            self._start_validation(validation)
-        keep_best = self._restores_best(validation)
-        best = {}
-
-        def on_iteration(intermediate_result):
-            if validation is not None:
-                np.copyto(params, intermediate_result.x)  # each evaluation copies its own
-                self._score_lbfgs_iterate(validation, None, intermediate_result.x,
-                                          intermediate_result.fun, keep_best, best)
-            if self._trainer.stop_requested:  # request_stop(): after this iteration
-                raise StopIteration
-
-        x = self._minimize_lbfgs(loss_grad, params.astype(param_dtype), on_iteration, best)
-        if dtype == x.dtype:
-            np.copyto(params, x)
-        else:  # float32 evaluations, float64 result (as scikit-learn)
-            self.coefs_, self.intercepts_ = layout.views(x)
-
-    def _fit_stochastic_dask(self, fleet, n_samples, layer_units, dtype, incremental,
-                             has_validation):
-        """scikit-learn's epochs of sgd/adam, each batch's gradient summed over the shards;
-        with early_stopping, each epoch scored on the engines' held-out rows."""
-        layout = Layout(layer_units)
-        n_coef = layout.n_coef
-        best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
-        params = self._live_params(layout, dtype)
-        if best_aliases_coefs:
-            # as the local fit (and scikit-learn): after an early-stopped fit `_best_coefs`
-            # IS coefs_, which the next warm-started fit goes on updating
-            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
-        grads = np.empty_like(params)
-        if not incremental or getattr(self, "_optimizer", None) is None:
-            self._optimizer = self._make_optimizer()
-            self._optimizer_state = None
-        opt = self._optimizer
-        state = self._state_for(_ParamsView(params))
-        validation = None
-        if has_validation:  # early_stopping's held-out rows, or the user's validation set
-            validation = _ClusterValidation(fleet, params,
-                                            hasattr(self, "_label_binarizer_for"))
-            self._start_validation(validation)
-        B = fleet.spec["batch_size"]
-        n_batches = -(-n_samples // B)
-        alpha = self.alpha
-        after = getattr(self, "_after_step", None)
-        after_epoch = getattr(self, "_after_epoch", None)
-        rs = self._random_state
-        # dropout: the local trainer's mask seed (drawn only with dropout on, after the
-        # validation split) and step count
-        seed = None if fleet.spec["dropout"] is None else rs.randint(np.iinfo(np.int32).max)
-        step = 0
-        self.n_iter_ = 0
-        for _ in range(self.max_iter):
-            if self._trainer.stop_requested:
-                warnings.warn("Training interrupted by user.")
-                break
-            if self.shuffle:
-                pre = rs.get_state()
-                post = fleet.call("begin_epoch", pre)[0]
-                fleet.rng_states.append(pre)
-                rs.set_state(post)
-            total = 0.0
-            interrupted = False
-            for b in range(n_batches):
-                key = 0 if seed is None else ((seed << 32) | (step & 0xFFFFFFFF))
-                step += 1
-                results = fleet.call("step", params, b, key)
-                loss_sum = weight_sum = 0.0
-                for k, (ls, w, g, _) in enumerate(results):
-                    if k == 0:
-                        np.copyto(grads, g)
-                    else:
-                        np.add(grads, g, out=grads)
-                    loss_sum += ls
-                    weight_sum += w
-                batch_loss = loss_sum / weight_sum
-                if alpha > 0:
-                    batch_loss += 0.5 * alpha * K.sum_squares(params, n_coef) / weight_sum
-                opt.update(state, params, grads, 1.0 / weight_sum, alpha / weight_sum, n_coef)
-                total += batch_loss * (min((b + 1) * B, n_samples) - b * B)
-                if after is not None:
-                    after(fleet.steps)
-                if self._trainer.stop_requested and b + 1 < n_batches:
-                    interrupted = True  # request_stop(): after this batch, as locally
-                    break
-            if interrupted:
-                warnings.warn("Training interrupted by user.")
-                break
-            stop = self._end_epoch(total / n_samples, n_samples, validation)
-            if after_epoch is not None:  # the command line's progress display
-                after_epoch(self.n_iter_, self.loss_curve_[-1])
-            if stop or incremental:
-                break
-            if self.n_iter_ == self.max_iter:
-                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
-                              "the optimization hasn't converged yet." % self.max_iter,
-                              ConvergenceWarning)
-        if self._restores_best(validation) and not incremental:
-            self.coefs_ = self._best_coefs
-            self.intercepts_ = self._best_intercepts
+        return _FleetSource(fleet, layout, params, self.alpha, bool(self.shuffle),
+                            getattr(self, "_after_step", None))
 
     def to_local(self):
         """The fitted model as fastmlp's own estimator (:class:`fastmlp.MLPClassifier` or

@@ -7,6 +7,11 @@ and optimizer step runs in :class:`fastmlp._core.Trainer` and :mod:`fastmlp.opti
 what lives here is validation, the random draws, and per-epoch bookkeeping (loss curve,
 no-improvement counter, learning-rate schedules, early stopping).
 
+One fitting loop, two gradient sources.  The L-BFGS driver (``_BaseMLP._run_lbfgs``) and the
+epoch loop (``_BaseMLP._run_epochs``) drive a *gradient source*: here the Trainer on rows in
+memory (:class:`fastmlp._sources.TrainerSource`, which states the protocol), on a cluster the
+shards' engines (``fastmlp.dask``), so that both fit the same way.
+
 State.  ``coefs_`` / ``intercepts_`` are plain lists of arrays and the source of truth.  While
 fitting they are views of the private ``_trainer``'s flat parameters (so, as in scikit-learn,
 ``partial_fit`` and warm starts update them in place); the trainer is a cache, dropped on
@@ -32,7 +37,6 @@ from sklearn.callback import CallbackSupportMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, check_scoring, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.neural_network._base import LOSS_FUNCTIONS as _SKLEARN_LOSSES
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
@@ -48,6 +52,7 @@ from . import kernels as K
 from . import persistence
 from ._core import Trainer, glorot_uniform
 from ._estimator_state import EstimatorState
+from ._sources import TrainerSource
 from ._validation import (ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_class_weight,
                           check_dropout)
 from ._workspace import Layout
@@ -132,6 +137,7 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
     def __getstate__(self):
         state = dict(super().__getstate__())  # object.__getstate__ is the live __dict__
         state.pop("_trainer", None)  # a cache of coefs_ plus scratch space; rebuilt on demand
+        state.pop("_source", None)  # the gradient source of a fit in progress
         return state
 
     def save(self, path):
@@ -143,9 +149,9 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         """Ask the fit in progress (or the next one) to stop after the current batch or
         L-BFGS iteration; safe to call from a signal handler.  Used up when that fit returns."""
         self._stop_requested = True
-        t = getattr(self, "_trainer", None)
-        if t is not None:
-            t.stop_requested = True
+        for holder in (getattr(self, "_trainer", None), getattr(self, "_source", None)):
+            if holder is not None:
+                holder.stop_requested = True
 
     # -- the network ------------------------------------------------------------------------
     @property
@@ -282,12 +288,15 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             if getattr(self, "_trainer", None) is not None:
                 self._trainer.stop_requested = False
 
-        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
-            raise ValueError("Solver produced non-finite parameter weights. The input data may"
-                             " contain large values and need to be preprocessed.")
+        self._check_finite_weights()
         ctx.call_on_fit_task_end(estimator=self, X=X, y=y_callbacks, metadata=metadata,
                                  reconstruction_attributes={})
         return self
+
+    def _check_finite_weights(self):
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may"
+                             " contain large values and need to be preprocessed.")
 
     # -- extensions: class weights, a validation set of one's own -----------------------------
     def _apply_class_weight(self, sample_weight, y, incremental):
@@ -343,14 +352,15 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         if self.scoring not in (None, "loss"):
             validation.scorer = check_scoring(self, self.scoring)
 
-    def _evaluate(self, validation, output):
-        """Validation loss of the network output (appended to ``validation_loss_curve_``) and
-        the validation score that early stopping follows: scikit-learn's (accuracy / R^2)
+    def _evaluate(self, validation, source):
+        """Validation loss of the source's network (appended to ``validation_loss_curve_``)
+        and the validation score that early stopping follows: scikit-learn's (accuracy / R^2)
         when ``scoring`` is None, minus the loss for 'loss', else the user's scorer."""
-        loss = validation.loss(output, self._trainer.codes[2])
+        loss, score = source.evaluate(validation,
+                                      self._score_output if self.scoring is None else None)
         self.validation_loss_curve_.append(loss)
         if self.scoring is None:
-            return self._score_output(output, validation.y, validation.sw)
+            return score
         if self.scoring == "loss":
             return -loss
         kwargs = {} if validation.sw is None else {"sample_weight": validation.sw}
@@ -360,136 +370,90 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             return float(validation.scorer(self, validation.X_score, validation.y_score,
                                            **kwargs))
 
-    def _score_lbfgs_iterate(self, validation, output, x, fun, keep_best, best):
-        """Early stopping's bookkeeping for one L-BFGS iterate ``x`` (loss ``fun``) whose
-        parameters gave ``output`` on the validation rows (None: the validation scores itself,
-        as a cluster's does): record its score, print it when verbose, and keep it in ``best``
-        (``x``, ``fun``) when it is the best so far and ``keep_best``."""
-        score = self._evaluate(validation, output)
-        self.validation_scores_.append(score)
-        if self.verbose:
-            print("Validation score: %f" % score)
-        if score > self.best_validation_score_:
-            self.best_validation_score_ = score
-            if keep_best:
-                best.update(x=x.copy(), fun=float(fun))
+    def _attach(self, source):
+        """Make ``source`` the fit's gradient source: a stop request reaches it."""
+        self._source = source
+        if getattr(self, "_stop_requested", False):
+            source.stop_requested = True
 
-    def _minimize_lbfgs(self, loss_grad, x0, on_iteration, best):
-        """scikit-learn's L-BFGS-B call on ``loss_grad`` (x -> (loss, gradient)) from x0, with
-        its options and its convergence check; sets ``n_iter_`` and ``loss_`` and returns the
-        solution, or ``best["x"]`` (and its loss) when the callback kept a best iterate.
-        Shared by the local fit and the cluster fit (``fastmlp.dask``)."""
-        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        opt_res = scipy.optimize.minimize(
-            loss_grad, x0, method="L-BFGS-B", jac=True,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                     **_get_additional_lbfgs_options_dict("iprint", iprint)},
-            callback=on_iteration)
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        self.loss_ = opt_res.fun
-        if best:
-            self.loss_ = best["fun"]
-            return best["x"]
-        return opt_res.x
-
-    def _lbfgs_sums_as_sklearn(self, t, Y, sw):
-        """The loss of the full batch the trainer ``t`` just ran, and its output layer's
-        intercept gradient (set in ``t.grads``), summed as scikit-learn sums them: its loss
-        function on the outputs (a pairwise sum), ``np.dot`` for the L2 term, ``np.sum`` over
-        the rows.  The kernel's sums differ from these by a few ulps, and L-BFGS amplifies
-        ulps into visible differences after ~50-100 iterations; with these, and the kernel's
-        other sums (the weights' gradients, the hidden intercepts') in scikit-learn's order
-        already, the iterates stay scikit-learn's.  O(rows x outputs): small next to the
-        backprop."""
-        L = t.layout.n_layers
-        out, delta = t.ws.A(L), t.ws.delta(L)
-        name = self._train_loss
-        if name == "log_loss" and self.out_activation_ == "logistic":
-            name = "binary_log_loss"
-        loss = _SKLEARN_LOSSES[name](Y, out, sw)
-        sw_sum = Y.shape[0] if sw is None else sw.sum()
-        values = 0
-        for s in t.layout.views(t.params)[0]:
-            s = s.ravel()
-            values += np.dot(s, s)
-        loss += (0.5 * self.alpha) * values / sw_sum
-        t.layout.views(t.grads)[1][-1][:] = np.sum(delta, axis=0) / sw_sum
-        return loss
-
-    def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype, validation, tasks):
-        # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (x0 packs coefs_, so
-        # the weights' dtype) and keeps its own iterate in float64: float32 weights and data
-        # mean a float32 network at every evaluation, and the result (opt_res.x) is float64
-        # -- as in scikit-learn.
-        dtype = np.result_type(X.dtype, param_dtype)
-        n = X.shape[0]
-        sparse = sp.issparse(X)
-        X = as_kernel_input(X, dtype)
-        Y = np.ascontiguousarray(y, dtype=dtype)
-        sw = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype)
-        # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
-        # the whole matrix), with the L2 term added once below instead of per chunk.
-        chunk = _core.PREDICT_CHUNK
-        t = self._make_trainer(layer_units, dtype, min(n, chunk) if sparse else n,
-                               0.0 if sparse else self.alpha)
-        n_coef = t.layout.n_coef
-        chunk_grads = np.empty(t.grads.shape, np.float64)
-
-        def loss_grad(packed):
-            np.copyto(t.params, packed)
-            if not sparse:
-                t.loss_and_grads(X, Y, sw)
-                return self._lbfgs_sums_as_sklearn(t, Y, sw), t.grads.copy()
-            total, weight_sum = 0.0, 0.0
-            chunk_grads[:] = 0
-            for start in range(0, n, chunk):
-                stop = min(start + chunk, n)
-                w = stop - start if sw is None else float(sw[start:stop].sum(dtype=np.float64))
-                if w == 0:  # a chunk of zero weights adds nothing (and would divide by 0)
-                    continue
-                total += w * t.loss_and_grads(X[start:stop], Y[start:stop],
-                                              None if sw is None else sw[start:stop])
-                chunk_grads[:] += w * t.grads
-                weight_sum += w
-            coefs = t.params[:n_coef].astype(np.float64)
-            chunk_grads[:n_coef] += self.alpha * coefs
-            total += 0.5 * self.alpha * float(coefs @ coefs)
-            return total / weight_sum, (chunk_grads / weight_sum).astype(dtype)
-
+    def _run_lbfgs(self, source, validation, tasks, param_dtype):
+        """scikit-learn's L-BFGS-B fit on a gradient source (see :class:`TrainerSource`)
+        from the source's parameters, with its options and its convergence check; after each
+        iteration, fastmlp's bookkeeping: verbose output, the validation set, callbacks, a
+        stop request.  Sets ``n_iter_`` and ``loss_`` and leaves coefs_/intercepts_ on the
+        solution (on the best-scoring iterate when the best weights are restored)."""
         if validation is not None:
             # L-BFGS has no scikit-learn validation bookkeeping: these attributes, per
             # iteration, exist only when a validation set is given
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self.validation_loss_curve_ = []
             self._start_validation(validation)
-            validation = validation.prepared(dtype)
         keep_best = self._restores_best(validation)
         best = {}
         iteration = [0]
+        views = source.layout.views
 
         def on_iteration(intermediate_result):
             """After each L-BFGS iteration: verbose output (scipy >= 1.15 prints nothing for
             scikit-learn's iprint), the validation set, callbacks, a stop request."""
             iteration[0] += 1
-            x = intermediate_result.x
+            x, fun = intermediate_result.x, intermediate_result.fun
             if self.verbose:
-                print("Iteration %d, loss = %.8f" % (iteration[0], intermediate_result.fun))
+                print("Iteration %d, loss = %.8f" % (iteration[0], fun))
             if validation is not None:
-                np.copyto(t.params, x)  # every evaluation copies its own point in again
-                self._score_lbfgs_iterate(validation, t.forward(validation.X), x,
-                                          intermediate_result.fun, keep_best, best)
-            stop = tasks.end(*t.layout.views(x))
-            tasks.begin(*t.layout.views(x))
-            if t.stop_requested or stop:
+                np.copyto(source.params, x)  # every evaluation copies its own point in again
+                score = self._evaluate(validation, source)
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print("Validation score: %f" % score)
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    if keep_best:
+                        best.update(x=x.copy(), fun=float(fun))
+            stop = tasks.end(*views(x))
+            tasks.begin(*views(x))
+            if source.stop_requested or stop:
                 raise StopIteration
 
-        x0 = t.params.astype(param_dtype)
-        tasks.begin(*t.layout.views(x0))
-        x = self._minimize_lbfgs(loss_grad, x0, on_iteration, best)
-        if t.dtype == x.dtype:
-            np.copyto(t.params, x)
-        else:  # float32 evaluations, float64 result: the trainer no longer holds coefs_
-            self.coefs_, self.intercepts_ = t.layout.views(x)
+        # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (the weights') and
+        # keeps its own iterate in float64: float32 weights and data mean a float32 network at
+        # every evaluation, and the result (opt_res.x) is float64 -- as in scikit-learn.
+        x0 = source.params.astype(param_dtype)
+        tasks.begin(*views(x0))
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        self._attach(source)
+        try:
+            opt_res = scipy.optimize.minimize(
+                source.loss_grad, x0, method="L-BFGS-B", jac=True,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                         **_get_additional_lbfgs_options_dict("iprint", iprint)},
+                callback=on_iteration)
+        finally:
+            self._source = None
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.loss_, x = opt_res.fun, opt_res.x
+        if best:
+            self.loss_, x = best["fun"], best["x"]
+        if source.params.dtype == x.dtype:
+            np.copyto(source.params, x)
+        else:  # float32 evaluations, float64 result: the source no longer holds coefs_
+            self.coefs_, self.intercepts_ = views(x)
+
+    def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype, validation, tasks):
+        """L-BFGS on the local Trainer (the driver: _run_lbfgs), in the dtype NumPy would
+        compute the network in (the weights' and X's)."""
+        dtype = np.result_type(X.dtype, param_dtype)
+        n = X.shape[0]
+        sparse = sp.issparse(X)
+        X = as_kernel_input(X, dtype)
+        # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
+        # the whole matrix), with the L2 term added once instead of per chunk.
+        t = self._make_trainer(layer_units, dtype, min(n, _core.PREDICT_CHUNK) if sparse else n,
+                               0.0 if sparse else self.alpha)
+        if validation is not None:
+            validation = validation.prepared(dtype)
+        self._run_lbfgs(TrainerSource(t, X, y, sample_weight, alpha=self.alpha), validation,
+                        tasks, param_dtype)
         # the full-batch workspace (activations and deltas of every row) and the gradients
         # serve only this fit: free them (coefs_ keep only the parameter vector alive)
         self._trainer = None
@@ -499,71 +463,56 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                               momentum=self.momentum, nesterov=self.nesterovs_momentum,
                               beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
-    def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
-                        user_validation, tasks, dropout=None):
-        """Epochs of sgd/adam: the batches run in Trainer.run_epoch; here, the random draws
-        and the per-epoch bookkeeping, in scikit-learn's order."""
+    def _run_epochs(self, open_source, n_samples, validation, incremental, tasks, dropout):
+        """scikit-learn's epochs of sgd/adam on a gradient source (see :class:`TrainerSource`)
+        of ``n_samples`` training rows, with its per-epoch bookkeeping in its order (the
+        random draws, the loss curve, schedules, tolerance, early stopping, the best weights)
+        and fastmlp's (validation scoring, callbacks, stop requests).  ``open_source()``
+        makes the source; coefs_/intercepts_ become views of its parameters."""
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
             self._optimizer_state = None
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
-        X = as_kernel_input(X, dtype)
-        if user_validation is None:
-            X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
-                                                                     dtype)
-        else:  # the user's own set replaces early_stopping's random split
-            validation = user_validation.prepared(dtype)
         if validation is not None:
             self._start_validation(validation)
-        n_samples = X.shape[0]
-        Y = np.ascontiguousarray(y, dtype=dtype)
-        if sample_weight is not None:
-            sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-
         best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
-        t = self._make_trainer(layer_units, dtype, self._batch_size(n_samples), self.alpha)
+        source = open_source()
         if dropout is not None:  # drawn only with dropout on: the default keeps sklearn's draws
-            t.set_dropout(dropout, self._random_state.randint(np.iinfo(np.int32).max))
+            source.set_dropout(dropout, self._random_state.randint(np.iinfo(np.int32).max))
         if best_aliases_coefs:
             # scikit-learn restores `_best_coefs`, which after an early-stopped fit IS the
             # coefs_ list it goes on updating in place; keep that aliasing
             self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
-        opt, state = self._optimizer, self._state_for(t)
-
-        # sklearn.utils.shuffle(sample_idx, random_state=rs) == rs.shuffle(sample_idx): the
-        # same draws, so each epoch's order is composed with the previous one, in place
-        order = (np.arange(n_samples, dtype=np.int64)
-                 if self.shuffle or sp.issparse(X) else None)
+        opt, state = self._optimizer, self._state_for(source.params)
+        self._attach(source)
         try:
             self.n_iter_ = 0
-            with t.session():  # thread settings held across the epochs, set once
-                self._epochs(t, X, Y, sample_weight, order, opt, state, n_samples,
-                             validation, tasks, incremental)
+            with source.session():  # thread settings held across the epochs, set once
+                self._epochs(source, opt, state, n_samples, validation, tasks, incremental)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+        finally:
+            self._source = None
 
         # partial_fit has no end of training to restore at: each call keeps its last epoch
         if self._restores_best(validation) and not incremental:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
 
-    def _epochs(self, t, X, Y, sample_weight, order, opt, state, n_samples, validation, tasks,
-                incremental):
-        """The epoch loop of _fit_stochastic."""
+    def _epochs(self, source, opt, state, n_samples, validation, tasks, incremental):
+        """The epoch loop of _run_epochs."""
         for _ in range(self.max_iter):
-            if t.stop_requested:  # set between two epochs
+            if source.stop_requested:  # set between two epochs
                 warnings.warn("Training interrupted by user.")
                 break
             tasks.begin(self.coefs_, self.intercepts_)
-            if self.shuffle:
-                self._random_state.shuffle(order)
-            total, done = t.run_epoch(X, Y, opt, state, order=order,
-                                      sample_weight=sample_weight)
+            total, done = source.run_epoch(opt, state, self._random_state)
             if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
                 warnings.warn("Training interrupted by user.")
                 break
-            stop = self._end_epoch(total / n_samples, n_samples, validation)
+            stop = self._end_epoch(total / n_samples, n_samples, validation, source)
+            after_epoch = getattr(self, "_after_epoch", None)
+            if after_epoch is not None:  # the command line's progress display (--dask)
+                after_epoch(self.n_iter_, self.loss_curve_[-1])
             if tasks.end(self.coefs_, self.intercepts_) or stop:
                 break
             if incremental:
@@ -572,6 +521,26 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
                               "the optimization hasn't converged yet." % self.max_iter,
                               ConvergenceWarning)
+
+    def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
+                        user_validation, tasks, dropout=None):
+        """Epochs of sgd/adam on the local Trainer (the loop: _run_epochs): the batches run in
+        Trainer.run_epoch."""
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        X = as_kernel_input(X, dtype)
+        if user_validation is None:
+            X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
+                                                                     dtype)
+        else:  # the user's own set replaces early_stopping's random split
+            validation = user_validation.prepared(dtype)
+        n_samples = X.shape[0]
+
+        def open_source():
+            t = self._make_trainer(layer_units, dtype, self._batch_size(n_samples), self.alpha)
+            return TrainerSource(t, X, y, sample_weight, shuffle=self.shuffle)
+
+        self._run_epochs(open_source, n_samples, validation, incremental, tasks, dropout)
 
     def _validation_split(self, X, y, sample_weight, dtype):
         """(X_train, y_train, sw_train, _Validation or None)."""
@@ -605,28 +574,30 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
                           "going to be clipped")
         return int(np.clip(self.batch_size, 1, n_samples))
 
-    def _state_for(self, t):
-        """The optimizer state for trainer t: kept across partial_fit calls, fresh when
-        missing or shaped for other parameters, cast when the weights' dtype changed."""
+    def _state_for(self, params):
+        """The optimizer state for the flat parameters ``params``: kept across partial_fit
+        calls, fresh when missing or shaped for other parameters, cast when the weights'
+        dtype changed."""
         state = self._optimizer_state
         moments = [] if state is None else [a for a in state if a.dtype.kind == "f"]
-        if state is None or any(a.shape != t.params.shape for a in moments):
-            state = self._optimizer.init(t.params)
-        elif any(a.dtype != t.dtype for a in moments):
-            state = type(state)(*(a.astype(t.dtype) if a.dtype.kind == "f" else a
+        if state is None or any(a.shape != params.shape for a in moments):
+            state = self._optimizer.init(params)
+        elif any(a.dtype != params.dtype for a in moments):
+            state = type(state)(*(a.astype(params.dtype) if a.dtype.kind == "f" else a
                                   for a in state))
         self._optimizer_state = state
         return state
 
-    def _end_epoch(self, loss, n_samples, validation):
-        """Per-epoch bookkeeping after an epoch of mean loss `loss`; True to stop."""
+    def _end_epoch(self, loss, n_samples, validation, source):
+        """Per-epoch bookkeeping after an epoch of mean loss `loss` on the gradient source
+        ``source``; True to stop."""
         self.n_iter_ += 1
         self.loss_ = loss
         self.t_ += n_samples
         self.loss_curve_.append(loss)
         if self.verbose:
             print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-        self._update_no_improvement_count(validation)
+        self._update_no_improvement_count(validation, source)
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             self._optimizer.learning_rate = (float(self.learning_rate_init)
                                              / (self.t_ + 1) ** self.power_t)
@@ -659,9 +630,9 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
             print(msg + " Setting learning rate to %f" % opt.learning_rate)
         return False
 
-    def _update_no_improvement_count(self, validation):
+    def _update_no_improvement_count(self, validation, source):
         if validation is not None:
-            val_score = self._evaluate(validation, self._trainer.forward(validation.X))
+            val_score = self._evaluate(validation, source)
             self.validation_scores_.append(val_score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
@@ -776,8 +747,13 @@ class _SubTasks:
     def __init__(self, estimator, ctx, X, y, metadata, name):
         self.estimator, self.ctx, self.X, self.y = estimator, ctx, X, y
         self.metadata, self.name = metadata, name
-        self.active = bool(getattr(estimator, "_skl_callbacks", None))
+        self.active = ctx is not None and bool(getattr(estimator, "_skl_callbacks", None))
         self.current = None
+
+    @classmethod
+    def none(cls):
+        """No subtasks (a fit without scikit-learn callbacks)."""
+        return cls(None, None, None, None, None, None)
 
     @staticmethod
     def _weights(coefs, intercepts):

@@ -553,6 +553,51 @@ def test_request_stop_stops_after_the_current_step(one_worker, solver):
     assert est.n_iter_ == 20
 
 
+def test_keyboard_interrupt_keeps_the_last_epoch_as_locally(one_worker):
+    """Ctrl-C (KeyboardInterrupt) during a cluster fit ends it as it ends a local fit: a
+    warning, and the estimator keeps the parameters of the last completed step."""
+    X, y = _data()
+    est = fdask.MLPClassifier((4,), solver="adam", batch_size=30, max_iter=20,
+                              random_state=0, client=one_worker)
+    seen = {}
+
+    def after_step(step):  # 11 steps an epoch: step 25 is in the third
+        if step == 25:
+            seen["params"] = [p.copy() for p in _params(est)]
+            raise KeyboardInterrupt
+    est._after_step = after_step
+    with pytest.warns(UserWarning, match="interrupted by user"):
+        est.fit(X, y)
+    assert est.n_iter_ == 2 and len(est.loss_curve_) == 2
+    for a, b in zip(_params(est), seen["params"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cluster_fits_run_the_local_loops(one_worker, monkeypatch, capsys):
+    """One fitting loop: the cluster estimators drive the local estimators' L-BFGS driver and
+    epoch loop with the cluster's gradient source, and so print what they print."""
+    from fastmlp import estimators as fe
+    calls = []
+    for name in ("_run_lbfgs", "_run_epochs"):
+        original = getattr(fe._BaseMLP, name)
+
+        def spy(self, source, *args, _original=original, _name=name):
+            calls.append((_name, source))
+            return _original(self, source, *args)
+        monkeypatch.setattr(fe._BaseMLP, name, spy)
+    X, y = _data()
+    est = fdask.MLPClassifier((4,), solver="lbfgs", max_iter=5, verbose=True,
+                              random_state=0, client=one_worker).fit(X, y)
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("Iteration ")]
+    assert [line.split(", loss = ")[0] for line in lines] == [
+        f"Iteration {i}" for i in range(1, 6)]
+    assert est.n_iter_ == 5 and isinstance(calls[0][1], fdask._FleetSource)
+    est.set_params(solver="sgd", verbose=False).fit(X, y)
+    assert [name for name, _ in calls] == ["_run_lbfgs", "_run_epochs"]
+    assert not hasattr(fdask, "_DriverTrainer") and not hasattr(fdask, "_ParamsView")
+
+
 def test_partial_fit_equals_local(client):
     X, y = _data(n=300)
     kw = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=32, random_state=0,

@@ -135,6 +135,16 @@ def test_scoring_loss_and_a_users_scorer():
         MLPClassifier(**SMALL, scoring="no_such_metric").fit(Xt, yt)
 
 
+def test_lbfgs_users_scorer_on_a_validation_set_of_another_dtype():
+    """float32 training with a float64 validation set: the set is converted to the network's
+    dtype and the user's scorer still scores every L-BFGS iteration."""
+    Xt, yt, Xv, yv = classification()
+    est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=8, scoring="balanced_accuracy")
+    est.fit(Xt.astype(np.float32), yt, X_val=Xv, y_val=yv)
+    assert len(est.validation_scores_) == est.n_iter_ == 8
+    assert all(0 <= s <= 1 for s in est.validation_scores_)
+
+
 def test_lbfgs_records_validation_per_iteration_and_prints_verbose(capsys):
     Xt, yt, Xv, yv = classification()
     est = MLPClassifier(**SMALL, solver="lbfgs", max_iter=25, verbose=True,
