@@ -73,7 +73,8 @@ def forward(coefs: Sequence[np.ndarray], intercepts: Sequence[np.ndarray], X: Ar
 default='identity'
         ``f`` of the last layer.
     n_threads : int or None, default=None
-        Threads for BLAS and Numba during this call (None: all cores).
+        Threads for BLAS and Numba during this call (None: the process's CPU budget;
+        a larger value is capped at it).
 
     Returns
     -------
@@ -140,7 +141,8 @@ default='squared_error'
     sample_weight : float or array-like of shape (n_samples,), default=None
         Non-negative weights with a positive sum; a number weighs every sample alike.
     n_threads : int or None, default=None
-        Threads for BLAS and Numba during this call (None: all cores).
+        Threads for BLAS and Numba during this call (None: the process's CPU budget;
+        a larger value is capped at it).
 
     Returns
     -------

@@ -48,7 +48,9 @@ class MLP(ModelState):
     random_state : int, RandomState or None
         Seeds the initial weights and the shuffling.
     n_threads : int or None
-        Threads for BLAS and for Numba's kernels during this model's calls (None: all cores).
+        Threads for BLAS and for Numba's kernels during this model's calls (None: this
+        process's CPU budget, shared with fastmlp calls running at the same time; a larger
+        value is capped at the budget).
     leaky_relu_slope : float, default=0.01
         Leaky ReLU's slope for negative inputs (>= 0).
     dropout : float, sequence of float or None, default=None

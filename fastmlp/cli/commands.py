@@ -106,7 +106,8 @@ def add_train_parser(sub):
                         "deviation of the training rows, stored in the model and applied by "
                         "predict/evaluate")
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
-    p.add_argument("--threads", type=_number(int, 1), help="threads (default: all cores)")
+    p.add_argument("--threads", type=_number(int, 1),
+                   help="threads (default: the cores this process may use; capped at them)")
     p.add_argument("--val-fraction", type=_number(float, 0, 1, high_open=True),
                    help="rows held out for the final metric (default 0.2; digits 0.25)")
     p.add_argument("--val-data", metavar="FILE",
