@@ -17,6 +17,24 @@ def _plan_files_in_a_tmp_dir(tmp_path_factory):
         os.environ["FASTMLP_PLAN_CACHE"] = saved
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _thread_variables_restored():
+    """Each test finds the thread variables of the environment the session started with:
+    distributed's LocalCluster sets OMP_NUM_THREADS=1 (and the BLAS ones) in its own
+    process's environment, and a later test's subprocess inherited them (its fit planned for
+    one thread)."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def stop_after():
     """``stop_after(model, n)``: the model requests a stop after ``n`` more optimizer steps,

@@ -234,9 +234,10 @@ def test_steady_state_calls_allocate_nothing(method):
         current = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    # a few KB of interpreter and ctypes caches come and go (bounded: it does not grow with
-    # the number of calls); one array per call kept alive would be >= 1.6 MB here
-    assert current - base < 32_000, current - base
+    # a few KB of interpreter and ctypes caches come and go (threadpoolctl's symbol lookups:
+    # measured 10.7 KB after 200 calls, 15 KB after 2000, up to 34 KB late in a long test
+    # session); one array per call kept alive would be >= 1.6 MB here
+    assert current - base < 64_000, current - base
     assert worst < 8_000, worst
 
 

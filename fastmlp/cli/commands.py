@@ -456,8 +456,8 @@ def main(argv=None):
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code
     from .run import EXIT_SIGNAL, Interrupted, StopOnSignal
-    if getattr(args, "threads", None) is not None and not getattr(args, "dask", None):
-        # capped at the CPU budget, said in one line
+    if isinstance(getattr(args, "threads", None), int) and not getattr(args, "dask", None):
+        # capped at the CPU budget, said in one line (bench's list of counts: each run's)
         from .._threads import cap_request
         args.threads, note = cap_request(args.threads, "--threads {n}")
         if note:
