@@ -76,13 +76,13 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import check_is_fitted
 
-from ._dask_engine import _ShardEngine
-from ._engine import mean_loss
-from ._sources import full_batch_loss_grad
-from ._workspace import Layout
-from .estimators import _STOCHASTIC_SOLVERS, _SubTasks
-from .estimators import MLPClassifier as _LocalClassifier
-from .estimators import MLPRegressor as _LocalRegressor
+from .engine import _ShardEngine
+from .._engine import mean_loss
+from .._sources import full_batch_loss_grad
+from .._workspace import Layout
+from ..estimators import _STOCHASTIC_SOLVERS, _SubTasks
+from ..estimators import MLPClassifier as _LocalClassifier
+from ..estimators import MLPRegressor as _LocalRegressor
 
 __all__ = ["MLPClassifier", "MLPRegressor", "ClusterLostError"]
 
