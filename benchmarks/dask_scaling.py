@@ -51,7 +51,7 @@ def single_process_step(sizes, batch, repeats, dtype="float64", threads=1):
 
 def _count_step_cpu():
     """On a worker: record each engine step's CPU seconds (the process's, all threads)."""
-    from fastmlp import _dask_engine as m
+    from fastmlp.dask import engine as m
     if not hasattr(m, "_bench_step_cpu"):
         step = m._ShardEngine.step
 
@@ -66,7 +66,7 @@ def _count_step_cpu():
 
 
 def _step_cpu():
-    from fastmlp import _dask_engine as m
+    from fastmlp.dask import engine as m
     return list(getattr(m, "_bench_step_cpu", []))
 
 

@@ -50,7 +50,7 @@ class TrainerSource:
     memory (dense or CSR), trained in the trainer's dtype.
 
     The fitting loops (``fastmlp.estimators._BaseMLP._run_lbfgs`` and ``_run_epochs``) drive
-    a source; a cluster supplies its own (``fastmlp.dask._FleetSource``).  A source has
+    a source; a cluster supplies its own (``fastmlp.dask.source._FleetSource``).  A source has
 
     * ``params``, the flat parameter vector (coefs_/intercepts_ are views of it), and its
       ``layout``;

@@ -7,10 +7,11 @@ and optimizer step runs in :class:`fastmlp._core.Trainer` and :mod:`fastmlp.opti
 what lives here is validation, the random draws, and per-epoch bookkeeping (loss curve,
 no-improvement counter, learning-rate schedules, early stopping).
 
-One fitting loop, two gradient sources.  The L-BFGS driver (``_BaseMLP._run_lbfgs``) and the
-epoch loop (``_BaseMLP._run_epochs``) drive a *gradient source*: here the Trainer on rows in
-memory (:class:`fastmlp._sources.TrainerSource`, which states the protocol), on a cluster the
-shards' engines (``fastmlp.dask``), so that both fit the same way.
+One fitting loop, two gradient sources.  The L-BFGS driver (``_run_lbfgs``) and the epoch
+loop (``_run_epochs``), in :mod:`fastmlp._fitting` (a mixin of ``_BaseMLP``), drive a
+*gradient source*: here the Trainer on rows in memory (:class:`fastmlp._sources.TrainerSource`,
+which states the protocol), on a cluster the shards' engines (``fastmlp.dask``), so that both
+fit the same way.
 
 State.  ``coefs_`` / ``intercepts_`` are plain lists of arrays and the source of truth.  While
 fitting they are views of the private ``_trainer``'s flat parameters (so, as in scikit-learn,
@@ -19,49 +20,35 @@ pickling and rebuilt (re-packed from ``coefs_``) when needed.  ``_optimizer`` an
 ``_optimizer_state`` (None for lbfgs) hold the stochastic optimizer across ``partial_fit``
 calls.  What a model file stores is in :mod:`fastmlp._estimator_state`.
 
-Why one module of ~1000 lines: the shared base follows scikit-learn's
-``_multilayer_perceptron.py`` step for step (initialisation, the validation split, the epoch
-bookkeeping, L-BFGS), so that parity can be reviewed side by side; the extensions beyond
-scikit-learn (a validation set of one's own, class weights, callbacks, dropout) hook into those
-same steps.  Splitting it would scatter that correspondence.
+Layout: this module holds the public classes, their parameters, the network, ``_fit`` (the
+entry of fit/partial_fit) and the extensions' hooks (class weights, callbacks); the fitting
+loops, which follow scikit-learn's ``_multilayer_perceptron.py`` step for step, are in
+:mod:`fastmlp._fitting`.
 """
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.optimize
-import scipy.sparse as sp
 from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
                           is_classifier)
 from sklearn.callback import CallbackSupportMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, check_scoring, r2_score
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
+from sklearn.utils import check_array, check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
-from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from . import _core
-from . import kernels as K
 from . import persistence
-from ._core import Trainer, glorot_uniform
+from ._core import Trainer
 from ._estimator_state import EstimatorState
-from ._sources import TrainerSource
-from ._validation import (ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_class_weight,
-                          check_dropout)
-from ._workspace import Layout
-from .optimizers import make_optimizer
-
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+from ._fitting import _STOCHASTIC_SOLVERS, _FittingLoops, _SubTasks
+from ._validation import ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_class_weight
 
 
-class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
+
+class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimator):
     """What MLPClassifier and MLPRegressor share (sklearn's BaseMultilayerPerceptron)."""
 
     _parameter_constraints: dict = {
@@ -194,37 +181,6 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         return t.forward(X)
 
     # -- fitting ----------------------------------------------------------------------------
-    def _initialize(self, y, layer_units, dtype):
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.n_outputs_ = y.shape[1]
-        self.n_layers_ = len(layer_units)
-        if not is_classifier(self):
-            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
-        elif self._label_binarizer.y_type_ == "multiclass":
-            self.out_activation_ = "softmax"
-        else:  # binary, multilabel
-            self.out_activation_ = "logistic"
-        self.coefs_, self.intercepts_ = glorot_uniform(Layout(layer_units), self._random_state,
-                                                       dtype, self.activation)
-        self._best_coefs = [c.copy() for c in self.coefs_]
-        self._best_intercepts = [i.copy() for i in self.intercepts_]
-        self._trainer = None
-        self._optimizer = None
-        self._optimizer_state = None
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
-        self.validation_loss_curve_ = None
-
     def _fit(self, X, y, sample_weight=None, incremental=False, X_val=None, y_val=None,
              sample_weight_val=None):
         hidden_layer_sizes = self.hidden_layer_sizes
@@ -306,354 +262,6 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         """The y that callbacks receive: the validated targets."""
         return y
 
-    def _check_validation_set(self, X_val, y_val, sample_weight_val):
-        """The user's validation set (``fit(..., X_val=, y_val=)``) validated like X and y, as
-        a :class:`_Validation`; None when none is given."""
-        if X_val is None and y_val is None:
-            if sample_weight_val is not None:
-                raise ValueError("sample_weight_val is provided, but X_val and y_val were not "
-                                 "provided.")
-            return None
-        if y_val is None:
-            raise ValueError("X_val is provided, but y_val was not provided.")
-        if X_val is None:
-            raise ValueError("y_val is provided, but X_val was not provided.")
-        Xv = validate_data(self, X_val, accept_sparse=["csr", "csc"],
-                           dtype=(np.float64, np.float32), reset=False)
-        yv, Yv = self._encode_y_val(y_val)
-        check_consistent_length(Xv, yv)
-        swv = None
-        if sample_weight_val is not None:
-            swv = _check_sample_weight(sample_weight_val, Xv, ensure_non_negative=True)
-        return _Validation(Xv, yv, Yv, swv, X_score=X_val, y_score=y_val)
-
-    def _dropout_rates(self, n_hidden):
-        """``dropout`` as one rate per hidden layer, or None when it is off."""
-        rates = check_dropout(self.dropout, n_hidden)
-        if rates is not None and self.solver not in _STOCHASTIC_SOLVERS:
-            raise ValueError("dropout needs solver='sgd' or 'adam': a new mask at every "
-                             "evaluation is no function L-BFGS can minimise.")
-        return rates
-
-    def _restores_best(self, validation):
-        """Whether the fit ends on the weights of the best validation score: scikit-learn's
-        rule (with early stopping) for 'auto', else as ``restore_best_weights`` says."""
-        if self.restore_best_weights == "auto":
-            return bool(self.early_stopping) and validation is not None
-        return bool(self.restore_best_weights) and validation is not None
-
-    def _start_validation(self, validation):
-        """Validation bookkeeping for a fit that has a validation set."""
-        if getattr(self, "validation_scores_", None) is None:
-            self.validation_scores_ = []
-            self.best_validation_score_ = -np.inf
-        if getattr(self, "validation_loss_curve_", None) is None:
-            self.validation_loss_curve_ = []
-        if self.scoring not in (None, "loss"):
-            validation.scorer = check_scoring(self, self.scoring)
-
-    def _evaluate(self, validation, source):
-        """Validation loss of the source's network (appended to ``validation_loss_curve_``)
-        and the validation score that early stopping follows: scikit-learn's (accuracy / R^2)
-        when ``scoring`` is None, minus the loss for 'loss', else the user's scorer."""
-        loss, score = source.evaluate(validation,
-                                      self._score_output if self.scoring is None else None)
-        self.validation_loss_curve_.append(loss)
-        if self.scoring is None:
-            return score
-        if self.scoring == "loss":
-            return -loss
-        kwargs = {} if validation.sw is None else {"sample_weight": validation.sw}
-        with warnings.catch_warnings():
-            # the split of early_stopping=True is a NumPy array even when X was a DataFrame
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            return float(validation.scorer(self, validation.X_score, validation.y_score,
-                                           **kwargs))
-
-    def _attach(self, source):
-        """Make ``source`` the fit's gradient source: a stop request reaches it."""
-        self._source = source
-        if getattr(self, "_stop_requested", False):
-            source.stop_requested = True
-
-    def _run_lbfgs(self, source, validation, tasks, param_dtype):
-        """scikit-learn's L-BFGS-B fit on a gradient source (see :class:`TrainerSource`)
-        from the source's parameters, with its options and its convergence check; after each
-        iteration, fastmlp's bookkeeping: verbose output, the validation set, callbacks, a
-        stop request.  Sets ``n_iter_`` and ``loss_`` and leaves coefs_/intercepts_ on the
-        solution (on the best-scoring iterate when the best weights are restored)."""
-        if validation is not None:
-            # L-BFGS has no scikit-learn validation bookkeeping: these attributes, per
-            # iteration, exist only when a validation set is given
-            self.validation_scores_, self.best_validation_score_ = [], -np.inf
-            self.validation_loss_curve_ = []
-            self._start_validation(validation)
-        keep_best = self._restores_best(validation)
-        best = {}
-        iteration = [0]
-        views = source.layout.views
-
-        def on_iteration(intermediate_result):
-            """After each L-BFGS iteration: verbose output (scipy >= 1.15 prints nothing for
-            scikit-learn's iprint), the validation set, callbacks, a stop request."""
-            iteration[0] += 1
-            x, fun = intermediate_result.x, intermediate_result.fun
-            if self.verbose:
-                print("Iteration %d, loss = %.8f" % (iteration[0], fun))
-            if validation is not None:
-                np.copyto(source.params, x)  # every evaluation copies its own point in again
-                score = self._evaluate(validation, source)
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print("Validation score: %f" % score)
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    if keep_best:
-                        best.update(x=x.copy(), fun=float(fun))
-            stop = tasks.end(*views(x))
-            tasks.begin(*views(x))
-            if source.stop_requested or stop:
-                raise StopIteration
-
-        # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (the weights') and
-        # keeps its own iterate in float64: float32 weights and data mean a float32 network at
-        # every evaluation, and the result (opt_res.x) is float64 -- as in scikit-learn.
-        x0 = source.params.astype(param_dtype)
-        tasks.begin(*views(x0))
-        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        self._attach(source)
-        try:
-            opt_res = scipy.optimize.minimize(
-                source.loss_grad, x0, method="L-BFGS-B", jac=True,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                         **_get_additional_lbfgs_options_dict("iprint", iprint)},
-                callback=on_iteration)
-        finally:
-            self._source = None
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        self.loss_, x = opt_res.fun, opt_res.x
-        if best:
-            self.loss_, x = best["fun"], best["x"]
-        if source.params.dtype == x.dtype:
-            np.copyto(source.params, x)
-        else:  # float32 evaluations, float64 result: the source no longer holds coefs_
-            self.coefs_, self.intercepts_ = views(x)
-
-    def _fit_lbfgs(self, X, y, sample_weight, layer_units, param_dtype, validation, tasks):
-        """L-BFGS on the local Trainer (the driver: _run_lbfgs), in the dtype NumPy would
-        compute the network in (the weights' and X's)."""
-        dtype = np.result_type(X.dtype, param_dtype)
-        n = X.shape[0]
-        sparse = sp.issparse(X)
-        X = as_kernel_input(X, dtype)
-        # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
-        # the whole matrix), with the L2 term added once instead of per chunk.
-        t = self._make_trainer(layer_units, dtype, min(n, _core.PREDICT_CHUNK) if sparse else n,
-                               0.0 if sparse else self.alpha)
-        if validation is not None:
-            validation = validation.prepared(dtype)
-        self._run_lbfgs(TrainerSource(t, X, y, sample_weight, alpha=self.alpha), validation,
-                        tasks, param_dtype)
-        # the full-batch workspace (activations and deltas of every row) and the gradients
-        # serve only this fit: free them (coefs_ keep only the parameter vector alive)
-        self._trainer = None
-
-    def _make_optimizer(self):
-        return make_optimizer(self.solver, learning_rate=self.learning_rate_init,
-                              momentum=self.momentum, nesterov=self.nesterovs_momentum,
-                              beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-
-    def _run_epochs(self, open_source, n_samples, validation, incremental, tasks, dropout):
-        """scikit-learn's epochs of sgd/adam on a gradient source (see :class:`TrainerSource`)
-        of ``n_samples`` training rows, with its per-epoch bookkeeping in its order (the
-        random draws, the loss curve, schedules, tolerance, early stopping, the best weights)
-        and fastmlp's (validation scoring, callbacks, stop requests).  ``open_source()``
-        makes the source; coefs_/intercepts_ become views of its parameters."""
-        if not incremental or getattr(self, "_optimizer", None) is None:
-            self._optimizer = self._make_optimizer()
-            self._optimizer_state = None
-        if validation is not None:
-            self._start_validation(validation)
-        best_aliases_coefs = getattr(self, "_best_coefs", None) is self.coefs_
-        source = open_source()
-        if dropout is not None:  # drawn only with dropout on: the default keeps sklearn's draws
-            source.set_dropout(dropout, self._random_state.randint(np.iinfo(np.int32).max))
-        if best_aliases_coefs:
-            # scikit-learn restores `_best_coefs`, which after an early-stopped fit IS the
-            # coefs_ list it goes on updating in place; keep that aliasing
-            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
-        opt, state = self._optimizer, self._state_for(source.params)
-        self._attach(source)
-        try:
-            self.n_iter_ = 0
-            with source.session():  # thread settings held across the epochs, set once
-                self._epochs(source, opt, state, n_samples, validation, tasks, incremental)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-        finally:
-            self._source = None
-
-        # partial_fit has no end of training to restore at: each call keeps its last epoch
-        if self._restores_best(validation) and not incremental:
-            self.coefs_ = self._best_coefs
-            self.intercepts_ = self._best_intercepts
-
-    def _epochs(self, source, opt, state, n_samples, validation, tasks, incremental):
-        """The epoch loop of _run_epochs."""
-        for _ in range(self.max_iter):
-            if source.stop_requested:  # set between two epochs
-                warnings.warn("Training interrupted by user.")
-                break
-            tasks.begin(self.coefs_, self.intercepts_)
-            total, done = source.run_epoch(opt, state, self._random_state)
-            if done < n_samples:  # stop_requested during the epoch (e.g. Ctrl-C)
-                warnings.warn("Training interrupted by user.")
-                break
-            stop = self._end_epoch(total / n_samples, n_samples, validation, source)
-            after_epoch = getattr(self, "_after_epoch", None)
-            if after_epoch is not None:  # the command line's progress display (--dask)
-                after_epoch(self.n_iter_, self.loss_curve_[-1])
-            if tasks.end(self.coefs_, self.intercepts_) or stop:
-                break
-            if incremental:
-                break
-            if self.n_iter_ == self.max_iter:
-                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
-                              "the optimization hasn't converged yet." % self.max_iter,
-                              ConvergenceWarning)
-
-    def _fit_stochastic(self, X, y, sample_weight, layer_units, dtype, incremental,
-                        user_validation, tasks, dropout=None):
-        """Epochs of sgd/adam on the local Trainer (the loop: _run_epochs): the batches run in
-        Trainer.run_epoch."""
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
-        X = as_kernel_input(X, dtype)
-        if user_validation is None:
-            X, y, sample_weight, validation = self._validation_split(X, y, sample_weight,
-                                                                     dtype)
-        else:  # the user's own set replaces early_stopping's random split
-            validation = user_validation.prepared(dtype)
-        n_samples = X.shape[0]
-
-        def open_source():
-            t = self._make_trainer(layer_units, dtype, self._batch_size(n_samples), self.alpha)
-            return TrainerSource(t, X, y, sample_weight, shuffle=self.shuffle)
-
-        self._run_epochs(open_source, n_samples, validation, incremental, tasks, dropout)
-
-    def _validation_split(self, X, y, sample_weight, dtype):
-        """(X_train, y_train, sw_train, _Validation or None)."""
-        if not self.early_stopping:
-            return X, y, sample_weight, None
-        # Stratified only when there is ONE output column: binary classification.  The
-        # multiclass (K columns) and multilabel splits are plain shuffles whatever the
-        # docstring says: scikit-learn stratifies on `n_outputs_ == 1` (since PR #13164), and
-        # fastmlp reproduces that split draw for draw.
-        stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
-        arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
-        split = train_test_split(*arrays, random_state=self._random_state,
-                                 test_size=self.validation_fraction, stratify=stratify)
-        X_train, X_val, y_train, y_val = split[:4]
-        sw_train, sw_val = (None, None) if sample_weight is None else split[4:]
-        if X_val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase "
-                             "'validation_fraction' or the size of your dataset.")
-        Y_val = y_val
-        if is_classifier(self):
-            y_val = self._label_binarizer.inverse_transform(y_val)
-        X_val = as_kernel_input(X_val, dtype)
-        return (as_kernel_input(X_train, dtype), y_train, sw_train,
-                _Validation(X_val, y_val, Y_val, sw_val, X_score=X_val, y_score=y_val))
-
-    def _batch_size(self, n_samples):
-        if self.batch_size == "auto":
-            return min(200, n_samples)
-        if self.batch_size > n_samples:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
-                          "going to be clipped")
-        return int(np.clip(self.batch_size, 1, n_samples))
-
-    def _state_for(self, params):
-        """The optimizer state for the flat parameters ``params``: kept across partial_fit
-        calls, fresh when missing or shaped for other parameters, cast when the weights'
-        dtype changed."""
-        state = self._optimizer_state
-        moments = [] if state is None else [a for a in state if a.dtype.kind == "f"]
-        if state is None or any(a.shape != params.shape for a in moments):
-            state = self._optimizer.init(params)
-        elif any(a.dtype != params.dtype for a in moments):
-            state = type(state)(*(a.astype(params.dtype) if a.dtype.kind == "f" else a
-                                  for a in state))
-        self._optimizer_state = state
-        return state
-
-    def _end_epoch(self, loss, n_samples, validation, source):
-        """Per-epoch bookkeeping after an epoch of mean loss `loss` on the gradient source
-        ``source``; True to stop."""
-        self.n_iter_ += 1
-        self.loss_ = loss
-        self.t_ += n_samples
-        self.loss_curve_.append(loss)
-        if self.verbose:
-            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-        self._update_no_improvement_count(validation, source)
-        if self.solver == "sgd" and self.learning_rate == "invscaling":
-            self._optimizer.learning_rate = (float(self.learning_rate_init)
-                                             / (self.t_ + 1) ** self.power_t)
-        if self._no_improvement_count > self.n_iter_no_change:
-            if self.early_stopping:
-                msg = ("Validation score did not improve more than tol=%f for %d "
-                       "consecutive epochs." % (self.tol, self.n_iter_no_change))
-            else:
-                msg = ("Training loss did not improve more than tol=%f for %d "
-                       "consecutive epochs." % (self.tol, self.n_iter_no_change))
-            if self._trigger_stopping(msg):
-                return True
-            self._no_improvement_count = 0
-        return False
-
-    def _trigger_stopping(self, msg):
-        """scikit-learn's optimizer.trigger_stopping: only SGD's adaptive schedule goes on
-        (dividing the rate by 5) until the rate falls to 1e-6."""
-        if not (self.solver == "sgd" and self.learning_rate == "adaptive"):
-            if self.verbose:
-                print(msg + " Stopping.")
-            return True
-        opt = self._optimizer
-        if opt.learning_rate <= 1e-6:
-            if self.verbose:
-                print(msg + " Learning rate too small. Stopping.")
-            return True
-        opt.learning_rate /= 5.0
-        if self.verbose:
-            print(msg + " Setting learning rate to %f" % opt.learning_rate)
-        return False
-
-    def _update_no_improvement_count(self, validation, source):
-        if validation is not None:
-            val_score = self._evaluate(validation, source)
-            self.validation_scores_.append(val_score)
-            if self.verbose:
-                print("Validation score: %f" % self.validation_scores_[-1])
-            last_valid_score = self.validation_scores_[-1]
-            if self.early_stopping:
-                if last_valid_score < (self.best_validation_score_ + self.tol):
-                    self._no_improvement_count += 1
-                else:
-                    self._no_improvement_count = 0
-            if last_valid_score > self.best_validation_score_:
-                self.best_validation_score_ = last_valid_score
-                if self.early_stopping or self._restores_best(validation):
-                    self._best_coefs = [c.copy() for c in self.coefs_]
-                    self._best_intercepts = [i.copy() for i in self.intercepts_]
-        if validation is None or not self.early_stopping:  # stop on the training loss
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
-                self.best_loss_ = self.loss_curve_[-1]
 
     def _score_output(self, output, y, sample_weight):
         """The validation score of the network output (accuracy / R^2), NaN when the
@@ -702,87 +310,6 @@ class _BaseMLP(EstimatorState, CallbackSupportMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-
-class _Validation:
-    """A validation set as the per-epoch evaluation uses it.
-
-    ``X`` the trainer's input; ``y`` what the default score compares predictions with (labels
-    for a classifier); ``Y`` the encoded targets the loss compares outputs with; ``sw`` the
-    weights or None; ``X_score``/``y_score`` what a user's scorer receives.
-    """
-
-    def __init__(self, X, y, Y, sw, X_score=None, y_score=None):
-        self.X, self.y, self.Y, self.sw = X, y, Y, sw
-        self.X_score, self.y_score = X_score, y_score
-        self.scorer = None
-        self._scratch = None
-
-    def prepared(self, dtype):
-        """The same set with X in the trainer's input form for ``dtype``."""
-        X = as_kernel_input(self.X, dtype)
-        if X is self.X:
-            return self
-        v = _Validation(X, self.y, self.Y, self.sw, self.X_score, self.y_score)
-        return v
-
-    def loss(self, output, loss_code):
-        """Mean loss of the network output on this set, with scikit-learn's definition of the
-        training loss (sample-weighted, without the L2 penalty)."""
-        if self._scratch is None or self._scratch[0].dtype != output.dtype:
-            dt = output.dtype
-            Y = np.ascontiguousarray(self.Y, dtype=dt).reshape(output.shape)
-            sw = np.zeros(0, dt) if self.sw is None else np.ascontiguousarray(self.sw, dt)
-            self._scratch = (np.empty_like(output), Y, sw)
-        D, Y, sw = self._scratch
-        total = K.output_delta_loss(D, output, Y, sw, loss_code)
-        n = output.shape[0] if self.sw is None else float(np.sum(self.sw, dtype=np.float64))
-        return float(total) / n
-
-
-class _SubTasks:
-    """The subtasks of a fit that scikit-learn's callbacks see: one per epoch (sgd/adam) or
-    L-BFGS iteration, each ``begin`` with its matching ``end``; nothing at all when the
-    estimator has no callbacks."""
-
-    def __init__(self, estimator, ctx, X, y, metadata, name):
-        self.estimator, self.ctx, self.X, self.y = estimator, ctx, X, y
-        self.metadata, self.name = metadata, name
-        self.active = ctx is not None and bool(getattr(estimator, "_skl_callbacks", None))
-        self.current = None
-
-    @classmethod
-    def none(cls):
-        """No subtasks (a fit without scikit-learn callbacks)."""
-        return cls(None, None, None, None, None, None)
-
-    @staticmethod
-    def _weights(coefs, intercepts):
-        # evaluated (copied) only when a callback asks for a fitted estimator
-        return lambda: {"coefs_": [np.array(c) for c in coefs],
-                        "intercepts_": [np.array(b) for b in intercepts]}
-
-    def begin(self, coefs, intercepts):
-        if not self.active:
-            return
-        self.current = self.ctx.subcontext(task_name=self.name)
-        self.current.call_on_fit_task_begin(
-            estimator=self.estimator, X=self.X, y=self.y, metadata=self.metadata,
-            reconstruction_attributes=self._weights(coefs, intercepts))
-
-    def end(self, coefs, intercepts):
-        """End the current subtask; True when a callback asks to stop."""
-        if self.current is None:
-            return False
-        ctx, self.current = self.current, None
-        return ctx.call_on_fit_task_end(
-            estimator=self.estimator, X=self.X, y=self.y, metadata=self.metadata,
-            reconstruction_attributes=self._weights(coefs, intercepts))
-
-    def close(self):
-        """End a subtask that never ran (as scikit-learn's L-BFGS bridge does)."""
-        if self.current is not None:
-            ctx, self.current = self.current, None
-            ctx.call_on_fit_task_end(estimator=self.estimator)
 
 
 # The parameters and attributes both estimators add to scikit-learn's (their docstrings' tail).

@@ -724,7 +724,7 @@ def test_worker_killed_numpy_input_is_resent(client):
 
 
 def test_cluster_lost_raises_and_keeps_last_step(monkeypatch):
-    monkeypatch.setattr(fdask, "RECOVERY_TIMEOUT", 2.0)
+    monkeypatch.setattr(fdask.transport, "RECOVERY_TIMEOUT", 2.0)
     X, y = _data(n=200)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, \
@@ -902,7 +902,7 @@ def test_cli_dask_sigint_saves_the_last_step(client, tmp_path, capsys, monkeypat
 
 
 def test_cli_saves_the_last_step_when_the_cluster_is_lost(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(fdask, "RECOVERY_TIMEOUT", 2.0)
+    monkeypatch.setattr(fdask.transport, "RECOVERY_TIMEOUT", 2.0)
     X, y = _data(n=300)
     frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(6)])
     frame["label"] = y

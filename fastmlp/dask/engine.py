@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from . import kernels as K
-from ._engine import Engine
-from ._threads import thread_limits
-from ._workspace import Layout
+from .. import kernels as K
+from .._engine import Engine
+from .._threads import thread_limits
+from .._workspace import Layout
 
 # Rows per kernel call when an engine sums its whole shard (L-BFGS): bounds its workspace.
 FULL_BATCH_CHUNK = 8192
