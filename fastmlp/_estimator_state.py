@@ -22,11 +22,8 @@ class EstimatorState:
     _STATE_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
     _STATE_LABELS = ("classes_", "feature_names_in_")
 
-    def _get_state(self, objects=False):
-        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`).
-
-        ``objects=True`` (pickling, copies, ``to_local``) adds ``state["objects"]``: what a
-        model file cannot hold, scikit-learn's callbacks (``set_callbacks``)."""
+    def _get_state(self):
+        """Everything a model file needs, as plain values (see :mod:`fastmlp._state`)."""
         params, arrays, model = {}, {}, {}
         for k, v in self.get_params(deep=False).items():
             if k == "random_state" and isinstance(v, np.random.RandomState):
@@ -75,9 +72,13 @@ class EstimatorState:
             if hasattr(self, "_no_improvement_count"):
                 model["_no_improvement_count"] = self._no_improvement_count
         scaling = S.get_scaling(self, *(sizes or (None, None)))
-        state = {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
-        if objects:
-            state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or [])}
+        return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
+
+    def _get_state_with_objects(self):
+        """:meth:`_get_state` plus ``state["objects"]``, what a model file cannot hold:
+        scikit-learn's callbacks (``set_callbacks``).  Pickles, copies and ``to_local``."""
+        state = self._get_state()
+        state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or [])}
         return state
 
     # -- pickling, copies: the same state, checked the same way -----------------------------
@@ -91,7 +92,7 @@ class EstimatorState:
     def __getstate__(self):
         state = {k: v for k, v in vars(self).items() if k not in self._NOT_IN_VIEW
                  and type(v).__module__.split(".")[0] != "fastmlp"}
-        state["_fastmlp_state"] = _plain(self._get_state(objects=True), "the estimator")
+        state["_fastmlp_state"] = _plain(self._get_state_with_objects(), "the estimator")
         if type(self).__module__.startswith("sklearn."):  # as BaseEstimator.__getstate__
             from sklearn import __version__
             state["_sklearn_version"] = __version__
@@ -127,7 +128,7 @@ class EstimatorState:
         other.__dict__.update({k: v for k, v in state.items() if k not in (
             "_optimizer", "_optimizer_state", "_sklearn_version")})
         try:
-            return other._get_state(objects=True)
+            return other._get_state_with_objects()
         except (AttributeError, TypeError, ValueError) as exc:
             raise ValueError(f"cannot unpickle {type(self).__name__}: bad scikit-learn state "
                              f"({exc})") from None

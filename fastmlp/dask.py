@@ -859,7 +859,7 @@ class _DaskMLP:
         import copy
         local = _LocalClassifier if isinstance(self, _LocalClassifier) else _LocalRegressor
         # the state a model file or a pickle holds (without client), checked the same way
-        return local._from_state(copy.deepcopy(self._get_state(objects=True)))
+        return local._from_state(copy.deepcopy(self._get_state_with_objects()))
 
     # -- prediction ---------------------------------------------------------------------------
     def _dask_forward(self, X, decode):
