@@ -214,3 +214,24 @@ def test_patched_pickles_keep_sklearn_version_and_continue_exactly():
         _continue(loaded)
     finally:
         fastmlp.unpatch_sklearn()
+
+
+@pytest.mark.parametrize("name", ["adam partial_fit", "lbfgs", "early stopped", "callbacks",
+                                  "feature names"])
+def test_to_local_continues_exactly_and_shares_nothing(name):
+    """A cluster estimator's to_local() is the local estimator rebuilt from its state
+    (without client), independent of it: training either leaves the other unchanged."""
+    fdask = pytest.importorskip("fastmlp.dask")
+    est = dict(_cases())[name]
+    cls = fdask.MLPClassifier
+    cluster = cls.__new__(cls)
+    cluster.__setstate__(copy.deepcopy(est.__getstate__()))  # a fitted cluster estimator, no cluster needed
+    local = cluster.to_local()
+    assert type(local) is MLPClassifier and "client" not in local.get_params()
+    _same(local, est)
+    before = [c.copy() for c in cluster.coefs_]
+    _same(_continue(local), _continue(est))
+    for a, b in zip(before, cluster.coefs_):
+        np.testing.assert_array_equal(a, b)  # training the local copy left the cluster's be
+    if name == "callbacks":
+        assert type(local._skl_callbacks[0]) is Recorder
