@@ -77,8 +77,21 @@ class EstimatorState:
     def _get_state_with_objects(self):
         """:meth:`_get_state` plus ``state["objects"]``, what a model file cannot hold:
         scikit-learn's callbacks (``set_callbacks``).  Pickles, copies and ``to_local``."""
+        from .persistence import _jsonable
+        params = dict(self.get_params(deep=False))
+        for k in ("random_state", "class_weight"):  # _get_state writes these as plain values
+            params.pop(k, None)
+        objects = {}
+        for k, v in params.items():
+            try:
+                _jsonable(v, k)
+            except ValueError:  # e.g. a callable scoring: pickles carry it as it is
+                objects[k] = v
         state = self._get_state()
-        state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or [])}
+        for k in objects:
+            del state["model"]["params"][k]
+        state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or []),
+                            "params": objects}
         return state
 
     # -- pickling, copies: the same state, checked the same way -----------------------------
@@ -145,6 +158,11 @@ class EstimatorState:
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         if model.get("class_weight_pairs"):
             params["class_weight"] = _class_weight_from_pairs(params.get("class_weight"))
+        objects = state.get("objects") or {}
+        given = objects.get("params", {}) if isinstance(objects, dict) else None
+        if not isinstance(given, dict) or set(given) & set(params):
+            S.bad("bad estimator parameters (objects)")
+        params.update(given)
         arrays = dict(state.get("arrays") or {})
         if "random_state_object" in model:
             params["random_state"] = S.make_rng(model["random_state_object"],
@@ -261,7 +279,7 @@ class EstimatorState:
         if arrays:
             S.bad(f"unexpected arrays {sorted(arrays)}")
         objects = state.get("objects") or {}
-        if not isinstance(objects, dict) or not set(objects) <= {"callbacks"} or \
+        if not isinstance(objects, dict) or not set(objects) <= {"callbacks", "params"} or \
                 not isinstance(objects.get("callbacks", []), list):
             S.bad("bad objects")
         if objects.get("callbacks"):

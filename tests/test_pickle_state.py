@@ -56,6 +56,9 @@ def _cases():
         yield "early stopped", MLPClassifier(**SMALL, early_stopping=True, max_iter=200,
                                              n_iter_no_change=2, tol=0.5).fit(X, y)
         yield "callbacks", MLPClassifier(**SMALL, max_iter=3).set_callbacks(Recorder()).fit(X, y)
+        from sklearn.metrics import accuracy_score, make_scorer
+        yield "callable scoring", MLPClassifier(**SMALL, early_stopping=True, max_iter=3,
+                                                scoring=make_scorer(accuracy_score)).fit(X, y)
         yield "RandomState", MLPRegressor(hidden_layer_sizes=(5,), batch_size=16, max_iter=3,
                                           random_state=np.random.RandomState(3)).fit(X, y * 1.)
         pd = pytest.importorskip("pandas")
@@ -86,7 +89,8 @@ def _same(a, b):
     assert a.get_params().keys() == b.get_params().keys()
     for k, v in a.get_params().items():
         if not isinstance(v, np.random.RandomState):
-            assert v == b.get_params()[k], k
+            w = b.get_params()[k]
+            assert v == w or repr(v) == repr(w), k  # a scorer: another object, the same
     for k in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "classes_",
               "feature_names_in_", "n_features_in_"):
@@ -161,6 +165,10 @@ def test_hostile_state_raises_a_clear_error():
         (lambda s: s["model"]["optimizer"].__setitem__("name", "rmsprop"), "optimizer"),
         (lambda s: s.__setitem__("objects", {"callbacks": [1]}), "callbacks"),
         (lambda s: s.__setitem__("evil", 1), "bad state"),
+        (lambda s: s["objects"]["params"].__setitem__("scoring", s["model"]["params"].pop(
+            "scoring") or 5), "'scoring' parameter"),
+        (lambda s: s["objects"]["params"].__setitem__("alpha", 5), "bad estimator param"),
+        (lambda s: s["objects"]["params"].__setitem__("evil", 5), "bad estimator param"),
     ]
     for change, message in bad:
         new = MLPClassifier.__new__(MLPClassifier)
