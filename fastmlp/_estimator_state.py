@@ -92,6 +92,8 @@ class EstimatorState:
             del state["model"]["params"][k]
         state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or []),
                             "params": objects}
+        if "_metadata_request" in vars(self):  # set_fit_request & co. (metadata routing)
+            state["objects"]["metadata_request"] = self._metadata_request
         return state
 
     # -- pickling, copies: the same state, checked the same way -----------------------------
@@ -279,14 +281,22 @@ class EstimatorState:
         if arrays:
             S.bad(f"unexpected arrays {sorted(arrays)}")
         objects = state.get("objects") or {}
-        if not isinstance(objects, dict) or not set(objects) <= {"callbacks", "params"} or \
+        if not isinstance(objects, dict) or \
+                not set(objects) <= {"callbacks", "params", "metadata_request"} or \
                 not isinstance(objects.get("callbacks", []), list):
             S.bad("bad objects")
         if objects.get("callbacks"):
+            probe = type(self).__new__(type(self))  # set_callbacks' check, nothing set yet
             try:
-                self.set_callbacks(*objects["callbacks"])
+                probe.set_callbacks(*objects["callbacks"])
             except TypeError as exc:
                 S.bad(f"bad callbacks ({exc})")
+            attrs["_skl_callbacks"] = probe._skl_callbacks
+        if "metadata_request" in objects:
+            from sklearn.utils._metadata_requests import MetadataRequest
+            if not isinstance(objects["metadata_request"], MetadataRequest):
+                S.bad("bad metadata request")
+            attrs["_metadata_request"] = objects["metadata_request"]
         S.set_scaling(self, state.get("scaling"), *sizes)
         for k, v in attrs.items():
             setattr(self, k, v)

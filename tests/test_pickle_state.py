@@ -59,6 +59,10 @@ def _cases():
         from sklearn.metrics import accuracy_score, make_scorer
         yield "callable scoring", MLPClassifier(**SMALL, early_stopping=True, max_iter=3,
                                                 scoring=make_scorer(accuracy_score)).fit(X, y)
+        routed = MLPClassifier(**SMALL, max_iter=3)
+        with sklearn.config_context(enable_metadata_routing=True):
+            routed.set_fit_request(sample_weight=True)
+        yield "metadata request", routed.fit(X, y)
         yield "RandomState", MLPRegressor(hidden_layer_sizes=(5,), batch_size=16, max_iter=3,
                                           random_state=np.random.RandomState(3)).fit(X, y * 1.)
         pd = pytest.importorskip("pandas")
@@ -120,6 +124,8 @@ def test_round_trips_continue_training_exactly(trip):
         again = do(est)
         assert again is not est
         _same(again, est)
+        if "_metadata_request" in vars(est):
+            assert again._metadata_request.fit.requests["sample_weight"] is True
         if getattr(est, "_skl_callbacks", None):
             assert type(again._skl_callbacks[0]) is Recorder
         if trip != "copy":  # a shallow copy shares the arrays, as before
@@ -169,6 +175,7 @@ def test_hostile_state_raises_a_clear_error():
             "scoring") or 5), "'scoring' parameter"),
         (lambda s: s["objects"]["params"].__setitem__("alpha", 5), "bad estimator param"),
         (lambda s: s["objects"]["params"].__setitem__("evil", 5), "bad estimator param"),
+        (lambda s: s["objects"].__setitem__("metadata_request", {}), "metadata request"),
     ]
     for change, message in bad:
         new = MLPClassifier.__new__(MLPClassifier)
