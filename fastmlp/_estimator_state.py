@@ -78,18 +78,13 @@ class EstimatorState:
         """:meth:`_get_state` plus ``state["objects"]``, what a model file cannot hold:
         scikit-learn's callbacks (``set_callbacks``).  Pickles, copies and ``to_local``."""
         from .persistence import _jsonable
-        params = dict(self.get_params(deep=False))
-        for k in ("random_state", "class_weight"):  # _get_state writes these as plain values
-            params.pop(k, None)
+        state = self._get_state()
         objects = {}
-        for k, v in params.items():
+        for k, v in list(state["model"]["params"].items()):
             try:
                 _jsonable(v, k)
             except ValueError:  # e.g. a callable scoring: pickles carry it as it is
-                objects[k] = v
-        state = self._get_state()
-        for k in objects:
-            del state["model"]["params"][k]
+                objects[k] = state["model"]["params"].pop(k)
         state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or []),
                             "params": objects}
         if "_metadata_request" in vars(self):  # set_fit_request & co. (metadata routing)
