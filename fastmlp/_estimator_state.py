@@ -76,7 +76,9 @@ class EstimatorState:
 
     def _get_state_with_objects(self):
         """:meth:`_get_state` plus ``state["objects"]``, what a model file cannot hold:
-        scikit-learn's callbacks (``set_callbacks``).  Pickles, copies and ``to_local``."""
+        scikit-learn's callbacks (``set_callbacks``), parameters that are not plain values (a
+        callable ``scoring``; checked by ``_validate_params`` as ``set_params`` is) and the
+        metadata requests of ``set_fit_request``.  Pickles, copies and ``to_local``."""
         from .persistence import _jsonable
         state = self._get_state()
         objects = {}
