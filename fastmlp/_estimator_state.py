@@ -7,6 +7,7 @@ pattern), kept in its own module so that ``estimators.py`` holds the algorithm a
 the file-format fields.  Field checks use :mod:`fastmlp._state`.
 """
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.preprocessing import LabelBinarizer
 
 from . import _state as S
@@ -57,7 +58,9 @@ class EstimatorState:
                 model["optimizer"], opt_arrays = S.optimizer_state(opt, state)
                 arrays.update(opt_arrays)
             rs = getattr(self, "_random_state", None)
-            if isinstance(rs, np.random.RandomState):
+            if isinstance(rs, np.random.RandomState) and rs is self.random_state:
+                model["rng_is_param"] = True  # check_random_state's alias, kept as one object
+            elif isinstance(rs, np.random.RandomState):
                 model["rng"], arrays["rng/keys"] = S.rng_state(rs)
             if getattr(self, "_best_coefs", None) is self.coefs_:
                 model["best_is_current"] = True  # early-stopped: best and live weights alias
@@ -71,6 +74,77 @@ class EstimatorState:
         scaling = S.get_scaling(self, *(sizes or (None, None)))
         return {"model": model, "arrays": arrays, "scaling": scaling, "format_version": 1}
 
+    def _get_state_with_objects(self):
+        """:meth:`_get_state` plus ``state["objects"]``, what a model file cannot hold:
+        scikit-learn's callbacks (``set_callbacks``), parameters that are not plain values (a
+        callable ``scoring``; checked by ``_validate_params`` as ``set_params`` is) and the
+        metadata requests of ``set_fit_request``.  Pickles, copies and ``to_local``."""
+        from .persistence import _jsonable
+        state = self._get_state()
+        objects = {}
+        for k, v in list(state["model"]["params"].items()):
+            try:
+                _jsonable(v, k)
+            except ValueError:  # e.g. a callable scoring: pickles carry it as it is
+                objects[k] = state["model"]["params"].pop(k)
+        state["objects"] = {"callbacks": list(getattr(self, "_skl_callbacks", None) or []),
+                            "params": objects}
+        if "_metadata_request" in vars(self):  # set_fit_request & co. (metadata routing)
+            state["objects"]["metadata_request"] = self._metadata_request
+        return state
+
+    # -- pickling, copies: the same state, checked the same way -----------------------------
+    # Besides that state (``_fastmlp_state``), a pickle holds scikit-learn's view of the
+    # estimator (its parameters and attributes, none of fastmlp's objects): what scikit-learn's
+    # own class reads when a patched estimator's pickle is loaded where fastmlp is not patched
+    # or not installed.  fastmlp reads only ``_fastmlp_state``.
+    _NOT_IN_VIEW = ("_trainer", "_source", "_optimizer", "_optimizer_state", "_stop_requested",
+                    "_skl_callbacks_to_teardown", "_callback_fit_ctx")
+
+    def __getstate__(self):
+        state = {k: v for k, v in vars(self).items() if k not in self._NOT_IN_VIEW
+                 and type(v).__module__.split(".")[0] != "fastmlp"}
+        state["_fastmlp_state"] = _plain(self._get_state_with_objects(), "the estimator")
+        if type(self).__module__.startswith("sklearn."):  # as BaseEstimator.__getstate__
+            from sklearn import __version__
+            state["_sklearn_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise ValueError(f"cannot unpickle {type(self).__name__}: its state is "
+                             f"{type(state).__name__}, not a dict")
+        if type(self).__module__.startswith("sklearn."):
+            # scikit-learn's check: an InconsistentVersionWarning on another version
+            BaseEstimator.__setstate__(self, {"_sklearn_version": state.get(
+                "_sklearn_version", "pre-0.18")})
+        ours = state.get("_fastmlp_state")
+        if ours is None and type(self).__module__.startswith("sklearn."):
+            ours = self._state_of_sklearn_pickle(state)
+        elif ours is None:
+            raise ValueError(f"cannot unpickle {type(self).__name__}: not a pickle of this "
+                             "fastmlp version (pickles of fastmlp before its one state format do "
+                             "not load; save models with .save(path) / fastmlp.load(path))")
+        try:
+            new = type(self)._from_state(_plain(ours, "the pickled state", check=True))
+        except ValueError as exc:
+            raise ValueError(f"cannot unpickle {type(self).__name__}: {exc}") from None
+        self.__dict__.clear()
+        self.__dict__.update(vars(new))
+
+    def _state_of_sklearn_pickle(self, state):
+        """The state of scikit-learn's own estimator pickled without fastmlp, loaded while
+        patched: its attributes, read through ``_get_state`` (scikit-learn's optimizer is not
+        fastmlp's: the next partial_fit starts a fresh one, as scikit-learn's would)."""
+        other = type(self)()  # fastmlp's own parameters keep their defaults
+        other.__dict__.update({k: v for k, v in state.items() if k not in (
+            "_optimizer", "_optimizer_state", "_sklearn_version")})
+        try:
+            return other._get_state_with_objects()
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot unpickle {type(self).__name__}: bad scikit-learn state "
+                             f"({exc})") from None
+
     @classmethod
     def _from_state(cls, state):
         """A new estimator from an untrusted state (``ValueError`` naming what is wrong)."""
@@ -83,6 +157,11 @@ class EstimatorState:
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         if model.get("class_weight_pairs"):
             params["class_weight"] = _class_weight_from_pairs(params.get("class_weight"))
+        objects = state.get("objects") or {}
+        given = objects.get("params", {}) if isinstance(objects, dict) else None
+        if not isinstance(given, dict) or set(given) & set(params):
+            S.bad("bad estimator parameters (objects)")
+        params.update(given)
         arrays = dict(state.get("arrays") or {})
         if "random_state_object" in model:
             params["random_state"] = S.make_rng(model["random_state_object"],
@@ -175,7 +254,11 @@ class EstimatorState:
                                       [b.ravel() for b in intercepts])
                 attrs["_optimizer"], attrs["_optimizer_state"] = S.make_optimizer(
                     model["optimizer"], arrays, flat)
-            if "rng" in model:
+            if model.get("rng_is_param"):
+                if "rng" in model or not isinstance(self.random_state, np.random.RandomState):
+                    S.bad("bad random state")
+                attrs["_random_state"] = self.random_state
+            elif "rng" in model:
                 attrs["_random_state"] = S.make_rng(model["rng"], arrays.pop("rng/keys", None))
             for k, ref in (("_best_coefs", coefs), ("_best_intercepts", intercepts)):
                 if k in model:
@@ -194,9 +277,46 @@ class EstimatorState:
                                                            low=0)
         if arrays:
             S.bad(f"unexpected arrays {sorted(arrays)}")
+        objects = state.get("objects") or {}
+        if not isinstance(objects, dict) or \
+                not set(objects) <= {"callbacks", "params", "metadata_request"} or \
+                not isinstance(objects.get("callbacks", []), list):
+            S.bad("bad objects")
+        if objects.get("callbacks"):
+            probe = type(self).__new__(type(self))  # set_callbacks' check, nothing set yet
+            try:
+                probe.set_callbacks(*objects["callbacks"])
+            except TypeError as exc:
+                S.bad(f"bad callbacks ({exc})")
+            attrs["_skl_callbacks"] = probe._skl_callbacks
+        if "metadata_request" in objects:
+            from sklearn.utils._metadata_requests import MetadataRequest
+            if not isinstance(objects["metadata_request"], MetadataRequest):
+                S.bad("bad metadata request")
+            attrs["_metadata_request"] = objects["metadata_request"]
         S.set_scaling(self, state.get("scaling"), *sizes)
         for k, v in attrs.items():
             setattr(self, k, v)
+
+
+def _plain(state, what, check=False):
+    """A state as a model file holds it: the JSON part as plain JSON values (numpy scalars
+    made Python ones, tuples lists), arrays of the file's dtypes.  check=True: an untrusted
+    state (from a pickle), raising ValueError naming the problem."""
+    from .persistence import _from_json, _jsonable
+    if not isinstance(state, dict) or not set(state) <= {"model", "arrays", "scaling",
+                                                        "format_version", "objects"}:
+        S.bad(f"bad state of {what}")
+    arrays = state.get("arrays")
+    if not isinstance(arrays, dict) or not all(
+            isinstance(k, str) and isinstance(a, np.ndarray) and a.dtype.kind in S.ARRAY_KINDS
+            for k, a in arrays.items()):
+        S.bad(f"bad arrays in {what}")
+    version = state.get("format_version", 1)
+    if check and (not isinstance(version, int) or isinstance(version, bool) or version != 1):
+        S.bad(f"bad format version in {what}")
+    return dict(state, model=_from_json(_jsonable(state.get("model"), what)),
+                arrays=dict(arrays))
 
 
 def _class_weight_pairs(class_weight):

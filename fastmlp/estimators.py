@@ -121,12 +121,6 @@ class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimato
         self.dropout = dropout
 
     # -- persistence ------------------------------------------------------------------------
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # object.__getstate__ is the live __dict__
-        state.pop("_trainer", None)  # a cache of coefs_ plus scratch space; rebuilt on demand
-        state.pop("_source", None)  # the gradient source of a fit in progress
-        return state
-
     def save(self, path):
         """Write the estimator (parameters, fitted attributes, optimizer and RNG state) to one
         file atomically; read it back with ``fastmlp.load(path)``."""

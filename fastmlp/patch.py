@@ -21,7 +21,8 @@ estimator and is registered as a (virtual) subclass of scikit-learn's original c
 * a pickle of a patched estimator names scikit-learn's class and holds only NumPy and
   scikit-learn objects: it loads as a patched estimator where the patch is on, and as
   scikit-learn's own estimator anywhere else, fastmlp installed or not (the stochastic
-  optimizer's state travels as plain arrays; see :func:`_portable_state`).
+  optimizer's state travels as plain arrays: the pickled state is the model file's,
+  ``_get_state``, see :mod:`fastmlp._estimator_state`).
 
 Set the environment variable ``FASTMLP_PATCH_LOG=1`` to get a log line (logger
 ``fastmlp.patch``, on stderr) saying which code ran: fastmlp's fit, or scikit-learn's fallback.
@@ -105,35 +106,6 @@ def _fallback(name, method):
     return run
 
 
-def _portable_state(state):
-    """The pickled state without fastmlp objects: the optimizer becomes plain data
-    (``_fastmlp_optimizer``), so that the pickle loads where fastmlp is not installed."""
-    state = dict(state)
-    opt = state.pop("_optimizer", None)
-    opt_state = state.pop("_optimizer_state", None)
-    if opt is not None:
-        state["_fastmlp_optimizer"] = {
-            "name": opt.name, "settings": {k: v for k, v in vars(opt).items()},
-            "state": None if opt_state is None else tuple(opt_state)}
-    for key, value in list(state.items()):  # anything else of fastmlp's is a cache
-        if type(value).__module__.split(".")[0] == "fastmlp":
-            del state[key]
-    return state
-
-
-def _restore_state(state):
-    state = dict(state)
-    saved = state.pop("_fastmlp_optimizer", None)
-    if saved is not None:
-        from .optimizers import make_optimizer
-        opt = make_optimizer(saved["name"])
-        vars(opt).update(saved["settings"])
-        state["_optimizer"] = opt
-        arrays = saved["state"]
-        state["_optimizer_state"] = None if arrays is None else opt.State(*arrays)
-    return state
-
-
 def _build(name, original):
     """The patched class: fastmlp's estimator, plus scikit-learn's methods it does not define,
     registered as a subclass of scikit-learn's class."""
@@ -144,12 +116,6 @@ def _build(name, original):
     def _fit(self, *args, **kwargs):
         _log(f"{name}.fit runs on fastmlp (solver={self.solver!r})")
         return ours._fit(self, *args, **kwargs)
-
-    def __getstate__(self):
-        return _portable_state(ours.__getstate__(self))
-
-    def __setstate__(self, state):
-        ours.__setstate__(self, _restore_state(state))
 
     def __reduce_ex__(self, protocol):
         reduced = ours.__reduce_ex__(self, protocol)
@@ -182,8 +148,7 @@ def _build(name, original):
         "__doc__": (original.__doc__ or "") + (
             "\n    Notes\n    -----\n    Patched by ``fastmlp.patch_sklearn()``: trains and "
             "predicts on fastmlp.\n" if "Notes\n" not in (original.__doc__ or "") else ""),
-        "_fit": _fit, "__getstate__": __getstate__, "__setstate__": __setstate__,
-        "__reduce_ex__": __reduce_ex__, "__copy__": __copy__, "__deepcopy__": __deepcopy__,
+        "_fit": _fit, "__reduce_ex__": __reduce_ex__, "__copy__": __copy__, "__deepcopy__": __deepcopy__,
         "_fastmlp_patched": True,
     }
     # scikit-learn's methods that fastmlp's class does not define: its own code, logged

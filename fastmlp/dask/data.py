@@ -237,5 +237,5 @@ def _decode_proba(est, output):
 def _predict_block(block, state, cls, decode):
     """``decode(network output)`` for one block of rows, on a worker."""
     est = cls.__new__(cls)
-    est.__dict__.update(state)
+    est.__setstate__(state)  # the pickled state, checked as a model file is
     return decode(est, est._forward(block, check_input=False))

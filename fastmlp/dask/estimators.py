@@ -292,14 +292,10 @@ class _DaskMLP(_ShardedData):
         estimator : fastmlp.MLPClassifier or fastmlp.MLPRegressor
         """
         check_is_fitted(self)
+        import copy
         local = _LocalClassifier if isinstance(self, _LocalClassifier) else _LocalRegressor
-        params = {k: v for k, v in self.get_params(deep=False).items() if k != "client"}
-        est = local(**params)
-        state = self.__getstate__()
-        for k in ("client", "cluster_stats_", "_after_step", "_after_epoch", *params):
-            state.pop(k, None)
-        est.__dict__.update(state)
-        return est
+        # the state a model file or a pickle holds (without client), checked the same way
+        return local._from_state(copy.deepcopy(self._get_state_with_objects()))
 
     # -- prediction ---------------------------------------------------------------------------
     def _dask_forward(self, X, decode):
