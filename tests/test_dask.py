@@ -1001,3 +1001,24 @@ def test_cli_dask_prints_what_a_local_run_prints(client, tmp_path):
                                 "--quiet", cwd=tmp_path)
     assert rc == 0 and err == "", err
     assert re.fullmatch(r"on 1 Dask worker \(\d+ steps\)", out.splitlines()[-1])
+
+
+@pytest.mark.parametrize("class_weight, message", [
+    ({0: float("nan"), 1: 1.0, 2: 1.0}, r"class_weight\[0\] must be a finite non-negative"),
+    ({0: 1.0, 1: -1.0, 2: 1.0}, r"class_weight\[1\] must be a finite non-negative"),
+    ({0: 0.0, 1: 0.0, 2: 0.0}, "class_weight gives every training sample zero weight"),
+])
+def test_bad_class_weight_is_refused_before_training_as_locally(one_worker, class_weight,
+                                                                message):
+    """A NaN, negative or all-zero class_weight is refused in one clear ValueError before a
+    step runs, as the local estimator refuses it (it ended in a ZeroDivisionError, or an
+    error naming sample_weight)."""
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    y = np.arange(60) % 3
+    kw = dict(hidden_layer_sizes=(5,), max_iter=3, class_weight=class_weight)
+    with pytest.raises(ValueError, match=message):
+        fastmlp.MLPClassifier(**kw).fit(X, y)
+    est = fdask.MLPClassifier(**kw, client=one_worker)
+    with pytest.raises(ValueError, match=message):
+        est.fit(X, y)
+    assert not getattr(est, "loss_curve_", None)  # no epoch ran

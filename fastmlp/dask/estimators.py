@@ -11,6 +11,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import check_class_weight
 from .._workspace import Layout
 from .._fitting import _STOCHASTIC_SOLVERS, _SubTasks
 from ..estimators import MLPClassifier as _LocalClassifier
@@ -224,8 +225,15 @@ class _DaskMLP(_ShardedData):
             param_dtype = self.coefs_[0].dtype
             class_weight = None
             if getattr(self, "class_weight", None) is not None:
-                class_weight = self._class_weight_vector(
-                    labels()[0] if isinstance(self.class_weight, str) else None)
+                check_class_weight(self.class_weight)  # as the local fit, before any step
+                counts = labels()[0]
+                class_weight = self._class_weight_vector(counts)
+                present = np.asarray(counts) > 0
+                if (present.shape == np.shape(class_weight)
+                        and not np.sum(class_weight[present]) > 0):
+                    raise ValueError("class_weight gives every training sample zero weight: "
+                                     "at least one class present in y needs a positive "
+                                     "weight")
             user_val = self._user_validation(client, validation, shards)
             n_train = n
             if stochastic and self.early_stopping and not user_val:
