@@ -364,9 +364,10 @@ def save(key, plan, probed=False):
 # slower now).
 SLOW_FACTOR = 2.5
 SLOW_EPOCHS = 2
-# A plan that was timed or read from disk is checked once per machine against its runner-up
-# (once per process where plan files are off or the machine is busy):
-# epochs PROBE_EPOCH and the next (0-based) run the runner-up, which replaces the plan when its
+# A plan that was timed or read from disk is checked once per machine (once per process where
+# plan files are off or the machine is busy) against the other way's best candidate (its
+# runner-up when there is no other way): epochs PROBE_EPOCH and the next (0-based) run that
+# candidate, which replaces the plan when its
 # faster epoch's steps are at least PROBE_GAIN faster (the first epoch of a way after another
 # wakes its thread pool and touches its buffers: split/2's first epoch measured 0.29 ms a step
 # where its next ran 0.15).  A trial taken in a slow spell (a plan file written then
@@ -419,7 +420,11 @@ class Watch:
                 and self.slow == 0):
             self.probe = False
             if self._claim_probe():
-                way, k = parse_label(self.alternatives[0])
+                # the other way's best candidate: a slow spell during the trial inflates one
+                # way's steps (split/2 timed at 1.15 ms, 0.15 idle) and ranks it last
+                other = [lb for lb in self.alternatives
+                         if parse_label(lb)[0] != self.plan.strategy]
+                way, k = parse_label((other or self.alternatives)[0])
                 self.trying = Plan(way, "probed", self.plan.seconds, k)
                 self.probing = PROBE_EPOCHS
                 self.probe_best = math.inf

@@ -182,11 +182,11 @@ class _SlowClock:
         return self.now
 
 
-def _watched_epochs(per_step, epochs, monkeypatch):
+def _watched_epochs(per_step, epochs, monkeypatch, trial=None):
     X, Y = _data()
     calls = []
-    monkeypatch.setattr(_planner, "time_candidates",
-                        _fake_trial({"blas/2": 1e-4, "split/2": 2e-4, "blas/1": 3e-4}, calls))
+    trial = trial or {"blas/2": 1e-4, "split/2": 2e-4, "blas/1": 3e-4}
+    monkeypatch.setattr(_planner, "time_candidates", _fake_trial(trial, calls))
     t = _trainer()
     t.ws_rows = X.shape[0]
     t.clock = _SlowClock(t, per_step)
@@ -322,3 +322,13 @@ def test_thread_settings_are_made_once_per_fit_not_per_epoch(monkeypatch, strate
     entered.clear()
     fastmlp.MLP(SIZES, dtype="float64", n_threads=2, random_state=0).fit(X, Y, epochs=5)
     assert len(entered) == 1
+
+
+def test_the_probe_runs_the_other_way_even_when_the_trial_ranked_it_last(fresh, monkeypatch):
+    """A slow spell during the trial timed split/2 slowest (it ranks blas/2, blas/1, split/2):
+    the probe runs split/2, the other way's best, not the runner-up blas/1, and keeps it."""
+    t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "blas/1": 1.1e-4, "split/2": 1e-5}, 5,
+                                monkeypatch,
+                                trial={"blas/2": 1e-4, "blas/1": 2e-4, "split/2": 5e-4})
+    p = _planner.PROBE_EPOCH
+    assert ran == [("blas/2", "timed")] * p + [("split/2", "probed")] * (5 - p)
