@@ -802,3 +802,13 @@ def test_evaluate_refuses_a_target_that_is_not_the_classifiers_labels(tmp_path, 
     assert err.strip() == ("fastmlp: note: 4 of 40 rows have labels that are not among the "
                            "model's classes (east): they count as wrong")
     assert out.startswith("accuracy: ")
+
+
+def test_local_and_dask_runs_share_the_task_rule():
+    # one rule for a numeric target (data.task_for_numbers), used by detect_task and --dask
+    from fastmlp.cli import cluster
+    from fastmlp.cli.data import detect_task, task_for_numbers
+    assert cluster.task_for_numbers is task_for_numbers
+    assert detect_task(np.arange(20.0), "y") == task_for_numbers(True, 20) == "classify"
+    assert detect_task(np.arange(21), "y") == task_for_numbers(True, 21) == "regress"
+    assert detect_task(np.arange(5) + 0.5, "y") == task_for_numbers(False, 5) == "regress"

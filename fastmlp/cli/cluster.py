@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from .data import UserError
+from .data import UserError, task_for_numbers
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 # Options of `fastmlp train` that a cluster run refuses, and why (the rest apply as in a
@@ -222,7 +222,7 @@ def run_train_dask(args):
         raise UserError("--dask needs DATA (a Parquet/CSV file, folder or glob)")
     from .record import record
     from .run import StopOnSignal
-    from .train import check_outputs
+    from .train import DATA_DEFAULTS, DEFAULT_LR, check_outputs
     from ..dask import ClusterLostError, MLPClassifier, MLPRegressor
     from ..persistence import save
     check_outputs(args)
@@ -235,15 +235,17 @@ def run_train_dask(args):
         if path is not None and os.path.abspath(path) in map(os.path.abspath, paths):
             raise UserError(f"{path}: would overwrite a data file")
 
-    solver = args.solver or "adam"
-    s = dict(target=args.target, task=args.task or "auto", hidden=args.hidden or [100],
-             activation=args.activation or "relu", solver=solver, epochs=args.epochs or 200,
-             batch_size=args.batch_size or 200,
-             lr=args.lr or (0.01 if solver == "sgd" else 0.001),
+    # a local DATA run's defaults (train.DATA_DEFAULTS), so the two runs train the same network
+    d = DATA_DEFAULTS
+    solver = args.solver or d["solver"]
+    s = dict(target=args.target, task=args.task or "auto", hidden=args.hidden or list(d["hidden"]),
+             activation=args.activation or d["activation"], solver=solver,
+             epochs=args.epochs or d["epochs"], batch_size=args.batch_size or d["batch_size"],
+             lr=args.lr or DEFAULT_LR[solver] or 0.001,
              dtype="float64" if solver == "lbfgs" else (args.dtype or "float32"),
-             val_fraction=0.2 if args.val_fraction is None else args.val_fraction,
+             val_fraction=d["val_fraction"] if args.val_fraction is None else args.val_fraction,
              seed=0 if args.seed is None else args.seed,
-             momentum=0.9 if args.momentum is None else args.momentum,
+             momentum=d["momentum"] if args.momentum is None else args.momentum,
              scale=args.scale is not False, alpha=args.alpha or 0.0, dropout=args.dropout,
              class_weight=args.class_weight)
     if s["solver"] == "lbfgs" and s["dropout"] is not None:
@@ -294,7 +296,7 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
     task = s["task"]
     if task == "auto" and y.dtype.kind in "biuf":
         n_distinct, whole = _check_finite(sources, (y.nunique(), (y % 1 == 0).all()))
-        task = "classify" if whole and n_distinct <= 20 else "regress"
+        task = task_for_numbers(bool(whole), int(n_distinct))
     else:
         _check_finite(sources)
         if task == "auto":

@@ -367,9 +367,14 @@ def detect_task(y, name):
     y = np.asarray(y)
     if y.dtype.kind in "OUSb":
         return "classify"
-    if y.dtype.kind in "iu" or np.all(np.mod(y, 1) == 0):
-        return "classify" if len(np.unique(y)) <= 20 else "regress"
-    return "regress"
+    return task_for_numbers(bool(y.dtype.kind in "iu" or np.all(np.mod(y, 1) == 0)),
+                            len(np.unique(y)))
+
+
+def task_for_numbers(whole, n_distinct):
+    """The task of a numeric target (a local run's and a --dask run's one rule): 'classify'
+    for whole numbers with at most 20 distinct values, else 'regress'."""
+    return "classify" if whole and n_distinct <= 20 else "regress"
 
 
 def class_labels(y):
