@@ -226,10 +226,10 @@ class _DaskMLP(_ShardedData):
             class_weight = None
             if getattr(self, "class_weight", None) is not None:
                 check_class_weight(self.class_weight)  # as the local fit, before any step
-                counts = labels()[0]
+                counts = labels()[0]  # None where the labels are not counted
                 class_weight = self._class_weight_vector(counts)
-                present = np.asarray(counts) > 0
-                if (present.shape == np.shape(class_weight)
+                present = None if counts is None else np.asarray(counts) > 0
+                if (present is not None and present.shape == np.shape(class_weight)
                         and not np.sum(class_weight[present]) > 0):
                     raise ValueError("class_weight gives every training sample zero weight: "
                                      "at least one class present in y needs a positive "
