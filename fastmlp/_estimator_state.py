@@ -254,6 +254,13 @@ class EstimatorState:
                                       [b.ravel() for b in intercepts])
                 attrs["_optimizer"], attrs["_optimizer_state"] = S.make_optimizer(
                     model["optimizer"], arrays, flat)
+                if attrs["_optimizer"].name == "sgd" and \
+                        "schedule" not in model["optimizer"]["hyper"]:
+                    # a file from before the schedule moved into the optimizer: the
+                    # estimator's parameters drove it, so they still do
+                    opt = attrs["_optimizer"]
+                    opt.schedule, opt.power_t = self.learning_rate, float(self.power_t)
+                    opt.learning_rate_init = float(self.learning_rate_init)
             if model.get("rng_is_param"):
                 if "rng" in model or not isinstance(self.random_state, np.random.RandomState):
                     S.bad("bad random state")

@@ -225,6 +225,7 @@ class _FittingLoops:
     def _make_optimizer(self):
         return make_optimizer(self.solver, learning_rate=self.learning_rate_init,
                               momentum=self.momentum, nesterov=self.nesterovs_momentum,
+                              schedule=self.learning_rate, power_t=self.power_t,
                               beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
     def _run_epochs(self, open_source, n_samples, validation, incremental, tasks, dropout):
@@ -362,9 +363,7 @@ class _FittingLoops:
         if self.verbose:
             print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
         self._update_no_improvement_count(validation, source)
-        if self.solver == "sgd" and self.learning_rate == "invscaling":
-            self._optimizer.learning_rate = (float(self.learning_rate_init)
-                                             / (self.t_ + 1) ** self.power_t)
+        self._optimizer.iteration_ends(self.t_)
         if self._no_improvement_count > self.n_iter_no_change:
             if self.early_stopping:
                 msg = ("Validation score did not improve more than tol=%f for %d "
@@ -372,26 +371,9 @@ class _FittingLoops:
             else:
                 msg = ("Training loss did not improve more than tol=%f for %d "
                        "consecutive epochs." % (self.tol, self.n_iter_no_change))
-            if self._trigger_stopping(msg):
+            if self._optimizer.trigger_stopping(msg, self.verbose):
                 return True
             self._no_improvement_count = 0
-        return False
-
-    def _trigger_stopping(self, msg):
-        """scikit-learn's optimizer.trigger_stopping: only SGD's adaptive schedule goes on
-        (dividing the rate by 5) until the rate falls to 1e-6."""
-        if not (self.solver == "sgd" and self.learning_rate == "adaptive"):
-            if self.verbose:
-                print(msg + " Stopping.")
-            return True
-        opt = self._optimizer
-        if opt.learning_rate <= 1e-6:
-            if self.verbose:
-                print(msg + " Learning rate too small. Stopping.")
-            return True
-        opt.learning_rate /= 5.0
-        if self.verbose:
-            print(msg + " Setting learning rate to %f" % opt.learning_rate)
         return False
 
     def _update_no_improvement_count(self, validation, source):

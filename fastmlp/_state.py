@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .optimizers import OPTIMIZERS, make_optimizer as _new_optimizer
+from .optimizers import OPTIMIZERS, SCHEDULES, make_optimizer as _new_optimizer
 
 # the standardisation a model may carry: which -> (mean attribute, scale attribute)
 SCALING_ATTRS = {"x": ("x_mean_", "x_scale_"), "y": ("y_mean_", "y_scale_")}
@@ -179,12 +179,13 @@ def make_rng(meta, keys):
 
 # -- optimizers -------------------------------------------------------------------------------
 _HYPER_RANGES = {"learning_rate": (0.0, None), "momentum": (0.0, 1.0), "beta_1": (0.0, 1.0),
-                 "beta_2": (0.0, 1.0), "epsilon": (0.0, None)}
+                 "beta_2": (0.0, 1.0), "epsilon": (0.0, None), "learning_rate_init": (0.0, None),
+                 "power_t": (0.0, None)}
 
 
 def optimizer_state(opt, state):
     """(optimizer, its state) -> (JSON part, {"opt/<field>": array})."""
-    hyper = {k: v for k, v in vars(opt).items() if isinstance(v, (bool, int, float))}
+    hyper = {k: v for k, v in vars(opt).items() if isinstance(v, (bool, int, float, str))}
     arrays = {f"opt/{f}": np.asarray(getattr(state, f)) for f in state._fields}
     return {"name": opt.name, "hyper": hyper}, arrays
 
@@ -204,7 +205,11 @@ def make_optimizer(meta, arrays, params):
         elif type(current) in (int, float):
             low, high = _HYPER_RANGES.get(k, (None, None))
             get_float(meta["hyper"], k, f"optimizer setting {k!r}", low=low, high=high)
-            if k in ("learning_rate", "epsilon") and not v > 0 or k == "momentum" and v >= 1:
+            if k in ("learning_rate", "learning_rate_init", "epsilon") and not v > 0 or \
+                    k == "momentum" and v >= 1:
+                bad(f"bad optimizer setting {k!r} ({v!r})")
+        elif k == "schedule" and isinstance(current, str):  # SGD's learning-rate schedule
+            if v not in SCHEDULES:
                 bad(f"bad optimizer setting {k!r} ({v!r})")
         else:
             bad(f"bad optimizer setting {k!r}")

@@ -2,7 +2,8 @@
 
 State is a NamedTuple of arrays (the step count is a 1-element array so that it too is updated
 in place); that is what makes partial_fit, warm_start, checkpoints and resume plain copies.
-The learning rate is an attribute that schedules may change between steps.
+The learning rate is an attribute; the optimizer's schedule changes it between epochs
+(:meth:`SGD.iteration_ends`, :meth:`SGD.trigger_stopping`, as scikit-learn's optimizers do).
 :func:`make_optimizer` builds one by name.
 """
 from __future__ import annotations
@@ -32,16 +33,51 @@ class AdamState(NamedTuple):
 KernelArgs = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 
 
+# SGD's learning-rate schedules (scikit-learn's MLP ``learning_rate`` values)
+SCHEDULES = ("constant", "invscaling", "adaptive")
+
+
 class SGD:
-    """Stochastic gradient descent with (Nesterov) momentum, as scikit-learn's SGDOptimizer."""
+    """Stochastic gradient descent with (Nesterov) momentum, as scikit-learn's SGDOptimizer,
+    with its learning-rate schedule: 'constant'; 'invscaling' (after each epoch the rate
+    becomes ``learning_rate_init / (t + 1) ** power_t`` for ``t`` samples seen); 'adaptive'
+    (each time training stops improving the rate is divided by 5, until it is at most 1e-6).
+    ``learning_rate`` is the current rate, ``learning_rate_init`` the one it started at."""
     name = "sgd"
     State = SGDState
 
     def __init__(self, learning_rate: float = 0.1, momentum: float = 0.0,
-                 nesterov: bool = False) -> None:
+                 nesterov: bool = False, schedule: str = "constant",
+                 power_t: float = 0.5) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.learning_rate = float(learning_rate)
+        self.learning_rate_init = self.learning_rate
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
+        self.schedule = str(schedule)
+        self.power_t = float(power_t)
+
+    def iteration_ends(self, time_step: int) -> None:
+        """The schedule's update at the end of an epoch, ``time_step`` samples seen in all."""
+        if self.schedule == "invscaling":
+            self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
+        """Training stopped improving (``msg`` says how): True to stop; the 'adaptive'
+        schedule instead divides the rate by 5 and goes on, until the rate is at most 1e-6."""
+        if self.schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
 
     def init(self, params: np.ndarray) -> SGDState:
         return SGDState(np.zeros_like(params))
@@ -78,6 +114,15 @@ class Adam:
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
+
+    def iteration_ends(self, time_step: int) -> None:
+        """End of an epoch: Adam has no schedule (its bias correction goes by step)."""
+
+    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
+        """Training stopped improving: Adam always stops."""
+        if verbose:
+            print(msg + " Stopping.")
+        return True
 
     def init(self, params: np.ndarray) -> AdamState:
         return AdamState(np.zeros(1, np.int64), np.zeros_like(params), np.zeros_like(params))
@@ -122,9 +167,9 @@ def make_optimizer(name: str, **settings: Any) -> Optimizer:
 
     The one place optimizers are constructed (``fastmlp.MLP``, the scikit-learn estimators
     and model files all come here).  ``settings`` may carry the hyper-parameters of every
-    optimizer (``learning_rate``, ``momentum``, ``nesterov``, ``beta_1``, ``beta_2``,
-    ``epsilon``); each optimizer takes the ones it has and ignores the others, as
-    scikit-learn's solvers do.
+    optimizer (``learning_rate``, ``momentum``, ``nesterov``, ``schedule``, ``power_t``,
+    ``beta_1``, ``beta_2``, ``epsilon``); each optimizer takes the ones it has and ignores
+    the others, as scikit-learn's solvers do.
 
     Parameters
     ----------

@@ -802,3 +802,45 @@ def test_lbfgs_amplifies_ulps_in_scikit_learn_itself():
     assert ulp_own > 1e-4  # scikit-learn's own fit moves that far from a one-ulp change
     assert ulp_ours < 1.0  # the same kind of fit, not a different algorithm
     print(f"after 200 iterations: fastmlp {ulp_ours:.1e}, scikit-learn nudged {ulp_own:.1e}")
+
+
+# -- the learning-rate schedules live with the optimizer, as scikit-learn's do -------------------
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "adaptive"])
+def test_sgd_schedule_steps_as_sklearn_sgd_optimizer(schedule, capsys):
+    from sklearn.neural_network._stochastic_optimizers import SGDOptimizer
+    ours = fastmlp.optimizers.make_optimizer("sgd", learning_rate=0.3, momentum=0.9,
+                                             schedule=schedule, power_t=0.7)
+    ref = SGDOptimizer([np.zeros(2)], 0.3, schedule, 0.9, False, 0.7)
+    for t in (10, 25, 120, 400):
+        ours.iteration_ends(t)
+        ref.iteration_ends(t)
+        assert ours.learning_rate == ref.learning_rate
+    for _ in range(12):  # adaptive: /5 until <= 1e-6, then stops; the others stop at once
+        assert ours.trigger_stopping("msg", True) == ref.trigger_stopping("msg", True)
+        assert ours.learning_rate == ref.learning_rate
+    out = capsys.readouterr().out.splitlines()
+    assert out[::2] == out[1::2]  # the same messages, in turn
+
+
+def test_adam_trigger_stopping_always_stops(capsys):
+    opt = fastmlp.optimizers.make_optimizer("adam", learning_rate=0.01, schedule="adaptive")
+    opt.iteration_ends(100)
+    assert opt.learning_rate == 0.01
+    assert opt.trigger_stopping("No gain.", True) is True
+    assert capsys.readouterr().out == "No gain. Stopping.\n"
+
+
+def test_unknown_sgd_schedule_is_refused():
+    with pytest.raises(ValueError, match="schedule"):
+        fastmlp.optimizers.make_optimizer("sgd", schedule="cosine")
+
+
+def test_the_estimator_optimizer_carries_its_schedule():
+    rs = np.random.RandomState(0)
+    X, y = rs.randn(60, 4), rs.randint(0, 2, 60)
+    est = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", learning_rate="invscaling",
+                        power_t=0.25, learning_rate_init=0.05, max_iter=3, random_state=0)
+    est.fit(X, y)
+    opt = est._optimizer
+    assert (opt.schedule, opt.power_t, opt.learning_rate_init) == ("invscaling", 0.25, 0.05)
+    assert opt.learning_rate == 0.05 / (est.t_ + 1) ** 0.25

@@ -645,3 +645,61 @@ def test_float_arrays_are_bounded_by_the_network_the_file_describes(tmp_path, go
     with pytest.raises(ModelFileError, match="'opt/mu' claims 4000 values, more than the 34 "
                                              "parameters of the network"):
         fastmlp.load(path)
+
+
+# -- SGD's learning-rate schedule is saved with the optimizer ------------------------------------
+def _schedule_estimator(schedule):
+    from fastmlp.estimators import MLPRegressor
+    est = MLPRegressor(hidden_layer_sizes=(6,), solver="sgd", learning_rate=schedule,
+                       learning_rate_init=0.05, power_t=0.3, n_iter_no_change=1, tol=10.0,
+                       max_iter=4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, X @ np.arange(5.0))
+    return est
+
+
+def _continue_both(a, b):
+    y = X @ np.arange(5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            a.partial_fit(X, y)
+            b.partial_fit(X, y)
+    assert a._optimizer.learning_rate == b._optimizer.learning_rate
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        assert np.array_equal(p, q)
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_sgd_schedule_round_trips(tmp_path, schedule):
+    est = _schedule_estimator(schedule)
+    est.save(tmp_path / "e.npz")
+    hyper = _meta(_members(tmp_path / "e.npz"))["model"]["optimizer"]["hyper"]
+    assert (hyper["schedule"], hyper["power_t"], hyper["learning_rate_init"]) == \
+        (schedule, 0.3, 0.05)
+    e2 = fastmlp.load(tmp_path / "e.npz")
+    assert e2._optimizer.schedule == schedule
+    _continue_both(est, e2)
+
+
+def test_a_file_from_before_the_schedule_moved_keeps_the_estimator_schedule(tmp_path):
+    est = _schedule_estimator("invscaling")
+    est.save(tmp_path / "e.npz")
+
+    def old_format(meta, members):
+        for k in ("schedule", "power_t", "learning_rate_init"):
+            del meta["model"]["optimizer"]["hyper"][k]
+    e2 = fastmlp.load(_edit(tmp_path, tmp_path / "e.npz", old_format))
+    assert (e2._optimizer.schedule, e2._optimizer.power_t) == ("invscaling", 0.3)
+    _continue_both(est, e2)
+
+
+@pytest.mark.parametrize("value", ["cosine", 3, None])
+def test_a_bad_schedule_is_refused(tmp_path, value):
+    est = _schedule_estimator("adaptive")
+    est.save(tmp_path / "e.npz")
+    edited = _edit(tmp_path, tmp_path / "e.npz",
+                   lambda meta, mem: meta["model"]["optimizer"]["hyper"].update(schedule=value))
+    with pytest.raises(ModelFileError, match="schedule"):
+        fastmlp.load(edited)
