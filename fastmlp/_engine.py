@@ -128,8 +128,8 @@ default="identity"
 
     def __init__(self, layer_sizes: Sequence[int], *, activation: str = "logistic",
                  out_activation: str = "identity", loss: str = "squared_error",
-                 dtype="float64", max_rows: Optional[int] = None,
-                 n_threads: Optional[int] = None, leaky_relu_slope: float = 0.01):
+                 dtype: np.typing.DTypeLike = "float64", max_rows: Optional[int] = None,
+                 n_threads: Optional[int] = None, leaky_relu_slope: float = 0.01) -> None:
         sizes = list(check_layer_sizes(layer_sizes))
         self.slope = check_leaky_relu_slope(leaky_relu_slope)
         self.codes = resolve(activation, out_activation, loss, caller="Engine")
@@ -166,7 +166,9 @@ default="identity"
                 f"dtype={self.dtype.name!r}, max_rows={self.max_rows!r})")
 
     # -- parameters ---------------------------------------------------------------------------
-    def pack(self, coefs, intercepts, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def pack(self, coefs: Sequence[np.typing.ArrayLike],
+             intercepts: Sequence[np.typing.ArrayLike],
+             out: Optional[np.ndarray] = None) -> np.ndarray:
         """Copy per-layer arrays into one flat vector (scikit-learn's packing).
 
         Parameters
@@ -205,7 +207,7 @@ default="identity"
                                          f"overwritten while it is read")
         return self.layout.pack(coefs, intercepts, out)
 
-    def unpack(self, params: np.ndarray):
+    def unpack(self, params: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(coefs, intercepts)``: lists of views into ``params`` (no copy; writing to them
         writes ``params``).  Works for gradient vectors too."""
         self._check_vector(params, "params")
@@ -255,8 +257,9 @@ default="identity"
 
     # -- calls ---------------------------------------------------------------------------------
     @_one_call_at_a_time
-    def forward(self, params: np.ndarray, X, out: Optional[np.ndarray] = None,
-                hidden: bool = False):
+    def forward(self, params: np.ndarray, X: np.ndarray | sp.spmatrix | sp.sparray,
+                out: Optional[np.ndarray] = None, hidden: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
         """The network's output ``A[L]`` for X, with ``A[l+1] = f(A[l] @ W[l] + b[l])``.
 
         Parameters
@@ -298,9 +301,11 @@ default="identity"
         return out
 
     @_one_call_at_a_time
-    def raw_sums(self, params: np.ndarray, X, Y, sample_weight=None,
+    def raw_sums(self, params: np.ndarray, X: np.ndarray | sp.spmatrix | sp.sparray,
+                 Y: np.ndarray, sample_weight: Optional[np.ndarray] = None,
                  out: Optional[np.ndarray] = None, X_grad: Optional[np.ndarray] = None, *,
-                 dropout: Optional[np.ndarray] = None, dropout_key: int = 0, row0: int = 0):
+                 dropout: Optional[np.ndarray] = None, dropout_key: int = 0, row0: int = 0
+                 ) -> tuple[float, float]:
         """Unnormalised sums over the rows of one batch, for data-parallel callers.
 
         For rows i with weights w_i (1 without ``sample_weight``) and per-row loss l_i
@@ -406,8 +411,10 @@ default="identity"
         return mean_loss(params, self.layout.n_coef, loss_sum, weight_sum, alpha)
 
     @_one_call_at_a_time
-    def loss_and_grads(self, params: np.ndarray, X, Y, sample_weight=None, alpha: float = 0.0,
-                       out: Optional[np.ndarray] = None, X_grad: Optional[np.ndarray] = None):
+    def loss_and_grads(self, params: np.ndarray, X: np.ndarray | sp.spmatrix | sp.sparray,
+                       Y: np.ndarray, sample_weight: Optional[np.ndarray] = None,
+                       alpha: float = 0.0, out: Optional[np.ndarray] = None,
+                       X_grad: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
         """Loss and gradient of one batch, with scikit-learn's definitions.
 
         * squared_error: ``0.5 * mean over rows and outputs of (A - Y)^2``; its gradient is

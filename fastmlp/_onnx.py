@@ -13,9 +13,17 @@ neither).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Optional, Union
+
 import numpy as np
 
 from ._validation import SKLEARN_ACTIVATIONS as _SKL2ONNX_ACTIVATIONS  # what skl2onnx knows
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from .estimators import MLPClassifier, MLPRegressor
+    from .model import MLP
 
 __all__ = ["to_onnx"]
 
@@ -210,7 +218,8 @@ def _register(cls):
     _registered.add(cls)
 
 
-def to_onnx(model, X_sample=None, **options):
+def to_onnx(model: Union[MLPClassifier, MLPRegressor, MLP],
+            X_sample: Optional[np.typing.ArrayLike] = None, **options: Any) -> ModelProto:
     """Convert a fitted fastmlp model to an ONNX graph (through skl2onnx).
 
     Parameters

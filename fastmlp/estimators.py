@@ -25,7 +25,11 @@ entry of fit/partial_fit) and the extensions' hooks (class weights, callbacks); 
 loops, which follow scikit-learn's ``_multilayer_perceptron.py`` step for step, are in
 :mod:`fastmlp._fitting`.
 """
+from __future__ import annotations
+
+import os
 from numbers import Integral, Real
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
@@ -45,7 +49,14 @@ from ._core import Trainer
 from ._estimator_state import EstimatorState
 from ._fitting import _STOCHASTIC_SOLVERS, _FittingLoops, _SubTasks
 from ._validation import ESTIMATOR_ACTIVATIONS, SOLVERS, as_kernel_input, check_class_weight
+from .model import ArrayLike, RandomStateLike
 
+# the types of the constructor's parameters that take more than one kind of value
+_LayerSizes = Union[int, Sequence[int]]
+_Scoring = Union[None, str, Callable[..., float]]
+_Dropout = Union[None, float, Sequence[float], np.ndarray]
+_ClassWeight = Union[None, str, dict[Any, float], Sequence[dict[Any, float]]]
+_MLP = TypeVar("_MLP", bound="_BaseMLP")
 
 
 class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimator):
@@ -84,12 +95,15 @@ class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimato
         "dropout": [None, Interval(Real, 0, 1, closed="left"), "array-like"],
     }
 
-    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
-                    learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
-                    random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
-                    early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                    n_iter_no_change, max_fun, scoring=None, restore_best_weights="auto",
-                    leaky_relu_slope=0.01, dropout=None):
+    def __init__(self, hidden_layer_sizes: _LayerSizes, activation: str, solver: str,
+                 alpha: float, batch_size: Union[int, str], learning_rate: str,
+                 learning_rate_init: float, power_t: float, max_iter: int, loss: str,
+                 shuffle: bool, random_state: RandomStateLike, tol: float, verbose: bool,
+                 warm_start: bool, momentum: float, nesterovs_momentum: bool,
+                 early_stopping: bool, validation_fraction: float, beta_1: float,
+                 beta_2: float, epsilon: float, n_iter_no_change: int, max_fun: int,
+                 scoring: _Scoring = None, restore_best_weights: Union[bool, str] = "auto",
+                 leaky_relu_slope: float = 0.01, dropout: _Dropout = None) -> None:
         # the subclasses' signatures are the public ones (get_params reads those)
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -121,12 +135,12 @@ class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimato
         self.dropout = dropout
 
     # -- persistence ------------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the estimator (parameters, fitted attributes, optimizer and RNG state) to one
         file atomically; read it back with ``fastmlp.load(path)``."""
         persistence.save(self, path)
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Ask the fit in progress (or the next one) to stop after the current batch or
         L-BFGS iteration; safe to call from a signal handler.  Used up when that fit returns."""
         self._stop_requested = True
@@ -266,8 +280,9 @@ class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimato
         return self._score_function(y, y_pred, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
+    def fit(self: _MLP, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+            *, X_val: Optional[ArrayLike] = None, y_val: Optional[ArrayLike] = None,
+            sample_weight_val: Optional[ArrayLike] = None) -> _MLP:
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -345,14 +360,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
     __doc__ += _EXTENSIONS_DOC.format(class_weight=_CLASS_WEIGHT_DOC)
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, scoring=None, restore_best_weights="auto",
-                 leaky_relu_slope=0.01, dropout=None):
+    def __init__(self, hidden_layer_sizes: _LayerSizes = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001,
+                 batch_size: Union[int, str] = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+                 shuffle: bool = True, random_state: RandomStateLike = None, tol: float = 1e-4,
+                 verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
+                 class_weight: _ClassWeight = None, scoring: _Scoring = None,
+                 restore_best_weights: Union[bool, str] = "auto",
+                 leaky_relu_slope: float = 0.01, dropout: _Dropout = None) -> None:
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, "log_loss",
                          shuffle, random_state, tol, verbose, warm_start, momentum,
@@ -437,7 +456,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             output = output.ravel()
         return self._label_binarizer.inverse_transform(output)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predict using the multi-layer perceptron classifier.
 
         Returns
@@ -449,8 +468,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None, classes=None, *, X_val=None, y_val=None,
-                    sample_weight_val=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+                    classes: Optional[ArrayLike] = None, *, X_val: Optional[ArrayLike] = None,
+                    y_val: Optional[ArrayLike] = None,
+                    sample_weight_val: Optional[ArrayLike] = None) -> MLPClassifier:
         """Update the model with a single iteration over the given data.
 
         ``classes`` (all the labels across calls) is required on the first call.  With
@@ -465,12 +486,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight, incremental=True, X_val=X_val,
                          y_val=y_val, sample_weight_val=sample_weight_val)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log of probability estimates, ``log(predict_proba(X))``."""
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Probability estimates, (n_samples, n_classes), in the order of ``classes_``."""
         check_is_fitted(self)
         y_pred = self._forward(X)
@@ -502,14 +523,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         "loss": [StrOptions({"squared_error", "poisson"})],
     }
 
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 scoring=None, restore_best_weights="auto", leaky_relu_slope=0.01,
-                 dropout=None):
+    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: _LayerSizes = (100,),
+                 activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001,
+                 batch_size: Union[int, str] = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+                 shuffle: bool = True, random_state: RandomStateLike = None, tol: float = 1e-4,
+                 verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
+                 scoring: _Scoring = None, restore_best_weights: Union[bool, str] = "auto",
+                 leaky_relu_slope: float = 0.01, dropout: _Dropout = None) -> None:
         super().__init__(hidden_layer_sizes, activation, solver, alpha, batch_size,
                          learning_rate, learning_rate_init, power_t, max_iter, loss,
                          shuffle, random_state, tol, verbose, warm_start, momentum,
@@ -540,7 +565,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _decode(self, output):
         return output.ravel() if output.shape[1] == 1 else output
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predict using the multi-layer perceptron model.
 
         Returns
@@ -555,8 +580,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     # a warm-started lbfgs fit; reproduced for drop-in compatibility.
     @available_if(lambda est: est._check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-                    sample_weight_val=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+                    *, X_val: Optional[ArrayLike] = None, y_val: Optional[ArrayLike] = None,
+                    sample_weight_val: Optional[ArrayLike] = None) -> MLPRegressor:
         """Update the model with a single iteration over the given data (``X_val``/``y_val``:
         see :meth:`fit`)."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True, X_val=X_val,

@@ -69,3 +69,34 @@ def test_the_package_is_typed():
         config = tomllib.load(f)
     assert "py.typed" in config["tool"]["setuptools"]["package-data"]["fastmlp"]
     assert config["tool"]["mypy"]["ignore_missing_imports"] is True
+
+
+def test_the_public_api_has_type_hints():
+    """Every public function and method (the estimators', the dask estimators', Engine's,
+    MLP's, to_onnx, the package's functions) names the types of its parameters and result,
+    so that users' type checkers see more than ``Any``."""
+    import inspect
+
+    import fastmlp.dask
+    from fastmlp._engine import Engine
+
+    def unannotated(func, name):
+        sig = inspect.signature(func)
+        gaps = [f"{name}({p.name})" for p in sig.parameters.values()
+                if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty]
+        if sig.return_annotation is inspect.Signature.empty:
+            gaps.append(f"{name} -> ?")
+        return gaps
+
+    gaps = []
+    for cls in (fastmlp.MLP, fastmlp.MLPClassifier, fastmlp.MLPRegressor,
+                fastmlp.dask.MLPClassifier, fastmlp.dask.MLPRegressor, Engine):
+        for name, member in vars(cls).items():
+            if name != "__init__" and (name.startswith("_") or isinstance(member, property)):
+                continue
+            method = getattr(cls, name)
+            if callable(method) and not inspect.isclass(method):
+                gaps += unannotated(method, f"{cls.__module__}.{cls.__name__}.{name}")
+    for func in (fastmlp.to_onnx, fastmlp.load, fastmlp.patch_sklearn, fastmlp.unpatch_sklearn):
+        gaps += unannotated(func, func.__name__)
+    assert not gaps, gaps

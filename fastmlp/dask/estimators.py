@@ -3,6 +3,8 @@ scikit-learn estimators fitted on a cluster (see :mod:`fastmlp.dask`)."""
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
+
 import numpy as np
 from sklearn.base import _clone_parametrized
 from sklearn.preprocessing import LabelBinarizer
@@ -21,7 +23,21 @@ from .data import (_decode_predict, _decode_proba, _is_dask, _predict_block, _Sh
 from .source import _ClusterValidation, _FleetSource
 from .transport import ClusterLostError, _client_for, _Fleet, _live_workers
 
+if TYPE_CHECKING:
+    import dask.array
+    import dask.dataframe
+
+    # for the type check, the mixin is one of fastmlp's estimators (it always is one)
+    from ..estimators import _BaseMLP as _MixinBase
+    from ..model import ArrayLike
+
+    # what the cluster methods take: dask collections, or in-memory arrays
+    _Data = Union[dask.array.Array, dask.dataframe.DataFrame, dask.dataframe.Series, ArrayLike]
+else:
+    _MixinBase = object
+
 __all__ = ["MLPClassifier", "MLPRegressor"]
+_D = TypeVar("_D", bound="_DaskMLP")
 
 
 def _dask_init(local_cls):
@@ -30,9 +46,10 @@ def _dask_init(local_cls):
     scikit-learn's get_params reads the ``__signature__``."""
     sig = inspect.signature(local_cls.__init__)
     params = list(sig.parameters.values())
-    params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                    annotation="Any"))
 
-    def __init__(self, *args, client=None, **kwargs):
+    def __init__(self, *args: Any, client: Any = None, **kwargs: Any) -> None:
         local_cls.__init__(self, *args, **kwargs)
         self.client = client
     __init__.__signature__ = sig.replace(parameters=params)
@@ -55,7 +72,7 @@ _IMPLEMENTED = {
 
 
 
-class _DaskMLP(_ShardedData):
+class _DaskMLP(_ShardedData, _MixinBase):
     """The distributed fit, predict and score shared by the two estimators (a mixin over
     fastmlp's scikit-learn estimators: same parameters, bookkeeping and fitted attributes)."""
 
@@ -85,8 +102,9 @@ class _DaskMLP(_ShardedData):
         return state
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
+    def fit(self: _D, X: _Data, y: _Data, sample_weight: Optional[_Data] = None, *,
+            X_val: Optional[ArrayLike] = None, y_val: Optional[ArrayLike] = None,
+            sample_weight_val: Optional[ArrayLike] = None) -> _D:
         """Fit the model on the cluster.
 
         Parameters
@@ -290,7 +308,7 @@ class _DaskMLP(_ShardedData):
         return _FleetSource(fleet, layout, params, self.alpha, bool(self.shuffle),
                             getattr(self, "_after_step", None))
 
-    def to_local(self):
+    def to_local(self) -> Union[_LocalClassifier, _LocalRegressor]:
         """The fitted model as fastmlp's own estimator (:class:`fastmlp.MLPClassifier` or
         :class:`fastmlp.MLPRegressor`): the same parameters without ``client`` and the same
         fitted attributes, to save (``fastmlp.persistence.save``) or to use without a cluster.
@@ -322,7 +340,7 @@ class _DaskMLP(_ShardedData):
         return Xa.map_blocks(_predict_block, model, type(self), decode,
                              chunks=(Xa.chunks[0], (sample.shape[1],)), **kwargs)
 
-    def predict(self, X):
+    def predict(self, X: _Data) -> Any:  # np.ndarray, or a dask array for dask input
         """Predictions for X: a dask array for dask input (computed on the workers, block by
         block), a NumPy array for NumPy input."""
         check_is_fitted(self)
@@ -330,7 +348,7 @@ class _DaskMLP(_ShardedData):
             return self._dask_forward(X, _decode_predict)
         return super().predict(X)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X: _Data, y: _Data, sample_weight: Optional[_Data] = None) -> float:
         """Accuracy (classifier) or R^2 (regressor) of ``predict(X)`` against y; for dask input
         reduced on the workers (only the sums reach the driver)."""
         if not _is_dask(X):
@@ -338,7 +356,8 @@ class _DaskMLP(_ShardedData):
         import dask
         import dask.array as da
         pred = self.predict(X)
-        ya = _to_dask_array(y, "y").rechunk((pred.chunks[0],) + ((-1,) if y.ndim > 1 else ()))
+        ya = _to_dask_array(y, "y")
+        ya = ya.rechunk((pred.chunks[0],) + ((-1,) if ya.ndim > 1 else ()))
         w = None
         if sample_weight is not None:
             w = (_to_dask_array(sample_weight, "sample_weight") if _is_dask(sample_weight)
@@ -410,8 +429,10 @@ n_iter_no_change, max_fun
         return self._label_binarizer
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None, *, X_val=None, y_val=None,
-                    sample_weight_val=None):
+    def partial_fit(self, X: _Data, y: _Data, sample_weight: Optional[_Data] = None,
+                    classes: Optional[ArrayLike] = None, *, X_val: Optional[ArrayLike] = None,
+                    y_val: Optional[ArrayLike] = None,
+                    sample_weight_val: Optional[ArrayLike] = None) -> MLPClassifier:
         """One pass (one epoch of sgd/adam) over the given rows on the cluster, as
         :meth:`fastmlp.MLPClassifier.partial_fit`: ``classes`` (all the labels across calls)
         is required on the first call; the optimizer's state is kept between calls.
@@ -433,7 +454,7 @@ n_iter_no_change, max_fun
         return self._fit_cluster(X, y, sample_weight, incremental=True,
                                  validation=(X_val, y_val, sample_weight_val))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: _Data) -> Any:  # np.ndarray, or a dask array for dask X
         """Probability estimates (n_samples, n_classes): a dask array for dask input."""
         check_is_fitted(self)
         if _is_dask(X):
@@ -476,8 +497,9 @@ class MLPRegressor(_DaskMLP, _LocalRegressor):
     # scikit-learn's MLPRegressor.partial_fit exists for lbfgs too (a warm-started lbfgs
     # fit); fastmlp.MLPRegressor keeps that, and so does this one
     @available_if(lambda est: est._check_solver)
-    def partial_fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-                    sample_weight_val=None):
+    def partial_fit(self, X: _Data, y: _Data, sample_weight: Optional[_Data] = None, *,
+                    X_val: Optional[ArrayLike] = None, y_val: Optional[ArrayLike] = None,
+                    sample_weight_val: Optional[ArrayLike] = None) -> MLPRegressor:
         """One pass (one epoch of sgd/adam) over the given rows on the cluster, as
         :meth:`fastmlp.MLPRegressor.partial_fit`.
 
