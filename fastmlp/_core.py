@@ -16,7 +16,7 @@ from . import kernels as K
 from ._threads import (blas_threads, blas_versions, kernel_call, kernel_section, max_threads,
                        parallel_regions_allowed, region_guard, resolve_n_threads, thread_limits,
                        threading_layer)
-from ._validation import check_dtype, check_leaky_relu_slope, resolve
+from ._validation import kernel_codes
 from ._workspace import PREDICT_CHUNK, STEPS_PER_CALL, Layout, Workspace
 
 # OpenBLAS releases whose gemm gives wrong results when several threads call it at once (the
@@ -71,19 +71,15 @@ class Trainer:
     def __init__(self, sizes, *, activation="logistic", out_activation="identity",
                  loss="squared_error", dtype="float32", batch_size=200, alpha=0.0,
                  n_threads=None, training=True, leaky_relu_slope=0.01, strategy=None):
-        self.codes = resolve(activation, out_activation, loss)
-        self.slope = check_leaky_relu_slope(leaky_relu_slope)
+        # the front-ends (fastmlp._validation, at the edge) checked every argument: nothing
+        # here checks again, it only takes the values in the core's form
+        self.codes = kernel_codes(activation, out_activation, loss)
+        self.slope = float(leaky_relu_slope)
         self.activation, self.out_activation, self.loss = activation, out_activation, loss
-        self.dtype = check_dtype(dtype)
+        self.dtype = np.dtype(np.dtype(dtype).type)  # native byte order
         self.layout = Layout(sizes)
-        if self.layout.n_layers < 1 or (self.layout.sizes < 1).any():
-            raise ValueError(f"layer sizes must be positive integers, got {list(sizes)}")
         self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.alpha = float(alpha)
-        if not np.isfinite(self.alpha) or self.alpha < 0:
-            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
         self.n_threads = resolve_n_threads(n_threads)
         self.params = np.zeros(self.layout.n_params, self.dtype)
         # an inference-only trainer (training=False) has no gradients and no deltas
@@ -107,12 +103,8 @@ class Trainer:
         [0, 1) per hidden layer; ``seed`` (an int < 2**32) seeds the masks, which then depend
         on the step count only: ``dropout_step``, advanced by each batch of ``run_epoch``
         (``loss_and_grads`` reuses the current step's mask)."""
-        if rates is not None:
+        if rates is not None:  # checked at the edge (fastmlp._validation.check_dropout)
             rates = np.asarray(rates, dtype=np.float64).reshape(-1)
-            if rates.shape != (self.layout.n_layers - 1,) or not (
-                    (rates >= 0) & (rates < 1)).all():
-                raise ValueError(f"dropout must be one rate in [0, 1) per hidden layer "
-                                 f"({self.layout.n_layers - 1}), got {rates.tolist()}")
             if not rates.any():
                 rates = None
         self.dropout = rates

@@ -151,6 +151,16 @@ default="identity"
         if self.max_rows is not None:
             self._reserve(self.max_rows, backward=True, sparse=False)
 
+    @classmethod
+    def _for_checked_rows(cls, layer_sizes, **options):
+        """An Engine for rows its caller has validated once (internal: a cluster shard's
+        engine, see ``fastmlp.dask.engine``): its calls still check the arguments' types,
+        shapes and memory, and scan ``params`` for finiteness, but not the rows, nor the
+        dropout rates (checked by the driver's front-end)."""
+        engine = cls(layer_sizes, **options)
+        engine._rows_checked = True
+        return engine
+
     def __getstate__(self):
         state = self.__dict__.copy()
         del state["_busy"]  # a lock is not picklable; each copy gets its own
@@ -370,8 +380,8 @@ default="identity"
         """raw_sums of one training step with dropout: one kernel call on buffer rows
         ``row0 .. row0 + N`` (the masks' batch rows)."""
         rates = np.asarray(rates, dtype=np.float64)
-        if rates.shape != (len(self.layer_sizes) - 2,) or not (
-                (rates >= 0) & (rates < 1)).all():
+        if not self._rows_checked and (rates.shape != (len(self.layer_sizes) - 2,) or not (
+                (rates >= 0) & (rates < 1)).all()):
             raise ValueError(f"dropout must be one rate in [0, 1) per hidden layer "
                              f"({len(self.layer_sizes) - 2}), got {rates.tolist()}")
         row0, n = int(row0), X.shape[0]

@@ -25,7 +25,15 @@ def _memory(a):
 
 class _EngineChecks:
     """The checks an :class:`~fastmlp._engine.Engine` runs on its arguments (it supplies
-    ``dtype``, ``n_params``, ``layer_sizes``, ``loss`` and its buffers)."""
+    ``dtype``, ``n_params``, ``layer_sizes``, ``loss`` and its buffers).
+
+    ``_rows_checked``: the rows (X, Y, sample_weight) come from a caller that validated them
+    once already -- a cluster shard's engine (``fastmlp.dask.engine``), whose rows were checked
+    when the shard was built and whose dropout rates the driver's front-end checked -- so each
+    call skips the rows' finiteness scans and the rates' check.  False for every
+    Engine built by a user (:meth:`Engine._for_checked_rows` sets it)."""
+
+    _rows_checked = False
 
     def _check_vector(self, a, name):
         if not isinstance(a, np.ndarray):
@@ -63,7 +71,7 @@ class _EngineChecks:
             if a.shape[1] != shape[1]:
                 raise ValueError(f"X has {a.shape[1]} features, but the network expects "
                                  f"{shape[1]}")
-            if finite:
+            if finite and not self._rows_checked:
                 self._check_finite(a.data, name)
             return a
         if not isinstance(a, np.ndarray):
@@ -87,7 +95,7 @@ class _EngineChecks:
         if not a.flags.c_contiguous:
             raise ValueError(f"{name} must be C-contiguous; convert with "
                              f"np.ascontiguousarray({name})")
-        if finite:
+        if finite and not self._rows_checked:
             self._check_finite(a, name)
         return a
 

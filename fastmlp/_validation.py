@@ -162,7 +162,6 @@ def resolve(activation, out_activation, loss, caller="Trainer"):
     check_hyperparams(_OPTION_CONSTRAINTS, {"activation": activation,
                                             "out_activation": out_activation,
                                             "loss": loss}, caller)
-    act, out, code = ACTIVATIONS[activation], OUT_ACTIVATIONS[out_activation], LOSSES[loss]
     allowed = _CANONICAL.get(loss)
     if out_activation == "sigmoid":
         out_activation = "logistic"
@@ -172,9 +171,20 @@ def resolve(activation, out_activation, loss, caller="Trainer"):
     if loss == "squared_error" and out_activation == "softmax":
         raise ValueError("loss='squared_error' with out_activation='softmax' is not supported; "
                          "use loss='log_loss'")
-    if loss == "log_loss" and out_activation == "logistic":
+    return kernel_codes(activation, out_activation, loss)
+
+
+def kernel_codes(activation, out_activation, loss):
+    """The kernel codes (act, out_act, loss) of options :func:`resolve` has already checked:
+    a plain look-up, no checks (the core's way to take what the edge proved).
+
+    >>> kernel_codes("relu", "logistic", "log_loss") == (K.RELU, K.LOGISTIC, K.BINARY_LOG_LOSS)
+    True
+    """
+    code = LOSSES[loss]
+    if loss == "log_loss" and out_activation in ("logistic", "sigmoid"):
         code = K.BINARY_LOG_LOSS
-    return act, out, code
+    return ACTIVATIONS[activation], OUT_ACTIVATIONS[out_activation], code
 
 
 def check_leaky_relu_slope(slope):

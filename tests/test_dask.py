@@ -1022,3 +1022,48 @@ def test_bad_class_weight_is_refused_before_training_as_locally(one_worker, clas
     with pytest.raises(ValueError, match=message):
         est.fit(X, y)
     assert not getattr(est, "loss_curve_", None)  # no epoch ran
+
+
+def test_a_shard_engines_steps_do_not_rescan_its_rows(one_worker, monkeypatch):
+    """Issue 19: the rows are validated once (on the driver for NumPy input, on the worker
+    for a dask collection); the shard engine's steps do not scan them again -- but an Engine
+    built by a user still does, and a dask collection's NaN is still refused."""
+    from fastmlp._engine_checks import _EngineChecks
+    scan = _EngineChecks._check_finite
+    scanned = []
+
+    def refuse_rows(self, a, name):
+        if name != "params":
+            scanned.append(name)
+            raise AssertionError(f"{name} scanned again")
+        return scan(self, a, name)
+
+    monkeypatch.setattr(_EngineChecks, "_check_finite", refuse_rows)
+    X, y = _data()
+    w = np.random.RandomState(2).uniform(0.5, 2, len(X))
+    for solver, dropout in (("sgd", None), ("adam", 0.2), ("lbfgs", None)):
+        est = fdask.MLPClassifier((4,), solver=solver, max_iter=2, random_state=0,
+                                  dropout=dropout, batch_size=50, client=one_worker)
+        est.fit(X, y, sample_weight=w)
+        est.fit(da.from_array(X, chunks=100), da.from_array(y, chunks=100))
+    assert scanned == []
+    with pytest.raises(AssertionError, match="X scanned again"):
+        fastmlp.backend.Engine([6, 4, 3]).forward(np.zeros(6 * 4 + 4 * 3 + 7), X)
+    Xn = X.copy()
+    Xn[200, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fdask.MLPClassifier((4,), max_iter=2, client=one_worker).fit(
+            da.from_array(Xn, chunks=100), da.from_array(y, chunks=100))
+
+
+def test_the_shard_engine_scans_rows_the_driver_did_not_check():
+    """spec["checked"] (NumPy rows the driver validated) skips the worker's scan; without it
+    the worker refuses a NaN as the local fit does."""
+    X, y = _data(n=40)
+    X[3, 1] = np.nan
+    spec = dict(sizes=[6, 5, 3], activation="relu", out_activation="softmax",
+                loss="log_loss", dtype="float64", n_rows=40, batch_size=None, shuffle=False,
+                binarizer=None, lo=0)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        fdask._ShardEngine(X, np.eye(3)[y], None, spec)
+    fdask._ShardEngine(X, np.eye(3)[y], None, dict(spec, checked=True))

@@ -365,3 +365,33 @@ def test_booleans_are_not_numbers_for_numeric_settings(kw):
         fastmlp.MLP((3, 2, 1)).fit(X, Y, **kw)
     with pytest.raises(ValueError, match="'alpha' parameter of MLP must be"):
         fastmlp.MLP((3, 2, 1), alpha=True)
+
+
+def test_the_trainer_takes_what_the_edge_checked(monkeypatch):
+    """Issue 19: the front-ends check at the edge (fastmlp._validation); the Trainer below
+    them takes the values as they are -- it calls no validator -- and its codes are those
+    the edge resolved."""
+    from fastmlp import _core, _validation
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Trainer re-validated its arguments")
+
+    for name in ("resolve", "check_dtype", "check_leaky_relu_slope", "check_dropout",
+                 "check_hyperparams", "check_layer_sizes"):
+        monkeypatch.setattr(_validation, name, refuse)
+        monkeypatch.setattr(_core, name, refuse, raising=False)
+    for out, loss, codes in (("softmax", "log_loss", (K.RELU, K.SOFTMAX, K.LOG_LOSS)),
+                             ("logistic", "log_loss", (K.RELU, K.LOGISTIC, K.BINARY_LOG_LOSS)),
+                             ("identity", "squared_error",
+                              (K.RELU, K.IDENTITY, K.SQUARED_ERROR))):
+        n_out = 1 if out == "logistic" else 2
+        t = _core.Trainer([3, 4, n_out], activation="relu", out_activation=out, loss=loss,
+                          dtype=np.float64, batch_size=8, alpha=1e-3, leaky_relu_slope=0.01)
+        assert t.codes == codes
+        t.init_params(np.random.RandomState(0))
+        t.set_dropout(np.array([0.25]), 3)
+        X = np.random.RandomState(1).normal(size=(8, 3))
+        Y = np.eye(n_out)[np.arange(8) % n_out] if n_out > 1 else (X[:, :1] > 0) * 1.0
+        assert np.isfinite(t.loss_and_grads(X, Y))
+    t.set_dropout(np.zeros(1))
+    assert t.dropout is None  # all-zero rates: off

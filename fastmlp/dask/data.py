@@ -36,6 +36,8 @@ class _Shard:
         self.deal = deal           # ... part k of W of every global batch (see _dealt_rows)
         self.futures = futures  # (X, y, sw) futures (sw may be None)
         self.source = source    # the driver's NumPy (X, y, sw) slices, or None for dask input
+        # rows the driver validated (NumPy input): the engine does not scan them again
+        self.checked = source is not None
         self.actor = None
         self.engine = None  # the actor's future: releasing it destroys the actor
         self.extra = {}     # per-shard additions to the engines' spec

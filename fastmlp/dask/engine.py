@@ -30,9 +30,11 @@ class _RawSums:
 
     def __init__(self, sizes, activation, out_activation, loss, dtype, max_rows, n_threads,
                  slope=0.01):
-        self._engine = Engine(sizes, activation=activation, out_activation=out_activation,
-                              loss=loss, dtype=dtype, max_rows=max_rows, n_threads=n_threads,
-                              leaky_relu_slope=slope)
+        # the shard's rows were validated once, when the shard was built (_ShardEngine):
+        # the engine's steps do not scan them again
+        self._engine = Engine._for_checked_rows(
+            sizes, activation=activation, out_activation=out_activation, loss=loss,
+            dtype=dtype, max_rows=max_rows, n_threads=n_threads, leaky_relu_slope=slope)
 
     def __call__(self, params, X, Y, sw, out, dropout=None, key=0, row0=0):
         if X.shape[0] == 0:  # a global batch with none of this shard's rows
@@ -88,6 +90,9 @@ class _ShardEngine:
     permutes the rows of its training set.  Held-out rows are scored by :meth:`validate`.
     ``val``: this engine's part of the user's validation set (X, encoded Y, weights), also
     scored by :meth:`validate`.
+    ``spec["checked"]``: the driver validated the rows (NumPy input), so they are not scanned
+    for finiteness again; rows of a dask collection are, here.  The engine's steps never
+    rescan them (:meth:`fastmlp._engine.Engine._for_checked_rows`).
     ``spec["class_weight"]`` (per class, in ``classes_`` order) multiplies each row's weight
     by its class's, here on the worker.
     """
@@ -98,7 +103,10 @@ class _ShardEngine:
         if X.ndim != 2 or X.shape[1] != spec["sizes"][0]:
             raise ValueError(f"a partition of X has shape {X.shape}; expected "
                              f"(rows, {spec['sizes'][0]})")
-        if not np.isfinite(X).all():
+        # spec["checked"]: the driver validated these rows (NumPy input) -- not scanned again;
+        # rows of a dask collection are validated here, once, where they are
+        checked = bool(spec.get("checked"))
+        if not checked and not np.isfinite(X).all():
             raise ValueError("Input X contains NaN or infinity.")
         y = np.asarray(y)
         if y.ndim == 1 and spec["binarizer"] is None:  # one output per row (any row count)
@@ -112,7 +120,7 @@ class _ShardEngine:
                                      f"`self.classes_` has {spec['classes']}. 'y' has "
                                      f"{unknown}.")
             y = spec["binarizer"].transform(y)
-        elif not np.isfinite(y.astype(np.float64, copy=False)).all():
+        elif not checked and not np.isfinite(y.astype(np.float64, copy=False)).all():
             raise ValueError("Input y contains NaN or infinity.")
         Y = np.ascontiguousarray(y if y.ndim == 2 else y.reshape(y.shape[0], -1), dtype)
         if Y.shape != (X.shape[0], spec["sizes"][-1]):
@@ -120,7 +128,7 @@ class _ShardEngine:
                              f"outputs; expected {X.shape[0]} and {spec['sizes'][-1]}")
         if sw is not None:
             sw = np.ascontiguousarray(sw, dtype).ravel()
-            if sw.shape[0] != X.shape[0] or not np.isfinite(sw).all():
+            if sw.shape[0] != X.shape[0] or (not checked and not np.isfinite(sw).all()):
                 raise ValueError("sample_weight must be finite, one weight per row")
         cw = spec.get("class_weight")
         if cw is not None:  # sklearn.utils.class_weight.compute_sample_weight's product

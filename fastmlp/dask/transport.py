@@ -79,7 +79,8 @@ class _Fleet:
         self.recoveries = 0
 
     def _spec(self, shard):
-        return dict(self.spec, lo=shard.lo, deal=shard.deal, **shard.extra)
+        return dict(self.spec, lo=shard.lo, deal=shard.deal, checked=shard.checked,
+                    **shard.extra)
 
     def start(self, workers):
         futs = []
