@@ -957,6 +957,23 @@ def test_cli_dask_files_with_other_columns_are_one_line(tmp_path, capsys, monkey
                           "data/p0.csv's; missing 'b'")
 
 
+def test_cli_dask_val_data_with_a_class_the_training_rows_lack_is_refused(tmp_path, capsys,
+                                                                          monkeypatch):
+    """--dask --val-data whose target has a class DATA lacks: the local run's one line, exit 2,
+    nothing written (it trained a model with an output no row teaches)."""
+    frame = _table()
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.iloc[:30].assign(label=np.where(np.arange(30) % 3 == 0, 9, frame.label[:30])).to_csv(
+        tmp_path / "v.csv", index=False)
+    rc, out, err = _cli("train", "d.csv", "--val-data", "v.csv", "--dask", "local:1",
+                        "--epochs", "1", "--quiet", "--out", "m.npz", cwd=tmp_path,
+                        capsys=capsys, monkeypatch=monkeypatch)
+    known = ", ".join(map(repr, sorted(set(frame.label.tolist()), key=str)))
+    assert rc == 2 and err == (f"fastmlp: error: --val-data v.csv: class 9 not in DATA's "
+                               f"training rows (its classes: {known})\n"), err
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_cli_dask_missing_value_is_the_local_runs_one_line(client, tmp_path):
     """A NaN (or an infinity) with --dask: the local run's error line (file, column, row), no
     worker log: the rows are checked before any engine gets them."""

@@ -306,6 +306,17 @@ def _train(args, s, client, data, sources, record, save, MLPClassifier, MLPRegre
                         "(use --task classify)")
     if task == "regress" and s["class_weight"] is not None:
         raise UserError("--class-weight needs a classification task")
+    if task == "classify" and "held_out" in s:
+        # an output no training row teaches: refused as a local run (and y_val) refuses it
+        from .train import _few
+        known, seen = dask.compute(y.unique(), s["held_out"]["__target__"].unique())
+        known = set(np.asarray(known).tolist())
+        unknown = sorted(set(np.asarray(seen).tolist()) - known, key=str)
+        if unknown:
+            raise UserError(f"--val-data {args.val_data}: "
+                            f"{'class' if len(unknown) == 1 else 'classes'} "
+                            f"{_few(unknown, 5)} not in DATA's training rows (its classes: "
+                            f"{_few(sorted(known, key=str))})")
     frame = X.assign(**{"__target__": y})
     if "held_out" in s:
         train, held = frame, s.pop("held_out")
