@@ -18,17 +18,19 @@ def _plan_files_in_a_tmp_dir(tmp_path_factory):
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# as the session found them (a module-scoped cluster fixture sets them before any test's own
+# fixtures run, so a per-test snapshot would keep its values)
+_SESSION_THREAD_VARIABLES = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
 
 
 @pytest.fixture(autouse=True)
 def _thread_variables_restored():
-    """Each test finds the thread variables of the environment the session started with:
+    """Each test ends with the thread variables of the environment the session started with:
     distributed's LocalCluster sets OMP_NUM_THREADS=1 (and the BLAS ones) in its own
     process's environment, and a later test's subprocess inherited them (its fit planned for
     one thread)."""
-    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
     yield
-    for k, v in saved.items():
+    for k, v in _SESSION_THREAD_VARIABLES.items():
         if v is None:
             os.environ.pop(k, None)
         else:
