@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .transport import _live_workers
+from .transport import _workers
 
 
 def _split_sizes(n, k):
@@ -102,7 +102,7 @@ class _ShardedData:
                 shards = [_Shard(0, n, futs, src) for _ in range(n_shards)]
             else:
                 bounds = np.concatenate([[0], np.cumsum(_split_sizes(n, n_shards))])
-                workers = _live_workers(client)
+                workers = _workers(client)
                 shards = []
                 for k in range(n_shards):
                     lo, hi = int(bounds[k]), int(bounds[k + 1])
@@ -174,7 +174,7 @@ class _ShardedData:
         B = self._deal_batch(n) if deal else n
         if not replicate:  # no empty shard: one row (of the first batch) at least each
             n_shards = max(1, min(n_shards, n, B))
-        workers = _live_workers(client)
+        workers = _workers(client)
         shards = []
         if deal:
             # each block's rows dealt to the shards on the block's worker; a shard's parts

@@ -21,7 +21,7 @@ from ..estimators import MLPRegressor as _LocalRegressor
 from .data import (_decode_predict, _decode_proba, _is_dask, _predict_block, _ShardedData,
                    _split_sizes, _to_dask_array)
 from .source import _ClusterValidation, _FleetSource
-from .transport import ClusterLostError, _client_for, _Fleet, _live_workers
+from .transport import ClusterLostError, _client_for, _Fleet, _workers
 
 if TYPE_CHECKING:
     import dask.array
@@ -211,9 +211,7 @@ class _DaskMLP(_ShardedData, _MixinBase):
     def _fit_cluster(self, X, y, sample_weight, incremental, validation=(None, None, None)):
         hidden = self._check_cluster_params(incremental)
         with _client_for(self.client) as client:
-            n_shards = len(_live_workers(client))
-            if n_shards < 1:
-                raise ClusterLostError("the cluster has no workers")
+            n_shards = len(_workers(client))
             # dropout's masks follow each row's position in its global batch: with shuffled
             # (or split) batches a shard's rows are scattered over the batch, so every
             # engine holds every row and computes one contiguous part of each batch
@@ -271,7 +269,7 @@ class _DaskMLP(_ShardedData, _MixinBase):
                         class_weight=class_weight, dropout=dropout,
                         leaky_relu_slope=float(self.leaky_relu_slope))
             fleet = _Fleet(client, shards, spec)
-            workers = _live_workers(client)
+            workers = _workers(client)
             fleet.start([workers[k % len(workers)] for k in range(len(shards))])
             layout = Layout(layer_units)
             tasks = _SubTasks.none()  # callbacks were refused above

@@ -65,6 +65,24 @@ def _client_for(client):
 def _live_workers(client):
     return sorted(client.scheduler_info(n_workers=-1)["workers"])
 
+
+def _workers(client):
+    """The live workers, at least one: while a lost worker is being restarted the cluster
+    can have none for a moment (seen between two fits), so wait for one (RECOVERY_TIMEOUT)
+    instead of failing; a cluster that gets none is a ClusterLostError."""
+    workers = _live_workers(client)
+    if workers:
+        return workers
+    try:
+        client.wait_for_workers(1, timeout=RECOVERY_TIMEOUT)
+    except Exception:  # noqa: BLE001 -- distributed's TimeoutError, a closed client, ...
+        pass
+    workers = _live_workers(client)
+    if not workers:
+        raise ClusterLostError(f"the cluster has no workers (waited {RECOVERY_TIMEOUT:.0f} s "
+                               "for one)")
+    return workers
+
 class _Fleet:
     """The engines of one fit, one per shard, and the calls to all of them, with recovery."""
 
