@@ -134,14 +134,20 @@ def _enter_call():
         return len(_calls)
 
 
+def _count_out(depths, me):
+    """One level less for thread ``me`` in ``depths`` ({thread: nesting depth}; the thread
+    leaves it at 0); returns the depth left.  The caller holds the dict's lock."""
+    depth = depths.get(me, 0) - 1
+    if depth > 0:
+        depths[me] = depth
+    else:
+        depths.pop(me, None)
+    return max(depth, 0)
+
+
 def _leave_call():
-    me = threading.get_ident()
     with _calls_lock:
-        depth = _calls.get(me, 0) - 1
-        if depth > 0:
-            _calls[me] = depth
-        else:
-            _calls.pop(me, None)
+        _count_out(_calls, threading.get_ident())
 
 
 def cap_request(n, what="n_threads={n}"):
@@ -336,15 +342,9 @@ class _KernelSection:
             _in_kernels[me] = depth + 1
 
     def __exit__(self, *exc):
-        me = threading.get_ident()
         with _gate:
-            depth = _in_kernels.get(me, 0) - 1
-            if depth > 0:
-                _in_kernels[me] = depth
-            else:
-                _in_kernels.pop(me, None)
-                if _forks_pending:
-                    _gate.notify_all()
+            if _count_out(_in_kernels, threading.get_ident()) == 0 and _forks_pending:
+                _gate.notify_all()
         return False
 
 
