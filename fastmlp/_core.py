@@ -91,6 +91,8 @@ class Trainer:
         self.strategy = _planner.check_strategy(strategy)
         self.plan = None
         self._watch = None  # the epochs' watch of an auto plan (fastmlp._planner.Watch)
+        # how long the threads waited for CPUs since the plan's trial (or its watch began)
+        self._contention = None  # a _planner.Contention
         self._split_ok = None  # the BLAS allows the split way (checked once)
         self._session = None  # the thread settings held across epochs (session())
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
@@ -275,6 +277,7 @@ class Trainer:
             else:
                 runners = self._pass_trial(n_threads, X, Y, sw, order, start, batch)
             t0 = time.perf_counter()
+            self._contention = _planner.Contention()  # over the trial, then up to the probe
             seconds = _planner.time_candidates(runners, setup=self._trial_threads)
             way, k = _planner.parse_label(_planner.choose(seconds))
             plan = _planner.Plan(way, "timed", seconds, k)
@@ -282,11 +285,11 @@ class Trainer:
                                "%.3f s (%s)", plan.label, list(key[3]), batch, self.dtype,
                                n_threads, time.perf_counter() - t0,
                                ", ".join(f"{lb} {s * 1e3:.3g} ms" for lb, s in seconds.items()))
-            if _planner.machine_busy():
+            if _planner.worth_saving(self._contention):
+                _planner.save(key, plan)
+            else:
                 _planner.log.debug("fastmlp: the machine is busy: plan %s kept for this "
                                    "process only", plan.label)
-            else:
-                _planner.save(key, plan)
         else:
             _planner.log.debug("fastmlp: plan %s for %s, batch %d, %s, %d threads: from %s",
                                plan.label, list(key[3]), batch, self.dtype, n_threads,
@@ -359,6 +362,8 @@ class Trainer:
         elif watch is None or watch.key != key:
             watch = _planner.Watch(plan, _planner.fallbacks(plan, n_threads,
                                                             self._split_available()), key)
+            if plan.source != "timed" or self._contention is None:  # counted from here
+                self._contention = _planner.Contention()
         elif watch.plan != plan:  # another trainer's watch changed this process's plan
             watch.plan = plan
         self._watch = watch
@@ -380,7 +385,7 @@ class Trainer:
             _planner.store(watch.key, new, replace=True)
         if watch.probe_done:  # the plan stood its probe, or its runner-up won: on disk, so
             watch.probe_done = False  # that later processes neither time nor probe again
-            if not _planner.machine_busy():
+            if _planner.worth_saving(self._contention):
                 _planner.save(watch.key, watch.plan, probed=True)
 
     @contextmanager

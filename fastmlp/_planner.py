@@ -26,7 +26,8 @@ How a plan is made, first found first used:
    holds another key or names no valid candidate is ignored (and overwritten by the next
    trial); its content is never used for anything but choosing among the valid candidates.
    ``FASTMLP_PLAN_CACHE=0`` turns the files off; any other value is the folder to use.  A
-   trial taken while the machine is busy (``machine_busy``) is not written;
+   trial taken while the machine is busy (``worth_saving``: the load average, and how long
+   this process's threads waited for CPUs, ``Contention``) is not written, nor its probe;
 4. a trial (``source='timed'``): a few training steps of each candidate on scratch copies of
    the parameters and optimizer state (the training is untouched), about ``TRIAL_SECONDS``
    in all, in an order that keeps OpenBLAS's spinning threads (after a threaded call they
@@ -328,6 +329,68 @@ def machine_busy():
     except (AttributeError, OSError):
         return False
     return load > (os.cpu_count() or 1)
+
+
+def run_queue_wait():
+    """Nanoseconds this process's threads have spent runnable but waiting for a CPU (the sum
+    of the second field of ``/proc/self/task/*/schedstat``), or None where the kernel does
+    not say (not Linux, schedstats off).  A thread waits when more threads want the CPUs
+    than there are: what the planner's trials and probes must not be judged by."""
+    total = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    seen = False
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[1])
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total if seen else None
+
+
+class Contention:
+    """How long this process's threads waited for a CPU over a stretch of time (a trial and
+    the epochs up to a probe's end): ``share()`` is the waiting summed over the threads,
+    divided by the stretch's wall time, None where unknown.  On an idle machine fastmlp's
+    threads wait a few percent of the time at most (waking up); beside a program that keeps
+    a core busy, about half of it per thread that shares a core."""
+
+    def __init__(self, clock=None, waited=None):
+        self._clock, self._waited = clock, waited
+        self.t0, self.w0 = self._now()
+
+    def _now(self):
+        waited = (self._waited or run_queue_wait)()
+        return (self._clock or time.perf_counter)(), waited
+
+    def share(self):
+        t1, w1 = self._now()
+        if self.w0 is None or w1 is None or t1 <= self.t0:
+            return None
+        return (w1 - self.w0) * 1e-9 / (t1 - self.t0)
+
+
+# A stretch whose threads waited for a CPU more than this share of its wall time (summed over
+# the threads) was taken on a contended machine: its plan is kept for the process only.
+CONTENDED_SHARE = 0.25
+
+
+def worth_saving(contention=None):
+    """Whether a plan timed now may be written to disk: the machine is not busy (load
+    average) and ``contention`` (a :class:`Contention` over the trial, or over the trial and
+    the probe) did not see this process's threads wait for CPUs."""
+    if machine_busy():
+        return False
+    share = None if contention is None else contention.share()
+    if share is not None and share > CONTENDED_SHARE:
+        log.debug("fastmlp: threads waited for a CPU %.0f%% of the time: plan kept for this "
+                  "process only", 100 * share)
+        return False
+    return True
 
 
 def save(key, plan, probed=False):

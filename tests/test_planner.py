@@ -35,6 +35,7 @@ def fresh(monkeypatch, tmp_path):
     """No plan in this process, an empty plan folder, no forced way, an idle machine."""
     monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
     monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    monkeypatch.setattr(_planner, "run_queue_wait", lambda: None)
     monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
     _planner.clear()
     yield tmp_path
@@ -54,6 +55,7 @@ import json, sys, numpy as np
 from fastmlp import _planner
 from fastmlp.estimators import MLPClassifier
 _planner.machine_busy = lambda: False  # (the test machine's load must not decide)
+_planner.run_queue_wait = lambda: None
 if sys.argv[1] == "no-trial":
     def refuse(*a, **k):
         raise AssertionError("a trial ran")
@@ -334,3 +336,71 @@ def test_the_probe_runs_the_other_way_even_when_the_trial_ranked_it_last(fresh, 
                                 trial={"blas/2": 1e-4, "blas/1": 2e-4, "split/2": 5e-4})
     p = _planner.PROBE_EPOCH
     assert ran == [("blas/2", "timed")] * p + [("split/2", "probed")] * (5 - p)
+
+
+def test_contention_share_is_the_threads_waiting_over_the_wall_time():
+    """Contention: the run-queue waiting of this process's threads over the stretch's wall
+    time, from two readings; None where the kernel does not say."""
+    clock, waited = iter([10.0, 12.0]), iter([1_000_000_000, 1_600_000_000])
+    c = _planner.Contention(clock=lambda: next(clock), waited=lambda: next(waited))
+    assert c.share() == pytest.approx(0.3)  # 0.6 s of waiting over 2 s
+    assert _planner.Contention(waited=lambda: None).share() is None
+    w = _planner.run_queue_wait()
+    assert w is None or (isinstance(w, int) and w >= 0)
+
+
+def test_a_trial_whose_threads_waited_for_cpus_is_not_written(fresh, monkeypatch, caplog):
+    """The load average can miss a busy spell (a 2-core machine running two other programs
+    shows a load of 2, not above it); the trial's own threads waiting for a CPU do not: such
+    a trial is kept for the process only, and so is its probe."""
+    caplog.set_level("DEBUG", logger="fastmlp")
+    waited = [0]
+
+    def waiting():  # every reading: 1 s more of waiting, far above the wall time between
+        waited[0] += 10 ** 9
+        return waited[0]
+    monkeypatch.setattr(_planner, "run_queue_wait", waiting)
+    saved = []
+    monkeypatch.setattr(_planner, "save",
+                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
+    t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6,
+                                monkeypatch)
+    assert ("split/2", "probed") in ran  # the probe ran...
+    assert saved == []  # ...but neither the trial nor the probe was written
+    assert "waited for a CPU" in caplog.text
+    monkeypatch.setattr(_planner, "run_queue_wait", lambda: 0)  # no waiting: written
+    _planner.clear()
+    _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6, monkeypatch)
+    assert saved == [("blas/2", False), ("blas/2", True)]
+
+
+HOG = r"""
+import os, subprocess, sys, time
+from fastmlp import _planner
+if _planner.run_queue_wait() is None:
+    print("unknown"); sys.exit(0)
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+try:
+    time.sleep(0.2)
+    c = _planner.Contention()
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.4:
+        pass
+    print(c.share())
+finally:
+    hog.kill()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_thread_sharing_its_cpu_with_a_busy_program_is_seen_waiting():
+    """The real meter: this process and a busy program on one CPU (the program inherits the
+    affinity) each get about half of it, so the meter sees waiting well above the threshold.
+    (On a machine busier still, more.)"""
+    out = subprocess.run([sys.executable, "-c", HOG], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "unknown":
+        pytest.skip("this kernel does not report run-queue waiting")
+    assert float(out.stdout) > _planner.CONTENDED_SHARE
