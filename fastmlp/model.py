@@ -353,8 +353,9 @@ class MLP(ModelState):
         Raises
         ------
         ValueError
-            For bad arguments (``optimizer='lbfgs'`` included), and when an interrupted epoch over another number of rows is
-            pending (it is never dropped silently: pass its rows, or call :meth:`fit`).
+            For bad arguments (``optimizer='lbfgs'`` included), and when an interrupted
+            epoch over another number of rows is pending (it is never dropped silently: pass
+            its rows, or call :meth:`fit`).
 
         Examples
         --------
