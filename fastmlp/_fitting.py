@@ -35,6 +35,32 @@ from .optimizers import make_optimizer
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
+def minimize_lbfgs(source, x0, *, max_iter, max_fun=15000, tol=1e-4, iprint=-1,
+                   on_iteration=None):
+    """THE L-BFGS driver (the estimators' and ``fastmlp.MLP``'s): scikit-learn's L-BFGS-B call
+    -- its options, its convergence check (a ``ConvergenceWarning`` when ``max_iter`` or
+    ``max_fun`` ends it) -- on a gradient source (see :class:`TrainerSource`) from ``x0``.
+
+    ``on_iteration(x, loss)`` runs after each iteration with the new iterate and the loss
+    there; it returning True, or ``source.stop_requested`` (set by a stop request), ends the
+    optimisation after that iteration.  Returns ``(n_iter, opt_res)``, scipy's result:
+    ``opt_res.x`` (float64) is the solution; ``source.params`` holds the last point
+    evaluated, not necessarily the solution."""
+
+    def callback(intermediate_result):  # scipy passes the iterate under this very name
+        stop = on_iteration is not None and on_iteration(intermediate_result.x,
+                                                         intermediate_result.fun)
+        if source.stop_requested or stop:
+            raise StopIteration
+
+    opt_res = scipy.optimize.minimize(
+        source.loss_grad, x0, method="L-BFGS-B", jac=True,
+        options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol,
+                 **_get_additional_lbfgs_options_dict("iprint", iprint)},
+        callback=callback)
+    return _check_optimize_result("lbfgs", opt_res, max_iter), opt_res
+
+
 class _FittingLoops:
     """The fitting half of :class:`fastmlp.estimators._BaseMLP` (a mixin): initialisation,
     the validation sets, the L-BFGS driver and the epoch loop over a gradient source."""
@@ -157,11 +183,10 @@ class _FittingLoops:
         iteration = [0]
         views = source.layout.views
 
-        def on_iteration(intermediate_result):
+        def on_iteration(x, fun):
             """After each L-BFGS iteration: verbose output (scipy >= 1.15 prints nothing for
-            scikit-learn's iprint), the validation set, callbacks, a stop request."""
+            scikit-learn's iprint), the validation set, callbacks; True to stop."""
             iteration[0] += 1
-            x, fun = intermediate_result.x, intermediate_result.fun
             if self.verbose:
                 print("Iteration %d, loss = %.8f" % (iteration[0], fun))
             if validation is not None:
@@ -176,8 +201,7 @@ class _FittingLoops:
                         best.update(x=x.copy(), fun=float(fun))
             stop = tasks.end(*views(x))
             tasks.begin(*views(x))
-            if source.stop_requested or stop:
-                raise StopIteration
+            return stop
 
         # SciPy (>= 1.15) evaluates the function at x cast to x0's dtype (the weights') and
         # keeps its own iterate in float64: float32 weights and data mean a float32 network at
@@ -187,14 +211,11 @@ class _FittingLoops:
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         self._attach(source)
         try:
-            opt_res = scipy.optimize.minimize(
-                source.loss_grad, x0, method="L-BFGS-B", jac=True,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
-                         **_get_additional_lbfgs_options_dict("iprint", iprint)},
-                callback=on_iteration)
+            self.n_iter_, opt_res = minimize_lbfgs(
+                source, x0, max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
+                iprint=iprint, on_iteration=on_iteration)
         finally:
             self._source = None
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_, x = opt_res.fun, opt_res.x
         if best:
             self.loss_, x = best["fun"], best["x"]

@@ -10,7 +10,7 @@ Field checks use :mod:`fastmlp._state`.
 import numpy as np
 
 from . import _state as S
-from .optimizers import OPTIMIZERS
+from ._validation import SOLVERS
 
 # partial_fit's settings before any training (in this order)
 FIT_DEFAULTS = {"batch_size": 256, "learning_rate": 0.1, "optimizer": "sgd", "momentum": 0.0,
@@ -108,13 +108,14 @@ class ModelState:
             "batch_size": S.get_int(stored, "batch_size", "fit settings' batch size", low=1),
             "learning_rate": S.get_float(stored, "learning_rate", "fit settings' learning rate",
                                          low=0.0),
-            "optimizer": S.get_str(stored, "optimizer", tuple(OPTIMIZERS),
-                                   "fit settings' optimizer"),
+            "optimizer": S.get_str(stored, "optimizer", SOLVERS, "fit settings' optimizer"),
             "momentum": S.get_float(stored, "momentum", "fit settings' momentum", low=0.0,
                                     high=1.0),
             "shuffle": stored["shuffle"]}
         if not settings["learning_rate"] > 0 or not settings["momentum"] < 1:
             S.bad("bad fit settings (learning rate or momentum)")
+        if settings["optimizer"] == "lbfgs" and opt is not None:  # fit(lbfgs) keeps none
+            S.bad("bad fit settings (lbfgs, but an optimizer state)")
         return settings
 
     def _set_state(self, state):
@@ -172,6 +173,8 @@ class ModelState:
             pending = {"order": order, "position": position, "loss_sum": loss_sum,
                        "n_rows": len(order)}
         settings = self._stored_settings(model, batch_size, opt)
+        if settings["optimizer"] == "lbfgs" and pending is not None:
+            S.bad("bad interrupted-epoch record (an L-BFGS fit has no epochs)")
         labels = {}
         for name, n, unique in (("classes_", n_out, True), ("feature_names_in_", n_in, False)):
             a = arrays.pop(f"attr/{name}", None)

@@ -32,7 +32,7 @@ def loss_as_sklearn(t, Y, sw, alpha):
     L = t.layout.n_layers
     out, delta = t.ws.A(L), t.ws.delta(L)
     name = t.loss
-    if name == "log_loss" and t.out_activation == "logistic":
+    if name == "log_loss" and t.out_activation in ("logistic", "sigmoid"):
         name = "binary_log_loss"
     loss = _SKLEARN_LOSSES[name](Y, out, sw)
     sw_sum = Y.shape[0] if sw is None else sw.sum()

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import (Interval, InvalidParameterError, St
                                              validate_parameter_constraints)
 
 from . import kernels as K
-from .optimizers import NAME_CONSTRAINT as _OPTIMIZER_NAME, OPTIMIZERS
+from .optimizers import OPTIMIZERS
 
 # The one list of the names every front-end accepts (the estimators, the command line, the
 # model files' records, the ONNX export and the docs derive theirs from these).
@@ -63,7 +63,7 @@ FIT_CONSTRAINTS = {
     "epochs": [Interval(Integral, 0, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
-    "optimizer": _OPTIMIZER_NAME["name"],
+    "optimizer": [StrOptions(set(SOLVERS))],  # 'lbfgs' for fit only
     "momentum": [Interval(Real, 0, 1, closed="left")],
     "shuffle": ["boolean"],
     "callback": [callable, None],

@@ -15,8 +15,10 @@ from sklearn.utils import check_random_state
 
 from . import _state as S
 from . import persistence
-from ._core import Trainer
+from ._core import PREDICT_CHUNK, Trainer
+from ._fitting import minimize_lbfgs
 from ._model_state import FIT_DEFAULTS, ModelState
+from ._sources import TrainerSource
 from ._threads import resolve_n_threads
 from ._validation import (FIT_CONSTRAINTS, MLP_CONSTRAINTS, check_dropout, check_dtype,
                           check_hyperparams, check_layer_sizes, check_leaky_relu_slope,
@@ -64,7 +66,8 @@ class MLP(ModelState):
         ``W[l]`` of shape (n_in, n_out) and ``b[l]`` of shape (n_out,), views of the live
         parameters (after ``fit`` or ``partial_fit``).
     loss_curve_ : list of float
-        Mean training loss of each completed epoch.
+        Mean training loss of each completed epoch; after ``fit(optimizer='lbfgs')``, the
+        loss (L2 term included) at each L-BFGS iterate, one entry per iteration.
 
     Examples
     --------
@@ -115,13 +118,13 @@ class MLP(ModelState):
         self.loss_curve_ = []
 
     # -- state --------------------------------------------------------------------------------
-    def _make_trainer(self, batch_size, init=True):
+    def _make_trainer(self, batch_size, init=True, alpha=None):
         S.check_memory(S.training_bytes(self.layer_sizes, batch_size, self.dtype.itemsize),
                        f"training a network {'-'.join(map(str, self.layer_sizes))} "
                        f"({self.dtype.name}) with batch size {batch_size}")
         t = Trainer(self.layer_sizes, activation=self.activation,
-                    out_activation=self.out_activation, loss=self.loss,
-                    dtype=self.dtype, batch_size=batch_size, alpha=self.alpha,
+                    out_activation=self.out_activation, loss=self.loss, dtype=self.dtype,
+                    batch_size=batch_size, alpha=self.alpha if alpha is None else alpha,
                     n_threads=self._n_threads, leaky_relu_slope=self.leaky_relu_slope)
         if self._trainer is not None:  # a new batch size keeps the learned parameters
             t.params[:] = self._trainer.params
@@ -173,7 +176,10 @@ class MLP(ModelState):
     @property
     def optimizer_settings_(self) -> Optional[dict[str, Any]]:
         """The settings of the last training call: a dict with ``optimizer``,
-        ``learning_rate``, ``batch_size`` (and ``momentum`` for sgd), or None before any."""
+        ``learning_rate``, ``batch_size`` (and ``momentum`` for sgd), ``{'optimizer':
+        'lbfgs'}`` after ``fit(optimizer='lbfgs')``, or None before any."""
+        if self._settings["optimizer"] == "lbfgs" and self._trainer is not None:
+            return {"optimizer": "lbfgs"}
         if self._optimizer is None or self._trainer is None:
             return None
         out = {"optimizer": self._optimizer.name,
@@ -219,11 +225,26 @@ class MLP(ModelState):
             shuffle: bool = True,
             callback: Optional[Callable[[int, float], Optional[bool]]] = None,
             sample_weight: Optional[ArrayLike] = None) -> MLP:
-        """Train from fresh weights, drawn from ``random_state``, for ``epochs`` passes.
+        """Train from fresh weights, drawn from ``random_state``, for ``epochs`` passes (or
+        at most ``epochs`` L-BFGS iterations).
 
         Two calls of ``fit`` on one object give the same model (as in scikit-learn); only
         :meth:`partial_fit` continues.  ``fit(epochs=k)`` equals ``k`` calls of
         ``partial_fit(epochs=1)`` on a new model.
+
+        ``optimizer='lbfgs'`` minimises the full-batch loss (L2 term included) with
+        scikit-learn's L-BFGS-B, through the driver of ``fastmlp.MLPClassifier(solver=
+        'lbfgs')`` (the same iterates from the same weights): ``epochs`` is ``max_iter``,
+        with scikit-learn's ``tol=1e-4`` and ``max_fun=15000`` (a ``ConvergenceWarning``
+        when a limit ends it); ``batch_size``, ``learning_rate``, ``momentum`` and
+        ``shuffle`` do not apply (they are kept for a later :meth:`partial_fit`).
+        ``loss_curve_`` gets the loss at each iterate, so ``len(loss_curve_)`` is the number
+        of iterations; ``callback(iteration, loss)`` runs after each (True stops), and
+        :meth:`request_stop` stops after the current iteration.  The whole batch's
+        activations are held during the fit (dense input; sparse input runs in chunks of
+        rows), then freed.  As in scikit-learn, with squared error over several outputs the
+        gradient is that of ``n_outputs * loss`` (scikit-learn issue #8349).  Dropout is
+        refused (a new mask at every evaluation is no function to minimise).
 
         Parameters
         ----------
@@ -231,8 +252,11 @@ class MLP(ModelState):
         Y : array-like of shape (n_samples, layer_sizes[-1]) or (n_samples,)
             The training data, as for :meth:`partial_fit`.
         epochs : int, default=10
-            Passes over the data (0 only initialises the weights).
-        batch_size, learning_rate, optimizer, momentum, shuffle, callback, sample_weight
+            Passes over the data (0 only initialises the weights); the maximum number of
+            iterations with ``optimizer='lbfgs'``.
+        optimizer : {'sgd', 'adam', 'lbfgs'}, default='sgd'
+            'lbfgs': see above.
+        batch_size, learning_rate, momentum, shuffle, callback, sample_weight
             As for :meth:`partial_fit`.
 
         Returns
@@ -254,6 +278,9 @@ class MLP(ModelState):
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "optimizer": optimizer, "momentum": momentum, "shuffle": shuffle,
             "callback": callback}, "MLP.fit")
+        if optimizer == "lbfgs" and self.dropout is not None:
+            raise ValueError("dropout needs optimizer='sgd' or 'adam': a new mask at every "
+                             "evaluation is no function L-BFGS can minimise")
         self._trainer = None
         self._optimizer = None
         self._opt_state = None
@@ -261,6 +288,11 @@ class MLP(ModelState):
         self._settings = dict(FIT_DEFAULTS)
         self._rs = check_random_state(self.random_state)
         self.loss_curve_ = []
+        if optimizer == "lbfgs":
+            self._settings = {"batch_size": int(batch_size),
+                              "learning_rate": float(learning_rate), "optimizer": "lbfgs",
+                              "momentum": float(momentum), "shuffle": bool(shuffle)}
+            return self._fit_lbfgs(X, Y, int(epochs), callback, sample_weight)
         return self.partial_fit(X, Y, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, optimizer=optimizer,
                                 momentum=momentum, shuffle=shuffle, callback=callback,
@@ -301,7 +333,8 @@ class MLP(ModelState):
             Step size (> 0); 0.1 before any training.
         optimizer : {'sgd', 'adam'}, default=None
             The optimizer ('sgd' before any training); changing it starts a fresh optimizer
-            state.
+            state.  'lbfgs' is for :meth:`fit` only (one optimisation from fresh weights); a
+            model it trained continues with 'sgd' or 'adam', given here.
         momentum : float, default=None
             SGD momentum, in [0, 1); 0.0 before any training.
         shuffle : bool, default=None
@@ -320,8 +353,9 @@ class MLP(ModelState):
         Raises
         ------
         ValueError
-            For bad arguments, and when an interrupted epoch over another number of rows is
-            pending (it is never dropped silently: pass its rows, or call :meth:`fit`).
+            For bad arguments (``optimizer='lbfgs'`` included), and when an interrupted
+            epoch over another number of rows is pending (it is never dropped silently: pass
+            its rows, or call :meth:`fit`).
 
         Examples
         --------
@@ -343,6 +377,12 @@ class MLP(ModelState):
         check_hyperparams(FIT_CONSTRAINTS, {"epochs": epochs, "callback": callback, **given},
                           "MLP.partial_fit")
         settings: dict[str, Any] = {**self._settings, **given}
+        if settings["optimizer"] == "lbfgs":
+            raise ValueError(
+                "partial_fit cannot run L-BFGS (one optimisation from fresh weights, which "
+                "cannot be continued): use fit(optimizer='lbfgs')" if "optimizer" in given else
+                "this model was trained by fit(optimizer='lbfgs'), which partial_fit cannot "
+                "continue: pass optimizer='sgd' or 'adam'")
         batch_size, learning_rate, optimizer, momentum, shuffle = (
             settings["batch_size"], settings["learning_rate"], settings["optimizer"],
             settings["momentum"], settings["shuffle"])
@@ -399,6 +439,33 @@ class MLP(ModelState):
         finally:  # a stop request is used up by the call it stopped
             if self._stop or t.stop_requested:
                 self._stop = t.stop_requested = False
+        return self
+
+    def _fit_lbfgs(self, X, Y, max_iter, callback, sample_weight):
+        """fit(optimizer='lbfgs'): the estimators' L-BFGS driver (minimize_lbfgs) on a
+        full-batch trainer for this fit (dense: one batch of every row, as scikit-learn;
+        sparse: chunks of rows with the L2 term added once); a trainer of the fit's batch size
+        then keeps the solution and the full batch's buffers are freed."""
+        X, Y = self._check_xy(X, Y)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        n, sparse = X.shape[0], sp.issparse(X)
+        t = self._make_trainer(min(n, PREDICT_CHUNK) if sparse else n,
+                               alpha=0.0 if sparse else None)
+        source = TrainerSource(t, X, Y, sample_weight, alpha=self.alpha)
+
+        def on_iteration(x, loss):
+            self.loss_curve_.append(float(loss))
+            return callback is not None and bool(callback(len(self.loss_curve_), float(loss)))
+
+        try:
+            if max_iter > 0 and not self._stop:
+                # scipy evaluates at its float64 iterate cast to x0's dtype, the model's
+                _, result = minimize_lbfgs(source, t.params.copy(), max_iter=max_iter,
+                                           on_iteration=on_iteration)
+                np.copyto(t.params, result.x)  # the last evaluation's point may be another
+        finally:  # a stop request is used up by the call it stopped
+            self._stop = t.stop_requested = False
+        self._make_trainer(min(self._settings["batch_size"], n))
         return self
 
     def save(self, path: Union[str, os.PathLike]) -> None:

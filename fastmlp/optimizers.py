@@ -158,7 +158,7 @@ class Adam:
 
 Optimizer = Union[SGD, Adam]
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
-# The optimizer names, as a scikit-learn parameter constraint (fastmlp._validation uses it too).
+# The optimizer names, as a scikit-learn parameter constraint.
 NAME_CONSTRAINT = {"name": [StrOptions(set(OPTIMIZERS))]}
 
 

@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 import fastmlp
 from fastmlp import cli
@@ -189,7 +191,7 @@ def test_npz_lbfgs_and_proba(tmp_path, data, capsys):
                         30, "--out", model)
     assert rc == 0, err
     assert "iterations" in out
-    assert type(fastmlp.load(model)).__name__ == "MLPClassifier"
+    assert type(fastmlp.load(model)) is fastmlp.MLP  # one model class whatever the solver
     rc, out, err = call(capsys, "predict", model, data / "cls.npz", "--proba")
     assert rc == 0
     lines = out.splitlines()
@@ -197,8 +199,68 @@ def test_npz_lbfgs_and_proba(tmp_path, data, capsys):
     assert abs(sum(map(float, lines[1].split(","))) - 1) < 1e-9
     rc, out, err = call(capsys, "evaluate", model, data / "cls.npz")
     assert rc == 0 and out.startswith("accuracy: ")
+    rc, out, err = call(capsys, "info", model)
+    assert rc == 0 and "optimizer: lbfgs" in out and "30 L-BFGS iterations" not in out
+    assert "L-BFGS iterations, loss " in out
     rc, out, err = call(capsys, "train", "--resume", model)
-    assert_user_error(rc, err, "cannot be resumed")
+    assert_user_error(rc, err, "an L-BFGS run (--solver lbfgs) is one optimisation",
+                      "cannot be resumed")
+
+
+def test_cli_lbfgs_equals_the_python_mlp(tmp_path, data, capsys):
+    """`fastmlp train --solver lbfgs` is MLP.fit(optimizer='lbfgs') on the job's rows: the
+    same out_activation/loss as sgd/adam, float64, the class weights as sample weights."""
+    from sklearn.utils.class_weight import compute_sample_weight
+    with np.load(data / "cls.npz") as z:
+        X, y = z["X"], z["y"]
+    y = y.copy()
+    y[:40] = 2  # three classes, unbalanced
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    rc, out, err = call(capsys, "train", tmp_path / "d.npz", "--solver", "lbfgs", "--epochs",
+                        25, "--val-fraction", 0, "--no-scale", "--alpha", "0.001",
+                        "--class-weight", "balanced", "--hidden", 6, "--out",
+                        tmp_path / "m.npz", "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    cli_model = fastmlp.load(tmp_path / "m.npz")
+    python = fastmlp.MLP((4, 6, 3), activation="relu", out_activation="softmax",
+                         loss="log_loss", dtype="float64", alpha=0.001, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        python.fit(X, np.eye(3)[y], optimizer="lbfgs", epochs=25,
+                   sample_weight=compute_sample_weight("balanced", y))
+    assert np.array_equal(_params(cli_model), _params(python))
+    assert report["epochs"] == len(python.loss_curve_)
+    assert report["final_loss"] == python.loss_curve_[-1]
+    assert list(cli_model.classes_) == [0, 1, 2]
+
+
+def test_estimator_files_are_still_read(tmp_path, data, capsys):
+    """Files of the scikit-learn-style estimators (saved from Python, and `fastmlp train
+    --solver lbfgs` before it trained an MLP) are read by predict, evaluate and info."""
+    with np.load(data / "cls.npz") as z:
+        X, y = z["X"], z["y"]
+    est = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=30,
+                                random_state=0).fit(X, y)
+    est.save(tmp_path / "e.npz")
+    rc, out, err = call(capsys, "predict", tmp_path / "e.npz", data / "cls.npz", "--proba")
+    assert rc == 0, err
+    proba = np.loadtxt(io.StringIO(out), delimiter=",", skiprows=1)
+    assert out.splitlines()[0] == "proba_0,proba_1"
+    np.testing.assert_allclose(proba, est.predict_proba(X), rtol=1e-12)
+    rc, out, err = call(capsys, "predict", tmp_path / "e.npz", data / "cls.npz")
+    assert rc == 0 and np.array_equal(np.loadtxt(io.StringIO(out), skiprows=1), est.predict(X))
+    rc, out, err = call(capsys, "evaluate", tmp_path / "e.npz", data / "cls.npz", "--json")
+    assert rc == 0 and json.loads(out)["score"] == est.score(X, y)
+    rc, out, err = call(capsys, "info", tmp_path / "e.npz")
+    assert rc == 0 and f"training: {est.n_iter_} L-BFGS iterations" in out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = fastmlp.MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+        reg.fit(X, y)
+    reg.save(tmp_path / "r.npz")
+    rc, out, err = call(capsys, "predict", tmp_path / "r.npz", data / "cls.npz", "--proba")
+    assert_user_error(rc, err, "--proba needs a classifier; this model is a regressor")
 
 
 BAD_TRAIN = [
@@ -363,10 +425,7 @@ def test_predict_and_evaluate_apply_the_stored_scaling(tmp_path, diabetes, capsy
     assert 60 < m.y_scale_[0] < 90 and 130 < m.y_mean_[0] < 170
     # by hand: standardise, predict, back to the target's units
     Xs = (X - m.x_mean_) / m.x_scale_
-    if solver == "lbfgs":
-        out = m.predict(pd.DataFrame(Xs, columns=m.feature_names_in_)).reshape(-1, 1)
-    else:
-        out = m.predict(Xs.astype(m.dtype))
+    out = m.predict(Xs.astype(m.dtype))  # an MLP whatever the solver
     # in the model's precision: float32 for adam (the default dtype), float64 for L-BFGS
     dtype = np.float64 if solver == "lbfgs" else np.float32
     expected = (out * m.y_scale_ + m.y_mean_)[:, 0].astype(dtype)
@@ -600,11 +659,31 @@ def test_a_signal_while_reading_exits_with_its_code(tmp_path, data, cls_model, c
 
 
 def test_ctrl_c_before_lbfgs_starts_stops_it(tmp_path, data, capsys, monkeypatch):
-    from fastmlp.estimators import MLPClassifier
-    monkeypatch.setattr(MLPClassifier, "fit", _signal_then(MLPClassifier.fit, signal.SIGINT))
+    monkeypatch.setattr(fastmlp.MLP, "fit", _signal_then(fastmlp.MLP.fit, signal.SIGINT))
     rc, out, err = call(capsys, "train", data / "cls.csv", "--solver", "lbfgs", "--epochs",
                         200, "--out", tmp_path / "m.npz")
-    assert rc == 130 and "after 1 L-BFGS iterations" in err, err
+    assert rc == 130 and "after 0 L-BFGS iterations" in err, err
+    assert "cannot be resumed" in err and fastmlp.load(tmp_path / "m.npz").loss_curve_ == []
+
+
+def test_ctrl_c_during_lbfgs_stops_after_the_iteration(tmp_path, data, capsys, monkeypatch):
+    import fastmlp.model
+    real = fastmlp.model.minimize_lbfgs
+
+    def signalled(source, x0, on_iteration, **kw):  # SIGINT at the end of the third iteration
+        count = [0]
+
+        def on(x, loss):
+            count[0] += 1
+            if count[0] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return on_iteration(x, loss)
+        return real(source, x0, on_iteration=on, **kw)
+    monkeypatch.setattr(fastmlp.model, "minimize_lbfgs", signalled)
+    rc, out, err = call(capsys, "train", data / "cls.csv", "--solver", "lbfgs", "--epochs",
+                        200, "--out", tmp_path / "m.npz")
+    assert rc == 130 and "interrupted by SIGINT after 3 L-BFGS iterations" in err, err
+    assert len(fastmlp.load(tmp_path / "m.npz").loss_curve_) == 3
 
 
 def test_main_works_outside_the_main_thread(data, capsys):

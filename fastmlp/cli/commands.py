@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
-from .data import (UserError, class_labels, data_format, predictions, read_data, score,
-                        to_dtype)
+from .data import (UserError, class_labels, data_format, network, predictions, read_data,
+                   score, to_dtype)
 from .._validation import ACTIVATIONS, SOLVERS
 from .._version import __version__
 from ..persistence import atomic_write
@@ -161,8 +161,7 @@ def _load_model(path):
 
 def _model_view(model, record):
     """What predict/evaluate need: (n_features, feature names, classes, task, target)."""
-    from ..model import MLP
-    n_features = model.layer_sizes[0] if isinstance(model, MLP) else model.n_features_in_
+    n_features = network(model).n_features
     classes = getattr(model, "classes_", None)
     names = getattr(model, "feature_names_in_", None)
     names = None if names is None else [str(n) for n in names]
@@ -186,42 +185,23 @@ def _features(path, model, record, target=None, need_target=False):
     return ds, classes, task
 
 
-def _model_dtype(model):
-    from ..model import MLP
-    return model.dtype if isinstance(model, MLP) else model.coefs_[0].dtype
-
-
 def _model_inputs(model, ds):
     """The data's features in the model's input units and precision (its stored
     standardisation applied); a value beyond the precision's range is an error."""
     mean, scale = getattr(model, "x_mean_", None), getattr(model, "x_scale_", None)
     X = ds.X if mean is None else (ds.X - mean) / scale
-    X = to_dtype(X, _model_dtype(model), ds.source, ds.feature_names, raw=ds.X)
+    X = to_dtype(X, network(model).dtype, ds.source, ds.feature_names, raw=ds.X)
     return X.astype(np.float64) if X.dtype != np.float64 else X
 
 
 def _outputs(model, ds, proba):
     """-> (column names, 2-D array of values) of the predictions, in the target's units."""
-    from ..model import MLP
     classes = getattr(model, "classes_", None)
     X = _model_inputs(model, ds)
     if proba:
         if classes is None:
-            raise UserError("--proba needs a classifier; this model "
-                            + ("has no classes" if isinstance(model, MLP) else
-                               "is a regressor"))
-        if isinstance(model, MLP):
-            out = model.predict(X.astype(model.dtype))
-            if model.out_activation != "softmax":  # sigmoid outputs (digits): normalised
-                out = np.clip(out, 0, None)
-                s = out.sum(1, keepdims=True)
-                out = np.where(s > 0, out / np.where(s > 0, s, 1), 1.0 / out.shape[1])
-        else:
-            names = getattr(model, "feature_names_in_", None)
-            if names is not None:
-                import pandas as pd
-                X = pd.DataFrame(X, columns=[str(n) for n in names])
-            out = model.predict_proba(X)
+            raise UserError(f"--proba needs a classifier; this model {network(model).kind}")
+        out = network(model).proba(X)
         return [f"proba_{c}" for c in classes], np.asarray(out)
     pred = predictions(model, X)
     if pred.ndim == 1 or pred.shape[1] == 1:
@@ -379,7 +359,10 @@ def run_info(args):
                      f"output {model.out_activation}, loss {model.loss}; {model.dtype.name}")
         curve = model.loss_curve_
         opt = model.optimizer_settings_
-        if opt is not None:
+        lbfgs = opt is not None and opt["optimizer"] == "lbfgs"
+        if lbfgs:
+            lines.append("optimizer: lbfgs (full batch, scikit-learn's L-BFGS-B)")
+        elif opt is not None:
             extra = f", momentum {opt['momentum']}" if "momentum" in opt else ""
             lines.append(f"optimizer: {opt['optimizer']}, lr {opt['learning_rate']}{extra}, "
                          f"batch {opt['batch_size']}")
@@ -399,6 +382,7 @@ def run_info(args):
                      f"{model.batch_size}, alpha {model.alpha}")
         curve = getattr(model, "loss_curve_", None) or (
             [model.loss_] if getattr(model, "loss_", None) is not None else [])
+        lbfgs = model.solver == "lbfgs"
     classes = getattr(model, "classes_", None)
     if classes is not None:
         lines.append(f"classes ({len(classes)}): {_short(classes)}")
@@ -415,8 +399,10 @@ def run_info(args):
         lines.append("scaling: none (trained on the numbers as given)")
     if curve:
         hist = (f"training: {len(curve)} epochs, loss {curve[0]:.4g} -> {curve[-1]:.4g} "
-                f"(best {min(curve):.4g})") if kind == "MLP" or model.solver != "lbfgs" else \
-            f"training: {model.n_iter_} L-BFGS iterations, final loss {curve[-1]:.4g}"
+                f"(best {min(curve):.4g})") if not lbfgs else \
+            (f"training: {len(curve)} L-BFGS iterations, loss {curve[0]:.4g} -> "
+             f"{curve[-1]:.4g}" if kind == "MLP" else
+             f"training: {model.n_iter_} L-BFGS iterations, final loss {curve[-1]:.4g}")
         scores = [v for v in cli.get("history", {}).get("val_score", []) if v is not None]
         if scores:
             hist += f"; last validation {cli.get('metric')} {scores[-1]:.4f}"

@@ -5,7 +5,8 @@ optional: ``pip install pyarrow``), ``.npy`` (a 2-D array) and ``.npz`` (arrays 
 ``y``).  Every problem becomes a :class:`UserError` naming the file, the column and the row;
 sizes claimed by a file's header are checked against the file and the available memory
 before anything is allocated.  :func:`predictions`, :func:`score` and :func:`to_dtype` are
-the one place where a model's outputs are brought back to the data's units and scored.
+the one place where a model's outputs are brought back to the data's units and scored;
+:func:`network` the one place where a ``fastmlp.MLP`` and an estimator's file differ.
 """
 import hashlib
 import os
@@ -420,25 +421,71 @@ def unscale(model, out):
     return out if mean is None else out * scale + mean
 
 
-def predictions(model, X):
-    """What the model predicts for X (float64, already in the model's input units): class
-    labels (N,) for a classifier, values (N, k) in the target's units for a regressor (of the
-    model's precision)."""
+def network(model):
+    """What the commands need of a model file's network, whichever class wrote it: a
+    ``fastmlp.MLP`` (every ``fastmlp train`` run) or one of the scikit-learn-style estimators
+    (``MLPClassifier(...).save(path)`` in Python; ``fastmlp train --solver lbfgs`` files of
+    fastmlp 0.x): the one place the commands tell the two apart."""
     from ..model import MLP
-    if isinstance(model, MLP):
+    return _MLPNetwork(model) if isinstance(model, MLP) else _EstimatorNetwork(model)
+
+
+class _MLPNetwork:
+    """A ``fastmlp.MLP``: its raw outputs; labels by the largest output, probabilities by
+    normalising non-softmax (sigmoid: the digits job's) outputs."""
+
+    def __init__(self, model):
+        self.model, self.n_features, self.dtype = model, model.layer_sizes[0], model.dtype
+        self.kind = "has no classes"
+
+    def predict(self, X):
+        model = self.model
         out = model.predict(X.astype(model.dtype, copy=False))
         classes = getattr(model, "classes_", None)
         if classes is not None:
             return classes[out.argmax(1)]
         return unscale(model, out).astype(model.dtype)
-    names = getattr(model, "feature_names_in_", None)
-    if names is not None:
+
+    def proba(self, X):
+        out = self.model.predict(X.astype(self.model.dtype))
+        if self.model.out_activation != "softmax":  # sigmoid outputs (digits): normalised
+            out = np.clip(out, 0, None)
+            s = out.sum(1, keepdims=True)
+            out = np.where(s > 0, out / np.where(s > 0, s, 1), 1.0 / out.shape[1])
+        return out
+
+
+class _EstimatorNetwork:
+    """A fitted ``MLPClassifier``/``MLPRegressor``: its own predict/predict_proba, given a
+    frame with its feature names when it recorded some."""
+
+    def __init__(self, model):
+        self.model, self.n_features = model, model.n_features_in_
+        self.dtype = model.coefs_[0].dtype
+        self.kind = "is a regressor"
+
+    def _frame(self, X):
+        names = getattr(self.model, "feature_names_in_", None)
+        if names is None:
+            return X
         import pandas as pd
-        X = pd.DataFrame(X, columns=[str(n) for n in names])
-    pred = np.asarray(model.predict(X))
-    if hasattr(model, "classes_"):
-        return pred
-    return unscale(model, pred).astype(model.coefs_[0].dtype)
+        return pd.DataFrame(X, columns=[str(n) for n in names])
+
+    def predict(self, X):
+        pred = np.asarray(self.model.predict(self._frame(X)))
+        if hasattr(self.model, "classes_"):
+            return pred
+        return unscale(self.model, pred).astype(self.dtype)
+
+    def proba(self, X):
+        return self.model.predict_proba(self._frame(X))
+
+
+def predictions(model, X):
+    """What the model predicts for X (float64, already in the model's input units): class
+    labels (N,) for a classifier, values (N, k) in the target's units for a regressor (of the
+    model's precision)."""
+    return network(model).predict(X)
 
 
 def score(task, y, pred):

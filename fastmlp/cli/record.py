@@ -113,6 +113,10 @@ def check_resumable(model, rec, path):
                         f"sgd or adam; it cannot be resumed")
     s = rec["settings"]
     opt = model.optimizer_settings_
+    if s["solver"] == "lbfgs" and opt == {"optimizer": "lbfgs"}:
+        raise UserError(f"--resume {path}: an L-BFGS run (--solver lbfgs) is one optimisation "
+                        f"and cannot be resumed; train again with the --epochs (iterations) "
+                        f"it needs")
     act = "logistic" if s["activation"] in ("sigmoid", "logistic") else s["activation"]
     model_act = "logistic" if model.activation in ("sigmoid", "logistic") else model.activation
     problems = []
@@ -125,9 +129,9 @@ def check_resumable(model, rec, path):
     if s["dtype"] != model.dtype.name:
         problems.append(f"dtype {s['dtype']} but the network's {model.dtype.name}")
     if opt is not None and (opt["optimizer"] != s["solver"] or
-                            opt["batch_size"] > s["batch_size"]):
+                            opt.get("batch_size", 0) > s["batch_size"]):
         problems.append(f"solver {s['solver']}, batch {s['batch_size']} but the model's "
-                        f"{opt['optimizer']}, batch {opt['batch_size']}")
+                        f"{opt['optimizer']}, batch {opt.get('batch_size', '-')}")
     if len(model.loss_curve_) != len(rec["history"]["val_score"]):
         problems.append("a history of another length than the loss curve")
     if problems:

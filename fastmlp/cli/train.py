@@ -1,6 +1,7 @@
-"""``fastmlp train``: data -> split -> standardisation -> epochs through ``MLP.partial_fit``
-(sgd/adam: checkpointable, resumable to the bit) or ``MLPClassifier``/``MLPRegressor`` (lbfgs)
--> held-out metric, model file, plot.
+"""``fastmlp train``: data -> split -> standardisation -> one ``fastmlp.MLP`` whatever the
+solver, trained by epochs through ``MLP.partial_fit`` (sgd/adam: checkpointable, resumable to
+the bit) or by one ``MLP.fit(optimizer='lbfgs')`` (lbfgs: not resumable) -> held-out metric,
+model file, plot.
 
 The epoch loop here only schedules: every batch runs in the training core, through
 ``MLP.partial_fit``, one epoch per call.  Each epoch's order is drawn from the model's
@@ -311,11 +312,8 @@ def _run_train(args, holder, stop):
 
     record = dict(s=s, data=data, fingerprint=fingerprint, task=task, target=target,
                   metric=metric, n_train=len(Xtr), n_val=len(Xva))
-    if s["solver"] == "lbfgs":
-        return _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holder,
-                            stop, scaling, record)
 
-    # -- model ---------------------------------------------------------------------------------
+    # -- model (one MLP whatever the solver; the solver only chooses how it trains) ------------
     y_mean, y_scale = scaling.get("y_mean_"), scaling.get("y_scale_")
     if task == "classify":
         Ytr = (ytr[:, None] == classes[None, :]).astype(dtype)
@@ -346,6 +344,13 @@ def _run_train(args, holder, stop):
         if args.threads is not None:
             model.n_threads = args.threads
         history = info["history"]
+    weights = None
+    if s["class_weight"] is not None:
+        from sklearn.utils.class_weight import compute_sample_weight
+        weights = compute_sample_weight(s["class_weight"], ytr)
+    if s["solver"] == "lbfgs":
+        return _train_lbfgs(args, s, model, Xtr, Ytr, weights, (Xva, yva, ytr), holder, stop,
+                            record)
     done = len(model.loss_curve_)
     if done >= s["epochs"]:
         raise UserError(f"--resume {args.resume}: already trained for {done} epochs; "
@@ -355,10 +360,6 @@ def _run_train(args, holder, stop):
         return _record(history=history, status=status, **record)
 
     momentum = s["momentum"] if s["solver"] == "sgd" else 0.0
-    weights = None
-    if s["class_weight"] is not None:
-        from sklearn.utils.class_weight import compute_sample_weight
-        weights = compute_sample_weight(s["class_weight"], ytr)
     patience, best = s["early_stopping"], None  # best: (score, epoch, weights)
     progress = Progress(s["epochs"], done, len(Xtr), args.quiet, metric)
     last_saved = None
@@ -439,54 +440,39 @@ def _run_train(args, holder, stop):
     return rc or _interrupted_after_training(stop)
 
 
-def _train_lbfgs(args, s, task, Xtr, Xva, ytr, yva, feature_names, source, holder, stop,
-                 scaling, record):
+def _train_lbfgs(args, s, model, Xtr, Ytr, weights, scored, holder, stop, record):
+    """--solver lbfgs: one ``fit(optimizer='lbfgs')`` of the model the sgd/adam runs train
+    (up to --epochs iterations); one optimisation, so neither checkpointed nor resumable."""
     from sklearn.exceptions import ConvergenceWarning
-    from .._threads import thread_limits
-    from ..estimators import MLPClassifier, MLPRegressor
-    activation = "logistic" if s["activation"] == "sigmoid" else s["activation"]
-    cls = MLPClassifier if task == "classify" else MLPRegressor
-    kw = {} if task != "classify" else {"class_weight": s["class_weight"]}
-    est = cls(hidden_layer_sizes=tuple(s["hidden"]), activation=activation, solver="lbfgs",
-              alpha=s["alpha"], max_iter=s["epochs"], random_state=s["seed"], **kw)
-
-    def frame(X):  # names travel with the rows, so the model records feature_names_in_
-        if feature_names is None:
-            return X
-        import pandas as pd
-        return pd.DataFrame(X, columns=feature_names)
-    yfit = ytr if "y_mean_" not in scaling else \
-        (ytr - scaling["y_mean_"][0]) / scaling["y_scale_"][0]
+    Xva, yva, ytr = scored
+    task, metric, source = record["task"], record["metric"], record["data"] or "digits"
     start = time.perf_counter()
-    holder.append(est)
+    holder.append(model)
     stop.deferring = True
     if stop.signum is None:  # a signal before the optimiser starts: do not start it
-        # the estimators take the thread limit in force (they have no n_threads)
-        with warnings.catch_warnings(), thread_limits(args.threads):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(frame(Xtr), yfit)
-    for k, v in scaling.items():  # saved with the model; predict/evaluate apply them
-        setattr(est, k, v)
+            model.fit(Xtr, Ytr, optimizer="lbfgs", epochs=s["epochs"], sample_weight=weights)
     seconds = time.perf_counter() - start
     history = {"val_score": [], "seconds": seconds}
-    fitted = hasattr(est, "coefs_")
+    fitted = model.optimizer_settings_ is not None
+    curve = model.loss_curve_
     if stop.signum is not None:
         if args.out and fitted:
-            save(est, args.out, extra=_record(history=history, status="interrupted", **record))
+            save(model, args.out, extra=_record(history=history, status="interrupted", **record))
         what = (f"model saved to {args.out} (an L-BFGS run cannot be resumed)"
                 if args.out and fitted else "nothing saved" + ("" if args.out else " (no --out)"))
         print(f"fastmlp: interrupted by {signal.Signals(stop.signum).name} after "
-              f"{getattr(est, 'n_iter_', 0)} L-BFGS iterations; {what}", file=sys.stderr)
+              f"{len(curve)} L-BFGS iterations; {what}", file=sys.stderr)
         return EXIT_SIGNAL[stop.signum]
-    final = {"train": _score(task, est, Xtr, ytr), "held_out": _score(task, est, Xva, yva)}
+    final = {"train": _score(task, model, Xtr, ytr), "held_out": _score(task, model, Xva, yva)}
     if args.out:
-        save(est, args.out, extra=_record(history=history, status="complete", **record))
-    curve = [float(est.loss_)]
+        save(model, args.out, extra=_record(history=history, status="complete", **record))
     if args.plot:
-        _plot(args.plot, curve, [], record["metric"], source)
-    sizes = [Xtr.shape[1], *s["hidden"], est.n_outputs_]
-    rc = _report(args, s, source, task, record["metric"], sizes, final, seconds, len(Xtr),
-                 len(Xva), curve, False, est.coefs_[0].dtype, iterations=int(est.n_iter_))
+        _plot(args.plot, curve, [], metric, source, "L-BFGS iteration")
+    rc = _report(args, s, source, task, metric, model.layer_sizes, final, seconds, len(Xtr),
+                 len(Xva), curve or [float("nan")], record["data"] is None, model.dtype,
+                 iterations=len(curve))
     return rc or _interrupted_after_training(stop)
 
 
@@ -524,14 +510,14 @@ def _report(args, s, source, task, metric, sizes, final, seconds, n_train, n_val
     return 0
 
 
-def _plot(path, loss_curve, val_scores, metric, title):
+def _plot(path, loss_curve, val_scores, metric, title, xlabel="epoch"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.arange(1, len(loss_curve) + 1)
     ax.plot(epochs, loss_curve, color="tab:blue", label="training loss")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("training loss", color="tab:blue")
     if all(v is not None and np.isfinite(v) for v in loss_curve) and min(loss_curve) > 0:
         ax.set_yscale("log")
