@@ -322,10 +322,12 @@ def _run_train(args, holder, stop):
         Ytr = to_dtype(Ytr, dtype, source, raw=ytr, what="target")
     if model is None:
         from ..model import MLP
-        # digits: a sigmoid output with squared error; DATA: softmax + log loss for classes,
-        # identity + squared error for regression
-        out, loss = (("sigmoid", "squared_error") if data is None else
-                     ("softmax", "log_loss") if task == "classify" else
+        # digits: a sigmoid output with squared error (epochs); DATA, and digits by L-BFGS:
+        # softmax + log loss for classes, identity + squared error for regression.  (L-BFGS
+        # on digits' sigmoid + squared error meets its gradient tolerance after ~29
+        # iterations at 0.79 held-out accuracy; softmax + log loss reaches 0.97.)
+        out, loss = (("sigmoid", "squared_error") if data is None and s["solver"] != "lbfgs"
+                     else ("softmax", "log_loss") if task == "classify" else
                      ("identity", "squared_error"))
         dropout = s["dropout"]
         model = MLP(sizes, activation=s["activation"], out_activation=out, loss=loss,
