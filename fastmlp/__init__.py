@@ -45,17 +45,25 @@ class _CheckoutFolders:
 
 _CheckoutFolders.install()
 
-from . import _threads  # noqa: F401  (chooses Numba's threading layer before any kernel runs)
-from . import backend
-from .model import MLP
-from .persistence import load
-from .estimators import MLPClassifier, MLPRegressor
-from ._version import __version__
+from ._startup import young_objects_only as _young_objects_only
+
+# Numba's and fastmlp's modules are tens of thousands of new objects: imported with the
+# process's existing objects out of the garbage collector's way (see fastmlp._startup)
+with _young_objects_only():
+    from . import _threads  # noqa: F401  (Numba's pool and BLAS's threads: see its note)
+    from .model import MLP
+    from .persistence import load
+    from .estimators import MLPClassifier, MLPRegressor
+    from ._version import __version__
 
 
 def __getattr__(name: str):
     # imported on first use: ``python -m fastmlp.patch`` must find fastmlp.patch not yet
-    # imported, and the ONNX extra is optional
+    # imported, the ONNX extra is optional, and the estimators do not use the low-level
+    # ``backend`` (nor its Engine)
+    if name == "backend":
+        import importlib
+        return importlib.import_module(".backend", __name__)
     if name in ("patch_sklearn", "unpatch_sklearn"):
         from . import patch
         return getattr(patch, name)

@@ -52,6 +52,8 @@ import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's OpenBLAS so threadp
 from numba.np.ufunc import parallel as _numba_parallel
 from threadpoolctl import ThreadpoolController
 
+from ._startup import young_objects_only
+
 _controller = None
 _blas_lock = threading.Lock()   # guards the two below; never held while kernels run
 _blas_requests = {}             # {token: BLAS threads asked for} of the calls running now
@@ -200,6 +202,32 @@ def start_pool():
                 env.pop("GOMP_SPINCOUNT", None)
 
 
+_numba_ready = False
+
+
+def numba_ready():
+    """Numba's one-time set-up of its CPU target -- the typing and lowering registries its first
+    compilation or cache load fills, ~0.1 s -- done now, once per process, inside
+    ``fastmlp._startup.young_objects_only`` (the full garbage collections it triggered walked
+    the whole process: see that module).  The set-up is Numba's own (``refresh``, as its cache
+    loader calls it), under its compiler lock and inside a ``kernel_section`` (a fork from
+    another thread waits for it to end).  Called by ``thread_limits`` before any kernel runs."""
+    global _numba_ready
+    if _numba_ready:
+        return
+    try:
+        from numba.core.compiler_lock import global_compiler_lock
+        from numba.core.registry import cpu_target
+    except ImportError:  # another Numba layout: Numba sets itself up at the first call
+        _numba_ready = True
+        return
+    with _KERNEL_SECTION, global_compiler_lock:
+        if not _numba_ready:
+            with young_objects_only():
+                cpu_target.target_context.refresh()
+            _numba_ready = True
+
+
 def threading_layer():
     """The threading layer Numba runs parallel regions on (starts Numba's pool if needed:
     the layer is Numba's choice or the user's, never fastmlp's)."""
@@ -302,6 +330,7 @@ def thread_limits(n_threads=None):
     budget with the calls running now in other Python threads: ``budget // threads``.
     An n_threads above the budget (``cpu_budget``) is capped at it, with one warning."""
     n = resolve_n_threads(n_threads)
+    numba_ready()
     start_pool()
     threads_in = _enter_call()
     try:

@@ -31,6 +31,7 @@ call it; the building blocks called from Python with a code known at run time co
 dispatch over every activation instead.
 """
 import functools
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -251,7 +252,23 @@ class ForwardKernels(NamedTuple):
     split_forward: object
 
 
-@functools.lru_cache(maxsize=None)
+def _made_once(factory):
+    """``functools.lru_cache`` whose miss is made once even when threads ask for the same new
+    key at the same time: two threads of a grid search finishing their first fits together
+    each made their own prediction dispatchers, and each loaded the same kernel from the disk
+    cache (or compiled it).  The lock is held while the factory defines its kernels (nothing
+    is compiled there: Numba compiles at the first call)."""
+    made = functools.lru_cache(maxsize=None)(factory)
+    lock = threading.Lock()
+
+    @functools.wraps(factory)
+    def once(*key):
+        with lock:
+            return made(*key)
+    return once
+
+
+@_made_once
 def train_kernels(act, out_act, loss, dropout):
     """The training kernels specialised on the codes ``act``, ``out_act``, ``loss`` (ints) and
     ``dropout`` (bool); made once per process per specialisation, compiled on first call,
@@ -366,7 +383,7 @@ def train_kernels(act, out_act, loss, dropout):
     return TrainKernels(fused_forward_backward, fused_split_steps, fused_rows_sums)
 
 
-@functools.lru_cache(maxsize=None)
+@_made_once
 def steps_kernel(act, out_act, loss, dropout, opt):
     """The blas way's multi-step kernel ``steps`` (see :func:`train_kernels`) specialised on the
     optimizer too: ``opt`` (optim.SGD, ADAM or NO_UPDATE) is a constant, so only that
@@ -410,7 +427,7 @@ def steps_kernel(act, out_act, loss, dropout, opt):
     return fused_steps
 
 
-@functools.lru_cache(maxsize=None)
+@_made_once
 def forward_kernels(act, out_act):
     """The prediction kernels specialised on ``act`` and ``out_act`` (ints): the arguments of
     the generic :func:`forward_pass` and :func:`split_forward` without the codes."""

@@ -269,3 +269,29 @@ def test_gather_rows_prefetching_changes_nothing(n_rows, layout):
     K.gather_rows(out, X, idx)
     np.testing.assert_array_equal(out, before[idx])
     np.testing.assert_array_equal(X, before)
+
+
+@pytest.mark.parametrize("factory, key", [
+    ("forward_kernels", (K.TANH, K.SOFTMAX)),
+    ("steps_kernel", (K.TANH, K.SOFTMAX, K.LOG_LOSS, True, K.SGD)),
+    ("train_kernels", (K.TANH, K.SOFTMAX, K.LOG_LOSS, True)),
+])
+def test_threads_asking_for_new_kernels_at_once_get_the_same_ones(factory, key):
+    """The specialised kernels are made once per key, even when threads ask for a key nobody
+    asked for before at the same moment (each would load or compile its own copy)."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, threading\n"
+        "from fastmlp import kernels as K\n"
+        "sys.setswitchinterval(1e-6)\n"
+        "barrier = threading.Barrier(8); got = []\n"
+        "def ask():\n"
+        f"    barrier.wait(); got.append(id(K.{factory}(*{key!r})))\n"
+        "threads = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(len(got), len(set(got)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["8", "1"]
