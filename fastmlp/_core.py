@@ -277,7 +277,8 @@ class Trainer:
             else:
                 runners = self._pass_trial(n_threads, X, Y, sw, order, start, batch)
             t0 = time.perf_counter()
-            self._contention = _planner.Contention()  # over the trial, then up to the probe
+            # over the trial, then up to the probe
+            self._contention = _planner.Contention(n_threads)
             seconds = _planner.time_candidates(runners, setup=self._trial_threads)
             way, k = _planner.parse_label(_planner.choose(seconds))
             plan = _planner.Plan(way, "timed", seconds, k)
@@ -363,7 +364,7 @@ class Trainer:
             watch = _planner.Watch(plan, _planner.fallbacks(plan, n_threads,
                                                             self._split_available()), key)
             if plan.source != "timed" or self._contention is None:  # counted from here
-                self._contention = _planner.Contention()
+                self._contention = _planner.Contention(n_threads)
         elif watch.plan != plan:  # another trainer's watch changed this process's plan
             watch.plan = plan
         self._watch = watch

@@ -352,45 +352,70 @@ def run_queue_wait():
     return total if seen else None
 
 
-class Contention:
-    """How long this process's threads waited for a CPU over a stretch of time (a trial and
-    the epochs up to a probe's end): ``share()`` is the waiting summed over the threads,
-    divided by the stretch's wall time, None where unknown.  On an idle machine fastmlp's
-    threads wait a few percent of the time at most (waking up); beside a program that keeps
-    a core busy, about half of it per thread that shares a core."""
+def cpu_time():
+    """CPU seconds this process's threads have used (``time.process_time``)."""
+    return time.process_time()
 
-    def __init__(self, clock=None, waited=None):
-        self._clock, self._waited = clock, waited
-        self.t0, self.w0 = self._now()
+
+class Contention:
+    """Whether other programs took this process's CPUs over a stretch of time (a trial and
+    the epochs up to a probe's end), from two readings of the wall clock, of the time this
+    process's threads waited for a CPU (``run_queue_wait``) and of the CPU time they used.
+
+    ``share()``: the waiting summed over the threads, over the wall time (None where the
+    kernel does not say).  Waiting alone does not tell other programs from fastmlp's own
+    threads: after a threaded BLAS call OpenBLAS's threads spin for ~0.1 s, and the split
+    way's threads then wait for them (measured on an idle 2-core machine: 0.26-0.58 of the
+    wall time, while the process used 1.9 of the 2 cores).  So ``contended(budget)`` also asks
+    that the process used less than ``OWN_CPU_SHARE`` of its ``budget`` of cores (the threads
+    the plan may use): beside a program that keeps a core busy it gets about one of two."""
+
+    def __init__(self, budget=1, clock=None, waited=None, cpu=None):
+        self.budget = max(1, int(budget))
+        self._clock, self._waited, self._cpu = clock, waited, cpu
+        self.t0, self.w0, self.c0 = self._now()
 
     def _now(self):
         waited = (self._waited or run_queue_wait)()
-        return (self._clock or time.perf_counter)(), waited
+        return ((self._clock or time.perf_counter)(), waited,
+                (self._cpu or cpu_time)())
+
+    def shares(self):
+        """(waiting, CPU time used) over the wall time since the first reading; the first
+        None where unknown."""
+        t1, w1, c1 = self._now()
+        if t1 <= self.t0:
+            return None, 0.0
+        wall = t1 - self.t0
+        waited = None if self.w0 is None or w1 is None else (w1 - self.w0) * 1e-9 / wall
+        return waited, (c1 - self.c0) / wall
 
     def share(self):
-        t1, w1 = self._now()
-        if self.w0 is None or w1 is None or t1 <= self.t0:
-            return None
-        return (w1 - self.w0) * 1e-9 / (t1 - self.t0)
+        return self.shares()[0]
+
+    def contended(self):
+        (waited, used), budget = self.shares(), self.budget
+        if waited is None or waited <= CONTENDED_SHARE or used >= OWN_CPU_SHARE * budget:
+            return False
+        log.debug("fastmlp: threads waited for a CPU %.0f%% of the time and used %.2f of %d "
+                  "cores: plan kept for this process only", 100 * waited, used, budget)
+        return True
 
 
-# A stretch whose threads waited for a CPU more than this share of its wall time (summed over
-# the threads) was taken on a contended machine: its plan is kept for the process only.
+# A stretch whose threads waited for a CPU more than CONTENDED_SHARE of its wall time (summed
+# over the threads) while the process used less than OWN_CPU_SHARE of its budget of cores was
+# taken on a machine busy with other programs: its plan is kept for the process only.
 CONTENDED_SHARE = 0.25
+OWN_CPU_SHARE = 0.75
 
 
 def worth_saving(contention=None):
     """Whether a plan timed now may be written to disk: the machine is not busy (load
     average) and ``contention`` (a :class:`Contention` over the trial, or over the trial and
-    the probe) did not see this process's threads wait for CPUs."""
+    the probe) did not see other programs take this process's cores."""
     if machine_busy():
         return False
-    share = None if contention is None else contention.share()
-    if share is not None and share > CONTENDED_SHARE:
-        log.debug("fastmlp: threads waited for a CPU %.0f%% of the time: plan kept for this "
-                  "process only", 100 * share)
-        return False
-    return True
+    return contention is None or not contention.contended()
 
 
 def save(key, plan, probed=False):
@@ -440,6 +465,14 @@ SLOW_EPOCHS = 2
 PROBE_EPOCH = 2
 PROBE_GAIN = 0.9
 PROBE_EPOCHS = 2
+# After a call on several OpenBLAS threads, those threads spin for about 0.1 s before they
+# sleep (2**28 cycles, fixed when OpenBLAS loads), and a split epoch run meanwhile shares the
+# cores with them: on an idle 2-core machine split/2 steps took 1.07 ms in that window against
+# 0.07-0.10 ms after it, and a watch that judged those epochs moved a fit from split/2 to
+# blas/2 (measured: 2 runs of 5).  The split epochs in the first BLAS_SPIN_SECONDS (epoch time)
+# after a threaded blas epoch, or after a trial that timed threaded blas last, are not judged:
+# not slow, no estimate, no probe epoch.
+BLAS_SPIN_SECONDS = 0.12
 _probed = set()  # keys probed in this process
 _probed_lock = threading.Lock()
 
@@ -467,6 +500,23 @@ class Watch:
         self.probing = 0  # epochs left of the probe
         self.probe_done = False  # set when a probe has just ended (the trainer saves the plan)
         self.probe_best = math.inf
+        # epoch seconds left of OpenBLAS's spinning after the last threaded blas epoch (the
+        # trial times threaded blas last)
+        self.spin_left = BLAS_SPIN_SECONDS if any(
+            parse_label(lb)[0] == "blas" and parse_label(lb)[1] > 1
+            for lb in plan.seconds) else 0.0
+
+    def _after_spin(self, seconds):
+        """Whether the epoch just run, on ``self.trying or self.plan``, ran while OpenBLAS's
+        threads may still spin after a threaded blas epoch (a split epoch in that window:
+        not to be judged); keeps the window's account."""
+        ran = self.trying if self.trying is not None else self.plan
+        if ran.strategy == "blas" and ran.threads > 1:
+            self.spin_left = BLAS_SPIN_SECONDS
+            return False
+        spinning = self.spin_left > 0
+        self.spin_left = max(0.0, self.spin_left - seconds)
+        return spinning and ran.strategy == "split"
 
     def _claim_probe(self):
         """Whether this watch runs the probe of its key (once per process)."""
@@ -503,6 +553,8 @@ class Watch:
             return None
         per_step = seconds / steps
         self.epochs += 1
+        if self._after_spin(seconds):
+            return None  # judged by the next epochs (a probe or a try goes on)
         if self.trying is not None:
             if self.probing:
                 self.probing -= 1

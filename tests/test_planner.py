@@ -36,6 +36,7 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
     monkeypatch.setattr(_planner, "machine_busy", lambda: False)
     monkeypatch.setattr(_planner, "run_queue_wait", lambda: None)
+    monkeypatch.setattr(_planner, "BLAS_SPIN_SECONDS", 0.0)  # (tested on its own below)
     monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
     _planner.clear()
     yield tmp_path
@@ -338,12 +339,20 @@ def test_the_probe_runs_the_other_way_even_when_the_trial_ranked_it_last(fresh, 
     assert ran == [("blas/2", "timed")] * p + [("split/2", "probed")] * (5 - p)
 
 
-def test_contention_share_is_the_threads_waiting_over_the_wall_time():
+def test_contention_is_waiting_for_cpus_that_other_programs_took():
     """Contention: the run-queue waiting of this process's threads over the stretch's wall
-    time, from two readings; None where the kernel does not say."""
-    clock, waited = iter([10.0, 12.0]), iter([1_000_000_000, 1_600_000_000])
-    c = _planner.Contention(clock=lambda: next(clock), waited=lambda: next(waited))
-    assert c.share() == pytest.approx(0.3)  # 0.6 s of waiting over 2 s
+    time, from two readings; contended when they waited over CONTENDED_SHARE of it while
+    the process used under OWN_CPU_SHARE of its budget (else the waiting was for fastmlp's
+    own threads, e.g. OpenBLAS's spinning after a threaded call); None where unknown."""
+    def meter(waited_s, cpu_s, budget=2):
+        clock, wait, cpu = iter([10.0, 12.0]), iter([0, int(waited_s * 1e9)]), iter([0.0, cpu_s])
+        return _planner.Contention(budget, clock=lambda: next(clock),
+                                   waited=lambda: next(wait), cpu=lambda: next(cpu))
+    assert meter(0.6, 2.0).shares() == (pytest.approx(0.3), pytest.approx(1.0))
+    assert meter(0.6, 2.0).contended()  # waited 30%, used 1 of 2 cores: another program
+    assert not meter(0.6, 3.8).contended()  # used 1.9 of 2 cores: waited for its own threads
+    assert not meter(0.4, 1.0).contended()  # waited 20%: an idle machine's wake-ups
+    assert not meter(0.6, 1.9, budget=1).contended()  # used 0.95 of its one core
     assert _planner.Contention(waited=lambda: None).share() is None
     w = _planner.run_queue_wait()
     assert w is None or (isinstance(w, int) and w >= 0)
@@ -360,6 +369,7 @@ def test_a_trial_whose_threads_waited_for_cpus_is_not_written(fresh, monkeypatch
         waited[0] += 10 ** 9
         return waited[0]
     monkeypatch.setattr(_planner, "run_queue_wait", waiting)
+    monkeypatch.setattr(_planner, "cpu_time", lambda: 0.0)  # and no CPU time used
     saved = []
     monkeypatch.setattr(_planner, "save",
                         lambda key, plan, probed=False: saved.append((plan.label, probed)))
@@ -383,11 +393,11 @@ os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
 try:
     time.sleep(0.2)
-    c = _planner.Contention()
+    c = _planner.Contention(1)
     t = time.perf_counter()
     while time.perf_counter() - t < 0.4:
         pass
-    print(c.share())
+    print(c.contended(), *c.shares())
 finally:
     hog.kill()
 """
@@ -396,11 +406,45 @@ finally:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
 def test_a_thread_sharing_its_cpu_with_a_busy_program_is_seen_waiting():
     """The real meter: this process and a busy program on one CPU (the program inherits the
-    affinity) each get about half of it, so the meter sees waiting well above the threshold.
-    (On a machine busier still, more.)"""
+    affinity) each get about half of it: the meter sees the process wait about half of the
+    time and use about half of its one core, contended.  (On a machine busier still, more.)"""
     out = subprocess.run([sys.executable, "-c", HOG], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert out.returncode == 0, out.stderr
     if out.stdout.strip() == "unknown":
         pytest.skip("this kernel does not report run-queue waiting")
-    assert float(out.stdout) > _planner.CONTENDED_SHARE
+    contended, waited, used = out.stdout.split()
+    assert contended == "True", out.stdout  # waited ~0.5 of the time, used ~0.5 of 1 core
+    assert float(waited) > _planner.CONTENDED_SHARE and float(used) < _planner.OWN_CPU_SHARE
+
+
+def test_split_epochs_while_openblas_spins_are_not_judged(fresh, monkeypatch):
+    """After a threaded blas epoch (or a trial that timed threaded blas last) OpenBLAS's
+    threads spin for ~0.1 s, and split epochs then run many times slower: the watch does not
+    judge the split epochs of that window (epoch time), so it neither leaves split for blas/2
+    nor lets a probe of split lose because of them."""
+    monkeypatch.setattr(_planner, "BLAS_SPIN_SECONDS", 0.12)
+    watch = _planner.Watch(_planner.Plan("split", "timed", {"split/2": 1e-4, "blas/2": 2e-4,
+                                                           "blas/1": 3e-4}, 2),
+                           ["blas/2", "blas/1"], key="k")
+    watch.probe = False  # (the probe is the second half)
+    for _ in range(3):  # 40 ms epochs (1 ms a step, 10x the trial's) while OpenBLAS spins
+        assert watch.plan_for_epoch().label == "split/2"
+        assert watch.epoch_done(0.04, 40) is None
+    assert watch.slow == 0 and watch.trying is None  # 3 epochs (0.12 s) not judged...
+    for _ in range(2):  # ...and slow split epochs after the window are
+        watch.epoch_done(0.04, 40)
+    assert watch.trying is not None and watch.trying.label == "blas/2"
+    # a probe of split after blas/2 epochs: its epochs in the window do not count
+    blas = _planner.Watch(_planner.Plan("blas", "timed", {"blas/2": 1e-4, "split/2": 1e-4}, 2),
+                          ["split/2"], key="probe-after-blas")
+    ran = []
+    for epoch in range(12):
+        plan = blas.plan_for_epoch()
+        ran.append(plan.label)
+        spinning = plan.label == "split/2" and ran.count("split/2") <= 3
+        blas.epoch_done(0.04 if plan.label == "blas/2" else 0.04 if spinning else 0.002, 40)
+    # epochs 0-1 blas/2; the probe (split/2) goes on past its 3 spinning epochs, wins (2 ms
+    # against 40 ms) and is kept
+    assert ran[:2] == ["blas/2", "blas/2"] and ran[2:7] == ["split/2"] * 5
+    assert blas.plan.label == "split/2"
