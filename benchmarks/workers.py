@@ -98,6 +98,25 @@ def _fastmlp_plan(model):
 _PLANS = []  # the plan of the last fastmlp fit in this worker
 
 
+def _probe_pending(model):
+    """Whether fastmlp's planner would still probe the plan of ``model``'s network in this
+    process (epochs ``PROBE_EPOCH`` and on of a fit run the plan's runner-up, once per process
+    until the probe's verdict is on disk): the warm-up runs the probe, so that no timed epoch
+    runs the runner-up instead of the plan."""
+    from fastmlp import _planner
+    watch = getattr(getattr(model, "_trainer", None), "_watch", None)
+    if watch is None:
+        return False
+    with _planner._probed_lock:
+        claimed = watch.key in _planner._probed
+    return watch.trying is not None or (watch.probe and not claimed)
+
+
+def _probe_epochs():
+    from fastmlp import _planner
+    return _planner.PROBE_EPOCH + _planner.PROBE_EPOCHS + 4  # + split epochs not judged
+
+
 def _work_fastmlp(spec, X, Y, tiny):
     """fastmlp.MLP, the low-level model: its epochs are timed by the epoch callback."""
     import fastmlp
@@ -113,6 +132,9 @@ def _work_fastmlp(spec, X, Y, tiny):
     if tiny:
         model().fit(*tiny, epochs=1, **fit_args)  # loads the compiled kernels
         return None
+    pending = _probe_pending(model().fit(X, Y, epochs=1, **fit_args))  # (freed: not kept)
+    if pending:
+        model().fit(X, Y, epochs=_probe_epochs(), **fit_args)
     stamps = []
     m = model()
     m.fit(X, Y, epochs=1 + spec["epochs"], callback=lambda e, loss: stamps.append(
@@ -151,8 +173,11 @@ def _work_estimator(module, spec, X, Y, tiny):
         if tiny:
             _estimator(module, w, 1, 2).fit(*tiny)
             return None
-        est = _estimator(module, w, 1, spec["epochs"] + 2)
+        est = _estimator(module, w, 1, spec["epochs"] + _probe_epochs() + 2)
         est.fit(X, Y)
+        if module.__name__ == "fastmlp" and _probe_pending(est):
+            est.set_params(max_iter=_probe_epochs())
+            est.fit(X, Y)
         est.set_params(max_iter=spec["epochs"])
         t0 = time.perf_counter()
         est.fit(X, Y)

@@ -410,12 +410,15 @@ OWN_CPU_SHARE = 0.75
 
 
 def worth_saving(contention=None):
-    """Whether a plan timed now may be written to disk: the machine is not busy (load
-    average) and ``contention`` (a :class:`Contention` over the trial, or over the trial and
-    the probe) did not see other programs take this process's cores."""
-    if machine_busy():
-        return False
-    return contention is None or not contention.contended()
+    """Whether a plan timed now may be written to disk: ``contention`` (a
+    :class:`Contention` over the trial, or over the trial and
+    the probe) did not see other programs take this process's cores; where the kernel does
+    not say how long threads waited, the load average is not above the core count.  (Where
+    it does, the load average is not asked: it counts fastmlp's own threads, so a fit on
+    every core of an idle machine, beside anything at all, reads as busy.)"""
+    if contention is not None and contention.share() is not None:
+        return not contention.contended()
+    return not machine_busy()
 
 
 def save(key, plan, probed=False):
