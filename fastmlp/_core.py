@@ -279,6 +279,7 @@ class Trainer:
             t0 = time.perf_counter()
             # over the trial, then up to the probe
             self._contention = _planner.Contention(n_threads)
+            _planner.wait_for_blas_spin()
             seconds = _planner.time_candidates(runners, setup=self._trial_threads)
             way, k = _planner.parse_label(_planner.choose(seconds))
             plan = _planner.Plan(way, "timed", seconds, k)
@@ -302,8 +303,12 @@ class Trainer:
     def _trial_threads(lb):
         """The thread counts a trial candidate runs with (inside the call's thread_limits)."""
         way, k = _planner.parse_label(lb)
-        with thread_limits(k), blas_threads(1 if way == "split" else k):
-            yield
+        try:
+            with thread_limits(k), blas_threads(1 if way == "split" else k):
+                yield
+        finally:
+            if way == "blas":
+                _planner.threaded_blas_done(k)
 
     def _pass_trial(self, n_threads, X, Y, sw, order, start, batch):
         """The planner's runners without an optimizer: forward + backward of the first batch,
@@ -411,9 +416,13 @@ class Trainer:
     @contextmanager
     def _way_threads(split, k, nt):
         """Inside thread_limits(nt): Numba's and BLAS's counts for the way and its k threads."""
-        with (thread_limits(k) if k < nt else nullcontext()), (
-                blas_threads(1) if split else nullcontext()):
-            yield
+        try:
+            with (thread_limits(k) if k < nt else nullcontext()), (
+                    blas_threads(1) if split else nullcontext()):
+                yield
+        finally:
+            if not split:
+                _planner.threaded_blas_done(k)
 
     def _release_threads(self):
         """Restore the session's own limits (before a trial sets each candidate's)."""

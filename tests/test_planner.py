@@ -448,3 +448,27 @@ def test_split_epochs_while_openblas_spins_are_not_judged(fresh, monkeypatch):
     # against 40 ms) and is kept
     assert ran[:2] == ["blas/2", "blas/2"] and ran[2:7] == ["split/2"] * 5
     assert blas.plan.label == "split/2"
+
+
+def test_a_trial_waits_for_openblas_threads_spinning_after_fastmlps_last_blas_call(
+        monkeypatch):
+    """After fastmlp's calls on several BLAS threads end, a trial first waits (at most
+    BLAS_SPIN_SECONDS) for OpenBLAS's threads to stop spinning, so that they do not share the
+    cores with the split candidates it times first; after one-thread calls it does not."""
+    slept = []
+    monkeypatch.setattr(_planner.time, "sleep", slept.append)
+    monkeypatch.setattr(_planner, "_blas_spin_ends", [0.0])
+    _planner.threaded_blas_done(1)
+    _planner.wait_for_blas_spin()
+    assert slept == []
+    _planner.threaded_blas_done(2)
+    _planner.wait_for_blas_spin()
+    assert len(slept) == 1 and 0 < slept[0] <= _planner.BLAS_SPIN_SECONDS
+    # a blas epoch of a trainer counts as such a call
+    monkeypatch.setattr(_planner, "_blas_spin_ends", [0.0])
+    monkeypatch.setenv("FASTMLP_STRATEGY", "blas")
+    X, Y = _data()
+    t = _trainer()
+    o = Adam()
+    t.run_epoch(X, Y, o, o.init(t.params))
+    assert _planner._blas_spin_ends[0] > 0
