@@ -523,6 +523,8 @@ class Watch:
         self.probing = 0  # epochs left of the probe
         self.probe_done = False  # set when a probe has just ended (the trainer saves the plan)
         self.probe_best = math.inf
+        self.probe_queue = []  # the probe's candidates still to run
+        self.probe_winner = (None, math.inf)  # the probe's fastest (candidate, s/step)
         # epoch seconds left of OpenBLAS's spinning after the last threaded blas epoch (the
         # trial times threaded blas last)
         self.spin_left = BLAS_SPIN_SECONDS if any(
@@ -549,6 +551,31 @@ class Watch:
             _probed.add(self.key)
             return True
 
+    def _probe_candidates(self):
+        """The candidates a probe runs: the other way's best (a slow spell during the trial
+        inflates one way's steps, split/2 timed at 1.15 ms, 0.15 idle, and ranks it last),
+        and, first, when the plan runs on fewer threads than the budget, its own way on the
+        whole budget (a trial within TIE of a faster candidate keeps the fewest threads: W3
+        timed split/2 1.05 ms, blas/1 1.07, blas/2 1.17 in a disturbed trial and kept blas/1,
+        whose epochs ran 1.6x slower than blas/2's)."""
+        valid = set(self.alternatives)
+        budget = max([self.plan.threads] + [parse_label(lb)[1] for lb in self.alternatives])
+        queue = []
+        if self.plan.threads < budget and label(self.plan.strategy, budget) in valid:
+            queue.append(label(self.plan.strategy, budget))
+        other = [lb for lb in self.alternatives if parse_label(lb)[0] != self.plan.strategy]
+        best_other = (other or self.alternatives)[0]
+        if best_other not in queue:
+            queue.append(best_other)
+        return queue
+
+    def _next_probe(self, queue):
+        way, k = parse_label(queue.pop(0))
+        self.probe_queue = queue
+        self.trying = Plan(way, "probed", self.plan.seconds, k)
+        self.probing = PROBE_EPOCHS
+        self.probe_best = math.inf
+
     def plan_for_epoch(self):
         if self.trying is not None:
             return self.trying
@@ -556,18 +583,13 @@ class Watch:
                 and self.slow == 0):
             self.probe = False
             if self._claim_probe():
-                # the other way's best candidate: a slow spell during the trial inflates one
-                # way's steps (split/2 timed at 1.15 ms, 0.15 idle) and ranks it last
-                other = [lb for lb in self.alternatives
-                         if parse_label(lb)[0] != self.plan.strategy]
-                way, k = parse_label((other or self.alternatives)[0])
-                self.trying = Plan(way, "probed", self.plan.seconds, k)
-                self.probing = PROBE_EPOCHS
-                self.probe_best = math.inf
+                queue = self._probe_candidates()
                 self.last_slow = self.estimate * PROBE_GAIN
-                log.debug("fastmlp: plan %s runs %.3g ms/step: probing %s for %d epochs",
-                          self.plan.label, self.estimate * 1e3, self.trying.label,
+                self.probe_winner = (None, math.inf)
+                log.debug("fastmlp: plan %s runs %.3g ms/step: probing %s for %d epochs each",
+                          self.plan.label, self.estimate * 1e3, ", ".join(queue),
                           PROBE_EPOCHS)
+                self._next_probe(queue)
                 return self.trying
         return self.plan
 
@@ -584,6 +606,12 @@ class Watch:
                 self.probe_best = per_step = min(self.probe_best, per_step)
                 if self.probing:
                     return None  # the probe's next epoch runs the same candidate
+                if per_step < self.probe_winner[1]:
+                    self.probe_winner = (self.trying, per_step)
+                if self.probe_queue:  # the next candidate of the probe
+                    self._next_probe(self.probe_queue)
+                    return None
+                self.trying, per_step = self.probe_winner  # the probe's fastest candidate
                 probing = True
             else:
                 probing = False

@@ -472,3 +472,21 @@ def test_a_trial_waits_for_openblas_threads_spinning_after_fastmlps_last_blas_ca
     o = Adam()
     t.run_epoch(X, Y, o, o.init(t.params))
     assert _planner._blas_spin_ends[0] > 0
+
+
+def test_a_plan_on_fewer_threads_than_the_budget_is_probed_on_the_whole_budget_too(
+        fresh, monkeypatch):
+    """A trial within TIE keeps the fewest threads (blas/1); the probe then runs the plan's
+    way on the whole budget (blas/2) and the other way's best (split/2), PROBE_EPOCHS each,
+    and keeps the fastest of them when it is PROBE_GAIN faster: here blas/2."""
+    saved = []
+    monkeypatch.setattr(_planner, "save",
+                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
+    t, ran, _ = _watched_epochs({"blas/1": 1.1e-3, "blas/2": 0.66e-3, "split/2": 1.1e-3}, 10,
+                                monkeypatch,
+                                trial={"split/2": 1.05e-3, "blas/1": 1.07e-3, "blas/2": 1.17e-3})
+    p, n = _planner.PROBE_EPOCH, _planner.PROBE_EPOCHS
+    assert ran[:p] == [("blas/1", "timed")] * p
+    assert ran[p:p + 2 * n] == [("blas/2", "probed")] * n + [("split/2", "probed")] * n
+    assert all(r == ("blas/2", "probed") for r in ran[p + 2 * n:])
+    assert t._watch.plan.label == "blas/2" and saved[-1] == ("blas/2", True)
