@@ -354,6 +354,7 @@ def _work_torch(spec, X, Y, tiny):
 
 def _work_gemm(spec):
     """The best OpenBLAS GEMM rate (FLOP/s) at the representative shapes, per dtype."""
+    import numpy  # noqa: F401  (first: threadpool_limits limits only libraries loaded)
     from threadpoolctl import threadpool_limits
     with threadpool_limits(spec["threads"]):
         return gemm_peak(spec["gemm_shapes"], spec["gemm_seconds"])

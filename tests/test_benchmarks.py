@@ -308,3 +308,32 @@ def test_numpy_reference_is_one_sgd_step():
                                        loss="squared_error", alpha=0.0)
     for new, old, g in zip(W + B, W0 + B0, list(gW) + list(gB)):
         np.testing.assert_allclose(new, old - 0.1 * g, rtol=1e-10, atol=1e-12)
+
+
+GEMM_LIMIT = r"""
+import sys
+import threadpoolctl
+from benchmarks import workers
+seen = []
+def peak(shapes, seconds):
+    import numpy  # what gemm_peak does first
+    seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas")
+    return {}
+workers.gemm_peak = peak
+workers._work_gemm({"threads": 1, "gemm_shapes": (), "gemm_seconds": 0.0})
+print(max(seen) if seen else 0)
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every limit is 1")
+def test_the_gemm_peak_runs_on_the_workers_thread_count():
+    """`fastmlp bench --threads 1` measured the GEMM peak on every core: the BLAS limit was
+    set before NumPy (and its OpenBLAS) was loaded, so it limited nothing, and the 1-thread
+    'of limit' read half of what it was."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", GEMM_LIMIT], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
