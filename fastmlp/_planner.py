@@ -26,8 +26,9 @@ How a plan is made, first found first used:
    holds another key or names no valid candidate is ignored (and overwritten by the next
    trial); its content is never used for anything but choosing among the valid candidates.
    ``FASTMLP_PLAN_CACHE=0`` turns the files off; any other value is the folder to use.  A
-   trial taken while the machine is busy (``worth_saving``: the load average, and how long
-   this process's threads waited for CPUs, ``Contention``) is not written, nor its probe;
+   trial taken while the machine is busy (``worth_saving``: this process's threads waited for
+   CPUs while it used few of its cores, ``Contention``; where the kernel does not say, the
+   load average) is not written, nor its probe;
 4. a trial (``source='timed'``): a few training steps of each candidate on scratch copies of
    the parameters and optimizer state (the training is untouched), about ``TRIAL_SECONDS``
    in all, in an order that keeps OpenBLAS's spinning threads (after a threaded call they
@@ -365,8 +366,8 @@ class Contention:
     ``share()``: the waiting summed over the threads, over the wall time (None where the
     kernel does not say).  Waiting alone does not tell other programs from fastmlp's own
     threads: after a threaded BLAS call OpenBLAS's threads spin for ~0.1 s, and the split
-    way's threads then wait for them (measured on an idle 2-core machine: 0.26-0.58 of the
-    wall time, while the process used 1.9 of the 2 cores).  So ``contended(budget)`` also asks
+    way's threads then wait for them (measured on an idle 2-core machine: 0.26-0.67 of the
+    wall time, while the process used 1.8-2.0 of the 2 cores).  So ``contended()`` also asks
     that the process used less than ``OWN_CPU_SHARE`` of its ``budget`` of cores (the threads
     the plan may use): beside a program that keeps a core busy it gets about one of two."""
 
