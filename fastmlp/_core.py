@@ -277,9 +277,9 @@ class Trainer:
             else:
                 runners = self._pass_trial(n_threads, X, Y, sw, order, start, batch)
             t0 = time.perf_counter()
+            _planner.wait_for_blas_spin()
             # over the trial, then up to the probe
             self._contention = _planner.Contention(n_threads)
-            _planner.wait_for_blas_spin()
             seconds = _planner.time_candidates(runners, setup=self._trial_threads)
             way, k = _planner.parse_label(_planner.choose(seconds))
             plan = _planner.Plan(way, "timed", seconds, k)
