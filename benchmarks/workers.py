@@ -103,13 +103,8 @@ def _probe_pending(model):
     process (epochs ``PROBE_EPOCH`` and on of a fit run the plan's runner-up, once per process
     until the probe's verdict is on disk): the warm-up runs the probe, so that no timed epoch
     runs the runner-up instead of the plan."""
-    from fastmlp import _planner
     watch = getattr(getattr(model, "_trainer", None), "_watch", None)
-    if watch is None:
-        return False
-    with _planner._probed_lock:
-        claimed = watch.key in _planner._probed
-    return watch.trying is not None or (watch.probe and not claimed)
+    return watch is not None and watch.probe_pending
 
 
 def _probe_epochs():

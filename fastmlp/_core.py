@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 import numpy as np
 import scipy.sparse as sp
 
-from . import _planner
+from . import _contention, _planner
 from . import kernels as K
 from ._threads import (blas_threads, blas_versions, kernel_call, kernel_section, max_threads,
                        parallel_regions_allowed, region_guard, resolve_n_threads, thread_limits,
@@ -92,7 +92,7 @@ class Trainer:
         self.plan = None
         self._watch = None  # the epochs' watch of an auto plan (fastmlp._planner.Watch)
         # how long the threads waited for CPUs since the plan's trial (or its watch began)
-        self._contention = None  # a _planner.Contention
+        self._contention = None  # a _contention.Contention
         self._split_ok = None  # the BLAS allows the split way (checked once)
         self._session = None  # the thread settings held across epochs (session())
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
@@ -277,9 +277,8 @@ class Trainer:
             else:
                 runners = self._pass_trial(n_threads, X, Y, sw, order, start, batch)
             t0 = time.perf_counter()
-            _planner.wait_for_blas_spin()
-            # over the trial, then up to the probe
-            self._contention = _planner.Contention(n_threads)
+            _contention.wait_for_blas_spin()
+            self._contention = _contention.Contention(n_threads)  # up to the probe's end
             seconds = _planner.time_candidates(runners, setup=self._trial_threads)
             way, k = _planner.parse_label(_planner.choose(seconds))
             plan = _planner.Plan(way, "timed", seconds, k)
@@ -287,7 +286,7 @@ class Trainer:
                                "%.3f s (%s)", plan.label, list(key[3]), batch, self.dtype,
                                n_threads, time.perf_counter() - t0,
                                ", ".join(f"{lb} {s * 1e3:.3g} ms" for lb, s in seconds.items()))
-            if _planner.worth_saving(self._contention):
+            if _contention.worth_saving(self._contention):
                 _planner.save(key, plan)
             else:
                 _planner.log.debug("fastmlp: the machine is busy: plan %s kept for this "
@@ -308,7 +307,7 @@ class Trainer:
                 yield
         finally:
             if way == "blas":
-                _planner.threaded_blas_done(k)
+                _contention.threaded_blas_done(k)
 
     def _pass_trial(self, n_threads, X, Y, sw, order, start, batch):
         """The planner's runners without an optimizer: forward + backward of the first batch,
@@ -369,7 +368,7 @@ class Trainer:
             watch = _planner.Watch(plan, _planner.fallbacks(plan, n_threads,
                                                             self._split_available()), key)
             if plan.source != "timed" or self._contention is None:  # counted from here
-                self._contention = _planner.Contention(n_threads)
+                self._contention = _contention.Contention(n_threads)
         elif watch.plan != plan:  # another trainer's watch changed this process's plan
             watch.plan = plan
         self._watch = watch
@@ -391,7 +390,7 @@ class Trainer:
             _planner.store(watch.key, new, replace=True)
         if watch.probe_done:  # the plan stood its probe, or its runner-up won: on disk, so
             watch.probe_done = False  # that later processes neither time nor probe again
-            if _planner.worth_saving(self._contention):
+            if _contention.worth_saving(self._contention):
                 _planner.save(watch.key, watch.plan, probed=True)
 
     @contextmanager
@@ -422,7 +421,7 @@ class Trainer:
                 yield
         finally:
             if not split:
-                _planner.threaded_blas_done(k)
+                _contention.threaded_blas_done(k)
 
     def _release_threads(self):
         """Restore the session's own limits (before a trial sets each candidate's)."""

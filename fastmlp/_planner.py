@@ -26,9 +26,8 @@ How a plan is made, first found first used:
    holds another key or names no valid candidate is ignored (and overwritten by the next
    trial); its content is never used for anything but choosing among the valid candidates.
    ``FASTMLP_PLAN_CACHE=0`` turns the files off; any other value is the folder to use.  A
-   trial taken while the machine is busy (``worth_saving``: this process's threads waited for
-   CPUs while it used few of its cores, ``Contention``; where the kernel does not say, the
-   load average) is not written, nor its probe;
+   trial taken while the machine is busy (:func:`fastmlp._contention.worth_saving`) is not
+   written, nor its probe;
 4. a trial (``source='timed'``): a few training steps of each candidate on scratch copies of
    the parameters and optimizer state (the training is untouched), about ``TRIAL_SECONDS``
    in all, in an order that keeps OpenBLAS's spinning threads (after a threaded call they
@@ -59,6 +58,8 @@ import tempfile
 import threading
 import time
 from typing import NamedTuple, Optional
+
+from . import _contention
 
 STRATEGIES = ("blas", "split")
 ENV_VAR = "FASTMLP_STRATEGY"
@@ -320,108 +321,6 @@ def load(key, budget, split=True) -> Optional[Plan]:
     return Plan(strategy, "probed" if data.get("probed") is True else "disk", {}, threads)
 
 
-def machine_busy():
-    """Whether the machine runs more threads than it has cores (the 1-minute load average
-    above the core count): a trial taken then is kept for the process only, never written to
-    disk, so that a busy spell does not decide for every later process.  False where the load
-    average is unknown."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return False
-    return load > (os.cpu_count() or 1)
-
-
-def run_queue_wait():
-    """Nanoseconds this process's threads have spent runnable but waiting for a CPU (the sum
-    of the second field of ``/proc/self/task/*/schedstat``), or None where the kernel does
-    not say (not Linux, schedstats off).  A thread waits when more threads want the CPUs
-    than there are: what the planner's trials and probes must not be judged by."""
-    total = 0
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    seen = False
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
-                total += int(f.read().split()[1])
-            seen = True
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that ended meanwhile
-    return total if seen else None
-
-
-def cpu_time():
-    """CPU seconds this process's threads have used (``time.process_time``)."""
-    return time.process_time()
-
-
-class Contention:
-    """Whether other programs took this process's CPUs over a stretch of time (a trial and
-    the epochs up to a probe's end), from two readings of the wall clock, of the time this
-    process's threads waited for a CPU (``run_queue_wait``) and of the CPU time they used.
-
-    ``share()``: the waiting summed over the threads, over the wall time (None where the
-    kernel does not say).  Waiting alone does not tell other programs from fastmlp's own
-    threads: after a threaded BLAS call OpenBLAS's threads spin for ~0.1 s, and the split
-    way's threads then wait for them (measured on an idle 2-core machine: 0.26-0.67 of the
-    wall time, while the process used 1.8-2.0 of the 2 cores).  So ``contended()`` also asks
-    that the process used less than ``OWN_CPU_SHARE`` of its ``budget`` of cores (the threads
-    the plan may use): beside a program that keeps a core busy it gets about one of two."""
-
-    def __init__(self, budget=1, clock=None, waited=None, cpu=None):
-        self.budget = max(1, int(budget))
-        self._clock, self._waited, self._cpu = clock, waited, cpu
-        self.t0, self.w0, self.c0 = self._now()
-
-    def _now(self):
-        waited = (self._waited or run_queue_wait)()
-        return ((self._clock or time.perf_counter)(), waited,
-                (self._cpu or cpu_time)())
-
-    def shares(self):
-        """(waiting, CPU time used) over the wall time since the first reading; the first
-        None where unknown."""
-        t1, w1, c1 = self._now()
-        if t1 <= self.t0:
-            return None, 0.0
-        wall = t1 - self.t0
-        waited = None if self.w0 is None or w1 is None else (w1 - self.w0) * 1e-9 / wall
-        return waited, (c1 - self.c0) / wall
-
-    def share(self):
-        return self.shares()[0]
-
-    def contended(self):
-        (waited, used), budget = self.shares(), self.budget
-        if waited is None or waited <= CONTENDED_SHARE or used >= OWN_CPU_SHARE * budget:
-            return False
-        log.debug("fastmlp: threads waited for a CPU %.0f%% of the time and used %.2f of %d "
-                  "cores: plan kept for this process only", 100 * waited, used, budget)
-        return True
-
-
-# A stretch whose threads waited for a CPU more than CONTENDED_SHARE of its wall time (summed
-# over the threads) while the process used less than OWN_CPU_SHARE of its budget of cores was
-# taken on a machine busy with other programs: its plan is kept for the process only.
-CONTENDED_SHARE = 0.25
-OWN_CPU_SHARE = 0.75
-
-
-def worth_saving(contention=None):
-    """Whether a plan timed now may be written to disk: ``contention`` (a
-    :class:`Contention` over the trial, or over the trial and
-    the probe) did not see other programs take this process's cores; where the kernel does
-    not say how long threads waited, the load average is not above the core count.  (Where
-    it does, the load average is not asked: it counts fastmlp's own threads, so a fit on
-    every core of an idle machine, beside anything at all, reads as busy.)"""
-    if contention is not None and contention.share() is not None:
-        return not contention.contended()
-    return not machine_busy()
-
-
 def save(key, plan, probed=False):
     """Write plan for key to its file, atomically (a temporary file renamed over it); silent
     when the files are off or the folder cannot be written.  ``probed``: the plan stood a
@@ -469,34 +368,6 @@ SLOW_EPOCHS = 2
 PROBE_EPOCH = 2
 PROBE_GAIN = 0.9
 PROBE_EPOCHS = 2
-# After a call on several OpenBLAS threads, those threads spin for about 0.1 s before they
-# sleep (2**28 cycles, fixed when OpenBLAS loads), and a split epoch run meanwhile shares the
-# cores with them: on an idle 2-core machine split/2 steps took 1.07 ms in that window against
-# 0.07-0.10 ms after it, and a watch that judged those epochs moved a fit from split/2 to
-# blas/2 (measured: 2 runs of 5).  The split epochs in the first BLAS_SPIN_SECONDS (epoch time)
-# after a threaded blas epoch, or after a trial that timed threaded blas last, are not judged:
-# not slow, no estimate, no probe epoch.
-BLAS_SPIN_SECONDS = 0.12
-_blas_spin_ends = [0.0]  # when OpenBLAS's threads stop spinning after fastmlp's last use
-
-
-def threaded_blas_done(threads):
-    """Note that fastmlp's calls on ``threads`` BLAS threads just ended (a blas epoch, a trial
-    candidate): OpenBLAS's threads spin for BLAS_SPIN_SECONDS from now."""
-    if threads > 1:
-        _blas_spin_ends[0] = time.perf_counter() + BLAS_SPIN_SECONDS
-
-
-def wait_for_blas_spin():
-    """Before a trial: wait (at most BLAS_SPIN_SECONDS) until OpenBLAS's threads, spinning
-    after fastmlp's last threaded blas call, sleep, so that they do not share the cores with
-    the split candidates timed first (measured: split/2 timed at 0.88-1.09 ms a step right
-    after a small fit on the blas way, 0.05-0.08 otherwise)."""
-    left = _blas_spin_ends[0] - time.perf_counter()
-    if 0 < left <= BLAS_SPIN_SECONDS:
-        time.sleep(left)
-
-
 _probed = set()  # keys probed in this process
 _probed_lock = threading.Lock()
 
@@ -528,7 +399,7 @@ class Watch:
         self.probe_winner = (None, math.inf)  # the probe's fastest (candidate, s/step)
         # epoch seconds left of OpenBLAS's spinning after the last threaded blas epoch (the
         # trial times threaded blas last)
-        self.spin_left = BLAS_SPIN_SECONDS if any(
+        self.spin_left = _contention.BLAS_SPIN_SECONDS if any(
             parse_label(lb)[0] == "blas" and parse_label(lb)[1] > 1
             for lb in plan.seconds) else 0.0
 
@@ -538,11 +409,20 @@ class Watch:
         not to be judged); keeps the window's account."""
         ran = self.trying if self.trying is not None else self.plan
         if ran.strategy == "blas" and ran.threads > 1:
-            self.spin_left = BLAS_SPIN_SECONDS
+            self.spin_left = _contention.BLAS_SPIN_SECONDS
             return False
         spinning = self.spin_left > 0
         self.spin_left = max(0.0, self.spin_left - seconds)
         return spinning and ran.strategy == "split"
+
+    @property
+    def probe_pending(self):
+        """Whether this watch runs, or would still run, the probe of its key in this process
+        (a benchmark's warm-up runs it, so that no timed epoch runs a probe candidate)."""
+        if self.trying is not None:
+            return True
+        with _probed_lock:
+            return self.probe and self.key not in _probed
 
     def _claim_probe(self):
         """Whether this watch runs the probe of its key (once per process)."""

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastmlp import _planner, _threads
+from fastmlp import _contention, _planner, _threads
 from fastmlp._core import Trainer
 from fastmlp.optimizers import Adam
 
@@ -34,13 +34,22 @@ def _trainer(n_threads=2):
 def fresh(monkeypatch, tmp_path):
     """No plan in this process, an empty plan folder, no forced way, an idle machine."""
     monkeypatch.delenv("FASTMLP_STRATEGY", raising=False)
-    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
-    monkeypatch.setattr(_planner, "run_queue_wait", lambda: None)
-    monkeypatch.setattr(_planner, "BLAS_SPIN_SECONDS", 0.0)  # (tested on its own below)
+    monkeypatch.setattr(_contention, "machine_busy", lambda: False)
+    monkeypatch.setattr(_contention, "run_queue_wait", lambda: None)
+    monkeypatch.setattr(_contention, "BLAS_SPIN_SECONDS", 0.0)  # (tested on its own below)
     monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
     _planner.clear()
     yield tmp_path
     _planner.clear()
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """The plans written to disk, as (label, probed), instead of writing them."""
+    out = []
+    monkeypatch.setattr(_planner, "save",
+                        lambda key, plan, probed=False: out.append((plan.label, probed)))
+    return out
 
 
 def _fake_trial(seconds, calls):
@@ -53,10 +62,10 @@ def _fake_trial(seconds, calls):
 
 FIT = r"""
 import json, sys, numpy as np
-from fastmlp import _planner
+from fastmlp import _contention, _planner
 from fastmlp.estimators import MLPClassifier
-_planner.machine_busy = lambda: False  # (the test machine's load must not decide)
-_planner.run_queue_wait = lambda: None
+_contention.machine_busy = lambda: False  # (the test machine's load must not decide)
+_contention.run_queue_wait = lambda: None
 if sys.argv[1] == "no-trial":
     def refuse(*a, **k):
         raise AssertionError("a trial ran")
@@ -138,7 +147,7 @@ def test_a_trial_on_a_busy_machine_is_not_written(fresh, monkeypatch, caplog):
     """...and the debug log says how the plan was made."""
     caplog.set_level("DEBUG", logger="fastmlp")
     X, Y = _data()
-    monkeypatch.setattr(_planner, "machine_busy", lambda: True)
+    monkeypatch.setattr(_contention, "machine_busy", lambda: True)
     calls = []
     monkeypatch.setattr(_planner, "time_candidates",
                         _fake_trial({"split/2": 1e-3, "blas/1": 3e-3, "blas/2": 2e-3}, calls))
@@ -233,14 +242,12 @@ def test_a_slow_plan_whose_alternative_is_slower_stays(fresh, monkeypatch):
     assert t._watch.plan.label == "blas/2"
 
 
-def test_steady_epochs_keep_the_plan_after_one_probe_of_the_runner_up(fresh, monkeypatch):
+def test_steady_epochs_keep_the_plan_after_one_probe_of_the_runner_up(fresh, monkeypatch,
+                                                                        saved):
     """Epochs as fast as the trial said: the plan stays, but for one probe of the trial's
     runner-up (split/2) for PROBE_EPOCHS epochs, not PROBE_GAIN faster here; the plan is
     written as probed, so that later processes on this machine do not probe again."""
-    saved = []
-    monkeypatch.setattr(_planner, "save",
-                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
-    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    monkeypatch.setattr(_contention, "machine_busy", lambda: False)
     t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6,
                                 monkeypatch)
     p = _planner.PROBE_EPOCH
@@ -255,7 +262,7 @@ def test_a_probed_plan_file_is_not_probed_again(fresh, monkeypatch, tmp_path):
     """A plan file written after its probe loads as 'probed': its epochs run it from the
     first to the last, without a trial or a probe."""
     monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
-    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    monkeypatch.setattr(_contention, "machine_busy", lambda: False)
     X, Y = _data()
     t = _trainer()
     t.run_epoch(X, Y, Adam(), Adam().init(t.params))  # writes the plan file (timed)
@@ -277,14 +284,12 @@ def test_a_probed_plan_file_is_not_probed_again(fresh, monkeypatch, tmp_path):
         assert again.plan == _planner.Plan(plan.strategy, "probed", {}, plan.threads)
 
 
-def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monkeypatch):
+def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monkeypatch,
+                                                                      saved):
     """A trial taken in a slow spell chose blas/2 although split/2 runs 12x faster now: the
     probe epoch shows it, split/2 is kept for this trainer, for the process's next fits (no
     second probe), and written over the plan file for later processes."""
-    saved = []
-    monkeypatch.setattr(_planner, "save",
-                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
-    monkeypatch.setattr(_planner, "machine_busy", lambda: False)
+    monkeypatch.setattr(_contention, "machine_busy", lambda: False)
     t, ran, calls = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1e-5, "blas/1": 1e-5}, 6,
                                     monkeypatch)
     p = _planner.PROBE_EPOCH
@@ -346,19 +351,20 @@ def test_contention_is_waiting_for_cpus_that_other_programs_took():
     own threads, e.g. OpenBLAS's spinning after a threaded call); None where unknown."""
     def meter(waited_s, cpu_s, budget=2):
         clock, wait, cpu = iter([10.0, 12.0]), iter([0, int(waited_s * 1e9)]), iter([0.0, cpu_s])
-        return _planner.Contention(budget, clock=lambda: next(clock),
+        return _contention.Contention(budget, clock=lambda: next(clock),
                                    waited=lambda: next(wait), cpu=lambda: next(cpu))
     assert meter(0.6, 2.0).shares() == (pytest.approx(0.3), pytest.approx(1.0))
     assert meter(0.6, 2.0).contended()  # waited 30%, used 1 of 2 cores: another program
     assert not meter(0.6, 3.8).contended()  # used 1.9 of 2 cores: waited for its own threads
     assert not meter(0.4, 1.0).contended()  # waited 20%: an idle machine's wake-ups
     assert not meter(0.6, 1.9, budget=1).contended()  # used 0.95 of its one core
-    assert _planner.Contention(waited=lambda: None).share() is None
-    w = _planner.run_queue_wait()
+    assert _contention.Contention(waited=lambda: None).share() is None
+    w = _contention.run_queue_wait()
     assert w is None or (isinstance(w, int) and w >= 0)
 
 
-def test_a_trial_whose_threads_waited_for_cpus_is_not_written(fresh, monkeypatch, caplog):
+def test_a_trial_whose_threads_waited_for_cpus_is_not_written(fresh, monkeypatch, caplog,
+                                                               saved):
     """The load average can miss a busy spell (a 2-core machine running two other programs
     shows a load of 2, not above it); the trial's own threads waiting for a CPU do not: such
     a trial is kept for the process only, and so is its probe."""
@@ -368,17 +374,14 @@ def test_a_trial_whose_threads_waited_for_cpus_is_not_written(fresh, monkeypatch
     def waiting():  # every reading: 1 s more of waiting, far above the wall time between
         waited[0] += 10 ** 9
         return waited[0]
-    monkeypatch.setattr(_planner, "run_queue_wait", waiting)
-    monkeypatch.setattr(_planner, "cpu_time", lambda: 0.0)  # and no CPU time used
-    saved = []
-    monkeypatch.setattr(_planner, "save",
-                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
+    monkeypatch.setattr(_contention, "run_queue_wait", waiting)
+    monkeypatch.setattr(_contention, "cpu_time", lambda: 0.0)  # and no CPU time used
     t, ran, _ = _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6,
                                 monkeypatch)
     assert ("split/2", "probed") in ran  # the probe ran...
     assert saved == []  # ...but neither the trial nor the probe was written
     assert "waited for a CPU" in caplog.text
-    monkeypatch.setattr(_planner, "run_queue_wait", lambda: 0)  # no waiting: written
+    monkeypatch.setattr(_contention, "run_queue_wait", lambda: 0)  # no waiting: written
     _planner.clear()
     _watched_epochs({"blas/2": 1.2e-4, "split/2": 1.15e-4, "blas/1": 1e-5}, 6, monkeypatch)
     assert saved == [("blas/2", False), ("blas/2", True)]
@@ -386,14 +389,14 @@ def test_a_trial_whose_threads_waited_for_cpus_is_not_written(fresh, monkeypatch
 
 HOG = r"""
 import os, subprocess, sys, time
-from fastmlp import _planner
-if _planner.run_queue_wait() is None:
+from fastmlp import _contention
+if _contention.run_queue_wait() is None:
     print("unknown"); sys.exit(0)
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
 try:
     time.sleep(0.2)
-    c = _planner.Contention(1)
+    c = _contention.Contention(1)
     t = time.perf_counter()
     while time.perf_counter() - t < 0.4:
         pass
@@ -415,7 +418,7 @@ def test_a_thread_sharing_its_cpu_with_a_busy_program_is_seen_waiting():
         pytest.skip("this kernel does not report run-queue waiting")
     contended, waited, used = out.stdout.split()
     assert contended == "True", out.stdout  # waited ~0.5 of the time, used ~0.5 of 1 core
-    assert float(waited) > _planner.CONTENDED_SHARE and float(used) < _planner.OWN_CPU_SHARE
+    assert float(waited) > _contention.CONTENDED_SHARE and float(used) < _contention.OWN_CPU_SHARE
 
 
 def test_split_epochs_while_openblas_spins_are_not_judged(fresh, monkeypatch):
@@ -423,7 +426,7 @@ def test_split_epochs_while_openblas_spins_are_not_judged(fresh, monkeypatch):
     threads spin for ~0.1 s, and split epochs then run many times slower: the watch does not
     judge the split epochs of that window (epoch time), so it neither leaves split for blas/2
     nor lets a probe of split lose because of them."""
-    monkeypatch.setattr(_planner, "BLAS_SPIN_SECONDS", 0.12)
+    monkeypatch.setattr(_contention, "BLAS_SPIN_SECONDS", 0.12)
     watch = _planner.Watch(_planner.Plan("split", "timed", {"split/2": 1e-4, "blas/2": 2e-4,
                                                            "blas/1": 3e-4}, 2),
                            ["blas/2", "blas/1"], key="k")
@@ -457,31 +460,28 @@ def test_a_trial_waits_for_openblas_threads_spinning_after_fastmlps_last_blas_ca
     cores with the split candidates it times first; after one-thread calls it does not."""
     slept = []
     monkeypatch.setattr(_planner.time, "sleep", slept.append)
-    monkeypatch.setattr(_planner, "_blas_spin_ends", [0.0])
-    _planner.threaded_blas_done(1)
-    _planner.wait_for_blas_spin()
+    monkeypatch.setattr(_contention, "_blas_spin_ends", [0.0])
+    _contention.threaded_blas_done(1)
+    _contention.wait_for_blas_spin()
     assert slept == []
-    _planner.threaded_blas_done(2)
-    _planner.wait_for_blas_spin()
-    assert len(slept) == 1 and 0 < slept[0] <= _planner.BLAS_SPIN_SECONDS
+    _contention.threaded_blas_done(2)
+    _contention.wait_for_blas_spin()
+    assert len(slept) == 1 and 0 < slept[0] <= _contention.BLAS_SPIN_SECONDS
     # a blas epoch of a trainer counts as such a call
-    monkeypatch.setattr(_planner, "_blas_spin_ends", [0.0])
+    monkeypatch.setattr(_contention, "_blas_spin_ends", [0.0])
     monkeypatch.setenv("FASTMLP_STRATEGY", "blas")
     X, Y = _data()
     t = _trainer()
     o = Adam()
     t.run_epoch(X, Y, o, o.init(t.params))
-    assert _planner._blas_spin_ends[0] > 0
+    assert _contention._blas_spin_ends[0] > 0
 
 
 def test_a_plan_on_fewer_threads_than_the_budget_is_probed_on_the_whole_budget_too(
-        fresh, monkeypatch):
+        fresh, monkeypatch, saved):
     """A trial within TIE keeps the fewest threads (blas/1); the probe then runs the plan's
     way on the whole budget (blas/2) and the other way's best (split/2), PROBE_EPOCHS each,
     and keeps the fastest of them when it is PROBE_GAIN faster: here blas/2."""
-    saved = []
-    monkeypatch.setattr(_planner, "save",
-                        lambda key, plan, probed=False: saved.append((plan.label, probed)))
     t, ran, _ = _watched_epochs({"blas/1": 1.1e-3, "blas/2": 0.66e-3, "split/2": 1.1e-3}, 10,
                                 monkeypatch,
                                 trial={"split/2": 1.05e-3, "blas/1": 1.07e-3, "blas/2": 1.17e-3})
@@ -497,9 +497,9 @@ def test_the_trials_contention_is_measured_after_its_wait_for_openblas(fresh, mo
     wall time it diluted the waiting (beside a busy program a trial read 0.11-0.22 and was
     written; measured after the wait, 0.42-0.67)."""
     order = []
-    real = _planner.Contention
-    monkeypatch.setattr(_planner, "wait_for_blas_spin", lambda: order.append("wait"))
-    monkeypatch.setattr(_planner, "Contention",
+    real = _contention.Contention
+    monkeypatch.setattr(_contention, "wait_for_blas_spin", lambda: order.append("wait"))
+    monkeypatch.setattr(_contention, "Contention",
                         lambda *a, **k: order.append("meter") or real(*a, **k))
     monkeypatch.setattr(_planner, "time_candidates",
                         _fake_trial({"split/2": 1e-3, "blas/1": 3e-3, "blas/2": 2e-3}, []))
