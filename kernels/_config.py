@@ -28,8 +28,8 @@ JIT_EXACT = dict(JIT, fastmath=False)
 # compile as few, and as small, units as it needs.  The kernels that run a step or a prediction
 # are made per (activation, output activation, loss, dropout) (``network.train_kernels``),
 # with those codes as constants; Numba types a constant as a literal, the literal travels down
-# the calls, and the per-activation and per-loss leaves (``activations.activate_row`` etc.,
-# ``losses.loss_row``) are chosen at typing time from it: a fit compiles the code of its own
+# the calls, and the per-activation and per-loss leaves (``activations.activate_block`` etc.,
+# ``losses.loss_block``) are chosen at typing time from it: a fit compiles the code of its own
 # activation and loss only, never the other eight (cold first fit of an iris
 # MLPClassifier: 11 s -> ~6 s, measured).  Numba's IR inlining (``inline="always"``) would
 # prune more but deep-copies the IR at every call site: it made the same fit slower (24 s).

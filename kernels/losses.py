@@ -1,4 +1,4 @@
-"""Output deltas fused with the loss, for the (output activation, loss) pairs fastmlp trains.
+"""The output delta and the loss, for the (output activation, loss) pairs fastmlp trains.
 
 ``delta = dLoss/dZ`` for one sample, times its weight.  For the canonical pairs
 (identity + squared error, logistic + binary log loss, softmax + log loss, exp + Poisson) that
@@ -28,64 +28,85 @@ def _xlogy(x, y):
     return x * vlog(y) if x != 0 else x * 0
 
 
-def loss_row(d, a, y, w, loss):
-    """One sample's output delta and loss: d (n_out,) <- (a - y) * w; returns the row's loss
-    (unweighted; squared error not yet halved and averaged).  The implementation of ``loss``
-    alone is compiled when ``loss`` is a literal code (a specialised kernel).  Kernels only."""
-    raise NotImplementedError("loss_row is only callable from Numba kernels")
+def loss_block(A, Y, sw, loss):
+    """The weighted loss summed over the rows of A (N, n_out) against Y (N, n_out), sw (N,)
+    or (0,) (squared error not yet halved and averaged).  A whole block per call (a call
+    between kernels is not inlined: one per row cost more than a row's work).  The
+    implementation of ``loss`` alone is compiled when ``loss`` is a literal code (a
+    specialised kernel).  Kernels only."""
+    raise NotImplementedError("loss_block is only callable from Numba kernels")
 
 
-def _squared_error(d, a, y, w, loss):
-    row = 0.0
-    for j in range(a.shape[0]):
-        d[j] = (a[j] - y[j]) * w
-        row += (a[j] - y[j]) * (a[j] - y[j])
-    return row
+def _squared_error(A, Y, sw, loss):
+    total = 0.0
+    for i in range(A.shape[0]):
+        a = A[i]
+        y = Y[i]
+        row = 0.0
+        for j in range(a.shape[0]):
+            row += (a[j] - y[j]) * (a[j] - y[j])
+        total += sw[i] * row if sw.shape[0] > 0 else row
+    return total
 
 
-def _poisson(d, a, y, w, loss):
-    row = 0.0
-    for j in range(a.shape[0]):
-        d[j] = (a[j] - y[j]) * w
-        row += _xlogy(y[j], y[j] / a[j]) - y[j] + a[j]
-    return row
+def _poisson(A, Y, sw, loss):
+    total = 0.0
+    for i in range(A.shape[0]):
+        a = A[i]
+        y = Y[i]
+        row = 0.0
+        for j in range(a.shape[0]):
+            row += _xlogy(y[j], y[j] / a[j]) - y[j] + a[j]
+        total += sw[i] * row if sw.shape[0] > 0 else row
+    return total
 
 
-def _log_loss(d, a, y, w, loss):
-    eps = np.finfo(a.dtype).eps
-    row = 0.0
-    for j in range(a.shape[0]):
-        d[j] = (a[j] - y[j]) * w
-        row -= _xlogy(y[j], min(max(a[j], eps), 1 - eps))
-    return row
+def _log_loss(A, Y, sw, loss):
+    # xlogy(y, p) with the branch taken: a one-hot row takes one log, not n_out (the same
+    # numbers: where y == 0, xlogy subtracts y * 0 = 0)
+    eps = np.finfo(A.dtype).eps
+    total = 0.0
+    for i in range(A.shape[0]):
+        a = A[i]
+        y = Y[i]
+        row = 0.0
+        for j in range(a.shape[0]):
+            if y[j] != 0:
+                row -= y[j] * vlog(min(max(a[j], eps), 1 - eps))
+        total += sw[i] * row if sw.shape[0] > 0 else row
+    return total
 
 
-def _binary_log_loss(d, a, y, w, loss):
-    eps = np.finfo(a.dtype).eps
-    row = 0.0
-    for j in range(a.shape[0]):
-        d[j] = (a[j] - y[j]) * w
-        p = min(max(a[j], eps), 1 - eps)
-        row -= _xlogy(y[j], p) + _xlogy(1 - y[j], 1 - p)
-    return row
+def _binary_log_loss(A, Y, sw, loss):
+    eps = np.finfo(A.dtype).eps
+    total = 0.0
+    for i in range(A.shape[0]):
+        a = A[i]
+        y = Y[i]
+        row = 0.0
+        for j in range(a.shape[0]):
+            p = min(max(a[j], eps), 1 - eps)
+            row -= _xlogy(y[j], p) + _xlogy(1 - y[j], 1 - p)
+        total += sw[i] * row if sw.shape[0] > 0 else row
+    return total
 
 
-def _any_loss(d, a, y, w, loss):
+def _any_loss(A, Y, sw, loss):
     if loss == SQUARED_ERROR:
-        return loss_row(d, a, y, w, SQUARED_ERROR)
+        return loss_block(A, Y, sw, SQUARED_ERROR)
     elif loss == POISSON:
-        return loss_row(d, a, y, w, POISSON)
+        return loss_block(A, Y, sw, POISSON)
     elif loss == LOG_LOSS:
-        return loss_row(d, a, y, w, LOG_LOSS)
-    return loss_row(d, a, y, w, BINARY_LOG_LOSS)
+        return loss_block(A, Y, sw, LOG_LOSS)
+    return loss_block(A, Y, sw, BINARY_LOG_LOSS)
 
 
 _LOSSES = {SQUARED_ERROR: _squared_error, POISSON: _poisson, LOG_LOSS: _log_loss,
            BINARY_LOG_LOSS: _binary_log_loss}
 
 
-@overload(loss_row, prefer_literal=True, jit_options=JIT_OVERLOAD)
-def _loss_row_typed(d, a, y, w, loss):
+@overload(loss_block, prefer_literal=True, jit_options=JIT_OVERLOAD)
+def _loss_block_typed(A, Y, sw, loss):
     if isinstance(loss, types.IntegerLiteral):
         return _LOSSES[loss.literal_value]
     return _any_loss
@@ -100,10 +121,16 @@ def output_delta_loss(D, A, Y, sw, loss):
     region would need per-thread partial sums for a pass that is ~1% of a step."""
     n, m = A.shape
     weighted = sw.shape[0] > 0
-    total = 0.0
+    # the delta and the loss in separate passes: with a few outputs a row, one fused row loop
+    # did not vectorise (100 x 10 log loss: 3.8 us, against 1.1 us, measured)
     for i in range(n):
         w = sw[i] if weighted else A.dtype.type(1)
-        total += w * loss_row(D[i], A[i], Y[i], w, loss)
+        d = D[i]
+        a = A[i]
+        y = Y[i]
+        for j in range(m):
+            d[j] = (a[j] - y[j]) * w
+    total = loss_block(A, Y, sw, loss)
     if loss == SQUARED_ERROR:
         total *= 0.5 / m
     return total
