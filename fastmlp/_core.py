@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 import numpy as np
 import scipy.sparse as sp
 
-from . import _contention, _planner
+from . import _blocks, _contention, _planner
 from . import kernels as K
 from ._threads import (blas_threads, blas_versions, kernel_call, kernel_section, max_threads,
                        parallel_regions_allowed, region_guard, resolve_n_threads, thread_limits,
@@ -267,7 +267,12 @@ class Trainer:
             return plan, key
         flop = 6.0 * self.layout.n_coef * X.shape[0]
         if flop < _planner.MIN_PLANNED_FLOP or start + batch > X.shape[0]:
-            return _planner.Plan("blas", "small", {}, n_threads), None
+            # a fit of milliseconds: on one thread where row blocks make that faster than
+            # threaded products (OpenBLAS's threads would then spin for ~0.1 s and take the
+            # cores from whatever runs next: the first epochs of the next fit ran 1.7-9x
+            # slower, measured)
+            one = step and self._row_blocks(False, 1, batch) > 1
+            return _planner.Plan("blas", "small", {}, 1 if one else n_threads), None
         plan = _planner.load(key, n_threads)
         if plan is None:
             self._release_threads()  # each candidate sets its own counts
@@ -493,17 +498,29 @@ class Trainer:
             order = self._identity_rows(N) if split else _NO_ORDER
         seed_hi, step0 = self._seed_parts()
         sizes, slope, rates = self.layout.sizes, self.dtype.type(self.slope), self._rates()
+        n_blocks = self._row_blocks(split, nt, min(B, N))
+        ws.ensure_split(n_blocks)  # allocated by the first call (a trial's, or the epoch's)
         if split:
             with region_guard():
                 return self._kernels().split_steps(
                     grads, ws.thread_grads, ws.partial, ws.X, ws.Y, ws.sw, params, s1, s2,
                     ws.acts, ws.deltas, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity,
-                    self.alpha, slope, rates, seed_hi, step0, nt, opt, hyper, ws.lr_ts,
+                    self.alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, ws.lr_ts,
                     self.layout.n_coef, ws.step_losses, ws.step_wsums)
         steps = K.steps_kernel(*self.codes, self.dropout is not None, opt)
-        return steps(params, grads, s1, s2, ws.acts, ws.deltas, ws.X, ws.Y, ws.sw, X, Y, sw,
-                     order, pos, N, B, n, sizes, ws.capacity, self.alpha, slope, rates, seed_hi,
-                     step0, hyper, ws.lr_ts, self.layout.n_coef, ws.step_losses, ws.step_wsums)
+        return steps(params, grads, ws.thread_grads, s1, s2, ws.acts, ws.deltas, ws.X, ws.Y,
+                     ws.sw, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity, self.alpha, slope,
+                     rates, seed_hi, step0, n_blocks, hyper, ws.lr_ts, self.layout.n_coef,
+                     ws.step_losses, ws.step_wsums)
+
+    def _row_blocks(self, split, nt, batch):
+        """The row blocks a dense training step runs its batch as (``fastmlp._blocks``): the
+        split way's nt threads each cut their rows into the same number of blocks; the blas
+        way cuts the batch on one thread only (on more, OpenBLAS's threads share each
+        product)."""
+        if split:
+            return nt * _blocks.row_blocks(self.layout.sizes, -(-batch // nt), self.dtype)
+        return _blocks.row_blocks(self.layout.sizes, batch, self.dtype) if nt == 1 else 1
 
     def _run_steps(self, X, Y, optimizer, state, order, sw, start, split, nt):
         ws, B, N = self.ws, self.batch_size, X.shape[0]

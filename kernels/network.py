@@ -239,6 +239,16 @@ def finish_step(k, total, wsum, opt, params, grads, s1, s2, hyper, lr_ts, sizes,
     apply_update(opt, params, grads, s1, s2, hyper, lr_ts[k], 1.0 / wsum, alpha / wsum, n_coef)
 
 
+@njit(**JIT_INNER)
+def add_block_sums(grads, thread_grads, T):
+    """grads += thread_grads[0] + ... + thread_grads[T-2], added in that order (the sums of
+    row blocks 1..T-1; block 0 summed into grads).  grads (P,), thread_grads (>= T-1, P)."""
+    for t in range(1, T):
+        gt = thread_grads[t - 1]
+        for j in range(grads.shape[0]):
+            grads[j] += gt[j]
+
+
 class TrainKernels(NamedTuple):
     """A step's kernels for one (activation, output activation, loss, dropout)."""
     forward_backward: object
@@ -280,10 +290,12 @@ def train_kernels(act, out_act, loss, dropout):
     capacity, r0, slope, rates, seed)``: :func:`backprop_rows` for rows r0.. of a batch (a
     shard's part of it: its dropout masks are those of its rows' places in the batch).
 
-    ``steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first, stop,
-    batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, hyper, lr_ts,
-    n_coef, losses, wsums)`` (the ``blas`` way, made by :func:`steps_kernel` with ``opt`` a
-    constant) and ``split_steps(grads, thread_grads,
+    ``steps(params, grads, thread_grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order,
+    first, stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0,
+    n_blocks, hyper, lr_ts, n_coef, losses, wsums)`` (the ``blas`` way, made by
+    :func:`steps_kernel` with ``opt`` a constant; it runs each batch as n_blocks row blocks in
+    turn, summed as the split way sums its threads' blocks: one block unless the BLAS's
+    small-matrix path makes smaller products faster, see ``fastmlp._planner.row_blocks``) and ``split_steps(grads, thread_grads,
     partial, Xb, Yb, swb, params, s1, s2, acts, deltas, X, Y, sw, order, first, stop, batch,
     n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, lr_ts,
     n_coef, losses, wsums)`` (the ``split`` way, one parallel region per step: thread t of
@@ -348,10 +360,7 @@ def train_kernels(act, out_act, loss, dropout):
             if T == 1 or P < _PARALLEL_UPDATE_MIN:
                 # small networks: the calling thread adds the sums and updates, so that the
                 # step is one parallel region (a region's launch and barrier cost more)
-                for t in range(1, T):
-                    gt = thread_grads[t - 1]
-                    for j in range(P):
-                        grads[j] += gt[j]
+                add_block_sums(grads, thread_grads, T)
                 finish_step(k, total, wsum, opt, params, grads, s1, s2, hyper, lr_ts, sizes,
                             alpha, n_coef, losses, wsums)
             else:
@@ -393,9 +402,9 @@ def steps_kernel(act, out_act, loss, dropout, opt):
     act, out_act, loss, dropout, opt = int(act), int(out_act), int(loss), bool(dropout), int(opt)
 
     @njit(**JIT)
-    def fused_steps(params, grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw, order, first,
-                    stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0,
-                    hyper, lr_ts, n_coef, losses, wsums):
+    def fused_steps(params, grads, thread_grads, s1, s2, acts, deltas, Xb, Yb, swb, X, Y, sw,
+                    order, first, stop, batch, n_steps, sizes, capacity, alpha, slope, rates,
+                    seed_hi, step0, n_blocks, hyper, lr_ts, n_coef, losses, wsums):
         k = 0
         pos = first
         while k < n_steps and pos < stop:
@@ -415,9 +424,18 @@ def steps_kernel(act, out_act, loss, dropout, opt):
                 xb = X[pos:end]
                 yb = Y[pos:end]
                 swt = sw[pos:end] if sw.shape[0] > 0 else sw[:0]
-            total = backprop_rows(grads, params, acts, deltas, xb, yb, swt, sizes, capacity, 0,
-                                  act, out_act, loss, slope, rates,
-                                  step_seed(seed_hi, step0 + k), dropout)
+            seed = step_seed(seed_hi, step0 + k)
+            T = min(n_blocks, m)
+            total = 0.0
+            for t in range(T):  # row blocks in turn, each into its own sums (see n_blocks)
+                r0 = m * t // T
+                r1 = m * (t + 1) // T
+                g = grads if t == 0 else thread_grads[t - 1]
+                total += backprop_rows(g, params, acts, deltas, xb[r0:r1], yb[r0:r1],
+                                       swt[r0:r1] if sw.shape[0] > 0 else swt, sizes,
+                                       capacity, r0, act, out_act, loss, slope, rates, seed,
+                                       dropout)
+            add_block_sums(grads, thread_grads, T)
             finish_step(k, total, weight_sum(swt, m), opt, params, grads, s1, s2, hyper, lr_ts,
                         sizes, alpha, n_coef, losses, wsums)
             pos = end

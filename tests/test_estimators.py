@@ -21,7 +21,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp
@@ -844,3 +844,21 @@ def test_the_estimator_optimizer_carries_its_schedule():
     opt = est._optimizer
     assert (opt.schedule, opt.power_t, opt.learning_rate_init) == ("invscaling", 0.25, 0.05)
     assert opt.learning_rate == 0.05 / (est.t_ + 1) ** 0.25
+
+
+@pytest.mark.parametrize("y", [
+    np.arange(1000) % 10, np.arange(1000) % 2, (np.arange(1000) % 2) * 4.0 - 1,
+    np.array([5, 7, 7, 5]), np.array(["a", "b", "c"] * 3), np.array([1, 1, 1]),
+    (np.arange(50) % 6 - 3).astype(np.float32), np.array([0, 1, 2], np.uint8),
+    np.array([True, False, True]), np.array([-2 ** 62, 2 ** 62, 0]),
+    (np.arange(60).reshape(20, 3) % 2)], ids=lambda y: f"{y.dtype}{y.shape}")
+def test_one_hot_equals_label_binarizer(y):
+    # the fit's own indicator columns are LabelBinarizer's, whatever the labels' kind
+    lb = LabelBinarizer().fit(y)
+    got = fe._one_hot(lb, y)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, lb.transform(y).astype(bool))
+    # labels outside the binarizer's classes: its own all-zero rows
+    lb3 = LabelBinarizer().fit([0, 1, 2])
+    np.testing.assert_array_equal(fe._one_hot(lb3, np.array([0, 3, 2])),
+                                  lb3.transform([0, 3, 2]).astype(bool))
