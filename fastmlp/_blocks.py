@@ -13,10 +13,13 @@ training step for a block of r rows has M * N * K = r * n_l * n_{l+1}, so blocks
 :func:`row_blocks` says how many blocks one thread should cut its rows into: more than one only
 where the network's widest layer allows blocks of at least ``MIN_ROWS`` rows and a short
 calibration on this machine's BLAS (the one Numba's kernels call: SciPy's) finds the smaller
-product at least ``GAIN`` times faster a row.  The blocks' gradient sums are added in block
-order, as the split way adds its threads' (``kernels.network``), so a decision changes the
-last bits of a fit's numbers, and it is kept for the process: every fit of a network shape,
-dtype and row count runs the same blocks.
+product at least ``GAIN`` times faster a row.  Each next block's gradient sums are added to
+the thread's through one scratch vector a thread (``kernels.network.backprop_blocks``), so a
+decision changes the last bits of a fit's numbers: it is kept for the process, and on disk beside the plan files
+(``fastmlp._planner.plan_dir``; keyed by the CPU, the BLAS libraries, the network's widths,
+the rows and the dtype), so that every fit of that shape on this machine runs the same blocks
+and each machine calibrates once.  A calibration taken while the machine was busy (see
+``fastmlp._contention``) is kept for the process only.
 """
 import logging
 import threading
@@ -25,7 +28,8 @@ import time
 import numpy as np
 import scipy.linalg.blas
 
-from ._threads import blas_threads
+from . import _contention, _planner
+from ._threads import blas_threads, blas_versions
 
 log = logging.getLogger("fastmlp")
 
@@ -60,28 +64,52 @@ def row_blocks(sizes, rows, dtype):
         if key in _decided:
             return _decided[key]
     blocks = -(-rows // small)
-    per_row_small, per_row_whole = _per_row_seconds(sizes, rows, blocks, dtype)
-    chosen = blocks if per_row_whole >= GAIN * per_row_small else 1
-    log.debug("fastmlp: %d rows of %s (%s) on a thread: %d row block(s) (widest product "
-              "%.3g us a row in blocks of %d rows, %.3g us as one)", rows, list(key[0]),
-              key[2], chosen, per_row_small * 1e6, -(-rows // blocks), per_row_whole * 1e6)
+    chosen = _load(key, blocks)
+    if chosen is None:
+        contention = _contention.Contention(1)
+        per_row_small, per_row_whole = _per_row_seconds(sizes, rows, blocks, dtype)
+        chosen = blocks if per_row_whole >= GAIN * per_row_small else 1
+        log.debug("fastmlp: %d rows of %s (%s) on a thread: %d row block(s) (widest product "
+                  "%.3g us a row in blocks of %d rows, %.3g us as one)", rows, list(key[0]),
+                  key[2], chosen, per_row_small * 1e6, -(-rows // blocks),
+                  per_row_whole * 1e6)
+        if _contention.worth_saving(contention):
+            _planner.write_record(_file_key(key), {"blocks": chosen}, prefix="blocks")
     with _lock:
         return _decided.setdefault(key, chosen)
+
+
+def _file_key(key):
+    from ._version import __version__
+    return (_planner.FORMAT, "blocks", _planner.cpu_model(), tuple(blas_versions()), key,
+            __version__)
+
+
+def _load(key, blocks):
+    """The decision on disk for key: 1 or ``blocks`` (anything else in the file: None)."""
+    data = _planner.read_record(_file_key(key), prefix="blocks")
+    value = None if data is None else data.get("blocks")
+    if type(value) is int and value in (1, blocks):
+        return value
+    return None
 
 
 def _per_row_seconds(sizes, rows, blocks, dtype):
     """The widest layer's forward product, single-threaded, as Numba's np.dot calls it (the
     transposed column-major product of C-ordered arrays): the fastest seconds a row over
-    _ROUNDS alternated rounds, for one block's rows and for all ``rows``."""
+    _ROUNDS alternated rounds, for one block's rows and for all ``rows`` (at most 8 blocks'
+    worth)."""
     widths = [int(s) for s in sizes]
     l = max(range(len(widths) - 1), key=lambda i: widths[i] * widths[i + 1])
     n_in, n_out = widths[l], widths[l + 1]
     gemm = scipy.linalg.blas.get_blas_funcs("gemm", dtype=np.dtype(dtype))
     rng = np.random.default_rng(0)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    block = -(-rows // blocks)
+    rows = min(rows, 8 * block)  # as much a row beyond that: the packed path's rate
     A = rng.standard_normal((rows, n_in)).astype(dtype)
     Z = np.empty((rows, n_out), dtype)
-    sizes_rows = (-(-rows // blocks), rows)
+    sizes_rows = (block, rows)
     best = [float("inf"), float("inf")]
     with blas_threads(1):
         for _ in range(_ROUNDS):

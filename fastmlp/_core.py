@@ -202,8 +202,8 @@ class Trainer:
             kern(grads, ws.thread_grads, ws.partial, ws.X, ws.Y, ws.sw, self.params, grads, grads,
                  ws.acts, ws.deltas, X, Y, ws.no_sw if sw is None else sw, idx, 0, m, m, 1,
                  self.layout.sizes, ws.capacity, self.alpha, self.dtype.type(self.slope),
-                 self._rates(), *self._seed_parts(), n_threads, K.NO_UPDATE, _NO_HYPER, ws.lr_ts,
-                 self.layout.n_coef, ws.step_losses, ws.step_wsums)
+                 self._rates(), *self._seed_parts(), n_threads, 1, K.NO_UPDATE, _NO_HYPER,
+                 ws.lr_ts, self.layout.n_coef, ws.step_losses, ws.step_wsums)
         return ws.step_losses[0], ws.step_wsums[0]
 
     def _kernels(self):
@@ -498,28 +498,29 @@ class Trainer:
             order = self._identity_rows(N) if split else _NO_ORDER
         seed_hi, step0 = self._seed_parts()
         sizes, slope, rates = self.layout.sizes, self.dtype.type(self.slope), self._rates()
-        n_blocks = self._row_blocks(split, nt, min(B, N))
-        ws.ensure_split(n_blocks)  # allocated by the first call (a trial's, or the epoch's)
+        blocks = self._row_blocks(split, nt, min(B, N))
+        # per-thread sums, and a scratch per thread for more than one row block: allocated
+        # by the first call (a trial's, or the epoch's)
+        ws.ensure_split((nt if split else 1) * (2 if blocks > 1 else 1))
         if split:
             with region_guard():
                 return self._kernels().split_steps(
                     grads, ws.thread_grads, ws.partial, ws.X, ws.Y, ws.sw, params, s1, s2,
                     ws.acts, ws.deltas, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity,
-                    self.alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, ws.lr_ts,
-                    self.layout.n_coef, ws.step_losses, ws.step_wsums)
+                    self.alpha, slope, rates, seed_hi, step0, nt, blocks, opt, hyper,
+                    ws.lr_ts, self.layout.n_coef, ws.step_losses, ws.step_wsums)
         steps = K.steps_kernel(*self.codes, self.dropout is not None, opt)
         return steps(params, grads, ws.thread_grads, s1, s2, ws.acts, ws.deltas, ws.X, ws.Y,
                      ws.sw, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity, self.alpha, slope,
-                     rates, seed_hi, step0, n_blocks, hyper, ws.lr_ts, self.layout.n_coef,
+                     rates, seed_hi, step0, blocks, hyper, ws.lr_ts, self.layout.n_coef,
                      ws.step_losses, ws.step_wsums)
 
     def _row_blocks(self, split, nt, batch):
-        """The row blocks a dense training step runs its batch as (``fastmlp._blocks``): the
-        split way's nt threads each cut their rows into the same number of blocks; the blas
-        way cuts the batch on one thread only (on more, OpenBLAS's threads share each
-        product)."""
+        """The row blocks each thread of a dense training step runs its rows as
+        (``fastmlp._blocks``): the split way's nt threads alike; the blas way on one thread
+        only (on more, OpenBLAS's threads share each product)."""
         if split:
-            return nt * _blocks.row_blocks(self.layout.sizes, -(-batch // nt), self.dtype)
+            return _blocks.row_blocks(self.layout.sizes, -(-batch // nt), self.dtype)
         return _blocks.row_blocks(self.layout.sizes, batch, self.dtype) if nt == 1 else 1
 
     def _run_steps(self, X, Y, optimizer, state, order, sw, start, split, nt):

@@ -293,27 +293,65 @@ def plan_dir():
     return os.path.join(base, "fastmlp", "plans")
 
 
-def _path(key):
+def _path(key, prefix="plan"):
     folder = plan_dir()
     if folder is None:
         return None
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-    return os.path.join(folder, f"plan-{digest}.json")
+    return os.path.join(folder, f"{prefix}-{digest}.json")
 
 
-def load(key, budget, split=True) -> Optional[Plan]:
-    """The plan on disk for key, or None (no file, files off, or a file that is unreadable,
-    holds another key or names no valid candidate for budget)."""
-    path = _path(key)
+def read_record(key, prefix="plan"):
+    """The JSON object on disk for key (a plan file, or another record kept beside them), or
+    None (no file, files off, unreadable, or holding another key).  Every other field is
+    the caller's to check: the files are untrusted."""
+    path = _path(key, prefix)
     if path is None:
         return None
     try:
         with open(path, encoding="utf-8") as f:
             data = json.loads(f.read(4096))
-        if data.get("key") != repr(key):
-            return None
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != repr(key):
+        return None
+    return data
+
+
+def write_record(key, data, prefix="plan"):
+    """Write {"key": repr(key), **data} to key's file, atomically (a temporary file renamed
+    over it); silent when the files are off or the folder cannot be written."""
+    path = _path(key, prefix)
+    if path is None:
+        return
+    folder = os.path.dirname(path)
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{prefix}-", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"key": repr(key), **data}, f)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        log.debug("fastmlp: %s not saved to %s: %s", prefix, folder, e)
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def load(key, budget, split=True) -> Optional[Plan]:
+    """The plan on disk for key, or None (no file, files off, or a file that is unreadable,
+    holds another key or names no valid candidate for budget)."""
+    data = read_record(key)
+    if data is None:
+        return None
+    try:
         strategy, threads = parse_label(data.get("plan"))
-    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+    except ValueError:
         return None
     if not is_valid(strategy, threads, budget, split):
         return None
@@ -325,27 +363,8 @@ def save(key, plan, probed=False):
     """Write plan for key to its file, atomically (a temporary file renamed over it); silent
     when the files are off or the folder cannot be written.  ``probed``: the plan stood a
     probe against its runner-up (see ``Watch``), so later processes do not probe again."""
-    path = _path(key)
-    if path is None:
-        return
-    folder = os.path.dirname(path)
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"key": repr(key), "plan": plan.label, "probed": bool(probed),
-                       "seconds": {k: float(v) for k, v in plan.seconds.items()}}, f)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        log.debug("fastmlp: plan not saved to %s: %s", folder, e)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    write_record(key, {"plan": plan.label, "probed": bool(probed),
+                       "seconds": {k: float(v) for k, v in plan.seconds.items()}})
 
 
 # -- watching the epochs ---------------------------------------------------------------------

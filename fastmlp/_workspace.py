@@ -53,11 +53,12 @@ class Workspace:
     gathered batch when rows must be copied (shuffled or sparse input).  Both ways of running
     a step leave the same things there: under the ``split`` way each thread writes its own
     block of rows of acts, deltas, X, Y and sw, so they hold the whole batch as under ``blas``.
-    Only the gradient sums are per row block (a thread's block of rows, or one of several
-    blocks a thread runs in turn: ``fastmlp._blocks``): ``thread_grads`` (blocks - 1, P)
-    holds blocks 1.. (block 0 sums into the trainer's grads; after a step the trainer's grads
-    hold the total) and ``partial`` (blocks,) their loss sums.  ``plan`` is the way the last call ran
-    (a ``fastmlp._planner.Plan``: strategy, why, and the trial's timings).  An inference
+    Only the gradient sums are per thread: ``thread_grads`` (threads - 1, P) holds threads
+    1.. (thread 0 sums into the trainer's grads; after a step the trainer's grads hold the
+    total), then, where each thread runs its rows as several row blocks in turn
+    (``fastmlp._blocks``), one scratch vector per thread for the next block's sums; ``partial``
+    (threads,) holds their loss sums.  ``plan`` is the way the last call ran (a
+    ``fastmlp._planner.Plan``: strategy, why, and the trial's timings).  An inference
     workspace (``training=False``) has no deltas, Y or sw (empty arrays)."""
 
     def __init__(self, layout, capacity, dtype, n_outputs=None, training=True):
@@ -84,8 +85,8 @@ class Workspace:
         self.plan = None
 
     def ensure_split(self, n_threads):
-        """Per-block buffers for n_threads row blocks (allocated once, grown if asked for more:
-        the split way's threads, or row blocks)."""
+        """Per-thread buffers for n_threads (allocated once, grown if asked for more: the
+        split way's threads, and a scratch per thread for row blocks)."""
         if self.thread_grads.shape[0] < n_threads - 1:
             self.thread_grads = np.zeros((n_threads - 1, self.layout.n_params), self.dtype)
         if self.partial.shape[0] < n_threads:

@@ -191,6 +191,30 @@ def backprop_rows(grads, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
 
 
 @njit(**JIT)
+def backprop_blocks(g, scratch, params, acts, deltas, X, Y, sw, sizes, capacity, r0,
+                    n_blocks, act, out_act, loss, slope, rates, seed, dropout):
+    """:func:`backprop_rows` for rows r0..r0+N run as n_blocks row blocks in turn (see
+    ``fastmlp._blocks``): the first block's raw sums go into g, each next block's into
+    scratch and are then added to g, so g ends with the rows' sums.  Returns the rows' loss
+    sum (the blocks' added in order).  g, scratch (P,) (scratch unused for one block: it may
+    be g); X (N, sizes[0]), Y (N, n_out), sw (N,) or (0,) hold the rows."""
+    n = X.shape[0]
+    B = max(1, min(n_blocks, n))
+    total = 0.0
+    for j in range(B):
+        a = n * j // B
+        b = n * (j + 1) // B
+        gj = g if j == 0 else scratch
+        total += backprop_rows(gj, params, acts, deltas, X[a:b], Y[a:b],
+                               sw[a:b] if sw.shape[0] > 0 else sw, sizes, capacity, r0 + a,
+                               act, out_act, loss, slope, rates, seed, dropout)
+        if j > 0:
+            for k in range(g.shape[0]):
+                g[k] += scratch[k]
+    return total
+
+
+@njit(**JIT)
 def weight_sum(sw, n):
     """The batch's weight sum: sum(sw) in float64, or n without weights (sw of shape (0,))."""
     if sw.shape[0] == 0:
@@ -242,7 +266,7 @@ def finish_step(k, total, wsum, opt, params, grads, s1, s2, hyper, lr_ts, sizes,
 @njit(**JIT_INNER)
 def add_block_sums(grads, thread_grads, T):
     """grads += thread_grads[0] + ... + thread_grads[T-2], added in that order (the sums of
-    row blocks 1..T-1; block 0 summed into grads).  grads (P,), thread_grads (>= T-1, P)."""
+    threads 1..T-1; thread 0 summed into grads).  grads (P,), thread_grads (>= T-1, P)."""
     for t in range(1, T):
         gt = thread_grads[t - 1]
         for j in range(grads.shape[0]):
@@ -294,14 +318,16 @@ def train_kernels(act, out_act, loss, dropout):
     first, stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0,
     n_blocks, hyper, lr_ts, n_coef, losses, wsums)`` (the ``blas`` way, made by
     :func:`steps_kernel` with ``opt`` a constant; it runs each batch as n_blocks row blocks in
-    turn, summed as the split way sums its threads' blocks: one block unless the BLAS's
-    small-matrix path makes smaller products faster, see ``fastmlp._planner.row_blocks``) and ``split_steps(grads, thread_grads,
-    partial, Xb, Yb, swb, params, s1, s2, acts, deltas, X, Y, sw, order, first, stop, batch,
-    n_steps, sizes, capacity, alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, lr_ts,
-    n_coef, losses, wsums)`` (the ``split`` way, one parallel region per step: thread t of
-    T = min(n_blocks, rows) takes the t-th contiguous block of the batch's rows, gathers them,
-    and runs forward, loss and backprop into its own sums -- grads for t = 0,
-    thread_grads[t - 1] otherwise -- which are then added in thread order): up to ``n_steps``
+    turn, :func:`backprop_blocks` with thread_grads[0] the scratch: one block unless the
+    BLAS's small-matrix path makes smaller products faster, see ``fastmlp._blocks``) and
+    ``split_steps(grads, thread_grads, partial, Xb, Yb, swb, params, s1, s2, acts, deltas, X,
+    Y, sw, order, first, stop, batch, n_steps, sizes, capacity, alpha, slope, rates, seed_hi,
+    step0, n_blocks, per_thread, opt, hyper, lr_ts, n_coef, losses, wsums)`` (the ``split``
+    way, one parallel region per step: thread t of T = min(n_blocks, rows) takes the t-th
+    contiguous block of the batch's rows, gathers them, and runs forward, loss and backprop
+    into its own sums -- grads for t = 0, thread_grads[t - 1] otherwise -- as ``per_thread``
+    row blocks in turn (thread_grads[T - 1 + t] the scratch when more than one), the threads'
+    sums then added in thread order): up to ``n_steps``
     training steps in one call, over the batches ``[pos, min(pos + batch, stop))`` for
     pos = first, first + batch, ...; each step is forward, loss, backprop and the optimizer
     update ``opt`` (``optim.apply_update``: s1, s2 its state, hyper its scalars, lr_ts[k]
@@ -310,7 +336,8 @@ def train_kernels(act, out_act, loss, dropout):
     only), the contiguous rows X[pos:end] used in place.  Step k's dropout seed is
     ``seed_hi | (step0 + k)`` (low 32 bits).  losses[k], wsums[k] <- step k's batch loss (L2
     term included) and weight sum.  Returns the number of steps taken.  Shapes: params, grads,
-    s1, s2 (P,); thread_grads (>= T-1, P), partial (>= T,) scratch; Xb (B, n_in), Yb (B, n_out),
+    s1, s2 (P,); thread_grads (>= T-1, or 2T-1 with per_thread > 1, P), partial (>= T,)
+    scratch; Xb (B, n_in), Yb (B, n_out),
     swb (B,) gather buffers; X (M, n_in), Y (M, n_out), sw (M,) or (0,) the data; order (M,)
     int64 or (0,); hyper (6,); lr_ts, losses, wsums (>= n_steps,) float64.  Running many
     steps per call takes the per-step Python and dispatch cost out of small networks' epochs,
@@ -328,8 +355,8 @@ def train_kernels(act, out_act, loss, dropout):
     @njit(**PJIT)
     def fused_split_steps(grads, thread_grads, partial, Xb, Yb, swb, params, s1, s2, acts,
                           deltas, X, Y, sw, order, first, stop, batch, n_steps, sizes, capacity,
-                          alpha, slope, rates, seed_hi, step0, n_blocks, opt, hyper, lr_ts,
-                          n_coef, losses, wsums):
+                          alpha, slope, rates, seed_hi, step0, n_blocks, per_thread, opt,
+                          hyper, lr_ts, n_coef, losses, wsums):
         P = grads.shape[0]
         k = 0
         pos = first
@@ -350,9 +377,10 @@ def train_kernels(act, out_act, loss, dropout):
                     gather_vector(swb[r0:r1], sw, rows)
                 swt = swb[r0:r1] if sw.shape[0] > 0 else sw[:0]
                 g = grads if t == 0 else thread_grads[t - 1]
-                partial[t] = backprop_rows(g, params, acts, deltas, xb, yb, swt, sizes,
-                                           capacity, r0, act, out_act, loss, slope, rates,
-                                           seed, dropout)
+                scratch = thread_grads[T - 1 + t] if per_thread > 1 else g
+                partial[t] = backprop_blocks(g, scratch, params, acts, deltas, xb, yb, swt,
+                                             sizes, capacity, r0, per_thread, act, out_act,
+                                             loss, slope, rates, seed, dropout)
             total = 0.0
             for t in range(T):
                 total += partial[t]
@@ -424,18 +452,10 @@ def steps_kernel(act, out_act, loss, dropout, opt):
                 xb = X[pos:end]
                 yb = Y[pos:end]
                 swt = sw[pos:end] if sw.shape[0] > 0 else sw[:0]
-            seed = step_seed(seed_hi, step0 + k)
-            T = min(n_blocks, m)
-            total = 0.0
-            for t in range(T):  # row blocks in turn, each into its own sums (see n_blocks)
-                r0 = m * t // T
-                r1 = m * (t + 1) // T
-                g = grads if t == 0 else thread_grads[t - 1]
-                total += backprop_rows(g, params, acts, deltas, xb[r0:r1], yb[r0:r1],
-                                       swt[r0:r1] if sw.shape[0] > 0 else swt, sizes,
-                                       capacity, r0, act, out_act, loss, slope, rates, seed,
-                                       dropout)
-            add_block_sums(grads, thread_grads, T)
+            scratch = thread_grads[0] if n_blocks > 1 else grads
+            total = backprop_blocks(grads, scratch, params, acts, deltas, xb, yb, swt, sizes,
+                                    capacity, 0, n_blocks, act, out_act, loss, slope, rates,
+                                    step_seed(seed_hi, step0 + k), dropout)
             finish_step(k, total, weight_sum(swt, m), opt, params, grads, s1, s2, hyper, lr_ts,
                         sizes, alpha, n_coef, losses, wsums)
             pos = end

@@ -10,7 +10,8 @@ from fastmlp._threads import max_threads
 
 
 @pytest.fixture(autouse=True)
-def _fresh_decisions():
+def _fresh_decisions(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path / "plans"))
     _blocks.clear()
     yield
     _blocks.clear()
@@ -42,6 +43,33 @@ def test_row_blocks_follow_the_calibration(monkeypatch):
     assert _blocks.row_blocks([100, 100, 10], 100, np.float64) == 1
     assert _blocks.row_blocks([784, 512, 10], 4096, np.float64) == 1
     assert len(calls) == 2
+
+
+def test_decisions_are_kept_on_disk_and_checked_when_read(monkeypatch, tmp_path):
+    monkeypatch.setattr(_blocks._contention, "worth_saving", lambda contention=None: True)
+    monkeypatch.setattr(_blocks, "_per_row_seconds", lambda *a: (1.0, 2.0))
+    assert _blocks.row_blocks([100, 100, 10], 200, np.float64) == 2
+    files = list((tmp_path / "plans").glob("blocks-*.json"))
+    assert len(files) == 1
+    _blocks.clear()
+
+    def no_calibration(*a):
+        raise AssertionError("calibrated again")
+    monkeypatch.setattr(_blocks, "_per_row_seconds", no_calibration)
+    assert _blocks.row_blocks([100, 100, 10], 200, np.float64) == 2  # read back
+    # an untrusted file: a count the shape cannot have, or not a count, is recalibrated
+    original = files[0].read_text()
+    monkeypatch.setattr(_blocks, "_per_row_seconds", lambda *a: (1.0, 1.0))
+    for bad in ('"blocks": 7', '"blocks": "2"', '"blocks": true', '"blocks": 2.0'):
+        files[0].write_text(original.replace('"blocks": 2', bad))
+        _blocks.clear()
+        assert _blocks.row_blocks([100, 100, 10], 200, np.float64) == 1, bad
+    # a calibration on a busy machine is kept for the process only
+    files[0].unlink()
+    _blocks.clear()
+    monkeypatch.setattr(_blocks._contention, "worth_saving", lambda contention=None: False)
+    assert _blocks.row_blocks([100, 100, 10], 200, np.float64) == 1
+    assert not list((tmp_path / "plans").glob("blocks-*.json"))
 
 
 def test_the_real_calibration_gives_a_block_count():
@@ -76,7 +104,7 @@ def test_blocks_on_one_thread_sum_as_the_split_ways_threads(monkeypatch, dropout
     # places in the batch, whichever block runs them)
     one = _fit(monkeypatch, "blas", 1, 2, dropout=dropout)
     assert one.workspace_.plan.label == "blas/1"
-    assert one.workspace_.thread_grads.shape[0] >= 1  # the second block's sums
+    assert one.workspace_.thread_grads.shape[0] >= 1  # the scratch of the second block
     split = _fit(monkeypatch, "split", 2, 1, dropout=dropout)
     assert split.workspace_.plan.label == "split/2"
     for a, b in zip(one.coefs_ + one.intercepts_, split.coefs_ + split.intercepts_):
@@ -99,3 +127,15 @@ def test_small_fits_stay_on_one_thread_where_blocks_pay(monkeypatch, blocks, thr
     m.fit(X, Y, epochs=1, batch_size=64)
     assert m.workspace_.plan.source == "small"
     assert m.workspace_.plan.threads == threads
+
+
+@pytest.mark.skipif(max_threads() < 2, reason="the split way needs two threads")
+def test_the_split_ways_threads_run_their_rows_in_blocks(monkeypatch):
+    # each thread runs its rows as 2 blocks through its own scratch sums: the same fit as one
+    # block a thread, up to rounding
+    two = _fit(monkeypatch, "split", 2, 2, dropout=0.2)
+    assert two.workspace_.plan.label == "split/2"
+    assert two.workspace_.thread_grads.shape[0] >= 3  # thread 1's sums, a scratch per thread
+    one = _fit(monkeypatch, "split", 2, 1, dropout=0.2)
+    for a, b in zip(two.coefs_ + two.intercepts_, one.coefs_ + one.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
