@@ -139,3 +139,13 @@ def test_the_split_ways_threads_run_their_rows_in_blocks(monkeypatch):
     one = _fit(monkeypatch, "split", 2, 1, dropout=0.2)
     for a, b in zip(two.coefs_ + two.intercepts_, one.coefs_ + one.intercepts_):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_the_file_key_does_not_depend_on_the_order_the_blas_libraries_loaded(monkeypatch):
+    # NumPy's and SciPy's OpenBLAS load in either order: two processes on one machine wrote
+    # two files for one decision
+    key = ((100, 100, 10), 200, "<f8")
+    monkeypatch.setattr(_blocks, "blas_versions", lambda: ["0.3.30", "0.3.31"])
+    first = _blocks._file_key(key)
+    monkeypatch.setattr(_blocks, "blas_versions", lambda: ["0.3.31", "0.3.30"])
+    assert _blocks._file_key(key) == first
