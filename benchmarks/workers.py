@@ -90,9 +90,11 @@ def _fastmlp_plan(model):
     plan = getattr(getattr(trainer, "ws", None), "plan", None)
     if plan is None:
         return None
+    blocks = getattr(trainer.ws, "row_blocks", 1)
     return {"strategy": plan.strategy, "source": plan.source, "seconds": dict(plan.seconds),
-            "threads": getattr(plan, "threads", None),
-            "label": f"{plan.strategy}/{getattr(plan, 'threads', '?')}"}
+            "threads": getattr(plan, "threads", None), "row_blocks": blocks,
+            "label": f"{plan.strategy}/{getattr(plan, 'threads', '?')}"
+                     + (f", {blocks} row blocks a thread" if blocks > 1 else "")}
 
 
 _PLANS = []  # the plan of the last fastmlp fit in this worker

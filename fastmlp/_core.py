@@ -502,6 +502,7 @@ class Trainer:
         # per-thread sums, and a scratch per thread for more than one row block: allocated
         # by the first call (a trial's, or the epoch's)
         ws.ensure_split((nt if split else 1) * (2 if blocks > 1 else 1))
+        ws.row_blocks = blocks
         if split:
             with region_guard():
                 return self._kernels().split_steps(

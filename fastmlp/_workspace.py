@@ -58,7 +58,8 @@ class Workspace:
     total), then, where each thread runs its rows as several row blocks in turn
     (``fastmlp._blocks``), one scratch vector per thread for the next block's sums; ``partial``
     (threads,) holds their loss sums.  ``plan`` is the way the last call ran (a
-    ``fastmlp._planner.Plan``: strategy, why, and the trial's timings).  An inference
+    ``fastmlp._planner.Plan``: strategy, why, and the trial's timings), ``row_blocks`` the
+    row blocks each thread ran its rows as in the last dense training call.  An inference
     workspace (``training=False``) has no deltas, Y or sw (empty arrays)."""
 
     def __init__(self, layout, capacity, dtype, n_outputs=None, training=True):
@@ -83,6 +84,7 @@ class Workspace:
         self.step_wsums = np.zeros(steps, np.float64)
         self.lr_ts = np.zeros(steps, np.float64)
         self.plan = None
+        self.row_blocks = 1  # the row blocks each thread ran in the last dense training call
 
     def ensure_split(self, n_threads):
         """Per-thread buffers for n_threads (allocated once, grown if asked for more: the

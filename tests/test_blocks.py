@@ -105,6 +105,7 @@ def test_blocks_on_one_thread_sum_as_the_split_ways_threads(monkeypatch, dropout
     one = _fit(monkeypatch, "blas", 1, 2, dropout=dropout)
     assert one.workspace_.plan.label == "blas/1"
     assert one.workspace_.thread_grads.shape[0] >= 1  # the scratch of the second block
+    assert one.workspace_.row_blocks == 2
     split = _fit(monkeypatch, "split", 2, 1, dropout=dropout)
     assert split.workspace_.plan.label == "split/2"
     for a, b in zip(one.coefs_ + one.intercepts_, split.coefs_ + split.intercepts_):
@@ -149,3 +150,11 @@ def test_the_file_key_does_not_depend_on_the_order_the_blas_libraries_loaded(mon
     first = _blocks._file_key(key)
     monkeypatch.setattr(_blocks, "blas_versions", lambda: ["0.3.31", "0.3.30"])
     assert _blocks._file_key(key) == first
+
+
+def test_the_benchmark_report_names_the_row_blocks(monkeypatch):
+    from benchmarks import workers
+    m = _fit(monkeypatch, "blas", 1, 2)
+    assert workers._fastmlp_plan(m)["label"] == "blas/1, 2 row blocks a thread"
+    m = _fit(monkeypatch, "blas", 1, 1)
+    assert workers._fastmlp_plan(m)["label"] == "blas/1"
