@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import platform
+import stat
 import tempfile
 import threading
 import time
@@ -309,8 +310,13 @@ def read_record(key, prefix="plan"):
     if path is None:
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.loads(f.read(4096))
+        # without blocking (a FIFO put in its place would wait for a writer forever), and
+        # regular files only
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            data = json.loads(f.read(4096).decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("key") != repr(key):

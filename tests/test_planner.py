@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -508,3 +509,29 @@ def test_the_trials_contention_is_measured_after_its_wait_for_openblas(fresh, mo
     o = Adam()
     t.run_epoch(X, Y, o, o.init(t.params))
     assert order[:2] == ["wait", "meter"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_folder_in_a_plan_files_place_is_ignored_without_waiting(tmp_path,
+                                                                            monkeypatch):
+    # open() on a FIFO waits for a writer: a fit must neither hang on one nor read a folder
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
+    key = ("a", "key")
+    path = _planner._path(key)
+    os.mkfifo(path)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(_planner.read_record(key)),
+                              daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # let the blocked open() return before failing
+        with open(path, "wb"):
+            pass
+        pytest.fail("reading a FIFO in a plan file's place waited for a writer")
+    assert got == [None]
+    os.unlink(path)
+    os.mkdir(path)
+    assert _planner.read_record(key) is None
+    os.rmdir(path)
+    _planner.write_record(key, {"plan": "split/2"})
+    assert _planner.read_record(key)["plan"] == "split/2"
