@@ -45,13 +45,27 @@ _decided = {}
 _lock = threading.Lock()
 
 
+def _widest_layer(sizes):
+    """(n_in, n_out) of the layer with the most weights."""
+    widths = [int(s) for s in sizes]
+    return max(zip(widths, widths[1:]), key=lambda w: w[0] * w[1])
+
+
 def block_rows(sizes):
     """The most rows a block may have for every product of a step to stay within
     SMALL_MNK (0 when not even MIN_ROWS fit)."""
-    widths = [int(s) for s in sizes]
-    widest = max(a * b for a, b in zip(widths, widths[1:]))
-    rows = int(SMALL_MNK // widest)
+    n_in, n_out = _widest_layer(sizes)
+    rows = int(SMALL_MNK // (n_in * n_out))
     return rows if rows >= MIN_ROWS else 0
+
+
+def step_blocks(sizes, split, threads, batch, dtype):
+    """The row blocks each thread of a dense training step runs its rows as: the split way's
+    threads alike (each has about batch / threads rows); the blas way on one thread only (on
+    more, OpenBLAS's threads share each product)."""
+    if split:
+        return row_blocks(sizes, -(-batch // threads), dtype)
+    return row_blocks(sizes, batch, dtype) if threads == 1 else 1
 
 
 def row_blocks(sizes, rows, dtype):
@@ -102,9 +116,7 @@ def _per_row_seconds(sizes, rows, blocks, dtype):
     transposed column-major product of C-ordered arrays): the fastest seconds a row over
     _ROUNDS alternated rounds, for one block's rows and for all ``rows`` (at most 8 blocks'
     worth)."""
-    widths = [int(s) for s in sizes]
-    l = max(range(len(widths) - 1), key=lambda i: widths[i] * widths[i + 1])
-    n_in, n_out = widths[l], widths[l + 1]
+    n_in, n_out = _widest_layer(sizes)
     gemm = scipy.linalg.blas.get_blas_funcs("gemm", dtype=np.dtype(dtype))
     rng = np.random.default_rng(0)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)

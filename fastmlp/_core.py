@@ -271,7 +271,8 @@ class Trainer:
             # threaded products (OpenBLAS's threads would then spin for ~0.1 s and take the
             # cores from whatever runs next: the first epochs of the next fit ran 1.7-9x
             # slower, measured)
-            one = step and self._row_blocks(False, 1, batch) > 1
+            one = step and _blocks.step_blocks(self.layout.sizes, False, 1, batch,
+                                               self.dtype) > 1
             return _planner.Plan("blas", "small", {}, 1 if one else n_threads), None
         plan = _planner.load(key, n_threads)
         if plan is None:
@@ -498,7 +499,7 @@ class Trainer:
             order = self._identity_rows(N) if split else _NO_ORDER
         seed_hi, step0 = self._seed_parts()
         sizes, slope, rates = self.layout.sizes, self.dtype.type(self.slope), self._rates()
-        blocks = self._row_blocks(split, nt, min(B, N))
+        blocks = _blocks.step_blocks(self.layout.sizes, split, nt, min(B, N), self.dtype)
         # per-thread sums, and a scratch per thread for more than one row block: allocated
         # by the first call (a trial's, or the epoch's)
         ws.ensure_split((nt if split else 1) * (2 if blocks > 1 else 1))
@@ -515,14 +516,6 @@ class Trainer:
                      ws.sw, X, Y, sw, order, pos, N, B, n, sizes, ws.capacity, self.alpha, slope,
                      rates, seed_hi, step0, blocks, hyper, ws.lr_ts, self.layout.n_coef,
                      ws.step_losses, ws.step_wsums)
-
-    def _row_blocks(self, split, nt, batch):
-        """The row blocks each thread of a dense training step runs its rows as
-        (``fastmlp._blocks``): the split way's nt threads alike; the blas way on one thread
-        only (on more, OpenBLAS's threads share each product)."""
-        if split:
-            return _blocks.row_blocks(self.layout.sizes, -(-batch // nt), self.dtype)
-        return _blocks.row_blocks(self.layout.sizes, batch, self.dtype) if nt == 1 else 1
 
     def _run_steps(self, X, Y, optimizer, state, order, sw, start, split, nt):
         ws, B, N = self.ws, self.batch_size, X.shape[0]

@@ -105,55 +105,57 @@ def dactivation_block(D, A, s, act, slope):
     raise NotImplementedError("dactivation_block is only callable from Numba kernels")
 
 
-def _logistic(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            z[j] = vsigmoid(z[j] + b[j])
+# Elementwise activations: the element's function, jitted (a scalar call is inlined, and the
+# loop around it vectorises), and one block leaf made from it by a factory.
+
+@njit(**JIT_INNER)
+def _logistic_of(v, slope):
+    return vsigmoid(v)
 
 
-def _tanh(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            z[j] = vtanh(z[j] + b[j])
+@njit(**JIT_INNER)
+def _tanh_of(v, slope):
+    return vtanh(v)
 
 
-def _relu(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            v = z[j] + b[j]
-            z[j] = v if v > 0 else v * 0  # keeps NaN; max(v, 0) would drop it
+@njit(**JIT_INNER)
+def _relu_of(v, slope):
+    return v if v > 0 else v * 0  # keeps NaN; max(v, 0) would drop it
 
 
-def _leaky_relu(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            v = z[j] + b[j]
-            z[j] = v if v > 0 else v * slope
+@njit(**JIT_INNER)
+def _leaky_relu_of(v, slope):
+    return v if v > 0 else v * slope
 
 
-def _gelu(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            z[j] = vgelu(z[j] + b[j])
+@njit(**JIT_INNER)
+def _gelu_of(v, slope):
+    return vgelu(v)
 
 
-def _silu(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            z[j] = vsilu(z[j] + b[j])
+@njit(**JIT_INNER)
+def _silu_of(v, slope):
+    return vsilu(v)
 
 
-def _exp(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            z[j] = vexp(z[j] + b[j])
+@njit(**JIT_INNER)
+def _exp_of(v, slope):
+    return vexp(v)
+
+
+@njit(**JIT_INNER)
+def _identity_of(v, slope):
+    return v
+
+
+def _forward(f):
+    """The block leaf Z <- f(Z + b) of the elementwise activation f(v, slope)."""
+    def block(Z, b, act, slope):
+        for i in range(Z.shape[0]):
+            z = Z[i]
+            for j in range(z.shape[0]):
+                z[j] = f(z[j] + b[j], slope)
+    return block
 
 
 def _softmax(Z, b, act, slope):
@@ -181,11 +183,7 @@ def _softmax(Z, b, act, slope):
             z[j] *= inv
 
 
-def _identity(Z, b, act, slope):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        for j in range(z.shape[0]):
-            z[j] += b[j]
+_identity = _forward(_identity_of)
 
 
 def _any_activation(Z, b, act, slope):
@@ -209,24 +207,17 @@ def _any_activation(Z, b, act, slope):
         activate_block(Z, b, IDENTITY, slope)
 
 
-def _pre_gelu(Z, P, b, act):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        p = P[i]
-        for j in range(z.shape[0]):
-            p[j] = z[j] + b[j]
-        for j in range(z.shape[0]):
-            z[j] = vgelu(p[j])
-
-
-def _pre_silu(Z, P, b, act):
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        p = P[i]
-        for j in range(z.shape[0]):
-            p[j] = z[j] + b[j]
-        for j in range(z.shape[0]):
-            z[j] = vsilu(p[j])
+def _preactivation(f):
+    """The block leaf P <- Z + b, then Z <- f(P), of GELU or SiLU (f their vgelu/vsilu)."""
+    def block(Z, P, b, act):
+        for i in range(Z.shape[0]):
+            z = Z[i]
+            p = P[i]
+            for j in range(z.shape[0]):
+                p[j] = z[j] + b[j]
+            for j in range(z.shape[0]):
+                z[j] = f(p[j])
+    return block
 
 
 def _pre_none(Z, P, b, act):
@@ -240,74 +231,55 @@ def _any_preactivation(Z, P, b, act):
         preactivate_block(Z, P, b, SILU)
 
 
-def _dlogistic(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = d[j] * (a[j] * (1 - a[j]))
-            d[j] = v
-            s[j] += v
+# Derivatives: the new delta of one element from its incoming d and the activation output a
+# (GELU/SiLU: d holds the pre-activation, a the incoming gradient).
+
+@njit(**JIT_INNER)
+def _dlogistic_of(d, a, slope):
+    return d * (a * (1 - a))
 
 
-def _dtanh(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = d[j] * (1 - a[j] * a[j])
-            d[j] = v
-            s[j] += v
+@njit(**JIT_INNER)
+def _dtanh_of(d, a, slope):
+    return d * (1 - a * a)
 
 
-def _drelu(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = d[j] if a[j] > 0 else d[j] * 0
-            d[j] = v
-            s[j] += v
+@njit(**JIT_INNER)
+def _drelu_of(d, a, slope):
+    return d if a > 0 else d * 0
 
 
-def _dleaky_relu(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = d[j] if a[j] > 0 else d[j] * slope
-            d[j] = v
-            s[j] += v
+@njit(**JIT_INNER)
+def _dleaky_relu_of(d, a, slope):
+    return d if a > 0 else d * slope
 
 
-def _dgelu(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = a[j] * vdgelu(d[j])
-            d[j] = v
-            s[j] += v
+@njit(**JIT_INNER)
+def _dgelu_of(d, a, slope):
+    return a * vdgelu(d)
 
 
-def _dsilu(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = a[j] * vdsilu(d[j])
-            d[j] = v
-            s[j] += v
+@njit(**JIT_INNER)
+def _dsilu_of(d, a, slope):
+    return a * vdsilu(d)
 
 
-def _dexp(D, A, s, act, slope):
-    for i in range(D.shape[0]):
-        d = D[i]
-        a = A[i]
-        for j in range(d.shape[0]):
-            v = d[j] * a[j]
-            d[j] = v
-            s[j] += v
+@njit(**JIT_INNER)
+def _dexp_of(d, a, slope):
+    return d * a
+
+
+def _backward(df):
+    """The block leaf D <- df(D, A), s += the column sums of the new D."""
+    def block(D, A, s, act, slope):
+        for i in range(D.shape[0]):
+            d = D[i]
+            a = A[i]
+            for j in range(d.shape[0]):
+                v = df(d[j], a[j], slope)
+                d[j] = v
+                s[j] += v
+    return block
 
 
 def _didentity(D, A, s, act, slope):
@@ -337,11 +309,14 @@ def _any_dactivation(D, A, s, act, slope):
         dactivation_block(D, A, s, IDENTITY, slope)
 
 
-_FORWARD = {LOGISTIC: _logistic, TANH: _tanh, RELU: _relu, LEAKY_RELU: _leaky_relu,
-            GELU: _gelu, SILU: _silu, EXP: _exp, SOFTMAX: _softmax, IDENTITY: _identity}
-_PRE = {GELU: _pre_gelu, SILU: _pre_silu}
-_BACKWARD = {LOGISTIC: _dlogistic, TANH: _dtanh, RELU: _drelu, LEAKY_RELU: _dleaky_relu,
-             GELU: _dgelu, SILU: _dsilu, EXP: _dexp}
+_FORWARD = {LOGISTIC: _forward(_logistic_of), TANH: _forward(_tanh_of),
+            RELU: _forward(_relu_of), LEAKY_RELU: _forward(_leaky_relu_of),
+            GELU: _forward(_gelu_of), SILU: _forward(_silu_of), EXP: _forward(_exp_of),
+            SOFTMAX: _softmax, IDENTITY: _identity}
+_PRE = {GELU: _preactivation(vgelu), SILU: _preactivation(vsilu)}
+_BACKWARD = {LOGISTIC: _backward(_dlogistic_of), TANH: _backward(_dtanh_of),
+             RELU: _backward(_drelu_of), LEAKY_RELU: _backward(_dleaky_relu_of),
+             GELU: _backward(_dgelu_of), SILU: _backward(_dsilu_of), EXP: _backward(_dexp_of)}
 
 
 def _choose(act, table, generic, default):

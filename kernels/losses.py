@@ -37,58 +37,49 @@ def loss_block(A, Y, sw, loss):
     raise NotImplementedError("loss_block is only callable from Numba kernels")
 
 
-def _squared_error(A, Y, sw, loss):
-    total = 0.0
-    for i in range(A.shape[0]):
-        a = A[i]
-        y = Y[i]
-        row = 0.0
-        for j in range(a.shape[0]):
-            row += (a[j] - y[j]) * (a[j] - y[j])
-        total += sw[i] * row if sw.shape[0] > 0 else row
-    return total
+# Each loss is the element's term, summed by one block leaf made from it: over each row's
+# outputs in order, then over the rows weighted.  The terms are inlined into the leaf by Numba
+# (``inline="always"``): as calls, LLVM left the log losses' (with the log inside) out of line,
+# one call per output (100 x 10 log loss: 3.8 us against 1.35 inlined, measured).
+_TERM = dict(JIT_INNER, inline="always")
+
+@njit(**_TERM)
+def _squared_error_of(a, y, eps):
+    return (a - y) * (a - y)
 
 
-def _poisson(A, Y, sw, loss):
-    total = 0.0
-    for i in range(A.shape[0]):
-        a = A[i]
-        y = Y[i]
-        row = 0.0
-        for j in range(a.shape[0]):
-            row += _xlogy(y[j], y[j] / a[j]) - y[j] + a[j]
-        total += sw[i] * row if sw.shape[0] > 0 else row
-    return total
+@njit(**_TERM)
+def _poisson_of(a, y, eps):
+    return _xlogy(y, y / a) - y + a
 
 
-def _log_loss(A, Y, sw, loss):
-    # xlogy(y, p) with the branch taken: a one-hot row takes one log, not n_out (the same
-    # numbers: where y == 0, xlogy subtracts y * 0 = 0)
-    eps = np.finfo(A.dtype).eps
-    total = 0.0
-    for i in range(A.shape[0]):
-        a = A[i]
-        y = Y[i]
-        row = 0.0
-        for j in range(a.shape[0]):
-            if y[j] != 0:
-                row -= y[j] * vlog(min(max(a[j], eps), 1 - eps))
-        total += sw[i] * row if sw.shape[0] > 0 else row
-    return total
+@njit(**_TERM)
+def _log_loss_of(a, y, eps):
+    # -xlogy(y, p) with the branch taken: a one-hot row takes one log, not n_out (the same
+    # numbers: where y == 0, xlogy gives y * 0 = 0)
+    return -(y * vlog(min(max(a, eps), 1 - eps))) if y != 0 else y * 0
 
 
-def _binary_log_loss(A, Y, sw, loss):
-    eps = np.finfo(A.dtype).eps
-    total = 0.0
-    for i in range(A.shape[0]):
-        a = A[i]
-        y = Y[i]
-        row = 0.0
-        for j in range(a.shape[0]):
-            p = min(max(a[j], eps), 1 - eps)
-            row -= _xlogy(y[j], p) + _xlogy(1 - y[j], 1 - p)
-        total += sw[i] * row if sw.shape[0] > 0 else row
-    return total
+@njit(**_TERM)
+def _binary_log_loss_of(a, y, eps):
+    p = min(max(a, eps), 1 - eps)
+    return -(_xlogy(y, p) + _xlogy(1 - y, 1 - p))
+
+
+def _summed(term):
+    """The block leaf of the loss whose element term is ``term(a, y, eps)``."""
+    def block(A, Y, sw, loss):
+        eps = np.finfo(A.dtype).eps
+        total = 0.0
+        for i in range(A.shape[0]):
+            a = A[i]
+            y = Y[i]
+            row = 0.0
+            for j in range(a.shape[0]):
+                row += term(a[j], y[j], eps)
+            total += sw[i] * row if sw.shape[0] > 0 else row
+        return total
+    return block
 
 
 def _any_loss(A, Y, sw, loss):
@@ -101,8 +92,8 @@ def _any_loss(A, Y, sw, loss):
     return loss_block(A, Y, sw, BINARY_LOG_LOSS)
 
 
-_LOSSES = {SQUARED_ERROR: _squared_error, POISSON: _poisson, LOG_LOSS: _log_loss,
-           BINARY_LOG_LOSS: _binary_log_loss}
+_LOSSES = {SQUARED_ERROR: _summed(_squared_error_of), POISSON: _summed(_poisson_of),
+           LOG_LOSS: _summed(_log_loss_of), BINARY_LOG_LOSS: _summed(_binary_log_loss_of)}
 
 
 @overload(loss_block, prefer_literal=True, jit_options=JIT_OVERLOAD)

@@ -29,6 +29,7 @@ import fastmlp._core
 import fastmlp.estimators as fe
 import fastmlp.optimizers
 from fastmlp import MLPClassifier, MLPRegressor
+from fastmlp._validation import one_hot_labels
 
 pytestmark = [
     # few iterations on purpose; tests that compare warnings record them explicitly
@@ -855,10 +856,10 @@ def test_the_estimator_optimizer_carries_its_schedule():
 def test_one_hot_equals_label_binarizer(y):
     # the fit's own indicator columns are LabelBinarizer's, whatever the labels' kind
     lb = LabelBinarizer().fit(y)
-    got = fe._one_hot(lb, y)
+    got = one_hot_labels(lb, y)
     assert got.dtype == bool
     np.testing.assert_array_equal(got, lb.transform(y).astype(bool))
     # labels outside the binarizer's classes: its own all-zero rows
     lb3 = LabelBinarizer().fit([0, 1, 2])
-    np.testing.assert_array_equal(fe._one_hot(lb3, np.array([0, 3, 2])),
+    np.testing.assert_array_equal(one_hot_labels(lb3, np.array([0, 3, 2])),
                                   lb3.transform([0, 3, 2]).astype(bool))
