@@ -533,6 +533,45 @@ def test_calls_running_at_once_share_the_budget(budget):
             assert n == alone
 
 
+def test_blas_limits_hold_in_any_python_thread():
+    """threadpoolctl >= 3.8 lets only the first Python thread that set OpenBLAS's count set it
+    again while it lives (others are ignored, silently).  A fit in a worker thread, after the
+    main thread has set a count, still runs BLAS on the threads it asked for; the count comes
+    back when it ends; and the user's own limits, in either thread, still take effect."""
+    code = r"""
+import json, threading, numpy as np, threadpoolctl, fastmlp
+from fastmlp import _threads
+from fastmlp._core import Trainer
+def blas():
+    return sorted({i["num_threads"] for i in threadpoolctl.threadpool_info()
+                   if i["user_api"] == "blas"})
+seen, out = [], {}
+Trainer._steps_done = lambda self, k: seen.append(blas())
+X = np.random.default_rng(0).normal(size=(600, 8)); Y = X[:, :2] ** 2
+main = threadpoolctl.threadpool_limits(2, user_api="blas")  # the main thread sets a count
+def worker():
+    with _threads.thread_limits(1):
+        out["inside"] = blas()
+    out["after"] = blas()
+    fastmlp.MLP([8, 30, 2], dtype="float64", n_threads=1, random_state=0).fit(
+        X, Y, epochs=2, batch_size=60)
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        out["worker's own"] = blas()
+th = threading.Thread(target=worker); th.start(); th.join()
+out["fit"] = sorted({k for s in seen for k in s})
+with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    out["main's own"] = blas()
+main.restore_original_limits()
+out["budget"] = _threads.cpu_budget()
+print(json.dumps(out))
+"""
+    r = _json(_run(code))
+    if r["budget"] < 2:
+        pytest.skip("needs a CPU budget of 2 (a count of 1 would prove nothing)")
+    assert r == {"inside": [1], "after": [2], "fit": [1], "worker's own": [1],
+                 "main's own": [1], "budget": r["budget"]}
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not hasattr(os, "fork"),
                     reason="needs CPU affinity")
 def test_a_process_pinned_to_one_core_has_a_budget_of_one():
