@@ -264,10 +264,12 @@ def resolve_n_threads(n_threads):
 
 
 def _blas_libs():
+    """The BLAS libraries' threadpoolctl controllers, found once (a fixed list: threadpoolctl
+    lists the libraries loaded when its controller was made)."""
     global _controller
     if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.select(user_api="blas").lib_controllers
+        _controller = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _controller
 
 
 def blas_versions():
@@ -321,7 +323,8 @@ def _apply_blas_limit():
                 _set_blas_threads(lib, k)
     elif _blas_saved is not None:
         for lib, k in _blas_saved:
-            _set_blas_threads(lib, k)
+            if lib.num_threads != k:
+                _set_blas_threads(lib, k)
         _blas_saved = None
 
 
