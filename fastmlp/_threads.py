@@ -32,7 +32,9 @@ container's cgroup CPU quota and LOKY_MAX_CPU_COUNT, as joblib counts them, and 
 worker's task the worker's own thread count -- not the host's core count.  No call asks Numba or
 BLAS for more threads than the budget, whatever ``n_threads`` says (a larger request is capped,
 with one warning).  Calls running at the same time from several Python threads share it: a call
-with ``n_threads=None`` takes ``budget // (Python threads inside fastmlp calls now)``, at least 1.
+with ``n_threads=None`` takes ``budget // (Python threads inside fastmlp calls)``, at least 1,
+counting the threads inside one now and the live threads that left one less than
+RECENT_SECONDS ago (``_enter_call``).
 
 Fork: ``os.fork()`` while another thread is inside a kernel hung the parent (OpenBLAS's pre-fork
 handler waits for its busy threads; region threads then spin on a BLAS pool that is gone).
@@ -126,15 +128,29 @@ def max_threads():
 
 _calls_lock = threading.Lock()
 _calls = {}             # {Python thread id: depth} of the threads inside thread_limits now
+_recent = {}            # {Python thread id: (its Thread, when it left its last call)}
 _warned = set()         # (n_threads asked, budget) already warned about
+
+# A thread that left a fastmlp call this recently still counts among the calls sharing the
+# budget.  In a threaded grid search each worker thread spends a few milliseconds between two
+# calls (cloning, scaling, scoring); a call that began in another thread's gap took the whole
+# budget, and OpenBLAS's threads then spun for ~0.1 s after its threaded products, on the cores
+# the other thread's fit was using (4 of a digits search's 36 calls began in such a gap).
+RECENT_SECONDS = 0.25
 
 
 def _enter_call():
-    """Count this Python thread among the running calls; returns how many threads are in."""
+    """Count this Python thread among the running calls; returns how many threads share the
+    budget: those inside a call now, and the live ones that left one less than RECENT_SECONDS
+    ago."""
     me = threading.get_ident()
+    now = time.monotonic()
     with _calls_lock:
         _calls[me] = _calls.get(me, 0) + 1
-        return len(_calls)
+        for ident, (thread, left) in list(_recent.items()):
+            if now - left >= RECENT_SECONDS or not thread.is_alive():
+                del _recent[ident]
+        return len(_calls) + sum(1 for ident in _recent if ident not in _calls)
 
 
 def _count_out(depths, me):
@@ -149,8 +165,10 @@ def _count_out(depths, me):
 
 
 def _leave_call():
+    me = threading.get_ident()
     with _calls_lock:
-        _count_out(_calls, threading.get_ident())
+        if _count_out(_calls, me) == 0:
+            _recent[me] = (threading.current_thread(), time.monotonic())
 
 
 def cap_request(n, what="n_threads={n}"):
@@ -454,6 +472,7 @@ def _after_fork_in_child():
     _calls_lock = threading.Lock()
     mine = _calls.get(me)
     _calls.clear()
+    _recent.clear()
     if mine:
         _calls[me] = mine
     _gate = threading.Condition(threading.Lock())

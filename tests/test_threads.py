@@ -533,6 +533,47 @@ def test_calls_running_at_once_share_the_budget(budget):
             assert n == alone
 
 
+def test_a_thread_between_two_calls_still_shares_the_budget(budget, monkeypatch):
+    """A live thread that left a call less than RECENT_SECONDS ago still counts (a grid
+    search's worker between two fits): a call starting then takes half the budget, not all of
+    it; once that thread has ended, or the time has passed, the whole budget again."""
+    budget(2)
+    alone = min(2, numba.config.NUMBA_NUM_THREADS)
+    if alone < 2:
+        pytest.skip("needs 2 Numba threads")
+    monkeypatch.setattr(_threads, "_recent", {})
+    between, done = threading.Event(), threading.Event()
+
+    def worker():
+        with _threads.thread_limits(None):
+            pass
+        between.set()
+        done.wait(timeout=60)
+
+    with threadpool_limits(2, user_api="blas"):
+        monkeypatch.setattr(_threads, "RECENT_SECONDS", 3600.0)
+        th = threading.Thread(target=worker)
+        th.start()
+        assert between.wait(timeout=60)
+        with _threads.thread_limits(None) as n:
+            assert n == 1 and _pools() == (1, 1)
+        monkeypatch.setattr(_threads, "RECENT_SECONDS", 0.0)  # its time has passed
+        with _threads.thread_limits(None) as n:
+            assert n == alone
+        monkeypatch.setattr(_threads, "RECENT_SECONDS", 3600.0)
+        with _threads.thread_limits(None) as n:  # pruned: it no longer counts
+            assert n == alone
+        th2 = threading.Thread(target=worker)
+        done.clear(), between.clear()
+        th2.start()
+        assert between.wait(timeout=60)
+        done.set()
+        th2.join()
+        th.join()
+        with _threads.thread_limits(None) as n:  # it has ended
+            assert n == alone
+
+
 def test_blas_limits_hold_in_any_python_thread():
     """threadpoolctl >= 3.8 lets only the first Python thread that set OpenBLAS's count set it
     again while it lives (others are ignored, silently).  A fit in a worker thread, after the
