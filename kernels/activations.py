@@ -128,7 +128,14 @@ def _leaky_relu_of(v, slope):
     return v if v > 0 else v * slope
 
 
-@njit(**JIT_INNER)
+# GELU and its derivative inlined by Numba, as the loss terms are (kernels/losses.py), and so
+# are their pieces (kernels/expfn.py): as calls, the normal CDF's series put them past LLVM's
+# inlining threshold and a block's loop called them element by element, unvectorised (100 x 512
+# float64: 964 us forward and 1021 us backward, against 106 and 120 us inlined, measured)
+_INLINED = dict(JIT_INNER, inline="always")
+
+
+@njit(**_INLINED)
 def _gelu_of(v, slope):
     return vgelu(v)
 
@@ -254,7 +261,7 @@ def _dleaky_relu_of(d, a, slope):
     return d if a > 0 else d * slope
 
 
-@njit(**JIT_INNER)
+@njit(**_INLINED)  # see _gelu_of
 def _dgelu_of(d, a, slope):
     return a * vdgelu(d)
 
