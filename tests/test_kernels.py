@@ -295,3 +295,39 @@ def test_threads_asking_for_new_kernels_at_once_get_the_same_ones(factory, key):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["8", "1"]
+
+
+# -- the elementwise block leaves vectorise ------------------------------------------------------
+# Not a timing: the optimised LLVM IR of a loop over a block must hold vector operations.  An
+# element function left as a call (past LLVM's inlining threshold) makes the loop scalar: GELU's
+# ran ~9x slower that way, with every value still right.
+def _leaf_ir(leaf, code, dtype, n_arrays):
+    from numba import types
+
+    from fastmlp.kernels import activations as A
+
+    fn = getattr(A, leaf)
+    if leaf == "activate_block":
+        kernel = njit(lambda Z, b: fn(Z, b, code, 0.01))
+    else:
+        kernel = njit(lambda D, X, s: fn(D, X, s, code, 0.01))
+    arr2, arr1 = types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C")
+    sig = (arr2, arr1) if n_arrays == 2 else (arr2, arr2, arr1)
+    kernel.compile(sig)
+    return kernel.inspect_llvm(sig)
+
+
+@pytest.mark.parametrize("leaf", ["activate_block", "dactivation_block"])
+@pytest.mark.parametrize("act", ["LOGISTIC", "TANH", "RELU", "GELU", "SILU", "EXP"])
+def test_elementwise_leaves_vectorise(leaf, act):
+    import re
+
+    from numba import types
+
+    if act == "EXP" and leaf == "dactivation_block":
+        pytest.skip("exp's derivative is a product: nothing to inline")
+    from fastmlp.kernels import activations
+
+    ir = _leaf_ir(leaf, getattr(activations, act), types.float64,
+                  2 if leaf == "activate_block" else 3)
+    assert re.search(r"<\d+ x double>", ir), f"{leaf} of {act} is not vectorised"
