@@ -57,7 +57,7 @@ from threadpoolctl import ThreadpoolController
 
 from ._startup import young_objects_only
 
-_controller = None
+_blas_controllers = None  # threadpoolctl's controllers of the BLAS libraries (_blas_libs)
 _blas_lock = threading.Lock()   # guards the two below; never held while kernels run
 _blas_requests = {}             # {token: BLAS threads asked for} of the calls running now
 _blas_saved = None              # [(lib controller, threads)] found before the first of them
@@ -284,10 +284,10 @@ def resolve_n_threads(n_threads):
 def _blas_libs():
     """The BLAS libraries' threadpoolctl controllers, found once (a fixed list: threadpoolctl
     lists the libraries loaded when its controller was made)."""
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController().select(user_api="blas").lib_controllers
-    return _controller
+    global _blas_controllers
+    if _blas_controllers is None:
+        _blas_controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas_controllers
 
 
 def blas_versions():
@@ -313,8 +313,8 @@ def _set_blas_threads(lib, k):
     the first that set it, for as long as that thread lives; a call from any other thread is
     ignored, silently.  A fit's first limit from the main thread then left every later fit in
     a worker thread (a threaded grid search, a Dask worker's task) on all the cores' BLAS
-    threads: two digits fits side by side ran 1.2-1.8x slower than one after the other,
-    measured.  fastmlp's calls already share one count (the smallest they asked for, and the
+    threads: two digits fits side by side took 1.1-1.8x the time of the same two one after
+    the other, measured.  fastmlp's calls already share one count (the smallest they asked for, and the
     saved value back when the last ends: see the module's note), so fastmlp takes control for
     its own set and gives it back at once; a user's ``threadpool_limits`` block, in this
     thread or another, can still set and restore its own count afterwards."""
