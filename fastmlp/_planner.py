@@ -206,8 +206,11 @@ def time_candidates(runners, seconds=TRIAL_SECONDS, rounds=ROUNDS, clock=time.pe
     may load a kernel, and its thread pool wakes), then timed calls in a row, as training
     runs them, until its share of ``seconds`` has passed (at least MIN_RUNS, but only one
     once SLOW_ROUND shares have passed: on a busy machine a threaded call can take 100 ms).
-    A candidate over PRUNE times the fastest so far skips its later rounds (and its timed
-    calls, when its untimed call alone took that long and SLOW_ROUND shares).  ``setup``,
+    A candidate over PRUNE times the fastest so far skips its later rounds (and, after the
+    first round, its timed calls, when its untimed call alone took that long and SLOW_ROUND
+    shares: in the first round that call may be loading or compiling the candidate's kernel,
+    which says nothing of its speed -- a blas/1 kernel's load from the cache, 13.6 ms against
+    its 1.1 ms steps, once had the way judged hopeless without a timed step).  ``setup``,
     when given, is called with a label and returns a context manager that each of that
     candidate's rounds runs in (its thread counts)."""
     labels = list(runners)
@@ -225,7 +228,7 @@ def time_candidates(runners, seconds=TRIAL_SECONDS, rounds=ROUNDS, clock=time.pe
                     t0 = clock()
                     run()
                     start = clock()
-                    if start - t0 >= SLOW_ROUND * share and (
+                    if r > 0 and start - t0 >= SLOW_ROUND * share and (
                             start - t0 > PRUNE * min(best.values())):
                         # hopeless: its first call alone took PRUNE times the fastest step
                         best[lb] = min(best[lb], start - t0)
