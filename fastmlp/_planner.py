@@ -352,6 +352,23 @@ def write_record(key, data, prefix="plan"):
                 pass
 
 
+# A probed plan file older than this is probed again (once, by the next process that runs it):
+# the machine's speed has phases -- on a VM whose host took the second core for minutes, a
+# trial and its probe both found two threads no faster than one and kept blas/1 for W3, 1.3-1.6x
+# slower than blas/2 once the core was back, measured -- and a verdict must not stand forever.
+PROBED_MAX_AGE = 24 * 3600.0
+
+
+def _record_age(key, prefix="plan"):
+    """Seconds since key's file was written (inf when it cannot be told, or lies ahead)."""
+    path = _path(key, prefix)
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except (OSError, TypeError):
+        return math.inf
+    return age if age >= 0 else math.inf
+
+
 def load(key, budget, split=True) -> Optional[Plan]:
     """The plan on disk for key, or None (no file, files off, or a file that is unreadable,
     holds another key or names no valid candidate for budget)."""
@@ -364,8 +381,10 @@ def load(key, budget, split=True) -> Optional[Plan]:
         return None
     if not is_valid(strategy, threads, budget, split):
         return None
-    # a plan its runner-up was already probed against on this machine is not probed again
-    return Plan(strategy, "probed" if data.get("probed") is True else "disk", {}, threads)
+    # a plan its runner-up was already probed against on this machine is not probed again,
+    # for PROBED_MAX_AGE
+    probed = data.get("probed") is True and _record_age(key) < PROBED_MAX_AGE
+    return Plan(strategy, "probed" if probed else "disk", {}, threads)
 
 
 def save(key, plan, probed=False):

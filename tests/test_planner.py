@@ -285,6 +285,24 @@ def test_a_probed_plan_file_is_not_probed_again(fresh, monkeypatch, tmp_path):
         assert again.plan == _planner.Plan(plan.strategy, "probed", {}, plan.threads)
 
 
+def test_a_probed_plan_file_is_probed_again_once_old(fresh, monkeypatch, tmp_path):
+    """A probed verdict stands for PROBED_MAX_AGE: an older file (or one dated in the future)
+    loads as 'disk', so the next process probes its runner-up again."""
+    monkeypatch.setenv("FASTMLP_PLAN_CACHE", str(tmp_path))
+    key = ("a key",)
+    _planner.save(key, _planner.Plan("blas", "timed", {}, 1), probed=True)
+    budget = _threads.max_threads()
+    assert _planner.load(key, budget).source == "probed"
+    path = _planner._path(key)
+    now = os.stat(path).st_mtime
+    os.utime(path, (now, now - _planner.PROBED_MAX_AGE - 60))
+    assert _planner.load(key, budget) == _planner.Plan("blas", "disk", {}, 1)
+    os.utime(path, (now, now + 3600))
+    assert _planner.load(key, budget).source == "disk"
+    _planner.save(key, _planner.Plan("blas", "probed", {}, 1), probed=True)  # probed again
+    assert _planner.load(key, budget).source == "probed"
+
+
 def test_a_plan_that_undersells_the_machine_is_replaced_by_its_probe(fresh, monkeypatch,
                                                                       saved):
     """A trial taken in a slow spell chose blas/2 although split/2 runs 12x faster now: the
