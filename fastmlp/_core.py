@@ -94,7 +94,6 @@ class Trainer:
         # how long the threads waited for CPUs since the plan's trial (or its watch began)
         self._contention = None  # a _contention.Contention
         self._split_ok = None  # the BLAS allows the split way (checked once)
-        self._plan_keys = {}  # _plan_key's keys, by (threads, batch, kind, dropout)
         self._session = None  # the thread settings held across epochs (session())
         self._identity = np.zeros(0, np.int64)  # 0..N-1, for in-order input on the split way
         self.stop_requested = False
@@ -229,18 +228,13 @@ class Trainer:
     def _plan_key(self, n_threads, batch, kind="pass"):
         """The key of this network's plans (see fastmlp._planner): kept per process, and on
         disk."""
-        memo = (int(n_threads), int(batch), kind, self.dropout is not None)
-        key = self._plan_keys.get(memo)
-        if key is None:  # built once per trainer and memo: a tiny fit's epochs take ~0.2 ms
-            import numba
+        import numba
 
-            from ._version import __version__
-            key = self._plan_keys[memo] = (
-                _planner.FORMAT, _planner.cpu_model(), memo[0],
-                tuple(int(s) for s in self.layout.sizes), memo[1], self.dtype.str,
-                tuple(int(c) for c in self.codes), memo[3], kind, threading_layer(),
-                __version__, numba.__version__)
-        return key
+        from ._version import __version__
+        return (_planner.FORMAT, _planner.cpu_model(), int(n_threads),
+                tuple(int(s) for s in self.layout.sizes), int(batch), self.dtype.str,
+                tuple(int(c) for c in self.codes), self.dropout is not None, kind,
+                threading_layer(), __version__, numba.__version__)
 
     def _split_available(self):
         if self._split_ok is None:

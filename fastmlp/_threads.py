@@ -314,10 +314,10 @@ def _set_blas_threads(lib, k):
     ignored, silently.  A fit's first limit from the main thread then left every later fit in
     a worker thread (a threaded grid search, a Dask worker's task) on all the cores' BLAS
     threads: two digits fits side by side took 1.1-1.8x the time of the same two one after
-    the other, measured.  fastmlp's calls already share one count (the smallest they asked for, and the
-    saved value back when the last ends: see the module's note), so fastmlp takes control for
-    its own set and gives it back at once; a user's ``threadpool_limits`` block, in this
-    thread or another, can still set and restore its own count afterwards."""
+    the other, measured.  fastmlp's calls already share one count (the smallest they asked
+    for, and the saved value back when the last ends: see the module's note), so fastmlp takes
+    control for its own set and gives it back at once; a user's ``threadpool_limits`` block,
+    in this thread or another, can still set and restore its own count afterwards."""
     lib.set_num_threads(k)
     take = getattr(type(lib), "clear_controlling_thread", None)
     if take is None or lib.num_threads == k:

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._config import JIT, JIT_INNER, JIT_OVERLOAD
+from ._config import JIT, JIT_INLINED, JIT_INNER, JIT_OVERLOAD
 from .expfn import vdgelu, vdsilu, vexp, vgelu, vsigmoid, vsilu, vtanh
 
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP, LEAKY_RELU, GELU, SILU = range(9)
@@ -128,14 +128,7 @@ def _leaky_relu_of(v, slope):
     return v if v > 0 else v * slope
 
 
-# GELU and its derivative inlined by Numba, as the loss terms are (kernels/losses.py), and so
-# are their pieces (kernels/expfn.py): as calls, the normal CDF's series put them past LLVM's
-# inlining threshold and a block's loop called them element by element, unvectorised (100 x 512
-# float64: 964 us forward and 1021 us backward, against 106 and 120 us inlined, measured)
-_INLINED = dict(JIT_INNER, inline="always")
-
-
-@njit(**_INLINED)
+@njit(**JIT_INLINED)  # GELU and its pieces inlined: see _config.JIT_INLINED
 def _gelu_of(v, slope):
     return vgelu(v)
 
@@ -261,7 +254,7 @@ def _dleaky_relu_of(d, a, slope):
     return d if a > 0 else d * slope
 
 
-@njit(**_INLINED)  # see _gelu_of
+@njit(**JIT_INLINED)  # see _gelu_of
 def _dgelu_of(d, a, slope):
     return a * vdgelu(d)
 

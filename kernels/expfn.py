@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from ._config import JIT, JIT_STRICT
+from ._config import JIT, JIT_STRICT, JIT_STRICT_INLINED
 
 
 # int32 <-> float32 and int64 <-> float64: the same bits read as the other kind
@@ -192,7 +192,7 @@ def tanh64(x):
 
 def _by_dtype(f32, f64, inline="never"):
     """A generic scalar function that resolves to f32/f64 at compile time (``inline``:
-    Numba's option for the choice, see ``_JIT_INLINED``)."""
+    Numba's option for the choice, see ``_config.JIT_INLINED``)."""
     def generic(x):
         raise NotImplementedError("only callable from jitted code")
 
@@ -210,12 +210,8 @@ def _by_dtype(f32, f64, inline="never"):
 # to 1 / (3 sqrt(pi)) as x -> inf) and these are its Chebyshev interpolants, computed once
 # with mpmath at 40 digits: degree 21 (relative error 6e-16) and degree 10 (2e-8, below
 # float32's half ulp), below.  Only exp(-x^2) and a division are left: branch-free, vectorisable.
-# The GELU pieces are inlined into their callers by Numba (``inline="always"``, also the
-# choice between float32 and float64, vgelu/vdgelu): as calls, normal_cdf_pdf with its series
-# was past LLVM's inlining threshold, and the loops over a block called it element by element,
-# unvectorised (100 x 512 float64 GELU block: 964 us forward, 1021 us backward, against 106
-# and 120 us inlined, the same values bit for bit; measured).
-_JIT_INLINED = dict(JIT_STRICT, inline="always")
+# The GELU pieces are inlined into their callers by Numba (``_config.JIT_STRICT_INLINED``,
+# and the float32/float64 choice, vgelu/vdgelu): the same values bit for bit as calls.
 _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 # |z| beyond which exp(-z^2 / 2) is below the clamped exp's range: there z * pdf(z) is
@@ -224,7 +220,7 @@ GELU32_CUTOFF = 13.2
 GELU64_CUTOFF = 37.6
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def _erfcx_q64(u):
     # sum c[k] T_k(u), Clenshaw's recurrence written out: a loop over the coefficients
     # keeps LLVM from vectorising the caller's loop over elements (measured 30x slower)
@@ -254,7 +250,7 @@ def _erfcx_q64(u):
     return u * b1 - b2 + 0.4711460746602906
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def _erfcx_q32(u):
     # sum c[k] T_k(u), Clenshaw's recurrence written out: a loop over the coefficients
     # keeps LLVM from vectorising the caller's loop over elements (measured 30x slower)
@@ -273,7 +269,7 @@ def _erfcx_q32(u):
     return u * b1 - b2 + np.float32(0.4711460746602906)
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def normal_cdf_pdf32(z):
     """(Phi(z), phi(z)) in float32: the standard normal CDF and density, from one exp."""
     x = abs(z) * np.float32(_INV_SQRT2)
@@ -283,7 +279,7 @@ def normal_cdf_pdf32(z):
     return (tail if z < 0 else np.float32(1.0) - tail), e * np.float32(_INV_SQRT_2PI)
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def normal_cdf_pdf64(z):
     """(Phi(z), phi(z)) in float64: the standard normal CDF and density, from one exp."""
     x = abs(z) * _INV_SQRT2
@@ -293,28 +289,28 @@ def normal_cdf_pdf64(z):
     return (tail if z < 0 else 1.0 - tail), e * _INV_SQRT_2PI
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def gelu32(z):
     """GELU z * Phi(z) (the exact, erf form) in float32; -inf -> 0, NaN propagates."""
     p, _ = normal_cdf_pdf32(z)
     return z * p if p != 0 else p
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def gelu64(z):
     """GELU z * Phi(z) (the exact, erf form) in float64; -inf -> 0, NaN propagates."""
     p, _ = normal_cdf_pdf64(z)
     return z * p if p != 0 else p
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def dgelu32(z):
     """GELU'(z) = Phi(z) + z phi(z) in float32."""
     p, d = normal_cdf_pdf32(z)
     return p + (z * d if abs(z) < np.float32(GELU32_CUTOFF) else p * 0)
 
 
-@njit(**_JIT_INLINED)
+@njit(**JIT_STRICT_INLINED)
 def dgelu64(z):
     """GELU'(z) = Phi(z) + z phi(z) in float64."""
     p, d = normal_cdf_pdf64(z)
