@@ -61,6 +61,7 @@ import time
 from typing import NamedTuple, Optional
 
 from . import _contention
+from ._environment import SettingError
 
 STRATEGIES = ("blas", "split")
 ENV_VAR = "FASTMLP_STRATEGY"
@@ -125,7 +126,7 @@ def forced_strategy(strategy=None):
             try:
                 s = check_strategy(env)
             except ValueError:
-                raise ValueError(f"{ENV_VAR} must be one of {('auto',) + STRATEGIES}, "
+                raise SettingError(f"{ENV_VAR} must be one of {('auto',) + STRATEGIES}, "
                                  f"got {env!r}") from None
     return s
 

@@ -50,12 +50,19 @@ import time
 import warnings
 from contextlib import contextmanager, nullcontext
 
-import numba
 import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's OpenBLAS so threadpoolctl sees it)
-from numba.np.ufunc import parallel as _numba_parallel
 from threadpoolctl import ThreadpoolController
 
+from ._environment import (SettingError, numba_num_threads_problem, set_aside,
+                           threading_layer_error)
 from ._startup import young_objects_only
+
+# NUMBA_NUM_THREADS below 1 fails Numba's own import: Numba is imported with it set aside, and
+# the first call raises a SettingError that names it (see fastmlp._environment)
+_numba_env_problem = None if "numba" in sys.modules else numba_num_threads_problem()
+with set_aside("NUMBA_NUM_THREADS" if _numba_env_problem else None):
+    import numba
+    from numba.np.ufunc import parallel as _numba_parallel
 
 _blas_controllers = None  # threadpoolctl's controllers of the BLAS libraries (_blas_libs)
 _blas_lock = threading.Lock()   # guards the two below; never held while kernels run
@@ -216,6 +223,11 @@ def start_pool():
             env["GOMP_SPINCOUNT"] = POOL_SPINCOUNT
         try:
             numba.get_num_threads()
+        except ValueError as exc:  # an unknown or missing NUMBA_THREADING_LAYER
+            error = threading_layer_error(exc)
+            if error is None:
+                raise
+            raise error from None
         finally:
             if here:
                 env.pop("GOMP_SPINCOUNT", None)
@@ -230,10 +242,13 @@ def numba_ready():
     ``fastmlp._startup.young_objects_only`` (the full garbage collections it triggered walked
     the whole process: see that module).  The set-up is Numba's own (``refresh``, as its cache
     loader calls it), under its compiler lock and inside a ``kernel_section`` (a fork from
-    another thread waits for it to end).  Called by ``thread_limits`` before any kernel runs."""
+    another thread waits for it to end).  Called by ``thread_limits`` before any kernel runs;
+    raises the SettingError of a NUMBA_NUM_THREADS that Numba could not start with."""
     global _numba_ready
     if _numba_ready:
         return
+    if _numba_env_problem is not None:
+        raise SettingError(_numba_env_problem)
     try:
         from numba.core.compiler_lock import global_compiler_lock
         from numba.core.registry import cpu_target

@@ -81,6 +81,28 @@ def test_main_job_without_arguments(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("name, value", [("NUMBA_NUM_THREADS", "0"),
+                                         ("NUMBA_NUM_THREADS", "-2"),
+                                         ("NUMBA_THREADING_LAYER", "bogus"),
+                                         ("FASTMLP_STRATEGY", "fastest")])
+def test_a_bad_thread_variable_is_one_line_exit_2(tmp_path, data, name, value):
+    """A thread setting fastmlp cannot run with: one line naming the variable, exit 2, nothing
+    written; the two Numba ones were tracebacks from inside Numba (NUMBA_NUM_THREADS=0 failed
+    ``import fastmlp`` itself)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "FASTMLP_STRATEGY")}
+    env[name] = value
+    model = tmp_path / "m.npz"
+    r = subprocess.run([sys.executable, "-m", "fastmlp.cli", "train", str(data / "cls.csv"),
+                        "--target", "kind", "--epochs", "2", "--out", str(model)], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error:"), r.stderr
+    assert f"{name}={value!r}" in lines[0] or f"got {value!r}" in lines[0], lines[0]
+    assert not model.exists()
+
+
 def test_digits_model_takes_raw_pixels(tmp_path, capsys):
     """The main job's standardisation is stored with its model: evaluate takes raw digits."""
     from sklearn.datasets import load_digits

@@ -401,6 +401,41 @@ def test_a_first_call_that_loads_a_kernel_does_not_rule_a_candidate_out():
     assert _planner.choose(best) == "blas/1"
 
 
+def test_numba_num_threads_below_one_is_named_by_the_first_call_not_the_import():
+    """Numba's own import refuses NUMBA_NUM_THREADS=0 without naming it: fastmlp imports, the
+    user's environment stays as it was, and the first call raises a SettingError (a
+    ValueError) that names the variable."""
+    code = (
+        "import os, numpy as np\n"
+        "import fastmlp\n"
+        "from fastmlp._environment import SettingError\n"
+        "assert os.environ['NUMBA_NUM_THREADS'] == '0'\n"
+        "m = fastmlp.MLP([3, 4, 1], random_state=0)\n"
+        "try:\n"
+        "    m.fit(np.ones((8, 3)), np.ones((8, 1)), epochs=1)\n"
+        "except SettingError as e:\n"
+        "    assert isinstance(e, ValueError)\n"
+        "    print('refused:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
+    env["NUMBA_NUM_THREADS"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "refused: NUMBA_NUM_THREADS='0' is not a thread count" in out.stdout
+
+
+def test_an_unknown_threading_layer_is_named(monkeypatch):
+    """Numba's refusal to start a layer the user asked for comes back naming the variable."""
+    from fastmlp._environment import SettingError, threading_layer_error
+    monkeypatch.setenv("NUMBA_THREADING_LAYER", "bogus")
+    err = threading_layer_error(ValueError("The threading layer requested 'bogus' is\nunknown"))
+    assert isinstance(err, SettingError)
+    assert str(err).startswith("NUMBA_THREADING_LAYER='bogus': The threading layer requested "
+                               "'bogus' is unknown (")
+    monkeypatch.delenv("NUMBA_THREADING_LAYER")
+    assert threading_layer_error(ValueError("other")) is None  # Numba's own error stands
+
+
 def test_one_thread_runs_the_blas_way():
     t = _train(None, n_threads=1, epochs=1)[0]
     assert t.plan == _planner.Plan("blas", "one thread", {})

@@ -19,6 +19,7 @@ import numpy as np
 
 from .data import (UserError, class_labels, data_format, network, predictions, read_data,
                    score, to_dtype)
+from .._environment import SettingError
 from .._validation import ACTIVATIONS, SOLVERS
 from .._version import __version__
 from ..persistence import atomic_write
@@ -454,7 +455,7 @@ def main(argv=None):
     except Interrupted as exc:
         print(f"fastmlp: interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
         return EXIT_SIGNAL[exc.signum]
-    except UserError as exc:
+    except (UserError, SettingError) as exc:  # SettingError: a bad NUMBA_*/FASTMLP_* variable
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
