@@ -6,7 +6,8 @@ the variable and what it accepts, raised by the first call that needs it and nev
 ``fastmlp: error:`` line.  Found by trying them: ``NUMBA_NUM_THREADS=0`` (or below) made
 ``import fastmlp`` itself fail inside Numba's import ("Number of threads specified must be > 0",
 no variable named) and ``NUMBA_THREADING_LAYER=bogus`` or ``=tbb`` without TBB failed inside
-Numba's pool start; both reached command-line users as tracebacks.  The user's environment is
+Numba's pool start, and ``LOKY_MAX_CPU_COUNT=abc`` inside joblib's ``cpu_count`` (the CPU
+budget's count); all reached command-line users as tracebacks.  The user's environment is
 never changed: it is read, and put back where a variable is set aside for Numba's import.
 """
 import os

@@ -84,7 +84,14 @@ def _affinity_count():
 
 def _joblib_cpu_count():
     import joblib
-    return joblib.cpu_count(only_physical_cores=False)
+    try:
+        return joblib.cpu_count(only_physical_cores=False)
+    except ValueError as exc:  # LOKY_MAX_CPU_COUNT not an integer (joblib's int() of it)
+        raw = os.environ.get("LOKY_MAX_CPU_COUNT")
+        if raw is None:
+            raise
+        raise SettingError(f"LOKY_MAX_CPU_COUNT={raw!r} is not a CPU count: set it to a "
+                           f"positive integer or unset it") from None
 
 
 def _process_budget():

@@ -84,13 +84,15 @@ def test_main_job_without_arguments(tmp_path):
 @pytest.mark.parametrize("name, value", [("NUMBA_NUM_THREADS", "0"),
                                          ("NUMBA_NUM_THREADS", "-2"),
                                          ("NUMBA_THREADING_LAYER", "bogus"),
-                                         ("FASTMLP_STRATEGY", "fastest")])
+                                         ("FASTMLP_STRATEGY", "fastest"),
+                                         ("LOKY_MAX_CPU_COUNT", "1.5")])
 def test_a_bad_thread_variable_is_one_line_exit_2(tmp_path, data, name, value):
     """A thread setting fastmlp cannot run with: one line naming the variable, exit 2, nothing
-    written; the two Numba ones were tracebacks from inside Numba (NUMBA_NUM_THREADS=0 failed
-    ``import fastmlp`` itself)."""
+    written; each was a traceback (from inside Numba: NUMBA_NUM_THREADS=0 failed ``import
+    fastmlp`` itself; from joblib's cpu_count for LOKY_MAX_CPU_COUNT)."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "FASTMLP_STRATEGY")}
+           if k not in ("NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "FASTMLP_STRATEGY",
+                        "LOKY_MAX_CPU_COUNT")}
     env[name] = value
     model = tmp_path / "m.npz"
     r = subprocess.run([sys.executable, "-m", "fastmlp.cli", "train", str(data / "cls.csv"),

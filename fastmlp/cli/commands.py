@@ -446,7 +446,11 @@ def main(argv=None):
     if isinstance(getattr(args, "threads", None), int) and not getattr(args, "dask", None):
         # capped at the CPU budget, said in one line (bench's list of counts: each run's)
         from .._threads import cap_request
-        args.threads, note = cap_request(args.threads, "--threads {n}")
+        try:
+            args.threads, note = cap_request(args.threads, "--threads {n}")
+        except SettingError as exc:  # the budget's own variables (LOKY_MAX_CPU_COUNT)
+            print(f"fastmlp: error: {exc}", file=sys.stderr)
+            return 2
         if note:
             print(f"fastmlp: {note}", file=sys.stderr)
     try:
