@@ -127,7 +127,7 @@ def forced_strategy(strategy=None):
                 s = check_strategy(env)
             except ValueError:
                 raise SettingError(f"{ENV_VAR} must be one of {('auto',) + STRATEGIES}, "
-                                 f"got {env!r}") from None
+                                   f"got {env!r}") from None
     return s
 
 
