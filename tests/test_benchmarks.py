@@ -234,6 +234,32 @@ def test_threads_option_is_checked(capsys):
                               "integer"), err
 
 
+def test_bench_thread_counts_above_the_budget_are_capped(monkeypatch, capsys):
+    """``fastmlp bench --threads`` counts above the cores this process may use are capped,
+    one line each, and a count capped to one already listed runs once (a count of 10**20
+    reached the worker processes and failed in ctypes: "int too long to convert")."""
+    from fastmlp import _threads, cli
+    from fastmlp.bench import report, runner
+    monkeypatch.setattr(_threads, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(report, "format_report", lambda r: "")
+    monkeypatch.setattr(report, "format_scaling", lambda t: "")
+    asked = []
+
+    def fake_run(workloads, peers, threads=None, **kw):
+        asked.append(threads)
+        return {"workloads": {}}
+    monkeypatch.setattr(runner, "run_benchmark", fake_run)
+    monkeypatch.setattr(runner, "scaling", lambda reports: [])
+    rc = cli.main(["bench", "--threads", "1,99999999999999999999,2,8", "--quick",
+                   "--no-progress"])
+    assert rc == 1  # no peer produced a result (the fake ran none)
+    assert asked == [1, 2]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fastmlp: --threads {n} is more than the 2 CPU cores this process may use "
+                   f"(its CPU affinity, container quota or Dask worker threads): using 2"
+                   for n in ("99999999999999999999", "8")]
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     from fastmlp import cli
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError

@@ -443,15 +443,24 @@ def main(argv=None):
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code
     from .run import EXIT_SIGNAL, Interrupted, StopOnSignal
-    if isinstance(getattr(args, "threads", None), int) and not getattr(args, "dask", None):
-        # capped at the CPU budget, said in one line (bench's list of counts: each run's)
+    if getattr(args, "threads", None) is not None and not getattr(args, "dask", None):
+        # capped at the CPU budget, said in one line per count (bench takes a list of counts:
+        # each is capped, and a count that caps to one already listed runs once)
         from .._threads import cap_request
+        counts = [args.threads] if isinstance(args.threads, int) else args.threads
+        capped, notes = [], []
         try:
-            args.threads, note = cap_request(args.threads, "--threads {n}")
+            for k in counts:
+                c, note = cap_request(k, "--threads {n}")
+                if note:
+                    notes.append(note)
+                if c not in capped:
+                    capped.append(c)
         except SettingError as exc:  # the budget's own variables (LOKY_MAX_CPU_COUNT)
             print(f"fastmlp: error: {exc}", file=sys.stderr)
             return 2
-        if note:
+        args.threads = capped[0] if isinstance(args.threads, int) else capped
+        for note in notes:
             print(f"fastmlp: {note}", file=sys.stderr)
     try:
         with StopOnSignal(lambda: None):  # a signal raises Interrupted: files are cleaned up
