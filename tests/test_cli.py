@@ -105,6 +105,29 @@ def test_a_bad_thread_variable_is_one_line_exit_2(tmp_path, data, name, value):
     assert not model.exists()
 
 
+def test_a_warning_is_one_line(tmp_path, capsys, monkeypatch):
+    """A library warning during a command is one ``fastmlp: warning:`` line: a model file's
+    n_threads above this machine's cores printed Python's two-line format, with the path and
+    source line of fastmlp's code.  The caller's way of showing warnings comes back after."""
+    from fastmlp import _threads
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = fastmlp.MLP([3, 4, 2], n_threads=7, random_state=0).fit(X, X[:, :2], epochs=1)
+    m.save(tmp_path / "m.npz")
+    np.save(tmp_path / "x.npy", X)
+    monkeypatch.setattr(_threads, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(_threads, "_warned", set())
+    shown = warnings.showwarning
+    rc, out, err = call(capsys, "predict", tmp_path / "m.npz", tmp_path / "x.npy")
+    assert rc == 0, err
+    assert err.splitlines() == ["fastmlp: warning: n_threads=7 is more than the 2 CPU cores "
+                                "this process may use (its CPU affinity, container quota or "
+                                "Dask worker threads): using 2"]
+    assert warnings.showwarning is shown
+
+
 def test_digits_model_takes_raw_pixels(tmp_path, capsys):
     """The main job's standardisation is stored with its model: evaluate takes raw digits."""
     from sklearn.datasets import load_digits

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import warnings
 
 import numpy as np
 
@@ -433,7 +434,24 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning on the command line: one ``fastmlp: warning:`` line.  Python's own format
+    adds the file, line number and source line of the library code that warned (a model
+    file's n_threads above this machine's cores printed ``.../_core.py:593: RuntimeWarning:
+    ...`` and ``with thread_limits(self.n_threads) as nt:``)."""
+    print(f"fastmlp: warning: {' '.join(str(message).split())}",
+          file=sys.stderr if file is None else file)
+
+
 def main(argv=None):
+    """The ``fastmlp`` command: runs it and returns its exit status.  Warnings are shown as
+    one line each while it runs (the caller's way of showing them is put back after)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
