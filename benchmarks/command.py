@@ -57,10 +57,21 @@ def _thread_counts(text):
 
 
 def _chart_path(text):
-    """``--plot FILE``: checked at parse time, so that a missing matplotlib costs no run."""
+    """``--plot FILE.png``: checked at parse time -- matplotlib installed, a PNG's name, a file
+    that can be written (as ``fastmlp train --plot``'s) -- so that a bad path costs no run (a
+    folder's name was written as FOLDER.png, after the whole run, and said to be the folder; a
+    missing folder failed after the run)."""
     if importlib.util.find_spec("matplotlib") is None:
         raise argparse.ArgumentTypeError(
             "needs matplotlib: pip install matplotlib (or fastmlp[plot])")
+    from fastmlp.cli.data import UserError
+    from fastmlp.cli.run import check_output_path
+    try:
+        check_output_path(text, "")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"{text}: the chart is a PNG; name it *.png")
     return text
 
 

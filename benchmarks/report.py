@@ -140,5 +140,7 @@ def plot_report(report, path):
     axes[0].legend(fontsize=8)
     fig.suptitle("fastmlp bench (%d threads)" % report["machine"]["threads"])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from fastmlp.persistence import atomic_write
+    # the PNG format named: savefig would otherwise add ".png" to a name without it
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

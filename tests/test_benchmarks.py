@@ -260,6 +260,35 @@ def test_bench_thread_counts_above_the_budget_are_capped(monkeypatch, capsys):
                    for n in ("99999999999999999999", "8")]
 
 
+def test_a_bad_chart_path_is_refused_before_any_run(tmp_path, capsys):
+    """``--plot`` is checked as ``fastmlp train --plot`` is, before the run: a folder's name
+    was written as FOLDER.png after the whole run (and reported as the folder), a missing
+    folder failed only after the run."""
+    pytest.importorskip("matplotlib")
+    from fastmlp import cli
+    (tmp_path / "sub").mkdir()
+    for path, says in ((tmp_path / "sub", "is a directory"),
+                       (tmp_path / "nope" / "c.png", "does not exist"),
+                       (tmp_path / "c.jpg", "the chart is a PNG")):
+        assert cli.main(["bench", "--plot", str(path), "--quick", "--workloads", "sk32"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fastmlp: error: argument --plot: "), err
+        assert says in err[0]
+    assert sorted(os.listdir(tmp_path)) == ["sub"] and os.listdir(tmp_path / "sub") == []
+
+
+def test_the_chart_is_written_whole_under_its_own_name(tmp_path):
+    """plot_report writes the PNG atomically under exactly the name given."""
+    pytest.importorskip("matplotlib")
+    from fastmlp.bench.report import plot_report
+    report = {"workloads": {"sk32": {"results": {"fastmlp-est": {
+        "fraction_of_limit": 0.4, "fit_mem_mb": 40.0}}}}, "machine": {"threads": 2}}
+    out = tmp_path / "chart.PNG"
+    plot_report(report, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["chart.PNG"]
+
+
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     from fastmlp import cli
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
