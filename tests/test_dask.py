@@ -208,6 +208,20 @@ def test_worker_engines_use_their_workers_threads(client):
             assert numba_threads == 2 and set(blas) == {2}
 
 
+def test_local_workers_are_capped_at_the_cpu_budget(monkeypatch, capsys):
+    """``--dask local:N`` starts at most one worker a core this process may use (each has
+    one thread: more only take turns on the cores, and every step waits for the slowest),
+    said in one line as ``--threads`` is; ``local:3`` on a budget of 1 started 3."""
+    from fastmlp import _threads
+    from fastmlp.cli import cluster
+    monkeypatch.setattr(_threads, "cpu_budget", lambda: 1)
+    with cluster._client("local:3") as c:
+        assert len(c.scheduler_info()["workers"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fastmlp: --dask local:3 is more than the 1 CPU core this process may use "
+                   "(its CPU affinity, container quota or Dask worker threads): using 1"]
+
+
 def test_fewer_rows_than_workers_fits_as_locally(client, capfd):
     """One row on two workers (and batches smaller than the workers): no empty shard, no
     worker error; the fit is the local estimator's."""

@@ -4,10 +4,10 @@ DATA is a Parquet or CSV file, a folder of them, or a glob, read lazily with das
 the rows are read by the workers and stay there (only parameters, gradients and a few
 reductions -- the standardisation's means and deviations, the class labels, the scores --
 reach the driver).  CLUSTER is ``local:N`` (a LocalCluster of N process workers, one thread
-each, started for the job) or a scheduler address such as ``tcp://HOST:8786``.  The model file
-is the same as a local run's (a fastmlp estimator with its standardisation), so ``fastmlp
-predict``/``evaluate``/``info`` read it; a run that the cluster cannot finish saves its last
-completed step to ``--out``.
+each, started for the job; at most one a core this process may use) or a scheduler address
+such as ``tcp://HOST:8786``.  The model file is the same as a local run's (a fastmlp estimator
+with its standardisation), so ``fastmlp predict``/``evaluate``/``info`` read it; a run that the
+cluster cannot finish saves its last completed step to ``--out``.
 """
 import glob
 import json
@@ -178,11 +178,25 @@ def _locate_bad_value(data):
     return None
 
 
+def _local_workers(n):
+    """``local:N``'s worker count, capped at the cores this process may use (one thread a
+    worker: more workers than cores only take turns on them, and each step waits for the
+    slowest), said in one line as ``--threads`` is."""
+    from .._threads import cap_request
+    n, note = cap_request(n, "--dask local:{n}")
+    if note:
+        print(f"fastmlp: {note}", file=sys.stderr)
+    return n
+
+
 def _client(spec):
     import contextlib
 
     import distributed
     kind, value = parse_cluster(spec)
+
+    if kind == "local":
+        value = _local_workers(value)
 
     @contextlib.contextmanager
     def managed():
