@@ -29,6 +29,7 @@ from . import _core
 from . import kernels as K
 from ._core import glorot_uniform
 from ._sources import TrainerSource
+from ._state import check_memory, training_bytes
 from ._validation import as_kernel_input, check_dropout
 from ._workspace import Layout
 from .optimizers import make_optimizer
@@ -64,6 +65,24 @@ def minimize_lbfgs(source, x0, *, max_iter, max_fun=15000, tol=1e-4, iprint=-1,
 class _FittingLoops:
     """The fitting half of :class:`fastmlp.estimators._BaseMLP` (a mixin): initialisation,
     the validation sets, the L-BFGS driver and the epoch loop over a gradient source."""
+
+    def _check_training_memory(self, layer_units, X, dtype):
+        """A MemoryError naming the network, before anything is allocated, when training it
+        (parameters, gradients, the optimizer's moments, the batch's activations and deltas)
+        needs more than the memory available -- as ``fastmlp.MLP`` and ``fastmlp train`` say it
+        (hidden_layer_sizes=(10**9,) failed inside the weights' random draw, "Unable to
+        allocate 29.8 GiB for an array with shape (4, 1000000000)").  The batch: the fit's
+        (stochastic solvers), or every row (L-BFGS; sparse input: one chunk)."""
+        n = X.shape[0]
+        if self.solver in _STOCHASTIC_SOLVERS:
+            batch = (min(200, n) if self.batch_size == "auto"
+                     else int(np.clip(self.batch_size, 1, n)))
+        else:
+            batch = min(n, _core.PREDICT_CHUNK) if sp.issparse(X) else n
+        dtype = np.dtype(dtype)
+        check_memory(training_bytes(layer_units, batch, dtype.itemsize),
+                     f"training a network {'-'.join(map(str, layer_units))} ({dtype.name}) "
+                     f"with batch size {batch}")
 
     def _initialize(self, y, layer_units, dtype):
         self.n_iter_ = 0

@@ -863,3 +863,29 @@ def test_one_hot_equals_label_binarizer(y):
     lb3 = LabelBinarizer().fit([0, 1, 2])
     np.testing.assert_array_equal(one_hot_labels(lb3, np.array([0, 3, 2])),
                                   lb3.transform([0, 3, 2]).astype(bool))
+
+
+def test_a_network_beyond_the_memory_is_one_clear_error_before_any_allocation(monkeypatch):
+    """Training that needs more memory than is available: one MemoryError naming the network
+    and the batch, before the weights are drawn, as fastmlp.MLP says it; a warm start keeps
+    the weights it had (hidden_layer_sizes=(10**9,) failed inside the weights' random draw,
+    "Unable to allocate 29.8 GiB for an array with shape (4, 1000000000)")."""
+    from fastmlp import _state
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 20)), np.arange(300) % 3
+    warm = fe.MLPClassifier(hidden_layer_sizes=(500,), max_iter=2, warm_start=True,
+                            random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warm.fit(X, y)
+    before = [c.copy() for c in warm.coefs_]
+    monkeypatch.setattr(_state, "available_memory", lambda: 10 ** 6)
+    fresh = [fe.MLPClassifier(hidden_layer_sizes=(500,), max_iter=1),
+             fe.MLPClassifier(hidden_layer_sizes=(500,), solver="lbfgs")]
+    for est, batch in ((fresh[0], 200), (fresh[1], 300), (warm, 200)):
+        with pytest.raises(MemoryError, match=re.escape(
+                f"training a network 20-500-3 (float64) with batch size {batch} needs ")
+                + r".* more than the 976\.6 KB of memory available"):
+            est.fit(X, y)
+    assert all(np.array_equal(a, b) for a, b in zip(before, warm.coefs_))
+    assert not any(hasattr(est, "coefs_") for est in fresh)  # no weights were drawn
