@@ -222,6 +222,20 @@ def test_local_workers_are_capped_at_the_cpu_budget(monkeypatch, capsys):
                    "(its CPU affinity, container quota or Dask worker threads): using 1"]
 
 
+def test_a_network_beyond_the_drivers_memory_is_one_clear_error(client, monkeypatch):
+    """The driver's weights, best copy, summed gradients and optimizer state beyond its
+    memory: one MemoryError naming the network, before the weights are drawn, as the local
+    estimator says it (hidden_layer_sizes=(10**9,) failed inside the random draw)."""
+    from fastmlp import _state
+    monkeypatch.setattr(_state, "available_memory", lambda: 10 ** 5)  # the driver's only
+    X, y = _data()
+    est = fdask.MLPClassifier((500,), max_iter=1, client=client)
+    with pytest.raises(MemoryError, match=r"training a network 6-500-3 \(float64\) on this "
+                                          r"driver needs .* more than the 97\.7 KB of memory"):
+        est.fit(X, y)
+    assert not hasattr(est, "coefs_")
+
+
 def test_fewer_rows_than_workers_fits_as_locally(client, capfd):
     """One row on two workers (and batches smaller than the workers): no empty shard, no
     worker error; the fit is the local estimator's."""

@@ -13,6 +13,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import check_is_fitted
 
+from .._state import check_memory, training_bytes
 from .._validation import check_class_weight
 from .._workspace import Layout
 from .._fitting import _STOCHASTIC_SOLVERS, _SubTasks
@@ -233,6 +234,11 @@ class _DaskMLP(_ShardedData, _MixinBase):
             first_pass = not hasattr(self, "coefs_") or (not self.warm_start
                                                          and not incremental)
             layer_units = [self.n_features_in_] + hidden + [n_out]
+            # the driver holds the weights, their best copy, the summed gradients and the
+            # optimizer's state (each worker's engine checks its own batch's buffers)
+            check_memory(training_bytes(layer_units, 0, np.dtype(dtype).itemsize),
+                         f"training a network {'-'.join(map(str, layer_units))} "
+                         f"({np.dtype(dtype).name}) on this driver")
             self._random_state = check_random_state(self.random_state)
             if first_pass or [c.shape for c in self.coefs_] != list(
                     zip(layer_units[:-1], layer_units[1:])):
