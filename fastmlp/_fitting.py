@@ -73,12 +73,8 @@ class _FittingLoops:
         (hidden_layer_sizes=(10**9,) failed inside the weights' random draw, "Unable to
         allocate 29.8 GiB for an array with shape (4, 1000000000)").  The batch: the fit's
         (stochastic solvers), or every row (L-BFGS; sparse input: one chunk)."""
-        n = X.shape[0]
-        if self.solver in _STOCHASTIC_SOLVERS:
-            batch = (min(200, n) if self.batch_size == "auto"
-                     else int(np.clip(self.batch_size, 1, n)))
-        else:
-            batch = min(n, _core.PREDICT_CHUNK) if sp.issparse(X) else n
+        batch = (self._batch_size(X.shape[0], warn=False)
+                 if self.solver in _STOCHASTIC_SOLVERS else self._lbfgs_rows(X))
         dtype = np.dtype(dtype)
         check_memory(training_bytes(layer_units, batch, dtype.itemsize),
                      f"training a network {'-'.join(map(str, layer_units))} ({dtype.name}) "
@@ -247,13 +243,12 @@ class _FittingLoops:
         """L-BFGS on the local Trainer (the driver: _run_lbfgs), in the dtype NumPy would
         compute the network in (the weights' and X's)."""
         dtype = np.result_type(X.dtype, param_dtype)
-        n = X.shape[0]
         sparse = sp.issparse(X)
+        rows = self._lbfgs_rows(X)
         X = as_kernel_input(X, dtype)
-        # dense: one full batch, as scikit-learn.  Sparse: chunks of rows (never densifying
-        # the whole matrix), with the L2 term added once instead of per chunk.
-        t = self._make_trainer(layer_units, dtype, min(n, _core.PREDICT_CHUNK) if sparse else n,
-                               0.0 if sparse else self.alpha)
+        # dense: one full batch, as scikit-learn.  Sparse: chunks of rows, with the L2 term
+        # added once instead of per chunk.
+        t = self._make_trainer(layer_units, dtype, rows, 0.0 if sparse else self.alpha)
         if validation is not None:
             validation = validation.prepared(dtype)
         self._run_lbfgs(TrainerSource(t, X, y, sample_weight, alpha=self.alpha), validation,
@@ -371,13 +366,22 @@ class _FittingLoops:
         return (as_kernel_input(X_train, dtype), y_train, sw_train,
                 _Validation(X_val, y_val, Y_val, sw_val, X_score=X_val, y_score=y_val))
 
-    def _batch_size(self, n_samples):
+    def _batch_size(self, n_samples, warn=True):
+        """The fit's batch size for n_samples rows (``warn``: say that a larger one is
+        clipped, as scikit-learn does)."""
         if self.batch_size == "auto":
             return min(200, n_samples)
-        if self.batch_size > n_samples:
+        if warn and self.batch_size > n_samples:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
                           "going to be clipped")
         return int(np.clip(self.batch_size, 1, n_samples))
+
+    @staticmethod
+    def _lbfgs_rows(X):
+        """The rows one L-BFGS evaluation runs at once: every row (dense), one chunk of
+        PREDICT_CHUNK rows (sparse: never densifying the whole matrix)."""
+        n = X.shape[0]
+        return min(n, _core.PREDICT_CHUNK) if sp.issparse(X) else n
 
     def _state_for(self, params):
         """The optimizer state for the flat parameters ``params``: kept across partial_fit

@@ -214,9 +214,8 @@ class _BaseMLP(EstimatorState, _FittingLoops, CallbackSupportMixin, BaseEstimato
         self.n_outputs_ = y.shape[1]
         layer_units = [X.shape[1]] + hidden_layer_sizes + [self.n_outputs_]
 
-        self._check_training_memory(
-            layer_units, X, X.dtype if first_pass else np.result_type(X.dtype,
-                                                                      self.coefs_[0].dtype))
+        dtype = X.dtype if first_pass else np.result_type(X.dtype, self.coefs_[0].dtype)
+        self._check_training_memory(layer_units, X, dtype)
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(y, layer_units, X.dtype)
